@@ -1,0 +1,122 @@
+//! Command-line interface: commands and flags, each documented for `--help`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// duckhour: hourly aggregates of InfluxDB minute readings, loaded into
+/// DuckDB/MotherDuck and BigQuery, with checkpoints that never skip or repeat an hour.
+#[derive(Debug, Parser)]
+#[command(name = "duckhour", version, about, long_about = None)]
+pub struct Cli {
+    /// The pipeline spec file.
+    #[arg(long, short = 'c', global = true, default_value = "pipelines.yaml", env = "DUCKHOUR_CONFIG")]
+    pub config: PathBuf,
+
+    /// More log output (-v: debug, -vv: trace).
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Only errors.
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
+
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check the spec and every SQL template, offline (no network, no writes).
+    Validate,
+    /// List pipelines and their jobs.
+    List,
+    /// Show what `run` (or `backfill` with --from/--to) would do: hours,
+    /// batches, sinks, the exact source queries and rendered SQL. Writes nothing.
+    DryRun(DryRunArgs),
+    /// Process every pending complete hour of a pipeline's jobs and load all sinks.
+    Run(RunArgs),
+    /// Re-process an explicit hour range, idempotently; never moves a checkpoint backwards.
+    Backfill(BackfillArgs),
+    /// Per job: checkpoint, lag, gaps and the last runs.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct JobFilter {
+    /// Only this job (repeatable).
+    #[arg(long = "job", short = 'j', value_name = "JOB")]
+    pub jobs: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DryRunArgs {
+    /// The pipeline to plan.
+    pub pipeline: String,
+    #[command(flatten)]
+    pub filter: JobFilter,
+    /// Plan a backfill from this hour (RFC 3339, inclusive); needs --to.
+    #[arg(long, requires = "to")]
+    pub from: Option<String>,
+    /// Plan a backfill up to this hour (RFC 3339, exclusive); needs --from.
+    #[arg(long, requires = "from")]
+    pub to: Option<String>,
+    /// Pretend the current time is this (RFC 3339).
+    #[arg(long)]
+    pub now: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The pipeline to run.
+    pub pipeline: String,
+    #[command(flatten)]
+    pub filter: JobFilter,
+    /// Pretend the current time is this (RFC 3339).
+    #[arg(long)]
+    pub now: Option<String>,
+    /// Wait for a job's lease instead of failing when another run holds it.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BackfillArgs {
+    /// The pipeline to backfill.
+    pub pipeline: String,
+    /// First hour (RFC 3339, inclusive).
+    #[arg(long)]
+    pub from: String,
+    /// End hour (RFC 3339, exclusive).
+    #[arg(long)]
+    pub to: String,
+    #[command(flatten)]
+    pub filter: JobFilter,
+    /// Pretend the current time is this (RFC 3339).
+    #[arg(long)]
+    pub now: Option<String>,
+    /// Wait for a job's lease instead of failing when another run holds it.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Only this pipeline.
+    pub pipeline: Option<String>,
+    /// Pretend the current time is this (RFC 3339).
+    #[arg(long)]
+    pub now: Option<String>,
+}

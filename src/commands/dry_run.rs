@@ -1,0 +1,108 @@
+//! `dry-run`: the plan, the exact source queries and the rendered SQL. Reads
+//! the checkpoints; writes nothing, contacts no source or sink.
+
+use crate::cli::DryRunArgs;
+use crate::error::{Error, EXIT_OK};
+use crate::runner::{plan_for, Mode};
+use crate::sources::Source;
+use crate::spec::{Config, StateConfig};
+use crate::state::{LocalState, State};
+use crate::template::RenderInput;
+
+pub fn dry_run(config: &Config, a: &DryRunArgs) -> Result<i32, Error> {
+    let p = super::pipeline(config, &a.pipeline)?;
+    super::check_jobs(p, &a.filter.jobs)?;
+    let now = super::now(&a.now)?;
+    let mode = match (&a.from, &a.to) {
+        (Some(f), Some(t)) => {
+            let (from, to) = super::range(f, t)?;
+            Mode::Backfill { from, to }
+        }
+        _ => Mode::Run,
+    };
+    // Only the local store can be read without side effects; say so for others.
+    let local = match &p.state {
+        StateConfig::Local { dir } => Some(LocalState::new(dir.clone())),
+        StateConfig::Prefect { .. } => None,
+    };
+    let source = Source::new(&p.source, &config.sources[&p.source]);
+    let templates = config.templates();
+
+    let mut out = String::new();
+    let what = match mode {
+        Mode::Run => "run".to_owned(),
+        Mode::Backfill { from, to } => format!("backfill [{from}, {to})"),
+    };
+    out.push_str(&format!(
+        "dry-run: {what} of pipeline `{}` at {} (nothing is written)\n",
+        p.name,
+        now.format("%Y-%m-%dT%H:%M:%SZ")
+    ));
+    out.push_str(&format!("source: {}\n", p.source));
+    for s in &p.sinks {
+        out.push_str(&format!("sink: {} ({})\n", s, config.sinks[s].describe()));
+    }
+    out.push_str(&format!("state: {}\n", State::describe(&p.state)));
+    for job in p.jobs.iter().filter(|j| a.filter.jobs.is_empty() || a.filter.jobs.contains(&j.name)) {
+        let checkpoint = match &local {
+            Some(s) => s.checkpoint(&p.name, &job.name)?,
+            None => None,
+        };
+        let plan = plan_for(p, mode, now, checkpoint);
+        let cp = match (&local, checkpoint) {
+            (None, _) => "not read (remote state store)".to_owned(),
+            (_, Some(c)) => c.to_string(),
+            (_, None) => "none".to_owned(),
+        };
+        out.push_str(&format!(
+            "\njob `{}`: checkpoint {cp}; last complete hour {}\n",
+            job.name, plan.last_complete
+        ));
+        out.push_str(&format!(
+            "  hours: {} ({} new, {} redone){}\n",
+            plan.total_hours(),
+            plan.new_hours,
+            plan.redo_hours,
+            if plan.left_hours > 0 {
+                format!("; {} more left for later runs (max_hours_per_run)", plan.left_hours)
+            } else {
+                String::new()
+            }
+        ));
+        let n = plan.batches.len();
+        for (i, b) in plan.batches.iter().enumerate() {
+            out.push_str(&format!("  batch {}/{n}: {b} {} hours\n", i + 1, b.hours()));
+        }
+        out.push_str(&format!("  table `{}` in sinks: {}\n", job.table, p.sinks.join(", ")));
+        let Some(first) = plan.batches.first() else {
+            out.push_str("  nothing to do\n");
+            continue;
+        };
+        let queries = source.queries(job, *first);
+        out.push_str(&format!("  source queries of batch 1 ({}):\n", queries.len()));
+        for q in &queries {
+            out.push_str(&indent(q, "    "));
+        }
+        let sql = templates
+            .render(&RenderInput {
+                pipeline: &p.name,
+                source: &p.source,
+                job,
+                window_start: first.from,
+                window_end: first.to,
+                staging: &crate::duck::staging_table(&job.name),
+            })
+            .map_err(|d| Error::Spec(vec![d]))?;
+        out.push_str(&format!("  sql of batch 1 (`{}`):\n", job.template));
+        out.push_str(&indent(&sql, "    "));
+        if n > 1 {
+            out.push_str("  (other batches differ only in their time bounds)\n");
+        }
+    }
+    print!("{out}");
+    Ok(EXIT_OK)
+}
+
+fn indent(text: &str, pad: &str) -> String {
+    text.lines().map(|l| format!("{pad}{l}\n")).collect()
+}

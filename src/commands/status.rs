@@ -1,0 +1,111 @@
+//! `status`: per job the checkpoint, lag, gaps (hours some sink lacks) and
+//! the last runs. Reads state only.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::cli::StatusArgs;
+use crate::error::{Error, EXIT_OK};
+use crate::plan::last_complete;
+use crate::spec::{Config, Hour, Pipeline};
+use crate::state::{LedgerEntry, State};
+
+/// Hours (between the first hour the job should have and its newest loaded
+/// hour) that some sink of the pipeline does not have.
+pub fn gaps(p: &Pipeline, ledger: &[LedgerEntry], checkpoint: Option<Hour>) -> Vec<Hour> {
+    let mut have: BTreeMap<&str, BTreeSet<Hour>> = BTreeMap::new();
+    for e in ledger.iter().filter(|e| e.ok) {
+        let set = have.entry(e.sink.as_str()).or_default();
+        let mut h = e.from;
+        while h < e.to {
+            set.insert(h);
+            h = h.plus(1);
+        }
+    }
+    let newest = have.values().filter_map(|s| s.last().copied()).chain(checkpoint).max();
+    let first = p
+        .start
+        .or_else(|| have.values().filter_map(|s| s.first().copied()).min());
+    let (Some(first), Some(newest)) = (first, newest) else {
+        return Vec::new();
+    };
+    let empty = BTreeSet::new();
+    let mut out = Vec::new();
+    let mut h = first;
+    while h <= newest {
+        if p.sinks.iter().any(|s| !have.get(s.as_str()).unwrap_or(&empty).contains(&h)) {
+            out.push(h);
+        }
+        h = h.plus(1);
+    }
+    out
+}
+
+/// `a..b, c` for runs of consecutive hours.
+fn ranges(hours: &[Hour]) -> String {
+    let mut parts = Vec::new();
+    let mut i = 0;
+    while i < hours.len() {
+        let mut j = i;
+        while j + 1 < hours.len() && hours[j + 1] == hours[j].plus(1) {
+            j += 1;
+        }
+        parts.push(if i == j {
+            hours[i].to_string()
+        } else {
+            format!("{}..{}", hours[i], hours[j])
+        });
+        i = j + 1;
+    }
+    parts.join(", ")
+}
+
+pub fn status(config: &Config, a: &StatusArgs) -> Result<i32, Error> {
+    let now = super::now(&a.now)?;
+    let pipelines: Vec<&Pipeline> = match &a.pipeline {
+        Some(name) => vec![super::pipeline(config, name)?],
+        None => config.pipelines.values().collect(),
+    };
+    for p in pipelines {
+        let last = last_complete(now, p.delay);
+        println!("pipeline `{}` (state {}; last complete hour {last})", p.name, State::describe(&p.state));
+        let state = match State::open(&p.state) {
+            Ok(s) => s,
+            Err(e) => {
+                println!("  {e}");
+                continue;
+            }
+        };
+        for job in &p.jobs {
+            let cp = state.checkpoint(&p.name, &job.name)?;
+            let ledger = state.ledger(&p.name, &job.name)?;
+            let g = gaps(p, &ledger, cp);
+            let lag = match cp {
+                Some(c) => format!("{}h behind", c.hours_until(last).max(0)),
+                None => "never loaded".into(),
+            };
+            let cp_text = cp.map(|c| c.to_string()).unwrap_or_else(|| "none".into());
+            println!("  {}: checkpoint {cp_text}, {lag}", job.name);
+            if g.is_empty() {
+                println!("    gaps: none");
+            } else {
+                println!("    gaps: {} hours missing in some sink: {}", g.len(), ranges(&g));
+            }
+            for r in state.runs(&p.name, &job.name, 3)? {
+                let secs = (r.finished - r.started).num_milliseconds() as f64 / 1000.0;
+                let outcome = if r.ok { "ok" } else { "failed" };
+                let mut line = format!(
+                    "    {} {} {outcome}: {} hours, {} rows, {secs:.1}s",
+                    r.started.format("%Y-%m-%dT%H:%M:%SZ"),
+                    r.kind,
+                    r.hours,
+                    r.rows
+                );
+                if let Some(e) = &r.error {
+                    line.push_str(&format!(" — {e}"));
+                }
+                println!("{line}");
+            }
+        }
+    }
+    Ok(EXIT_OK)
+}

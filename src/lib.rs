@@ -1,0 +1,36 @@
+//! duckhour: an embedded, DuckDB-centric ETL engine that turns InfluxDB
+//! minute readings into hourly aggregates in DuckDB/MotherDuck and BigQuery.
+//!
+//! Modules, in the order data flows:
+//! - [`spec`]: `pipelines.yaml` — parse, validate (pure), the checked config.
+//! - [`template`]: minijinja SQL templates over `sql/`.
+//! - [`plan`]: hour windows, catch-up batches, lookback, checkpoint moves (pure).
+//! - [`sources`]: InfluxDB v1/v2/v3 and line-protocol files, streamed.
+//! - [`duck`]: the embedded DuckDB (staging, transform).
+//! - [`sinks`]: DuckDB files / MotherDuck, BigQuery.
+//! - [`state`]: checkpoints, ledger, run history, leases.
+//! - [`runner`]: one run of a pipeline.
+//! - [`commands`]: what each CLI verb prints; [`error`]: exit codes and the reporter.
+
+pub mod cli;
+pub mod commands;
+pub mod duck;
+pub mod error;
+pub mod logging;
+pub mod plan;
+pub mod runner;
+pub mod secret;
+pub mod sinks;
+pub mod sources;
+pub mod spec;
+pub mod state;
+pub mod template;
+
+/// Runs a parsed command line; returns the process exit code.
+pub fn run(cli: cli::Cli) -> i32 {
+    logging::init(cli.verbose, cli.quiet, cli.log_format);
+    match commands::dispatch(&cli) {
+        Ok(code) => code,
+        Err(e) => error::report(&e),
+    }
+}

@@ -1,0 +1,247 @@
+//! Hour windows: which complete UTC hours a run or a backfill processes, in
+//! which batches, and how the checkpoint may move. Pure; no clock, no I/O.
+
+use chrono::{DateTime, Utc};
+
+use crate::spec::{Duration, Hour};
+
+/// `[from, to)`, whole hours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batch {
+    pub from: Hour,
+    pub to: Hour,
+}
+
+impl Batch {
+    pub fn hours(&self) -> i64 {
+        self.from.hours_until(self.to)
+    }
+
+    /// Every hour label in the batch.
+    pub fn each_hour(&self) -> impl Iterator<Item = Hour> + '_ {
+        (0..self.hours()).map(|i| self.from.plus(i))
+    }
+}
+
+impl std::fmt::Display for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "[{}, {})", self.from, self.to)
+    }
+}
+
+/// What one job will do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// The newest complete hour at `now`.
+    pub last_complete: Hour,
+    /// Hours after the checkpoint (or from the start) in this plan.
+    pub new_hours: i64,
+    /// Hours at or before the checkpoint redone for late points.
+    pub redo_hours: i64,
+    /// Complete hours still pending after this plan (past `max_hours_per_run`).
+    pub left_hours: i64,
+    pub batches: Vec<Batch>,
+}
+
+impl Plan {
+    pub fn total_hours(&self) -> i64 {
+        self.new_hours + self.redo_hours
+    }
+}
+
+/// The settings of one job that shape its plan.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    pub delay: Duration,
+    pub start: Option<Hour>,
+    pub lookback_hours: u32,
+    pub max_hours_per_run: u32,
+    pub batch_hours: u32,
+}
+
+/// The newest hour `h` with `now >= h + 1h + delay`.
+pub fn last_complete(now: DateTime<Utc>, delay: Duration) -> Hour {
+    Hour::floor(now - delay.chrono()).plus(-1)
+}
+
+/// Where a job with no checkpoint starts: its `start`, else the last complete hour.
+pub fn first_hour(settings: &Settings, checkpoint: Option<Hour>, last: Hour) -> Hour {
+    match checkpoint {
+        Some(c) => c.plus(1),
+        None => settings.start.unwrap_or(last),
+    }
+}
+
+/// The plan of a `run`: catch up from the checkpoint, plus lookback.
+pub fn run_plan(now: DateTime<Utc>, settings: &Settings, checkpoint: Option<Hour>) -> Plan {
+    let last = last_complete(now, settings.delay);
+    let first_new = first_hour(settings, checkpoint, last);
+    let pending = first_new.hours_until(last.plus(1)).max(0);
+    let new_hours = pending.min(settings.max_hours_per_run as i64);
+    let mut redo_from = first_new;
+    if checkpoint.is_some() {
+        redo_from = first_new.plus(-(settings.lookback_hours as i64));
+        if let Some(start) = settings.start {
+            redo_from = redo_from.max(start).min(first_new);
+        }
+    }
+    let redo_hours = redo_from.hours_until(first_new);
+    let end = first_new.plus(new_hours);
+    Plan {
+        last_complete: last,
+        new_hours,
+        redo_hours,
+        left_hours: pending - new_hours,
+        batches: batches(redo_from, end, settings.batch_hours),
+    }
+}
+
+/// The plan of a `backfill` of `[from, to)`, clipped to complete hours.
+pub fn backfill_plan(
+    now: DateTime<Utc>,
+    settings: &Settings,
+    checkpoint: Option<Hour>,
+    from: Hour,
+    to: Hour,
+) -> Plan {
+    let last = last_complete(now, settings.delay);
+    let end = to.min(last.plus(1));
+    let total = from.hours_until(end).max(0);
+    // Hours up to the checkpoint are redone; the rest are new.
+    let redo = match checkpoint {
+        Some(c) => from.hours_until(c.plus(1)).clamp(0, total),
+        None => 0,
+    };
+    Plan {
+        last_complete: last,
+        new_hours: total - redo,
+        redo_hours: redo,
+        left_hours: 0,
+        batches: batches(from, from.plus(total), settings.batch_hours),
+    }
+}
+
+/// Splits `[from, to)` into batches of at most `size` hours.
+pub fn batches(from: Hour, to: Hour, size: u32) -> Vec<Batch> {
+    let mut out = Vec::new();
+    let mut at = from;
+    while at < to {
+        let next = at.plus(size.max(1) as i64).min(to);
+        out.push(Batch { from: at, to: next });
+        at = next;
+    }
+    out
+}
+
+/// The checkpoint after `batch` reached every sink: it moves forward only when
+/// the batch touches or overlaps the hours right after it, so it never skips a
+/// hole and never moves backwards.
+pub fn advance(checkpoint: Option<Hour>, start: Option<Hour>, batch: Batch) -> Option<Hour> {
+    let newest = batch.to.plus(-1);
+    match checkpoint {
+        Some(c) if batch.from <= c.plus(1) => Some(c.max(newest)),
+        Some(c) => Some(c),
+        None => match start {
+            Some(s) if batch.from <= s && batch.to > s => Some(newest),
+            Some(_) => None,
+            // No start: a first run begins wherever its plan begins.
+            None => Some(newest),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::parse_time;
+
+    fn h(s: &str) -> Hour {
+        Hour::parse(s).unwrap()
+    }
+
+    fn settings() -> Settings {
+        Settings {
+            delay: Duration::parse("5m").unwrap(),
+            start: None,
+            lookback_hours: 0,
+            max_hours_per_run: 720,
+            batch_hours: 24,
+        }
+    }
+
+    #[test]
+    fn completeness_respects_delay() {
+        let d = Duration::parse("5m").unwrap();
+        assert_eq!(last_complete(parse_time("2026-11-27T13:04:59Z").unwrap(), d), h("2026-11-27T11:00:00Z"));
+        assert_eq!(last_complete(parse_time("2026-11-27T13:05:00Z").unwrap(), d), h("2026-11-27T12:00:00Z"));
+    }
+
+    #[test]
+    fn first_run_without_start_does_the_previous_complete_hour() {
+        let p = run_plan(parse_time("2026-11-27T13:10:00Z").unwrap(), &settings(), None);
+        assert_eq!(p.batches, vec![Batch { from: h("2026-11-27T12:00:00Z"), to: h("2026-11-27T13:00:00Z") }]);
+        assert_eq!((p.new_hours, p.redo_hours, p.left_hours), (1, 0, 0));
+    }
+
+    #[test]
+    fn catch_up_in_batches_with_limit() {
+        let mut s = settings();
+        s.start = Some(h("2026-11-01T00:00:00Z"));
+        s.max_hours_per_run = 50;
+        let p = run_plan(parse_time("2026-11-27T13:10:00Z").unwrap(), &s, None);
+        assert_eq!(p.new_hours, 50);
+        assert_eq!(p.left_hours, 26 * 24 + 13 - 50);
+        assert_eq!(p.batches.len(), 3);
+        assert_eq!(p.batches[2], Batch { from: h("2026-11-03T00:00:00Z"), to: h("2026-11-03T02:00:00Z") });
+    }
+
+    #[test]
+    fn up_to_date_with_lookback_redoes_only_lookback() {
+        let mut s = settings();
+        s.lookback_hours = 2;
+        let cp = Some(h("2026-11-27T12:00:00Z"));
+        let p = run_plan(parse_time("2026-11-27T13:10:00Z").unwrap(), &s, cp);
+        assert_eq!((p.new_hours, p.redo_hours), (0, 2));
+        assert_eq!(p.batches, vec![Batch { from: h("2026-11-27T11:00:00Z"), to: h("2026-11-27T13:00:00Z") }]);
+        // Lookback never reaches before start.
+        s.start = Some(h("2026-11-27T12:00:00Z"));
+        let p = run_plan(parse_time("2026-11-27T13:10:00Z").unwrap(), &s, cp);
+        assert_eq!(p.redo_hours, 1);
+    }
+
+    #[test]
+    fn nothing_to_do() {
+        let cp = Some(h("2026-11-27T12:00:00Z"));
+        let p = run_plan(parse_time("2026-11-27T13:10:00Z").unwrap(), &settings(), cp);
+        assert!(p.batches.is_empty());
+        assert_eq!(p.total_hours(), 0);
+    }
+
+    #[test]
+    fn backfill_clips_to_complete_hours_and_counts_redo() {
+        let cp = Some(h("2026-11-27T05:00:00Z"));
+        let p = backfill_plan(
+            parse_time("2026-11-27T13:10:00Z").unwrap(),
+            &settings(),
+            cp,
+            h("2026-11-27T00:00:00Z"),
+            h("2026-11-28T00:00:00Z"),
+        );
+        assert_eq!((p.redo_hours, p.new_hours), (6, 7));
+        assert_eq!(p.batches, vec![Batch { from: h("2026-11-27T00:00:00Z"), to: h("2026-11-27T13:00:00Z") }]);
+    }
+
+    #[test]
+    fn checkpoint_moves_forward_only_without_holes() {
+        let b = |f: &str, t: &str| Batch { from: h(f), to: h(t) };
+        let cp = Some(h("2026-11-27T05:00:00Z"));
+        assert_eq!(advance(cp, None, b("2026-11-27T06:00:00Z", "2026-11-27T08:00:00Z")), Some(h("2026-11-27T07:00:00Z")));
+        // a hole: stays
+        assert_eq!(advance(cp, None, b("2026-11-27T07:00:00Z", "2026-11-27T08:00:00Z")), cp);
+        // an older range: never backwards
+        assert_eq!(advance(cp, None, b("2026-11-27T00:00:00Z", "2026-11-27T02:00:00Z")), cp);
+        let start = Some(h("2026-11-27T00:00:00Z"));
+        assert_eq!(advance(None, start, b("2026-11-27T00:00:00Z", "2026-11-27T02:00:00Z")), Some(h("2026-11-27T01:00:00Z")));
+        assert_eq!(advance(None, start, b("2026-11-27T03:00:00Z", "2026-11-27T04:00:00Z")), None);
+    }
+}

@@ -1,0 +1,361 @@
+//! One run of a pipeline: for each job, under its lease, plan → extract →
+//! transform → load every sink → ledger → checkpoint, batch by batch.
+//!
+//! Ordering is what makes it safe: a batch's ledger rows are written after
+//! the sink committed, and the checkpoint only after every sink has the
+//! batch. A crash at any instant therefore leaves at worst an hour loaded but
+//! not checkpointed, which the next run replaces (loads are idempotent).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use duckdb::Connection;
+use tokio::sync::{mpsc, Semaphore};
+use tracing::{info, info_span, warn, Instrument};
+
+use crate::duck;
+use crate::plan::{self, Batch, Plan, Settings};
+use crate::secret::EnvSecrets;
+use crate::sinks::Sink;
+use crate::sources::{PointSink, Source};
+use crate::spec::{Config, Hour, Job, Pipeline, StateConfig};
+use crate::state::{Holder, LedgerEntry, RunRecord, State};
+use crate::template::{RenderInput, Templates};
+
+/// What to process.
+#[derive(Debug, Clone, Copy)]
+pub enum Mode {
+    /// Pending hours since the checkpoint, plus lookback.
+    Run,
+    /// An explicit `[from, to)`.
+    Backfill { from: Hour, to: Hour },
+}
+
+pub struct Options {
+    pub now: DateTime<Utc>,
+    pub jobs: Vec<String>,
+    pub mode: Mode,
+    pub wait: bool,
+}
+
+/// What happened to one job.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub job: String,
+    pub ok: bool,
+    pub hours: i64,
+    pub new_hours: i64,
+    pub redo_hours: i64,
+    pub left_hours: i64,
+    pub batches: usize,
+    pub rows_in: u64,
+    pub rows_out: u64,
+    pub checkpoint: Option<Hour>,
+    pub error: Option<String>,
+}
+
+impl Outcome {
+    fn failed(job: &str, error: String) -> Outcome {
+        Outcome {
+            job: job.to_owned(),
+            ok: false,
+            hours: 0,
+            new_hours: 0,
+            redo_hours: 0,
+            left_hours: 0,
+            batches: 0,
+            rows_in: 0,
+            rows_out: 0,
+            checkpoint: None,
+            error: Some(error),
+        }
+    }
+}
+
+/// The plan settings of a pipeline.
+pub fn settings(p: &Pipeline) -> Settings {
+    Settings {
+        delay: p.delay,
+        start: p.start,
+        lookback_hours: p.lookback_hours,
+        max_hours_per_run: p.max_hours_per_run,
+        batch_hours: p.batch_hours,
+    }
+}
+
+/// The plan of one job in `mode`.
+pub fn plan_for(p: &Pipeline, mode: Mode, now: DateTime<Utc>, checkpoint: Option<Hour>) -> Plan {
+    let s = settings(p);
+    match mode {
+        Mode::Run => plan::run_plan(now, &s, checkpoint),
+        Mode::Backfill { from, to } => plan::backfill_plan(now, &s, checkpoint, from, to),
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+struct Shared {
+    pipeline: Pipeline,
+    state: State,
+    source: Source,
+    sinks: Vec<Sink>,
+    templates: Templates,
+    conn: std::sync::Mutex<Connection>,
+    run_id: String,
+    opts: Options,
+}
+
+/// Runs the pipeline's selected jobs; one outcome per job.
+pub async fn run(config: &Config, pipeline: &Pipeline, opts: Options) -> Vec<Outcome> {
+    let run_id = format!("{}-{}", Utc::now().format("%Y%m%dT%H%M%S%.3fZ"), std::process::id());
+    let span = info_span!("pipeline", pipeline = %pipeline.name, run_id = %run_id);
+    async move {
+        let jobs: Vec<Job> = pipeline
+            .jobs
+            .iter()
+            .filter(|j| opts.jobs.is_empty() || opts.jobs.contains(&j.name))
+            .cloned()
+            .collect();
+        let fail_all = |msg: String| jobs.iter().map(|j| Outcome::failed(&j.name, msg.clone())).collect::<Vec<_>>();
+        let state = match State::open(&pipeline.state) {
+            Ok(s) => s,
+            Err(e) => return fail_all(e.to_string()),
+        };
+        let opts_mode = opts.mode;
+        let shared = match setup(config, pipeline, state, run_id.clone(), opts).await {
+            Ok(s) => Arc::new(s),
+            Err((state, msg)) => {
+                let outcomes = fail_all(msg);
+                let kind = match opts_mode {
+                    Mode::Run => "run",
+                    Mode::Backfill { .. } => "backfill",
+                };
+                for o in &outcomes {
+                    record(&state, &pipeline.name, &run_id, kind, o, Utc::now());
+                }
+                return outcomes;
+            }
+        };
+        let sem = Arc::new(Semaphore::new(pipeline.concurrency as usize));
+        let mut handles = Vec::new();
+        for job in jobs {
+            let shared = shared.clone();
+            let sem = sem.clone();
+            handles.push(tokio::spawn(async move {
+                let _permit = sem.acquire().await.expect("semaphore open");
+                let span = info_span!("job", job = %job.name);
+                run_job(&shared, &job).instrument(span).await
+            }));
+        }
+        let mut out = Vec::new();
+        for h in handles {
+            out.push(h.await.unwrap_or_else(|e| Outcome::failed("?", format!("job task panicked: {e}"))));
+        }
+        out
+    }
+    .instrument(span)
+    .await
+}
+
+async fn setup(
+    config: &Config,
+    pipeline: &Pipeline,
+    state: State,
+    run_id: String,
+    opts: Options,
+) -> Result<Shared, (State, String)> {
+    let mut source = Source::new(&pipeline.source, &config.sources[&pipeline.source]);
+    let conn = match duck::open() {
+        Ok(c) => c,
+        Err(e) => return Err((state, e.to_string())),
+    };
+    let home = match &pipeline.state {
+        StateConfig::Local { dir } => dir.join("duckdb-home"),
+        _ => std::env::temp_dir().join("duckhour-duckdb-home"),
+    };
+    // Sinks first: a sink that cannot work (e.g. MotherDuck without a token) fails before any extract.
+    let mut sinks = Vec::new();
+    for name in &pipeline.sinks {
+        let mut sink = Sink::new(name, &config.sinks[name], &config.dir);
+        if let Err(e) = sink.prepare(&conn, &EnvSecrets, &home) {
+            return Err((state, e.to_string()));
+        }
+        sinks.push(sink);
+    }
+    if let Err(e) = source.connect(&EnvSecrets).await {
+        return Err((state, e.to_string()));
+    }
+    Ok(Shared {
+        pipeline: pipeline.clone(),
+        state,
+        source,
+        sinks,
+        templates: config.templates(),
+        conn: std::sync::Mutex::new(conn),
+        run_id,
+        opts,
+    })
+}
+
+fn record(state: &State, pipeline: &str, run_id: &str, kind: &str, o: &Outcome, started: DateTime<Utc>) {
+    let rec = RunRecord {
+        run_id: run_id.to_owned(),
+        kind: kind.into(),
+        started,
+        finished: Utc::now(),
+        ok: o.ok,
+        hours: o.hours,
+        rows: o.rows_out,
+        error: o.error.clone(),
+    };
+    if let Err(e) = state.record_run(pipeline, &o.job, &rec) {
+        warn!(job = %o.job, error = %e, "could not record the run");
+    }
+}
+
+async fn run_job(sh: &Shared, job: &Job) -> Outcome {
+    let started = Utc::now();
+    let t0 = Instant::now();
+    let pipeline = &sh.pipeline.name;
+    let holder = Holder {
+        pid: std::process::id(),
+        host: hostname(),
+        since: started,
+        run_id: sh.run_id.clone(),
+    };
+    // Taking a lease may wait (poll): keep it off the async threads.
+    let lease = {
+        let state_ref = &sh.state;
+        let wait = sh.opts.wait;
+        tokio::task::block_in_place(|| state_ref.lease(pipeline, &job.name, &holder, wait))
+    };
+    let _lease = match lease {
+        Ok(l) => l,
+        // Busy: not our run to record; the holder records its own.
+        Err(e) => return Outcome::failed(&job.name, e.to_string()),
+    };
+    let mut outcome = match job_batches(sh, job).await {
+        Ok(o) => o,
+        Err(o) => o,
+    };
+    outcome.job = job.name.clone();
+    let kind = match sh.opts.mode {
+        Mode::Run => "run",
+        Mode::Backfill { .. } => "backfill",
+    };
+    record(&sh.state, pipeline, &sh.run_id, kind, &outcome, started);
+    info!(ok = outcome.ok, hours = outcome.hours, rows_in = outcome.rows_in, rows_out = outcome.rows_out, ms = t0.elapsed().as_millis() as u64, "job finished");
+    outcome
+}
+
+/// The batches of one job; `Err` carries the partial outcome with the error.
+async fn job_batches(sh: &Shared, job: &Job) -> Result<Outcome, Outcome> {
+    let pipeline = &sh.pipeline.name;
+    let fail = |o: &mut Outcome, msg: String| {
+        o.ok = false;
+        o.error = Some(msg);
+    };
+    let mut out = Outcome::failed(&job.name, String::new());
+    out.ok = true;
+    out.error = None;
+    let mut checkpoint = match sh.state.checkpoint(pipeline, &job.name) {
+        Ok(c) => c,
+        Err(e) => {
+            fail(&mut out, e.to_string());
+            return Err(out);
+        }
+    };
+    out.checkpoint = checkpoint;
+    let plan = plan_for(&sh.pipeline, sh.opts.mode, sh.opts.now, checkpoint);
+    out.new_hours = plan.new_hours;
+    out.redo_hours = plan.redo_hours;
+    out.left_hours = plan.left_hours;
+    for batch in &plan.batches {
+        let span = info_span!("batch", from = %batch.from, to = %batch.to);
+        match one_batch(sh, job, *batch).instrument(span).await {
+            Ok((rows_in, rows_out)) => {
+                out.rows_in += rows_in;
+                out.rows_out += rows_out;
+                out.hours += batch.hours();
+                out.batches += 1;
+            }
+            Err(msg) => {
+                fail(&mut out, msg);
+                return Err(out);
+            }
+        }
+        let next = plan::advance(checkpoint, sh.pipeline.start, *batch);
+        if next != checkpoint {
+            if let Some(h) = next {
+                if let Err(e) = sh.state.set_checkpoint(pipeline, &job.name, h) {
+                    fail(&mut out, e.to_string());
+                    return Err(out);
+                }
+            }
+            checkpoint = next;
+            out.checkpoint = checkpoint;
+        }
+    }
+    Ok(out)
+}
+
+/// Extract, transform and load one batch; `(rows staged, rows produced)`.
+async fn one_batch(sh: &Shared, job: &Job, batch: Batch) -> Result<(u64, u64), String> {
+    let t0 = Instant::now();
+    let conn = {
+        let c = sh.conn.lock().unwrap_or_else(|p| p.into_inner());
+        c.try_clone().map_err(|e| e.to_string())?
+    };
+    duck::create_staging(&conn, &job.name, &job.tags).map_err(|e| e.to_string())?;
+    let (tx, rx) = mpsc::channel(4);
+    let writer_conn = conn.try_clone().map_err(|e| e.to_string())?;
+    let job_name = job.name.clone();
+    let writer = tokio::task::spawn_blocking(move || duck::write_staging(&writer_conn, &job_name, rx));
+    let mut sink = PointSink::new(tx);
+    let extracted = sh.source.extract(job, batch, &mut sink).await;
+    drop(sink);
+    let staged = writer.await.map_err(|e| format!("staging thread failed: {e}"))?;
+    extracted.map_err(|e| e.to_string())?;
+    let rows_in = staged.map_err(|e| e.to_string())?;
+
+    let staging = duck::staging_table(&job.name);
+    let sql = sh
+        .templates
+        .render(&RenderInput {
+            pipeline: &sh.pipeline.name,
+            source: &sh.pipeline.source,
+            job,
+            window_start: batch.from,
+            window_end: batch.to,
+            staging: &staging,
+        })
+        .map_err(|d| d.to_string())?;
+    let rows_out = tokio::task::block_in_place(|| duck::transform(&conn, &job.name, &sql)).map_err(|e| e.to_string())?;
+
+    for sink in &sh.sinks {
+        let loaded = tokio::task::block_in_place(|| sink.load(&conn, &job.name, &job.table, batch));
+        let ok = loaded.is_ok();
+        let entry = LedgerEntry {
+            from: batch.from,
+            to: batch.to,
+            sink: sink.name().to_owned(),
+            rows: *loaded.as_ref().unwrap_or(&0),
+            ok,
+            at: Utc::now(),
+            run_id: sh.run_id.clone(),
+        };
+        let recorded = sh.state.append_ledger(&sh.pipeline.name, &job.name, &[entry]);
+        if let Err(e) = loaded {
+            return Err(e.to_string());
+        }
+        recorded.map_err(|e| e.to_string())?;
+    }
+    let _ = duck::clear(&conn, &job.name);
+    info!(rows_in, rows_out, ms = t0.elapsed().as_millis() as u64, "batch loaded");
+    Ok((rows_in, rows_out))
+}

@@ -1,0 +1,141 @@
+//! CSV as InfluxDB writes it: RFC 4180 records, and the v1 `/query` layout.
+//!
+//! v1 (`Accept: application/csv`): a header `name,tags,time,<columns>`, then
+//! rows; a blank line and a new header whenever the series' columns change.
+//! Our queries ask for `field::field, tag::tag...`, so the value is column 4
+//! and the tags follow in order; time is an integer in nanoseconds.
+
+use super::InfluxErrorKind;
+use crate::sources::Point;
+
+/// Splits one CSV record (no embedded newlines) into fields, unquoting.
+pub fn split_record(line: &str, out: &mut Vec<String>) -> Result<(), String> {
+    out.clear();
+    let mut field = String::new();
+    let mut chars = line.chars().peekable();
+    let mut quoted = false;
+    let mut at_start = true;
+    while let Some(c) = chars.next() {
+        if quoted {
+            if c == '"' {
+                if chars.peek() == Some(&'"') {
+                    chars.next();
+                    field.push('"');
+                } else {
+                    quoted = false;
+                }
+            } else {
+                field.push(c);
+            }
+        } else if c == '"' && at_start {
+            quoted = true;
+            at_start = false;
+        } else if c == ',' {
+            out.push(std::mem::take(&mut field));
+            at_start = true;
+        } else {
+            field.push(c);
+            at_start = false;
+        }
+    }
+    if quoted {
+        return Err(format!("unterminated quote in `{}`", line.chars().take(80).collect::<String>()));
+    }
+    out.push(field);
+    Ok(())
+}
+
+/// Incremental parser of a v1 CSV response.
+pub struct V1Csv {
+    ntags: usize,
+    want_header: bool,
+    fields: Vec<String>,
+}
+
+impl V1Csv {
+    pub fn new(ntags: usize) -> V1Csv {
+        V1Csv {
+            ntags,
+            want_header: true,
+            fields: Vec::new(),
+        }
+    }
+
+    /// One line of the body; a point when the line is a data row.
+    pub fn line(&mut self, line: &str) -> Result<Option<Point>, InfluxErrorKind> {
+        if line.is_empty() {
+            self.want_header = true;
+            return Ok(None);
+        }
+        split_record(line, &mut self.fields).map_err(InfluxErrorKind::Parse)?;
+        if self.want_header {
+            if self.fields.len() < 4 + self.ntags || self.fields[..3] != ["name", "tags", "time"] {
+                return Err(InfluxErrorKind::Parse(format!(
+                    "unexpected CSV header `{}`",
+                    line.chars().take(120).collect::<String>()
+                )));
+            }
+            self.want_header = false;
+            return Ok(None);
+        }
+        if self.fields.len() < 4 + self.ntags {
+            return Err(InfluxErrorKind::Parse(format!("short CSV row `{line}`")));
+        }
+        let time_ns: i64 = self.fields[2]
+            .parse()
+            .map_err(|_| InfluxErrorKind::Parse(format!("bad time `{}`", self.fields[2])))?;
+        let raw = &self.fields[3];
+        if raw.is_empty() {
+            return Ok(None);
+        }
+        let value = parse_number(raw)?;
+        let tags = self.fields[4..4 + self.ntags]
+            .iter()
+            .map(|t| (!t.is_empty()).then(|| t.clone()))
+            .collect();
+        Ok(Some(Point { time_ns, tags, value }))
+    }
+}
+
+/// A numeric field value; booleans and strings are refused with the value shown.
+pub fn parse_number(raw: &str) -> Result<f64, InfluxErrorKind> {
+    raw.parse::<f64>()
+        .map_err(|_| InfluxErrorKind::Parse(format!("value `{}` is not numeric", raw.chars().take(40).collect::<String>())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records() {
+        let mut v = Vec::new();
+        split_record(r#"a,"b,c","d ""q""",,e"#, &mut v).unwrap();
+        assert_eq!(v, ["a", "b,c", "d \"q\"", "", "e"]);
+        assert!(split_record("\"open", &mut v).is_err());
+    }
+
+    #[test]
+    fn v1_layout_with_header_changes() {
+        let body = "name,tags,time,co,station\nair,,1700000000000000000,1,\"St 1, North\"\nair,,1700000060000000000,0.25,\n\nname,tags,time,co,station\nair,,1700000120000000000,2,B\n";
+        let mut p = V1Csv::new(1);
+        let pts: Vec<Point> = body.lines().filter_map(|l| p.line(l).unwrap()).collect();
+        assert_eq!(
+            pts,
+            vec![
+                Point { time_ns: 1_700_000_000_000_000_000, tags: vec![Some("St 1, North".into())], value: 1.0 },
+                Point { time_ns: 1_700_000_060_000_000_000, tags: vec![None], value: 0.25 },
+                Point { time_ns: 1_700_000_120_000_000_000, tags: vec![Some("B".into())], value: 2.0 },
+            ]
+        );
+    }
+
+    #[test]
+    fn v1_rejects_non_numeric_and_bad_header() {
+        let mut p = V1Csv::new(0);
+        p.line("name,tags,time,co").unwrap();
+        assert!(p.line("air,,1,true").unwrap_err().to_string().contains("`true` is not numeric"));
+        let mut p = V1Csv::new(0);
+        assert!(p.line("<html>").is_err());
+    }
+}

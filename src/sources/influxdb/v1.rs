@@ -1,0 +1,57 @@
+//! InfluxDB v1 `/query` (also the v1-compatible endpoint of v2 and v3).
+
+use super::csv::V1Csv;
+use super::{for_each_line, status_error, transport, Conn, InfluxErrorKind};
+use crate::sources::PointSink;
+
+/// Fails with `NoDatabase` unless the database exists. Asked in JSON,
+/// because a CSV response reports a missing database as an empty 200.
+pub(crate) async fn check_database(conn: &Conn) -> Result<(), InfluxErrorKind> {
+    let req = conn
+        .authed(conn.http.post(format!("{}/query", conn.base)))
+        .header("Accept", "application/json")
+        .form(&[("q", "SHOW DATABASES")]);
+    let resp = req.send().await.map_err(|e| transport(&e, conn.timeout))?;
+    if !resp.status().is_success() {
+        return Err(status_error(resp).await);
+    }
+    let body: serde_json::Value = resp
+        .json()
+        .await
+        .map_err(|e| InfluxErrorKind::Parse(format!("SHOW DATABASES: {e}")))?;
+    let result = &body["results"][0];
+    if let Some(err) = result["error"].as_str() {
+        return Err(InfluxErrorKind::Query(err.to_owned()));
+    }
+    let found = result["series"][0]["values"]
+        .as_array()
+        .map(|rows| rows.iter().any(|r| r[0].as_str() == Some(conn.database.as_str())))
+        .unwrap_or(false);
+    match (found, &conn.auth) {
+        (true, _) => Ok(()),
+        (false, super::Auth::None) => Err(InfluxErrorKind::NoDatabase(conn.database.clone())),
+        // A user sees only the databases it has privileges on.
+        (false, _) => Err(InfluxErrorKind::NoDatabaseVisible(conn.database.clone())),
+    }
+}
+
+/// Runs one InfluxQL query and streams its rows into `out`.
+pub(crate) async fn fetch(conn: &Conn, q: &str, ntags: usize, out: &mut PointSink) -> Result<(), InfluxErrorKind> {
+    let req = conn
+        .authed(conn.http.post(format!("{}/query", conn.base)))
+        .header("Accept", "application/csv")
+        .query(&[("db", conn.database.as_str()), ("epoch", "ns"), ("chunked", "true"), ("chunk_size", "10000")])
+        .form(&[("q", q)]);
+    let resp = req.send().await.map_err(|e| transport(&e, conn.timeout))?;
+    if !resp.status().is_success() {
+        return Err(status_error(resp).await);
+    }
+    let mut parser = V1Csv::new(ntags);
+    for_each_line(resp, conn.timeout, out, |line, out| {
+        if let Some(p) = parser.line(line)? {
+            out.buffer(p);
+        }
+        Ok(())
+    })
+    .await
+}

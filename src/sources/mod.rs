@@ -1,0 +1,198 @@
+//! Sources of minute readings: InfluxDB (v1, v2, v3) and line-protocol files.
+//!
+//! A source reads one job's points for `[from, to)` and streams them, in
+//! chunks, to the staging writer (see `duck.rs`) as they are parsed: nothing
+//! holds a whole response. A tagged enum, one variant per kind.
+
+pub mod influxdb;
+pub mod lineproto;
+
+use tokio::sync::mpsc;
+
+use crate::plan::Batch;
+use crate::secret::SecretSource;
+use crate::spec::{Job, SourceConfig};
+
+/// One reading: time in nanoseconds since the epoch, the job's tag values in
+/// order (`None` when a point lacks the tag), and the value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    pub time_ns: i64,
+    pub tags: Vec<Option<String>>,
+    pub value: f64,
+}
+
+/// What a source sends to the staging writer.
+#[derive(Debug)]
+pub enum StageMsg {
+    Rows(Vec<Point>),
+    /// Forget rows with time in `[from_ns, to_ns)`: a sub-query is being retried.
+    Discard { from_ns: i64, to_ns: i64 },
+    /// Stage a Parquet file with columns `time`, `value` and the tags (InfluxDB 3).
+    Parquet {
+        file: tempfile::NamedTempFile,
+        tags: Vec<String>,
+        reply: tokio::sync::oneshot::Sender<Result<u64, String>>,
+    },
+}
+
+/// Points in chunks to the staging writer.
+pub struct PointSink {
+    tx: mpsc::Sender<StageMsg>,
+    buf: Vec<Point>,
+    pub rows: u64,
+}
+
+/// Rows per message to the writer.
+pub const CHUNK_ROWS: usize = 8192;
+
+impl PointSink {
+    pub fn new(tx: mpsc::Sender<StageMsg>) -> PointSink {
+        PointSink {
+            tx,
+            buf: Vec::with_capacity(CHUNK_ROWS),
+            rows: 0,
+        }
+    }
+
+    /// Buffers a point; `flush_if_full` sends full chunks.
+    pub fn buffer(&mut self, p: Point) {
+        self.buf.push(p);
+        self.rows += 1;
+    }
+
+    pub async fn flush_if_full(&mut self) -> Result<(), SourceError> {
+        if self.buf.len() >= CHUNK_ROWS {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// For blocking sources (files), from a blocking thread.
+    pub fn push_blocking(&mut self, p: Point) -> Result<(), SourceError> {
+        self.buf.push(p);
+        self.rows += 1;
+        if self.buf.len() >= CHUNK_ROWS {
+            let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK_ROWS));
+            self.tx.blocking_send(StageMsg::Rows(chunk)).map_err(|_| SourceError::StagingClosed)?;
+        }
+        Ok(())
+    }
+
+    pub fn flush_blocking(&mut self) -> Result<(), SourceError> {
+        if !self.buf.is_empty() {
+            let chunk = std::mem::take(&mut self.buf);
+            self.tx.blocking_send(StageMsg::Rows(chunk)).map_err(|_| SourceError::StagingClosed)?;
+        }
+        Ok(())
+    }
+
+    pub async fn flush(&mut self) -> Result<(), SourceError> {
+        if !self.buf.is_empty() {
+            let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK_ROWS));
+            self.tx.send(StageMsg::Rows(chunk)).await.map_err(|_| SourceError::StagingClosed)?;
+        }
+        Ok(())
+    }
+
+    /// Stages a Parquet file through DuckDB; counts its rows.
+    pub async fn parquet(&mut self, file: tempfile::NamedTempFile, tags: &[String]) -> Result<(), SourceError> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(StageMsg::Parquet { file, tags: tags.to_vec(), reply })
+            .await
+            .map_err(|_| SourceError::StagingClosed)?;
+        match rx.await {
+            Ok(Ok(n)) => {
+                self.rows += n;
+                Ok(())
+            }
+            Ok(Err(m)) => Err(SourceError::Parquet(m)),
+            Err(_) => Err(SourceError::StagingClosed),
+        }
+    }
+
+    /// Drops buffered and staged rows of `[from_ns, to_ns)` before a retry.
+    pub async fn discard(&mut self, from_ns: i64, to_ns: i64, rows_sent: u64) -> Result<(), SourceError> {
+        self.buf.retain(|p| p.time_ns < from_ns || p.time_ns >= to_ns);
+        self.rows -= rows_sent;
+        self.tx
+            .send(StageMsg::Discard { from_ns, to_ns })
+            .await
+            .map_err(|_| SourceError::StagingClosed)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("source `{source_name}` ({url}) hours {range}: {kind}")]
+    Influx {
+        source_name: String,
+        url: String,
+        range: String,
+        kind: influxdb::InfluxErrorKind,
+    },
+    #[error("source `{source_name}` ({path}): {message}")]
+    File {
+        source_name: String,
+        path: String,
+        message: String,
+    },
+    #[error("source `{0}`: {1}")]
+    Resolve(String, crate::secret::ResolveError),
+    #[error("unreadable Parquet response: {0}")]
+    Parquet(String),
+    #[error("staging stopped before the source finished")]
+    StagingClosed,
+}
+
+/// A source ready to describe queries (dry-run) or to connect (run).
+pub enum Source {
+    Influx(influxdb::Influx),
+    LineProtocol(lineproto::LineProtocolFile),
+}
+
+impl Source {
+    /// Builds the source without resolving secrets (nothing is contacted).
+    pub fn new(name: &str, cfg: &SourceConfig) -> Source {
+        match cfg {
+            SourceConfig::Influx(c) => Source::Influx(influxdb::Influx::new(name, c.clone())),
+            SourceConfig::LineProtocol { path } => {
+                Source::LineProtocol(lineproto::LineProtocolFile::new(name, path.clone()))
+            }
+        }
+    }
+
+    /// The exact queries a batch sends, in order.
+    pub fn queries(&self, job: &Job, batch: Batch) -> Vec<String> {
+        match self {
+            Source::Influx(s) => s.queries(job, batch),
+            Source::LineProtocol(s) => vec![s.describe(job, batch)],
+        }
+    }
+
+    /// Resolves secrets and checks what can be checked once per run
+    /// (for InfluxDB v1: that the database exists).
+    pub async fn connect(&mut self, secrets: &dyn SecretSource) -> Result<(), SourceError> {
+        match self {
+            Source::Influx(s) => s.connect(secrets).await,
+            Source::LineProtocol(s) => s.check(),
+        }
+    }
+
+    /// Resolves secrets without contacting anything (no database check).
+    pub fn resolve(&mut self, secrets: &dyn SecretSource) -> Result<(), SourceError> {
+        match self {
+            Source::Influx(s) => s.resolve(secrets),
+            Source::LineProtocol(_) => Ok(()),
+        }
+    }
+
+    /// Streams the job's points of `batch` into `out`; returns the row count.
+    pub async fn extract(&self, job: &Job, batch: Batch, out: &mut PointSink) -> Result<u64, SourceError> {
+        match self {
+            Source::Influx(s) => s.extract(job, batch, out).await,
+            Source::LineProtocol(s) => s.extract(job, batch, out).await,
+        }
+    }
+}

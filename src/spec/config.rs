@@ -1,0 +1,132 @@
+//! The validated model: what `validate` hands to `dry-run`, `run` and friends.
+//!
+//! Defaults are applied here, names are checked, and nothing is left optional
+//! that a job needs. String values may still hold `${env:...}`/`${secret:...}`
+//! references: they are resolved only when a run needs them.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use super::types::V3Format;
+use super::values::{Duration, Hour};
+
+/// A checked spec.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Directory of the spec file; relative paths are resolved against it.
+    pub dir: PathBuf,
+    pub sql_dir: PathBuf,
+    /// The template directory as messages name it (e.g. `sql`).
+    pub sql_label: String,
+    pub sources: BTreeMap<String, SourceConfig>,
+    pub sinks: BTreeMap<String, SinkConfig>,
+    pub pipelines: BTreeMap<String, Pipeline>,
+}
+
+#[derive(Debug, Clone)]
+pub enum StateConfig {
+    Local {
+        dir: PathBuf,
+    },
+    Prefect {
+        url: String,
+        api_key: Option<String>,
+        block_name: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub enum SourceConfig {
+    Influx(InfluxConfig),
+    LineProtocol { path: PathBuf },
+}
+
+#[derive(Debug, Clone)]
+pub struct InfluxConfig {
+    pub version: u8,
+    pub url: String,
+    pub database: Option<String>,
+    pub retention_policy: Option<String>,
+    pub org: Option<String>,
+    pub bucket: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub token: Option<String>,
+    pub format: V3Format,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub max_query_hours: u32,
+}
+
+#[derive(Debug, Clone)]
+pub enum SinkConfig {
+    Duckdb {
+        /// A file path (already joined to the spec's directory) or `md:...`.
+        path: String,
+        token: Option<String>,
+        schema: String,
+    },
+    Bigquery {
+        project: String,
+        dataset: String,
+        location: Option<String>,
+        credentials: Option<String>,
+        endpoint: Option<String>,
+    },
+}
+
+impl SinkConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SinkConfig::Duckdb { path, .. } if path.starts_with("md:") => "motherduck",
+            SinkConfig::Duckdb { .. } => "duckdb",
+            SinkConfig::Bigquery { .. } => "bigquery",
+        }
+    }
+
+    /// One line saying where the data goes, without secrets.
+    pub fn describe(&self) -> String {
+        match self {
+            SinkConfig::Duckdb { path, schema, .. } => {
+                format!("{} {path} schema {schema}", self.kind())
+            }
+            SinkConfig::Bigquery {
+                project, dataset, ..
+            } => format!("bigquery {project}.{dataset}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub name: String,
+    pub state: StateConfig,
+    pub source: String,
+    pub sinks: Vec<String>,
+    pub delay: Duration,
+    pub lookback_hours: u32,
+    pub start: Option<Hour>,
+    pub max_hours_per_run: u32,
+    pub batch_hours: u32,
+    pub concurrency: u32,
+    pub schedule: Option<String>,
+    pub jobs: Vec<Job>,
+}
+
+impl Pipeline {
+    pub fn job(&self, name: &str) -> Option<&Job> {
+        self.jobs.iter().find(|j| j.name == name)
+    }
+}
+
+/// One job with its pipeline's defaults applied.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub name: String,
+    pub measurement: String,
+    pub field: String,
+    pub tags: Vec<String>,
+    pub template: String,
+    pub table: String,
+    pub params: serde_json::Map<String, serde_json::Value>,
+}

@@ -1,0 +1,268 @@
+//! The typed shape of `pipelines.yaml`, as serde reads it.
+//!
+//! Every field is documented where it is declared; README's spec reference
+//! mirrors these comments (a test checks the keys match). Values that later
+//! validation must point at are `Spanned` so errors can name `file:line:col`.
+//! Connector kinds are a flat struct with a `type` field rather than an
+//! internally tagged enum: serde buffers tagged enums and loses locations.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use super::values::{Hour, Span};
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    /// Default state store of the pipelines: where checkpoints, the ledger, run
+    /// history and leases live. Default: local, `.duckhour/`.
+    #[serde(default)]
+    pub state: Option<Spanned<StateSpec>>,
+    /// Directory of SQL templates, relative to this file. Default `sql`.
+    #[serde(default)]
+    pub sql_dir: Option<String>,
+    /// Named sources of minute readings.
+    #[serde(default)]
+    pub sources: BTreeMap<String, Spanned<SourceSpec>>,
+    /// Named destinations of hourly rows.
+    #[serde(default)]
+    pub sinks: BTreeMap<String, Spanned<SinkSpec>>,
+    /// Named pipelines; each is a list of jobs sharing defaults.
+    #[serde(default)]
+    pub pipelines: BTreeMap<String, Spanned<PipelineSpec>>,
+}
+
+/// State store kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StateKind {
+    /// Files under a local directory (the embedded default).
+    Local,
+    /// `PipelineStateBlock` documents on a Prefect server or Prefect Cloud.
+    Prefect,
+}
+
+/// `state:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateSpec {
+    /// `local` or `prefect`.
+    #[serde(rename = "type")]
+    pub kind: StateKind,
+    /// local: directory for state files, relative to this file. Default `.duckhour`.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// prefect: API base URL, e.g. `http://127.0.0.1:4200/api`.
+    #[serde(default)]
+    pub url: Option<Spanned<String>>,
+    /// prefect: API key (Prefect Cloud); use `${secret:...}` or `${env:...}`.
+    #[serde(default)]
+    pub api_key: Option<String>,
+    /// prefect: block document name template; `{pipeline}` and `{job}` are replaced.
+    /// Default `{pipeline}-{job}`.
+    #[serde(default)]
+    pub block_name: Option<String>,
+}
+
+/// Source kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    /// An InfluxDB server (v1 InfluxQL, v2 Flux, v3 SQL).
+    Influxdb,
+    /// A line-protocol file (InfluxDB's export format), plain or gzip.
+    LineProtocol,
+}
+
+/// Result formats of InfluxDB v3's `query_sql`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum V3Format {
+    Csv,
+    Jsonl,
+    Parquet,
+}
+
+/// An entry of `sources:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSpec {
+    /// `influxdb` or `line_protocol`.
+    #[serde(rename = "type")]
+    pub kind: SourceKind,
+    /// influxdb: API version, 1, 2 or 3. Default 1.
+    #[serde(default)]
+    pub version: Option<Spanned<u8>>,
+    /// influxdb: base URL, e.g. `http://127.0.0.1:8086`.
+    #[serde(default)]
+    pub url: Option<Spanned<String>>,
+    /// influxdb v1/v3: database name.
+    #[serde(default)]
+    pub database: Option<String>,
+    /// influxdb v1: retention policy; default the database's default policy.
+    #[serde(default)]
+    pub retention_policy: Option<String>,
+    /// influxdb v2: organization name.
+    #[serde(default)]
+    pub org: Option<String>,
+    /// influxdb v2: bucket name.
+    #[serde(default)]
+    pub bucket: Option<String>,
+    /// influxdb v1: user name (with `password`).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// influxdb v1: password; use `${secret:...}`.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// influxdb: API token (v1 compatibility, v2, v3); use `${secret:...}`.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// influxdb v3: result format, `csv`, `jsonl` or `parquet`. Default `csv`.
+    #[serde(default)]
+    pub format: Option<V3Format>,
+    /// influxdb: timeout of one query. Default `5m`.
+    #[serde(default)]
+    pub timeout: Option<super::values::Duration>,
+    /// influxdb: retries of a transient failure (connect error, 5xx, timeout). Default 3.
+    #[serde(default)]
+    pub retries: Option<u32>,
+    /// influxdb: longest time range of one query, in hours; longer ranges are split. Default 24.
+    #[serde(default)]
+    pub max_query_hours: Option<Spanned<u32>>,
+    /// line_protocol: file path, relative to this file; `.gz` is decompressed.
+    #[serde(default)]
+    pub path: Option<Spanned<String>>,
+}
+
+/// Sink kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkKind {
+    /// A DuckDB file, or MotherDuck with an `md:` path.
+    Duckdb,
+    /// A BigQuery table.
+    Bigquery,
+}
+
+/// An entry of `sinks:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkSpec {
+    /// `duckdb` or `bigquery`.
+    #[serde(rename = "type")]
+    pub kind: SinkKind,
+    /// duckdb: database file (relative to this file) or `md:<database>` for MotherDuck.
+    #[serde(default)]
+    pub path: Option<Spanned<String>>,
+    /// duckdb with `md:`: MotherDuck token; use `${secret:...}`.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// duckdb: schema of the target table. Default `main`.
+    #[serde(default)]
+    pub schema: Option<String>,
+    /// bigquery: project id.
+    #[serde(default)]
+    pub project: Option<String>,
+    /// bigquery: dataset id.
+    #[serde(default)]
+    pub dataset: Option<String>,
+    /// bigquery: dataset location, e.g. `EU`.
+    #[serde(default)]
+    pub location: Option<String>,
+    /// bigquery: service-account JSON (a file path, or `${secret:...}` holding the JSON);
+    /// absent: Application Default Credentials.
+    #[serde(default)]
+    pub credentials: Option<String>,
+    /// bigquery: API endpoint override, e.g. an emulator's `http://127.0.0.1:9050/bigquery/v2`.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+}
+
+/// An entry of `pipelines:`. Its scalar fields are the defaults of its jobs.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSpec {
+    /// This pipeline's state store; default the top-level `state`.
+    #[serde(default)]
+    pub state: Option<Spanned<StateSpec>>,
+    /// Name of the source every job reads.
+    pub source: Spanned<String>,
+    /// Names of the sinks every job writes.
+    pub sinks: Vec<Spanned<String>>,
+    /// SQL template under `sql_dir`. Default `hourly_mean.sql`.
+    #[serde(default)]
+    pub template: Option<Spanned<String>>,
+    /// Target table in every sink. Default `pollutant_hourly`.
+    #[serde(default)]
+    pub table: Option<Spanned<String>>,
+    /// Default measurement of the jobs.
+    #[serde(default)]
+    pub measurement: Option<String>,
+    /// Tag keys kept as columns (grouping keys). Default `[station]`.
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+    /// An hour `[h, h+1h)` is complete once `now >= h + 1h + delay`. Default `5m`.
+    #[serde(default)]
+    pub delay: Option<super::values::Duration>,
+    /// Hours before the checkpoint redone on every run to absorb late points. Default `0h`.
+    #[serde(default)]
+    pub lookback: Option<Spanned<super::values::Duration>>,
+    /// First hour of every job when it has no checkpoint; absent: the last complete hour.
+    #[serde(default)]
+    pub start: Option<Hour>,
+    /// Most new hours one run processes per job. Default 720.
+    #[serde(default)]
+    pub max_hours_per_run: Option<Spanned<u32>>,
+    /// Most hours per extract and per load. Default 24.
+    #[serde(default)]
+    pub batch_hours: Option<Spanned<u32>>,
+    /// Jobs run at the same time. Default 2.
+    #[serde(default)]
+    pub concurrency: Option<Spanned<u32>>,
+    /// Cron schedule (5 fields, UTC) for `serve`.
+    #[serde(default)]
+    pub schedule: Option<Spanned<String>>,
+    /// Free values every job's template sees as `params` (a job's own `params` win).
+    #[serde(default)]
+    pub params: BTreeMap<String, serde_json::Value>,
+    /// The jobs, usually one per pollutant.
+    pub jobs: Vec<Spanned<JobSpec>>,
+}
+
+/// An entry of a pipeline's `jobs:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// Job name: lowercase letters, digits, `_` and `-`; unique in its pipeline.
+    pub name: Spanned<String>,
+    /// Measurement to read; default the pipeline's.
+    #[serde(default)]
+    pub measurement: Option<String>,
+    /// Field to read; default the job's name.
+    #[serde(default)]
+    pub field: Option<String>,
+    /// Tag keys kept as columns; default the pipeline's.
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+    /// SQL template; default the pipeline's.
+    #[serde(default)]
+    pub template: Option<Spanned<String>>,
+    /// Target table; default the pipeline's.
+    #[serde(default)]
+    pub table: Option<Spanned<String>>,
+    /// Values the template sees as `params`, merged over the pipeline's.
+    #[serde(default)]
+    pub params: BTreeMap<String, serde_json::Value>,
+}
+
+impl<T> From<&Spanned<T>> for Span {
+    fn from(s: &Spanned<T>) -> Span {
+        Span {
+            line: s.referenced.line() as usize,
+            col: s.referenced.column() as usize,
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! Small scalar types of the spec: durations (`5m`), whole UTC hours, source spans.
+//!
+//! They parse inside serde, so a bad value is reported at its `file:line:col`.
+
+use std::fmt;
+
+use chrono::{DateTime, Timelike, Utc};
+use serde::{de, Deserialize, Deserializer};
+
+/// A position in the spec file, 1-based.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Span {
+    pub line: usize,
+    pub col: usize,
+}
+
+/// A duration written as a whole number and a unit: `30s`, `5m`, `2h`, `1d`; `0` alone is zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Duration(pub std::time::Duration);
+
+impl Duration {
+    pub fn parse(s: &str) -> Result<Duration, String> {
+        let t = s.trim();
+        if t == "0" {
+            return Ok(Duration(std::time::Duration::ZERO));
+        }
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: u64 = num.parse().map_err(|_| bad_duration(s))?;
+        let secs = match unit {
+            "s" => n,
+            "m" => n * 60,
+            "h" => n * 3600,
+            "d" => n * 86_400,
+            _ => return Err(bad_duration(s)),
+        };
+        Ok(Duration(std::time::Duration::from_secs(secs)))
+    }
+
+    pub fn secs(&self) -> u64 {
+        self.0.as_secs()
+    }
+
+    pub fn chrono(&self) -> chrono::Duration {
+        chrono::Duration::seconds(self.0.as_secs() as i64)
+    }
+}
+
+fn bad_duration(s: &str) -> String {
+    format!("invalid duration `{s}`: expected a whole number and a unit s, m, h or d (e.g. `5m`)")
+}
+
+impl fmt::Display for Duration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.0.as_secs();
+        if s == 0 {
+            write!(f, "0s")
+        } else if s % 86_400 == 0 {
+            write!(f, "{}d", s / 86_400)
+        } else if s % 3600 == 0 {
+            write!(f, "{}h", s / 3600)
+        } else if s % 60 == 0 {
+            write!(f, "{}m", s / 60)
+        } else {
+            write!(f, "{s}s")
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Duration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Duration::parse(&s).map_err(de::Error::custom)
+    }
+}
+
+/// A whole UTC hour, the label of the window `[h, h+1h)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Hour(pub DateTime<Utc>);
+
+impl Hour {
+    /// Parses RFC 3339 and requires minutes, seconds and fractions to be zero.
+    pub fn parse(s: &str) -> Result<Hour, String> {
+        let t = parse_time(s)?;
+        Hour::exact(t).ok_or_else(|| format!("`{s}` is not a whole hour (minutes and seconds must be 0)"))
+    }
+
+    /// `Some` when `t` is exactly on an hour.
+    pub fn exact(t: DateTime<Utc>) -> Option<Hour> {
+        (t.minute() == 0 && t.second() == 0 && t.nanosecond() == 0).then_some(Hour(t))
+    }
+
+    /// The hour containing `t`.
+    pub fn floor(t: DateTime<Utc>) -> Hour {
+        let secs = t.timestamp().div_euclid(3600) * 3600;
+        Hour(DateTime::from_timestamp(secs, 0).expect("hour in range"))
+    }
+
+    pub fn plus(&self, hours: i64) -> Hour {
+        Hour(self.0 + chrono::Duration::hours(hours))
+    }
+
+    /// Whole hours from `self` to `other` (negative when `other` is earlier).
+    pub fn hours_until(&self, other: Hour) -> i64 {
+        (other.0 - self.0).num_hours()
+    }
+}
+
+impl fmt::Display for Hour {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0.format("%Y-%m-%dT%H:%M:%SZ"))
+    }
+}
+
+impl serde::Serialize for Hour {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Hour {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Hour::parse(&s).map_err(de::Error::custom)
+    }
+}
+
+/// Parses an RFC 3339 timestamp into UTC; the error names the input.
+pub fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(s.trim())
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| format!("invalid time `{s}`: expected RFC 3339, e.g. `2026-11-27T13:00:00Z`"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(Duration::parse("5m").unwrap().secs(), 300);
+        assert_eq!(Duration::parse("2h").unwrap().secs(), 7200);
+        assert_eq!(Duration::parse("1d").unwrap().secs(), 86_400);
+        assert_eq!(Duration::parse("30s").unwrap().secs(), 30);
+        assert_eq!(Duration::parse("0").unwrap().secs(), 0);
+        assert_eq!(Duration::parse("0h").unwrap().secs(), 0);
+        for bad in ["", "m", "5", "5 minutes", "-1h", "1.5h", "h5"] {
+            assert!(Duration::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(Duration::parse("90m").unwrap().to_string(), "90m");
+        assert_eq!(Duration::parse("120m").unwrap().to_string(), "2h");
+    }
+
+    #[test]
+    fn hours() {
+        let h = Hour::parse("2026-11-27T13:00:00Z").unwrap();
+        assert_eq!(h.to_string(), "2026-11-27T13:00:00Z");
+        assert_eq!(Hour::parse("2026-11-27T14:00:00+01:00").unwrap(), h);
+        assert!(Hour::parse("2026-11-27T13:30:00Z").unwrap_err().contains("not a whole hour"));
+        assert!(Hour::parse("yesterday").unwrap_err().contains("RFC 3339"));
+        let t = parse_time("2026-11-27T13:59:59.999Z").unwrap();
+        assert_eq!(Hour::floor(t), h);
+        assert_eq!(h.plus(11).to_string(), "2026-11-28T00:00:00Z");
+        assert_eq!(h.hours_until(h.plus(-3)), -3);
+    }
+}

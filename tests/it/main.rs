@@ -1,0 +1,7 @@
+//! Integration tests: the real binary, real DuckDB files, a real InfluxDB.
+
+mod dry_run;
+mod engine;
+mod influx_source;
+mod spec_errors;
+mod util;

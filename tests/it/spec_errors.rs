@@ -1,0 +1,143 @@
+//! Broken specs: each gives its exact message and exit code 2.
+
+use crate::util::Ws;
+
+const BASE: &str = "\
+sources:
+  sample:
+    type: line_protocol
+    path: data/sample.lp.gz
+sinks:
+  local:
+    type: duckdb
+    path: out.duckdb
+pipelines:
+  demo:
+    source: sample
+    sinks: [local]
+    measurement: air_quality
+    delay: 5m
+    jobs:
+      - name: co
+      - name: no2
+";
+
+/// Runs `validate` on BASE with `from` replaced by `to`.
+fn validate_with(from: &str, to: &str) -> crate::util::Out {
+    assert!(BASE.contains(from), "{from}");
+    let ws = Ws::new(&BASE.replacen(from, to, 1));
+    ws.run(&["validate"])
+}
+
+fn assert_error(out: crate::util::Out, expected: &str) {
+    assert_eq!(out.code, 2, "{out:?}");
+    assert_eq!(out.stdout, "", "{out:?}");
+    assert_eq!(out.stderr, expected, "{out:?}");
+}
+
+#[test]
+fn base_spec_is_valid() {
+    let ws = Ws::new(BASE);
+    let out = ws.run(&["validate"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout, "pipelines.yaml is valid: 1 pipelines, 2 jobs, 1 sources, 1 sinks\n");
+}
+
+#[test]
+fn yaml_syntax_error() {
+    assert_error(
+        validate_with("sinks: [local]", "sinks: [local"),
+        "SYNTAX\n",
+    );
+}
+
+#[test]
+fn wrong_type() {
+    assert_error(
+        validate_with("    delay: 5m\n", "    delay: 5m\n    batch_hours: lots\n"),
+        "WRONGTYPE\n",
+    );
+}
+
+#[test]
+fn unknown_key_suggests() {
+    assert_error(
+        validate_with("    delay: 5m", "    delya: 5m"),
+        "UNKNOWN\n",
+    );
+}
+
+#[test]
+fn missing_source() {
+    assert_error(
+        validate_with("source: sample", "source: sampel"),
+        "SOURCE\n",
+    );
+}
+
+#[test]
+fn missing_template() {
+    assert_error(
+        validate_with("    delay: 5m\n", "    delay: 5m\n    template: hourly_maen.sql\n"),
+        "TEMPLATE\n",
+    );
+}
+
+#[test]
+fn template_syntax_error() {
+    let ws = Ws::new(&BASE.replacen("    delay: 5m\n", "    delay: 5m\n    template: broken.sql\n", 1));
+    ws.write("sql/broken.sql", "SELECT *\nFROM {{ staging }\nWHERE true\n");
+    assert_error(ws.run(&["validate"]), "TSYNTAX\n");
+}
+
+#[test]
+fn bad_duration() {
+    assert_error(validate_with("delay: 5m", "delay: 5 minutes"), "DURATION\n");
+}
+
+#[test]
+fn duplicate_job() {
+    assert_error(validate_with("      - name: no2", "      - name: co"), "DUP\n");
+}
+
+#[test]
+fn several_errors_are_all_reported() {
+    let out = validate_with("sinks: [local]", "sinks: [locl, local]");
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("unknown sink `locl`; did you mean `local`?"), "{out:?}");
+}
+
+#[test]
+fn unknown_pipeline_is_a_usage_error() {
+    let ws = Ws::new(BASE);
+    let out = ws.run(&["dry-run", "dmo", "--now", "2026-11-20T03:10:00Z"]);
+    assert_eq!((out.code, out.stderr.as_str()), (2, "error: unknown pipeline `dmo`; did you mean `demo`?\n"));
+    let out = ws.run(&["dry-run", "demo", "--job", "c0"]);
+    assert_eq!((out.code, out.stderr.as_str()), (2, "error: pipeline `demo` has no job `c0`; did you mean `co`?\n"));
+}
+
+#[test]
+fn missing_env_is_reported_when_a_run_needs_it_without_values() {
+    let spec = BASE.replacen("path: out.duckdb", "path: ${env:DUCKHOUR_TEST_UNSET_DIR}/out.duckdb", 1);
+    let ws = Ws::new(&spec);
+    // validate and dry-run do not need it
+    assert_eq!(ws.run(&["validate"]).code, 0);
+    let out = ws.run(&["run", "demo", "--now", "2026-11-20T03:10:00Z"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("sink `local`: `path`: environment variable `DUCKHOUR_TEST_UNSET_DIR` is not set"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn shipped_spec_validates_and_lists() {
+    let ws = Ws::shipped();
+    let out = ws.run(&["validate"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout, "pipelines.yaml is valid: 2 pipelines, 12 jobs, 2 sources, 3 sinks\n");
+    let out = ws.run(&["list"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.starts_with("demo  source sample -> sinks local  (6 jobs)\n  co    air_quality.co -> pollutant_hourly via hourly_mean.sql\n"), "{out:?}");
+    assert!(out.stdout.contains("hourly  source influx -> sinks motherduck, bigquery  (6 jobs, schedule `5 * * * *`)\n"), "{out:?}");
+}

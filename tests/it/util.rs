@@ -1,0 +1,196 @@
+//! Test helpers: a scratch workspace with the repo's `sql/` and `data/`, the
+//! real binary run inside it, and a real InfluxDB started by `scripts/influxdb`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+/// A temporary directory holding a spec, `sql/` and `data/`.
+pub struct Ws {
+    pub dir: tempfile::TempDir,
+}
+
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl std::fmt::Debug for Out {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {}\n--- stdout\n{}--- stderr\n{}", self.code, self.stdout, self.stderr)
+    }
+}
+
+impl Ws {
+    /// A workspace whose `pipelines.yaml` is `spec`.
+    pub fn new(spec: &str) -> Ws {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(&repo().join("sql"), &dir.path().join("sql"));
+        copy_dir(&repo().join("data"), &dir.path().join("data"));
+        std::fs::write(dir.path().join("pipelines.yaml"), spec).unwrap();
+        Ws { dir }
+    }
+
+    /// A workspace with the shipped `pipelines.yaml`.
+    pub fn shipped() -> Ws {
+        Ws::new(&std::fs::read_to_string(repo().join("pipelines.yaml")).unwrap())
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn write(&self, rel: &str, body: &str) {
+        let p = self.path(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, body).unwrap();
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_duckhour"));
+        c.current_dir(self.dir.path()).args(args).env_remove("DUCKHOUR_CONFIG").env_remove("DUCKHOUR_LOG");
+        c
+    }
+
+    /// Runs the binary in the workspace and waits.
+    pub fn run(&self, args: &[&str]) -> Out {
+        self.run_env(args, &[])
+    }
+
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Out {
+        let mut c = self.cmd(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let o = c.output().unwrap();
+        Out {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+
+    /// Rows of a query against a DuckDB file in the workspace, as text.
+    pub fn query(&self, db: &str, sql: &str) -> Vec<Vec<String>> {
+        let conn = duckdb::Connection::open(self.path(db)).unwrap();
+        query(&conn, sql)
+    }
+}
+
+/// Rows of a query, each value rendered by DuckDB as VARCHAR.
+pub fn query(conn: &duckdb::Connection, sql: &str) -> Vec<Vec<String>> {
+    let wrapped = format!("SELECT COLUMNS(*)::VARCHAR FROM ({sql})");
+    let mut stmt = conn.prepare(&wrapped).unwrap();
+    let mut rows = stmt.query([]).unwrap();
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().unwrap() {
+        let n = r.as_ref().column_count();
+        out.push((0..n).map(|i| r.get::<_, Option<String>>(i).unwrap().unwrap_or_else(|| "NULL".into())).collect());
+    }
+    out
+}
+
+/// A real InfluxDB 1.x on 127.0.0.1, one per test binary, stopped when the
+/// test process exits (a watchdog shell waits for our pid).
+pub struct Influx {
+    pub url: String,
+    http: reqwest::blocking::Client,
+    basic: Option<(String, String)>,
+}
+
+fn free_port() -> u16 {
+    // Two consecutive free ports: HTTP and RPC.
+    loop {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = l.local_addr().unwrap().port();
+        if p < 65000 && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            return p;
+        }
+    }
+}
+
+/// The shared server without authentication.
+pub fn influx() -> &'static Influx {
+    static SERVER: OnceLock<Influx> = OnceLock::new();
+    SERVER.get_or_init(|| start_influx("open", ""))
+}
+
+/// A second server with authentication on; user `admin`, password `admin-secret`.
+pub fn influx_auth() -> &'static Influx {
+    static SERVER: OnceLock<Influx> = OnceLock::new();
+    SERVER.get_or_init(|| start_influx("auth", "auth"))
+}
+
+fn start_influx(name: &str, auth: &str) -> Influx {
+    {
+        let dir = std::env::temp_dir().join(format!("duckhour-it-influx-{name}-{}", std::process::id()));
+        let port = free_port();
+        let script = repo().join("scripts/influxdb");
+        let st = Command::new(&script)
+            .args(["start", dir.to_str().unwrap(), &port.to_string(), auth])
+            .status()
+            .expect("scripts/influxdb (run scripts/test, which installs InfluxDB)");
+        assert!(st.success(), "InfluxDB did not start; is it installed? run scripts/influxdb install");
+        let watchdog = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {script} stop {dir}; rm -rf {dir}",
+            pid = std::process::id(),
+            script = script.display(),
+            dir = dir.display()
+        );
+        Command::new("setsid").args(["sh", "-c", &watchdog]).spawn().unwrap();
+        Influx {
+            url: format!("http://127.0.0.1:{port}"),
+            http: reqwest::blocking::Client::new(),
+            basic: (!auth.is_empty()).then(|| ("admin".to_owned(), "admin-secret".to_owned())),
+        }
+    }
+}
+
+impl Influx {
+    pub fn q(&self, q: &str) -> serde_json::Value {
+        let mut rb = self.http.post(format!("{}/query", self.url)).form(&[("q", q)]);
+        if let Some((u, p)) = &self.basic {
+            rb = rb.basic_auth(u, Some(p));
+        }
+        let r = rb.send().unwrap();
+        assert!(r.status().is_success(), "{q}: {}", r.status());
+        r.json().unwrap()
+    }
+
+    pub fn create_db(&self, db: &str) {
+        self.q(&format!("DROP DATABASE \"{db}\""));
+        self.q(&format!("CREATE DATABASE \"{db}\""));
+    }
+
+    /// Writes line protocol (ns precision).
+    pub fn write(&self, db: &str, lines: &str) {
+        let mut rb = self
+            .http
+            .post(format!("{}/write", self.url))
+            .query(&[("db", db), ("precision", "ns")])
+            .body(lines.to_owned());
+        if let Some((u, p)) = &self.basic {
+            rb = rb.basic_auth(u, Some(p));
+        }
+        let r = rb.send().unwrap();
+        assert_eq!(r.status().as_u16(), 204, "write: {}", r.text().unwrap());
+    }
+}
