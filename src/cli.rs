@@ -10,7 +10,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[command(name = "duckhour", version, about, long_about = None)]
 pub struct Cli {
     /// The pipeline spec file.
-    #[arg(long, short = 'c', global = true, default_value = "pipelines.yaml", env = "DUCKHOUR_CONFIG")]
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        default_value = "pipelines.yaml",
+        env = "DUCKHOUR_CONFIG"
+    )]
     pub config: PathBuf,
 
     /// More log output (-v: debug, -vv: trace).

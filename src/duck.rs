@@ -56,7 +56,11 @@ pub fn create_staging(conn: &Connection, job: &str, tags: &[String]) -> Result<(
 
 /// Receives chunks until the channel closes; returns rows staged.
 /// Runs on a blocking thread.
-pub fn write_staging(conn: &Connection, job: &str, mut rx: mpsc::Receiver<StageMsg>) -> Result<u64, DuckError> {
+pub fn write_staging(
+    conn: &Connection,
+    job: &str,
+    mut rx: mpsc::Receiver<StageMsg>,
+) -> Result<u64, DuckError> {
     let table = format!("stage_{job}");
     let mut rows = 0u64;
     while let Some(msg) = rx.blocking_recv() {
@@ -65,7 +69,10 @@ pub fn write_staging(conn: &Connection, job: &str, mut rx: mpsc::Receiver<StageM
                 let mut app = conn.appender(&table)?;
                 for p in &points {
                     let mut vals = Vec::with_capacity(p.tags.len() + 2);
-                    vals.push(Value::Timestamp(TimeUnit::Microsecond, p.time_ns.div_euclid(1000)));
+                    vals.push(Value::Timestamp(
+                        TimeUnit::Microsecond,
+                        p.time_ns.div_euclid(1000),
+                    ));
                     for t in &p.tags {
                         vals.push(match t {
                             Some(s) => Value::Text(s.clone()),
@@ -98,7 +105,10 @@ pub fn write_staging(conn: &Connection, job: &str, mut rx: mpsc::Receiver<StageM
                     cols.join(", "),
                     quote_literal(&file.path().display().to_string())
                 );
-                let res = conn.execute(&sql, []).map(|n| n as u64).map_err(|e| e.to_string());
+                let res = conn
+                    .execute(&sql, [])
+                    .map(|n| n as u64)
+                    .map_err(|e| e.to_string());
                 if let Ok(n) = res {
                     rows += n;
                 }
@@ -112,10 +122,11 @@ pub fn write_staging(conn: &Connection, job: &str, mut rx: mpsc::Receiver<StageM
 /// Runs the rendered SQL into `result_<job>`; returns its row count.
 pub fn transform(conn: &Connection, job: &str, sql: &str) -> Result<u64, DuckError> {
     let create = format!("CREATE OR REPLACE TABLE {} AS {}", result_table(job), sql);
-    conn.execute_batch(&create).map_err(|e| DuckError::Transform {
-        job: job.to_owned(),
-        message: e.to_string(),
-    })?;
+    conn.execute_batch(&create)
+        .map_err(|e| DuckError::Transform {
+            job: job.to_owned(),
+            message: e.to_string(),
+        })?;
     let cols = columns(conn, &format!("result_{job}"))?;
     let missing: Vec<&str> = ["pollutant", "hour_start"]
         .into_iter()
@@ -127,7 +138,11 @@ pub fn transform(conn: &Connection, job: &str, sql: &str) -> Result<u64, DuckErr
             missing: missing.join(", "),
         });
     }
-    let n: i64 = conn.query_row(&format!("SELECT count(*) FROM {}", result_table(job)), [], |r| r.get(0))?;
+    let n: i64 = conn.query_row(
+        &format!("SELECT count(*) FROM {}", result_table(job)),
+        [],
+        |r| r.get(0),
+    )?;
     Ok(n as u64)
 }
 

@@ -38,7 +38,11 @@ impl Error {
 }
 
 fn render_diagnostics(ds: &[Diagnostic]) -> String {
-    let mut out = ds.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n\n");
+    let mut out = ds
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("\n\n");
     if ds.len() > 1 {
         out.push_str(&format!("\n\n{} errors", ds.len()));
     }

@@ -13,7 +13,8 @@ pub fn init(verbose: u8, quiet: bool, format: LogFormat) {
         (false, 2) => "debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_env("DUCKHOUR_LOG").unwrap_or_else(|_| EnvFilter::new(format!("duckhour={level}")));
+    let filter = EnvFilter::try_from_env("DUCKHOUR_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(format!("duckhour={level}")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -172,14 +172,30 @@ mod tests {
     #[test]
     fn completeness_respects_delay() {
         let d = Duration::parse("5m").unwrap();
-        assert_eq!(last_complete(parse_time("2026-11-27T13:04:59Z").unwrap(), d), h("2026-11-27T11:00:00Z"));
-        assert_eq!(last_complete(parse_time("2026-11-27T13:05:00Z").unwrap(), d), h("2026-11-27T12:00:00Z"));
+        assert_eq!(
+            last_complete(parse_time("2026-11-27T13:04:59Z").unwrap(), d),
+            h("2026-11-27T11:00:00Z")
+        );
+        assert_eq!(
+            last_complete(parse_time("2026-11-27T13:05:00Z").unwrap(), d),
+            h("2026-11-27T12:00:00Z")
+        );
     }
 
     #[test]
     fn first_run_without_start_does_the_previous_complete_hour() {
-        let p = run_plan(parse_time("2026-11-27T13:10:00Z").unwrap(), &settings(), None);
-        assert_eq!(p.batches, vec![Batch { from: h("2026-11-27T12:00:00Z"), to: h("2026-11-27T13:00:00Z") }]);
+        let p = run_plan(
+            parse_time("2026-11-27T13:10:00Z").unwrap(),
+            &settings(),
+            None,
+        );
+        assert_eq!(
+            p.batches,
+            vec![Batch {
+                from: h("2026-11-27T12:00:00Z"),
+                to: h("2026-11-27T13:00:00Z")
+            }]
+        );
         assert_eq!((p.new_hours, p.redo_hours, p.left_hours), (1, 0, 0));
     }
 
@@ -192,7 +208,13 @@ mod tests {
         assert_eq!(p.new_hours, 50);
         assert_eq!(p.left_hours, 26 * 24 + 13 - 50);
         assert_eq!(p.batches.len(), 3);
-        assert_eq!(p.batches[2], Batch { from: h("2026-11-03T00:00:00Z"), to: h("2026-11-03T02:00:00Z") });
+        assert_eq!(
+            p.batches[2],
+            Batch {
+                from: h("2026-11-03T00:00:00Z"),
+                to: h("2026-11-03T02:00:00Z")
+            }
+        );
     }
 
     #[test]
@@ -202,7 +224,13 @@ mod tests {
         let cp = Some(h("2026-11-27T12:00:00Z"));
         let p = run_plan(parse_time("2026-11-27T13:10:00Z").unwrap(), &s, cp);
         assert_eq!((p.new_hours, p.redo_hours), (0, 2));
-        assert_eq!(p.batches, vec![Batch { from: h("2026-11-27T11:00:00Z"), to: h("2026-11-27T13:00:00Z") }]);
+        assert_eq!(
+            p.batches,
+            vec![Batch {
+                from: h("2026-11-27T11:00:00Z"),
+                to: h("2026-11-27T13:00:00Z")
+            }]
+        );
         // Lookback never reaches before start.
         s.start = Some(h("2026-11-27T12:00:00Z"));
         let p = run_plan(parse_time("2026-11-27T13:10:00Z").unwrap(), &s, cp);
@@ -228,20 +256,52 @@ mod tests {
             h("2026-11-28T00:00:00Z"),
         );
         assert_eq!((p.redo_hours, p.new_hours), (6, 7));
-        assert_eq!(p.batches, vec![Batch { from: h("2026-11-27T00:00:00Z"), to: h("2026-11-27T13:00:00Z") }]);
+        assert_eq!(
+            p.batches,
+            vec![Batch {
+                from: h("2026-11-27T00:00:00Z"),
+                to: h("2026-11-27T13:00:00Z")
+            }]
+        );
     }
 
     #[test]
     fn checkpoint_moves_forward_only_without_holes() {
-        let b = |f: &str, t: &str| Batch { from: h(f), to: h(t) };
+        let b = |f: &str, t: &str| Batch {
+            from: h(f),
+            to: h(t),
+        };
         let cp = Some(h("2026-11-27T05:00:00Z"));
-        assert_eq!(advance(cp, None, b("2026-11-27T06:00:00Z", "2026-11-27T08:00:00Z")), Some(h("2026-11-27T07:00:00Z")));
+        assert_eq!(
+            advance(cp, None, b("2026-11-27T06:00:00Z", "2026-11-27T08:00:00Z")),
+            Some(h("2026-11-27T07:00:00Z"))
+        );
         // a hole: stays
-        assert_eq!(advance(cp, None, b("2026-11-27T07:00:00Z", "2026-11-27T08:00:00Z")), cp);
+        assert_eq!(
+            advance(cp, None, b("2026-11-27T07:00:00Z", "2026-11-27T08:00:00Z")),
+            cp
+        );
         // an older range: never backwards
-        assert_eq!(advance(cp, None, b("2026-11-27T00:00:00Z", "2026-11-27T02:00:00Z")), cp);
+        assert_eq!(
+            advance(cp, None, b("2026-11-27T00:00:00Z", "2026-11-27T02:00:00Z")),
+            cp
+        );
         let start = Some(h("2026-11-27T00:00:00Z"));
-        assert_eq!(advance(None, start, b("2026-11-27T00:00:00Z", "2026-11-27T02:00:00Z")), Some(h("2026-11-27T01:00:00Z")));
-        assert_eq!(advance(None, start, b("2026-11-27T03:00:00Z", "2026-11-27T04:00:00Z")), None);
+        assert_eq!(
+            advance(
+                None,
+                start,
+                b("2026-11-27T00:00:00Z", "2026-11-27T02:00:00Z")
+            ),
+            Some(h("2026-11-27T01:00:00Z"))
+        );
+        assert_eq!(
+            advance(
+                None,
+                start,
+                b("2026-11-27T03:00:00Z", "2026-11-27T04:00:00Z")
+            ),
+            None
+        );
     }
 }

@@ -112,7 +112,11 @@ struct Shared {
 
 /// Runs the pipeline's selected jobs; one outcome per job.
 pub async fn run(config: &Config, pipeline: &Pipeline, opts: Options) -> Vec<Outcome> {
-    let run_id = format!("{}-{}", Utc::now().format("%Y%m%dT%H%M%S%.3fZ"), std::process::id());
+    let run_id = format!(
+        "{}-{}",
+        Utc::now().format("%Y%m%dT%H%M%S%.3fZ"),
+        std::process::id()
+    );
     let span = info_span!("pipeline", pipeline = %pipeline.name, run_id = %run_id);
     async move {
         let jobs: Vec<Job> = pipeline
@@ -121,42 +125,79 @@ pub async fn run(config: &Config, pipeline: &Pipeline, opts: Options) -> Vec<Out
             .filter(|j| opts.jobs.is_empty() || opts.jobs.contains(&j.name))
             .cloned()
             .collect();
-        let fail_all = |msg: String| jobs.iter().map(|j| Outcome::failed(&j.name, msg.clone())).collect::<Vec<_>>();
         let state = match State::open(&pipeline.state) {
             Ok(s) => s,
-            Err(e) => return fail_all(e.to_string()),
+            Err(e) => {
+                return jobs
+                    .iter()
+                    .map(|j| Outcome::failed(&j.name, e.to_string()))
+                    .collect()
+            }
         };
-        let opts_mode = opts.mode;
+        // Leases first: a job another process is running must say so before
+        // this run opens sinks the other run may hold (a DuckDB file has one writer).
+        let mut leased = Vec::new();
+        let mut outcomes = Vec::new();
+        for job in jobs {
+            let holder = Holder {
+                pid: std::process::id(),
+                host: hostname(),
+                since: Utc::now(),
+                run_id: run_id.clone(),
+            };
+            let taken = tokio::task::block_in_place(|| {
+                state.lease(&pipeline.name, &job.name, &holder, opts.wait)
+            });
+            match taken {
+                Ok(lease) => leased.push((job, lease)),
+                // Busy: not our run to record; the holder records its own.
+                Err(e) => outcomes.push(Outcome::failed(&job.name, e.to_string())),
+            }
+        }
+        if leased.is_empty() {
+            return outcomes;
+        }
+        let kind = match opts.mode {
+            Mode::Run => "run",
+            Mode::Backfill { .. } => "backfill",
+        };
         let shared = match setup(config, pipeline, state, run_id.clone(), opts).await {
             Ok(s) => Arc::new(s),
             Err((state, msg)) => {
-                let outcomes = fail_all(msg);
-                let kind = match opts_mode {
-                    Mode::Run => "run",
-                    Mode::Backfill { .. } => "backfill",
-                };
-                for o in &outcomes {
-                    record(&state, &pipeline.name, &run_id, kind, o, Utc::now());
+                for (job, _lease) in &leased {
+                    let o = Outcome::failed(&job.name, msg.clone());
+                    record(&state, &pipeline.name, &run_id, kind, &o, Utc::now());
+                    outcomes.push(o);
                 }
                 return outcomes;
             }
         };
         let sem = Arc::new(Semaphore::new(pipeline.concurrency as usize));
         let mut handles = Vec::new();
-        for job in jobs {
+        for (job, lease) in leased {
             let shared = shared.clone();
             let sem = sem.clone();
-            handles.push(tokio::spawn(async move {
-                let _permit = sem.acquire().await.expect("semaphore open");
-                let span = info_span!("job", job = %job.name);
-                run_job(&shared, &job).instrument(span).await
-            }));
+            let name = job.name.clone();
+            handles.push((
+                name,
+                tokio::spawn(async move {
+                    let _permit = sem.acquire().await.expect("semaphore open");
+                    let span = info_span!("job", job = %job.name);
+                    let outcome = run_job(&shared, &job).instrument(span).await;
+                    drop(lease);
+                    outcome
+                }),
+            ));
         }
-        let mut out = Vec::new();
-        for h in handles {
-            out.push(h.await.unwrap_or_else(|e| Outcome::failed("?", format!("job task panicked: {e}"))));
+        for (name, h) in handles {
+            outcomes.push(
+                h.await
+                    .unwrap_or_else(|e| Outcome::failed(&name, format!("job task failed: {e}"))),
+            );
         }
-        out
+        // Report in the pipeline's job order.
+        outcomes.sort_by_key(|o| pipeline.jobs.iter().position(|j| j.name == o.job));
+        outcomes
     }
     .instrument(span)
     .await
@@ -202,7 +243,14 @@ async fn setup(
     })
 }
 
-fn record(state: &State, pipeline: &str, run_id: &str, kind: &str, o: &Outcome, started: DateTime<Utc>) {
+fn record(
+    state: &State,
+    pipeline: &str,
+    run_id: &str,
+    kind: &str,
+    o: &Outcome,
+    started: DateTime<Utc>,
+) {
     let rec = RunRecord {
         run_id: run_id.to_owned(),
         kind: kind.into(),
@@ -222,39 +270,25 @@ async fn run_job(sh: &Shared, job: &Job) -> Outcome {
     let started = Utc::now();
     let t0 = Instant::now();
     let pipeline = &sh.pipeline.name;
-    let holder = Holder {
-        pid: std::process::id(),
-        host: hostname(),
-        since: started,
-        run_id: sh.run_id.clone(),
-    };
-    // Taking a lease may wait (poll): keep it off the async threads.
-    let lease = {
-        let state_ref = &sh.state;
-        let wait = sh.opts.wait;
-        tokio::task::block_in_place(|| state_ref.lease(pipeline, &job.name, &holder, wait))
-    };
-    let _lease = match lease {
-        Ok(l) => l,
-        // Busy: not our run to record; the holder records its own.
-        Err(e) => return Outcome::failed(&job.name, e.to_string()),
-    };
-    let mut outcome = match job_batches(sh, job).await {
-        Ok(o) => o,
-        Err(o) => o,
-    };
-    outcome.job = job.name.clone();
+    let outcome = job_batches(sh, job).await;
     let kind = match sh.opts.mode {
         Mode::Run => "run",
         Mode::Backfill { .. } => "backfill",
     };
     record(&sh.state, pipeline, &sh.run_id, kind, &outcome, started);
-    info!(ok = outcome.ok, hours = outcome.hours, rows_in = outcome.rows_in, rows_out = outcome.rows_out, ms = t0.elapsed().as_millis() as u64, "job finished");
+    info!(
+        ok = outcome.ok,
+        hours = outcome.hours,
+        rows_in = outcome.rows_in,
+        rows_out = outcome.rows_out,
+        ms = t0.elapsed().as_millis() as u64,
+        "job finished"
+    );
     outcome
 }
 
-/// The batches of one job; `Err` carries the partial outcome with the error.
-async fn job_batches(sh: &Shared, job: &Job) -> Result<Outcome, Outcome> {
+/// The batches of one job, in order; stops at the first failure.
+async fn job_batches(sh: &Shared, job: &Job) -> Outcome {
     let pipeline = &sh.pipeline.name;
     let fail = |o: &mut Outcome, msg: String| {
         o.ok = false;
@@ -267,7 +301,7 @@ async fn job_batches(sh: &Shared, job: &Job) -> Result<Outcome, Outcome> {
         Ok(c) => c,
         Err(e) => {
             fail(&mut out, e.to_string());
-            return Err(out);
+            return out;
         }
     };
     out.checkpoint = checkpoint;
@@ -286,7 +320,7 @@ async fn job_batches(sh: &Shared, job: &Job) -> Result<Outcome, Outcome> {
             }
             Err(msg) => {
                 fail(&mut out, msg);
-                return Err(out);
+                return out;
             }
         }
         let next = plan::advance(checkpoint, sh.pipeline.start, *batch);
@@ -294,14 +328,14 @@ async fn job_batches(sh: &Shared, job: &Job) -> Result<Outcome, Outcome> {
             if let Some(h) = next {
                 if let Err(e) = sh.state.set_checkpoint(pipeline, &job.name, h) {
                     fail(&mut out, e.to_string());
-                    return Err(out);
+                    return out;
                 }
             }
             checkpoint = next;
             out.checkpoint = checkpoint;
         }
     }
-    Ok(out)
+    out
 }
 
 /// Extract, transform and load one batch; `(rows staged, rows produced)`.
@@ -315,11 +349,14 @@ async fn one_batch(sh: &Shared, job: &Job, batch: Batch) -> Result<(u64, u64), S
     let (tx, rx) = mpsc::channel(4);
     let writer_conn = conn.try_clone().map_err(|e| e.to_string())?;
     let job_name = job.name.clone();
-    let writer = tokio::task::spawn_blocking(move || duck::write_staging(&writer_conn, &job_name, rx));
+    let writer =
+        tokio::task::spawn_blocking(move || duck::write_staging(&writer_conn, &job_name, rx));
     let mut sink = PointSink::new(tx);
     let extracted = sh.source.extract(job, batch, &mut sink).await;
     drop(sink);
-    let staged = writer.await.map_err(|e| format!("staging thread failed: {e}"))?;
+    let staged = writer
+        .await
+        .map_err(|e| format!("staging thread failed: {e}"))?;
     extracted.map_err(|e| e.to_string())?;
     let rows_in = staged.map_err(|e| e.to_string())?;
 
@@ -335,7 +372,8 @@ async fn one_batch(sh: &Shared, job: &Job, batch: Batch) -> Result<(u64, u64), S
             staging: &staging,
         })
         .map_err(|d| d.to_string())?;
-    let rows_out = tokio::task::block_in_place(|| duck::transform(&conn, &job.name, &sql)).map_err(|e| e.to_string())?;
+    let rows_out = tokio::task::block_in_place(|| duck::transform(&conn, &job.name, &sql))
+        .map_err(|e| e.to_string())?;
 
     for sink in &sh.sinks {
         let loaded = tokio::task::block_in_place(|| sink.load(&conn, &job.name, &job.table, batch));
@@ -349,13 +387,20 @@ async fn one_batch(sh: &Shared, job: &Job, batch: Batch) -> Result<(u64, u64), S
             at: Utc::now(),
             run_id: sh.run_id.clone(),
         };
-        let recorded = sh.state.append_ledger(&sh.pipeline.name, &job.name, &[entry]);
+        let recorded = sh
+            .state
+            .append_ledger(&sh.pipeline.name, &job.name, &[entry]);
         if let Err(e) = loaded {
             return Err(e.to_string());
         }
         recorded.map_err(|e| e.to_string())?;
     }
     let _ = duck::clear(&conn, &job.name);
-    info!(rows_in, rows_out, ms = t0.elapsed().as_millis() as u64, "batch loaded");
+    info!(
+        rows_in,
+        rows_out,
+        ms = t0.elapsed().as_millis() as u64,
+        "batch loaded"
+    );
     Ok((rows_in, rows_out))
 }

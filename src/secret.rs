@@ -53,7 +53,13 @@ pub struct EnvSecrets;
 /// The environment variable a secret name falls back to.
 pub fn env_name_of_secret(name: &str) -> String {
     name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -84,7 +90,10 @@ pub fn references(value: &str) -> Result<Vec<Reference>, String> {
     while let Some(i) = rest.find("${") {
         let after = &rest[i + 2..];
         let Some(end) = after.find('}') else {
-            return Err(format!("unterminated reference in `{}`", redact_refs(value)));
+            return Err(format!(
+                "unterminated reference in `{}`",
+                redact_refs(value)
+            ));
         };
         let inner = &after[..end];
         let r = match inner.split_once(':') {
@@ -103,7 +112,9 @@ pub fn references(value: &str) -> Result<Vec<Reference>, String> {
 }
 
 fn valid_ref_name(n: &str) -> bool {
-    !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+    !n.is_empty()
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
 }
 
 fn redact_refs(value: &str) -> String {
@@ -118,7 +129,11 @@ pub fn has_references(value: &str) -> bool {
 
 /// Resolves every reference in `value`. `what` names the field for errors,
 /// e.g. "source `influx`: `token`".
-pub fn resolve(value: &str, what: &str, secrets: &dyn SecretSource) -> Result<Secret, ResolveError> {
+pub fn resolve(
+    value: &str,
+    what: &str,
+    secrets: &dyn SecretSource,
+) -> Result<Secret, ResolveError> {
     let mut out = String::new();
     let mut rest = value;
     while let Some(i) = rest.find("${") {
@@ -176,9 +191,14 @@ mod tests {
     fn parses_references() {
         assert_eq!(
             references("a${env:X}b${secret:influxdb-token}").unwrap(),
-            vec![Reference::Env("X".into()), Reference::Secret("influxdb-token".into())]
+            vec![
+                Reference::Env("X".into()),
+                Reference::Secret("influxdb-token".into())
+            ]
         );
-        assert!(references("${vault:x}").unwrap_err().contains("bad reference"));
+        assert!(references("${vault:x}")
+            .unwrap_err()
+            .contains("bad reference"));
         assert!(references("${env:X").unwrap_err().contains("unterminated"));
         assert!(references("plain").unwrap().is_empty());
     }
@@ -186,10 +206,18 @@ mod tests {
     #[test]
     fn resolves() {
         std::env::set_var("DUCKHOUR_TEST_HOST", "h");
-        let v = resolve("http://${env:DUCKHOUR_TEST_HOST}:1/${secret:tok}", "x", &Fixed).unwrap();
+        let v = resolve(
+            "http://${env:DUCKHOUR_TEST_HOST}:1/${secret:tok}",
+            "x",
+            &Fixed,
+        )
+        .unwrap();
         assert_eq!(v.expose(), "http://h:1/s3cr3t");
         let e = resolve("${env:DUCKHOUR_TEST_NOPE}", "source `a`: `url`", &Fixed).unwrap_err();
-        assert_eq!(e.to_string(), "source `a`: `url`: environment variable `DUCKHOUR_TEST_NOPE` is not set");
+        assert_eq!(
+            e.to_string(),
+            "source `a`: `url`: environment variable `DUCKHOUR_TEST_NOPE` is not set"
+        );
         let e = resolve("${secret:other-key}", "sink `b`: `token`", &Fixed).unwrap_err();
         assert_eq!(
             e.to_string(),

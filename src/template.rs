@@ -39,7 +39,9 @@ impl Templates {
         env.set_keep_trailing_newline(false);
         env.add_filter("ident", |s: String| quote_ident(&s));
         env.add_filter("sqlstr", |v: Value| quote_literal(&v.to_string()));
-        env.add_filter("ts", |s: String| format!("TIMESTAMPTZ '{}'", s.replace('\'', "''")));
+        env.add_filter("ts", |s: String| {
+            format!("TIMESTAMPTZ '{}'", s.replace('\'', "''"))
+        });
         Templates {
             env,
             dir: dir.to_path_buf(),
@@ -73,7 +75,9 @@ impl Templates {
                 params => params,
             },
         };
-        let sql = tmpl.render(ctx).map_err(|e| self.diagnostic(&job.template, &e))?;
+        let sql = tmpl
+            .render(ctx)
+            .map_err(|e| self.diagnostic(&job.template, &e))?;
         Ok(tidy(&sql))
     }
 
@@ -205,13 +209,21 @@ mod tests {
         let e = render(&[("t.sql", "SELECT 1\nFROM {{ staging \n")], "t.sql").unwrap_err();
         assert_eq!(e.file, "sql/t.sql");
         assert_eq!(e.span.map(|s| s.line), Some(2));
-        assert!(e.message.starts_with("template syntax error"), "{}", e.message);
+        assert!(
+            e.message.starts_with("template syntax error"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]
     fn undefined_variable_is_an_error() {
         let e = render(&[("t.sql", "SELECT {{ windw_start }}")], "t.sql").unwrap_err();
-        assert!(e.message.starts_with("undefined value in template"), "{}", e.message);
+        assert!(
+            e.message.starts_with("undefined value in template"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]

@@ -43,7 +43,11 @@ pub fn dry_run(config: &Config, a: &DryRunArgs) -> Result<i32, Error> {
         out.push_str(&format!("sink: {} ({})\n", s, config.sinks[s].describe()));
     }
     out.push_str(&format!("state: {}\n", State::describe(&p.state)));
-    for job in p.jobs.iter().filter(|j| a.filter.jobs.is_empty() || a.filter.jobs.contains(&j.name)) {
+    for job in p
+        .jobs
+        .iter()
+        .filter(|j| a.filter.jobs.is_empty() || a.filter.jobs.contains(&j.name))
+    {
         let checkpoint = match &local {
             Some(s) => s.checkpoint(&p.name, &job.name)?,
             None => None,
@@ -64,7 +68,10 @@ pub fn dry_run(config: &Config, a: &DryRunArgs) -> Result<i32, Error> {
             plan.new_hours,
             plan.redo_hours,
             if plan.left_hours > 0 {
-                format!("; {} more left for later runs (max_hours_per_run)", plan.left_hours)
+                format!(
+                    "; {} more left for later runs (max_hours_per_run)",
+                    plan.left_hours
+                )
             } else {
                 String::new()
             }
@@ -73,13 +80,20 @@ pub fn dry_run(config: &Config, a: &DryRunArgs) -> Result<i32, Error> {
         for (i, b) in plan.batches.iter().enumerate() {
             out.push_str(&format!("  batch {}/{n}: {b} {} hours\n", i + 1, b.hours()));
         }
-        out.push_str(&format!("  table `{}` in sinks: {}\n", job.table, p.sinks.join(", ")));
+        out.push_str(&format!(
+            "  table `{}` in sinks: {}\n",
+            job.table,
+            p.sinks.join(", ")
+        ));
         let Some(first) = plan.batches.first() else {
             out.push_str("  nothing to do\n");
             continue;
         };
         let queries = source.queries(job, *first);
-        out.push_str(&format!("  source queries of batch 1 ({}):\n", queries.len()));
+        out.push_str(&format!(
+            "  source queries of batch 1 ({}):\n",
+            queries.len()
+        ));
         for q in &queries {
             out.push_str(&indent(q, "    "));
         }

@@ -44,7 +44,10 @@ fn list(config: &Config) -> Result<i32, Error> {
             p.source,
             p.sinks.join(", "),
             p.jobs.len(),
-            p.schedule.as_ref().map(|s| format!(", schedule `{s}`")).unwrap_or_default()
+            p.schedule
+                .as_ref()
+                .map(|s| format!(", schedule `{s}`"))
+                .unwrap_or_default()
         );
         let width = p.jobs.iter().map(|j| j.name.len()).max().unwrap_or(0);
         for j in &p.jobs {
@@ -70,7 +73,10 @@ pub(crate) fn check_jobs(p: &Pipeline, jobs: &[String]) -> Result<(), Error> {
     for j in jobs {
         if p.job(j).is_none() {
             let hint = did_you_mean(j, p.jobs.iter().map(|j| j.name.as_str()));
-            return Err(Error::Usage(format!("pipeline `{}` has no job `{j}`{hint}", p.name)));
+            return Err(Error::Usage(format!(
+                "pipeline `{}` has no job `{j}`{hint}",
+                p.name
+            )));
         }
     }
     Ok(())

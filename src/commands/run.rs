@@ -45,7 +45,11 @@ fn execute(config: &Config, p: &Pipeline, opts: Options) -> Result<i32, Error> {
     let failed = outcomes.iter().filter(|o| !o.ok).count();
     if failed > 0 {
         for o in outcomes.iter().filter(|o| !o.ok) {
-            eprintln!("error: job `{}`: {}", o.job, o.error.as_deref().unwrap_or("failed"));
+            eprintln!(
+                "error: job `{}`: {}",
+                o.job,
+                o.error.as_deref().unwrap_or("failed")
+            );
         }
         return Err(Error::JobsFailed {
             failed,
@@ -59,7 +63,10 @@ fn print_report(config: &Config, p: &Pipeline, verb: &str, outcomes: &[Outcome])
     let width = outcomes.iter().map(|o| o.job.len()).max().unwrap_or(0);
     println!("{verb} of pipeline `{}`:", p.name);
     for o in outcomes {
-        let cp = o.checkpoint.map(|c| c.to_string()).unwrap_or_else(|| "none".into());
+        let cp = o
+            .checkpoint
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "none".into());
         let status = if o.ok { "ok" } else { "FAILED" };
         let mut line = format!(
             "  {:width$}  {status:6}  {} hours ({} new, {} redone) in {} batches, {} rows in, {} rows out, checkpoint {cp}",
@@ -70,9 +77,15 @@ fn print_report(config: &Config, p: &Pipeline, verb: &str, outcomes: &[Outcome])
         }
         println!("{line}");
     }
-    let tables: std::collections::BTreeSet<&str> = p.jobs.iter().map(|j| j.table.as_str()).collect();
+    let tables: std::collections::BTreeSet<&str> =
+        p.jobs.iter().map(|j| j.table.as_str()).collect();
     let tables: Vec<&str> = tables.into_iter().collect();
     for s in &p.sinks {
-        println!("  data: {} ({}), table {}", s, config.sinks[s].describe(), tables.join(", "));
+        println!(
+            "  data: {} ({}), table {}",
+            s,
+            config.sinks[s].describe(),
+            tables.join(", ")
+        );
     }
 }

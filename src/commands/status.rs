@@ -21,7 +21,11 @@ pub fn gaps(p: &Pipeline, ledger: &[LedgerEntry], checkpoint: Option<Hour>) -> V
             h = h.plus(1);
         }
     }
-    let newest = have.values().filter_map(|s| s.last().copied()).chain(checkpoint).max();
+    let newest = have
+        .values()
+        .filter_map(|s| s.last().copied())
+        .chain(checkpoint)
+        .max();
     let first = p
         .start
         .or_else(|| have.values().filter_map(|s| s.first().copied()).min());
@@ -32,7 +36,10 @@ pub fn gaps(p: &Pipeline, ledger: &[LedgerEntry], checkpoint: Option<Hour>) -> V
     let mut out = Vec::new();
     let mut h = first;
     while h <= newest {
-        if p.sinks.iter().any(|s| !have.get(s.as_str()).unwrap_or(&empty).contains(&h)) {
+        if p.sinks
+            .iter()
+            .any(|s| !have.get(s.as_str()).unwrap_or(&empty).contains(&h))
+        {
             out.push(h);
         }
         h = h.plus(1);
@@ -67,7 +74,11 @@ pub fn status(config: &Config, a: &StatusArgs) -> Result<i32, Error> {
     };
     for p in pipelines {
         let last = last_complete(now, p.delay);
-        println!("pipeline `{}` (state {}; last complete hour {last})", p.name, State::describe(&p.state));
+        println!(
+            "pipeline `{}` (state {}; last complete hour {last})",
+            p.name,
+            State::describe(&p.state)
+        );
         let state = match State::open(&p.state) {
             Ok(s) => s,
             Err(e) => {
@@ -88,7 +99,11 @@ pub fn status(config: &Config, a: &StatusArgs) -> Result<i32, Error> {
             if g.is_empty() {
                 println!("    gaps: none");
             } else {
-                println!("    gaps: {} hours missing in some sink: {}", g.len(), ranges(&g));
+                println!(
+                    "    gaps: {} hours missing in some sink: {}",
+                    g.len(),
+                    ranges(&g)
+                );
             }
             for r in state.runs(&p.name, &job.name, 3)? {
                 let secs = (r.finished - r.started).num_milliseconds() as f64 / 1000.0;

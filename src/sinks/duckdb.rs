@@ -28,7 +28,13 @@ pub struct DuckSink {
 }
 
 impl DuckSink {
-    pub fn new(name: &str, path: String, token: Option<String>, schema: String, dir: PathBuf) -> DuckSink {
+    pub fn new(
+        name: &str,
+        path: String,
+        token: Option<String>,
+        schema: String,
+        dir: PathBuf,
+    ) -> DuckSink {
         DuckSink {
             name: name.to_owned(),
             path,
@@ -51,8 +57,14 @@ impl DuckSink {
         }
     }
 
-    pub fn prepare(&mut self, conn: &Connection, secrets: &dyn SecretSource, home: &Path) -> Result<(), SinkError> {
-        let path = resolve(&self.path, "`path`", secrets).map_err(|e| self.setup_err(e.to_string()))?;
+    pub fn prepare(
+        &mut self,
+        conn: &Connection,
+        secrets: &dyn SecretSource,
+        home: &Path,
+    ) -> Result<(), SinkError> {
+        let path =
+            resolve(&self.path, "`path`", secrets).map_err(|e| self.setup_err(e.to_string()))?;
         let path = path.expose().to_owned();
         if let Some(db) = path.strip_prefix("md:") {
             let Some(token) = &self.token else {
@@ -60,22 +72,46 @@ impl DuckSink {
                     "MotherDuck (`{path}`) needs `token` (e.g. `token: ${{secret:motherduck-token}}`)"
                 )));
             };
-            let token = resolve(token, "`token`", secrets)
-                .map_err(|e| self.setup_err(e.to_string()))?;
-            std::fs::create_dir_all(home).map_err(|e| self.setup_err(format!("home directory {}: {e}", home.display())))?;
+            let token =
+                resolve(token, "`token`", secrets).map_err(|e| self.setup_err(e.to_string()))?;
+            std::fs::create_dir_all(home)
+                .map_err(|e| self.setup_err(format!("home directory {}: {e}", home.display())))?;
             // The extension needs a writable home; the token is passed as a setting, never in SQL text we log.
-            conn.execute_batch(&format!("SET home_directory = {}", quote_literal(&home.display().to_string())))
-                .map_err(|e| self.setup_err(e.to_string()))?;
+            conn.execute_batch(&format!(
+                "SET home_directory = {}",
+                quote_literal(&home.display().to_string())
+            ))
+            .map_err(|e| self.setup_err(e.to_string()))?;
             conn.execute("SET motherduck_token = ?", [token.expose()])
-                .or_else(|_| conn.execute_batch(&format!("SET motherduck_token = {}", quote_literal(token.expose()))).map(|_| 0))
+                .or_else(|_| {
+                    conn.execute_batch(&format!(
+                        "SET motherduck_token = {}",
+                        quote_literal(token.expose())
+                    ))
+                    .map(|_| 0)
+                })
                 .map_err(|_| self.setup_err("cannot set the MotherDuck token"))?;
-            conn.execute_batch(&format!("ATTACH {} AS {}", quote_literal(&format!("md:{db}")), quote_ident(&self.alias)))
-                .map_err(|e| self.setup_err(format!("cannot attach MotherDuck database `{db}`: {}", scrub(&e.to_string(), token.expose()))))?;
+            conn.execute_batch(&format!(
+                "ATTACH {} AS {}",
+                quote_literal(&format!("md:{db}")),
+                quote_ident(&self.alias)
+            ))
+            .map_err(|e| {
+                self.setup_err(format!(
+                    "cannot attach MotherDuck database `{db}`: {}",
+                    scrub(&e.to_string(), token.expose())
+                ))
+            })?;
         } else {
-            let file = if Path::new(&path).is_absolute() { PathBuf::from(&path) } else { self.dir.join(&path) };
+            let file = if Path::new(&path).is_absolute() {
+                PathBuf::from(&path)
+            } else {
+                self.dir.join(&path)
+            };
             if let Some(parent) = file.parent() {
                 if !parent.as_os_str().is_empty() {
-                    std::fs::create_dir_all(parent).map_err(|e| self.setup_err(format!("{}: {e}", parent.display())))?;
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| self.setup_err(format!("{}: {e}", parent.display())))?;
                 }
             }
             conn.execute_batch(&format!(
@@ -95,10 +131,21 @@ impl DuckSink {
     }
 
     fn target(&self, table: &str) -> String {
-        format!("{}.{}.{}", quote_ident(&self.alias), quote_ident(&self.schema), quote_ident(table))
+        format!(
+            "{}.{}.{}",
+            quote_ident(&self.alias),
+            quote_ident(&self.schema),
+            quote_ident(table)
+        )
     }
 
-    pub fn load(&self, conn: &Connection, job: &str, table: &str, b: Batch) -> Result<u64, SinkError> {
+    pub fn load(
+        &self,
+        conn: &Connection,
+        job: &str,
+        table: &str,
+        b: Batch,
+    ) -> Result<u64, SinkError> {
         let err = |message: String| SinkError::Load {
             sink: self.name.clone(),
             range: b.to_string(),
@@ -107,8 +154,10 @@ impl DuckSink {
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         let target = self.target(table);
         let result = result_table(job);
-        conn.execute_batch(&format!("CREATE TABLE IF NOT EXISTS {target} AS SELECT * FROM {result} LIMIT 0"))
-            .map_err(|e| err(e.to_string()))?;
+        conn.execute_batch(&format!(
+            "CREATE TABLE IF NOT EXISTS {target} AS SELECT * FROM {result} LIMIT 0"
+        ))
+        .map_err(|e| err(e.to_string()))?;
         let from = quote_literal(&b.from.to_string());
         let to = quote_literal(&b.to.to_string());
         let sql = format!(

@@ -34,14 +34,20 @@ pub enum Sink {
 impl Sink {
     pub fn new(name: &str, cfg: &SinkConfig, dir: &std::path::Path) -> Sink {
         match cfg {
-            SinkConfig::Duckdb { path, token, schema } => Sink::Duck(duckdb::DuckSink::new(
+            SinkConfig::Duckdb {
+                path,
+                token,
+                schema,
+            } => Sink::Duck(duckdb::DuckSink::new(
                 name,
                 path.clone(),
                 token.clone(),
                 schema.clone(),
                 dir.to_path_buf(),
             )),
-            SinkConfig::Bigquery { .. } => Sink::BigQuery { name: name.to_owned() },
+            SinkConfig::Bigquery { .. } => Sink::BigQuery {
+                name: name.to_owned(),
+            },
         }
     }
 
@@ -53,7 +59,12 @@ impl Sink {
     }
 
     /// Resolves secrets and attaches, before any job starts.
-    pub fn prepare(&mut self, conn: &Connection, secrets: &dyn SecretSource, home: &std::path::Path) -> Result<(), SinkError> {
+    pub fn prepare(
+        &mut self,
+        conn: &Connection,
+        secrets: &dyn SecretSource,
+        home: &std::path::Path,
+    ) -> Result<(), SinkError> {
         match self {
             Sink::Duck(s) => s.prepare(conn, secrets, home),
             Sink::BigQuery { name } => Err(SinkError::Setup {
@@ -64,7 +75,13 @@ impl Sink {
     }
 
     /// Replaces `(job, batch hours)` in the sink with `result_<job>`; returns rows written.
-    pub fn load(&self, conn: &Connection, job: &str, table: &str, batch: Batch) -> Result<u64, SinkError> {
+    pub fn load(
+        &self,
+        conn: &Connection,
+        job: &str,
+        table: &str,
+        batch: Batch,
+    ) -> Result<u64, SinkError> {
         match self {
             Sink::Duck(s) => s.load(conn, job, table, batch),
             Sink::BigQuery { name } => Err(SinkError::Load {

@@ -80,7 +80,9 @@ pub fn parse_line(line: &str) -> Result<Option<Line>, String> {
     let mut tags = Vec::new();
     while let Some(r) = rest.strip_prefix(',') {
         let (k, r) = token(r, &['=', ' ', ',']);
-        let r = r.strip_prefix('=').ok_or_else(|| format!("tag `{k}` has no value"))?;
+        let r = r
+            .strip_prefix('=')
+            .ok_or_else(|| format!("tag `{k}` has no value"))?;
         let (v, r) = token(r, &[',', ' ']);
         tags.push((k, v));
         rest = r;
@@ -89,7 +91,9 @@ pub fn parse_line(line: &str) -> Result<Option<Line>, String> {
     let mut fields = Vec::new();
     loop {
         let (k, r) = token(rest, &['=', ' ', ',']);
-        let r = r.strip_prefix('=').ok_or_else(|| format!("field `{k}` has no value"))?;
+        let r = r
+            .strip_prefix('=')
+            .ok_or_else(|| format!("field `{k}` has no value"))?;
         let (value, r) = if let Some(q) = r.strip_prefix('"') {
             let mut s = String::new();
             let mut end = None;
@@ -127,7 +131,10 @@ pub fn parse_line(line: &str) -> Result<Option<Line>, String> {
     let time_ns = if ts.is_empty() {
         None
     } else {
-        Some(ts.parse::<i64>().map_err(|_| format!("bad timestamp `{ts}`"))?)
+        Some(
+            ts.parse::<i64>()
+                .map_err(|_| format!("bad timestamp `{ts}`"))?,
+        )
     };
     Ok(Some(Line {
         measurement,
@@ -188,10 +195,17 @@ impl LineProtocolFile {
     }
 
     pub fn check(&self) -> Result<(), SourceError> {
-        std::fs::metadata(&self.path).map(|_| ()).map_err(|e| self.err(e.to_string()))
+        std::fs::metadata(&self.path)
+            .map(|_| ())
+            .map_err(|e| self.err(e.to_string()))
     }
 
-    pub async fn extract(&self, job: &Job, b: Batch, out: &mut PointSink) -> Result<u64, SourceError> {
+    pub async fn extract(
+        &self,
+        job: &Job,
+        b: Batch,
+        out: &mut PointSink,
+    ) -> Result<u64, SourceError> {
         let job = job.clone();
         let path = self.path.clone();
         let name = self.name.clone();
@@ -203,7 +217,9 @@ impl LineProtocolFile {
             sink.flush_blocking()?;
             Ok::<u64, SourceError>(sink.rows)
         });
-        let rows = task.await.map_err(|e| self.err(format!("reader thread failed: {e}")))??;
+        let rows = task
+            .await
+            .map_err(|e| self.err(format!("reader thread failed: {e}")))??;
         out.rows += rows;
         Ok(rows)
     }
@@ -219,7 +235,9 @@ impl LineProtocolFile {
         let to = b.to.0.timestamp_nanos_opt().unwrap_or(i64::MAX);
         for (n, line) in reader.lines().enumerate() {
             let line = line.map_err(|e| self.err(format!("line {}: {e}", n + 1)))?;
-            let Some(l) = parse_line(&line).map_err(|e| self.err(format!("line {}: {e}", n + 1)))? else {
+            let Some(l) =
+                parse_line(&line).map_err(|e| self.err(format!("line {}: {e}", n + 1)))?
+            else {
                 continue;
             };
             if l.measurement != job.measurement {
@@ -234,15 +252,28 @@ impl LineProtocolFile {
             let Some((_, v)) = l.fields.iter().find(|(k, _)| *k == job.field) else {
                 continue;
             };
-            let value = v
-                .as_f64()
-                .ok_or_else(|| self.err(format!("line {}: field `{}` is not numeric", n + 1, job.field)))?;
+            let value = v.as_f64().ok_or_else(|| {
+                self.err(format!(
+                    "line {}: field `{}` is not numeric",
+                    n + 1,
+                    job.field
+                ))
+            })?;
             let tags = job
                 .tags
                 .iter()
-                .map(|k| l.tags.iter().find(|(tk, _)| tk == k).map(|(_, v)| v.clone()))
+                .map(|k| {
+                    l.tags
+                        .iter()
+                        .find(|(tk, _)| tk == k)
+                        .map(|(_, v)| v.clone())
+                })
                 .collect();
-            out.push_blocking(Point { time_ns: t, tags, value })?;
+            out.push_blocking(Point {
+                time_ns: t,
+                tags,
+                value,
+            })?;
         }
         Ok(())
     }
@@ -258,7 +289,13 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(l.measurement, "air quality");
-        assert_eq!(l.tags, vec![("station".into(), "St,1 A".into()), ("kind".into(), "x".into())]);
+        assert_eq!(
+            l.tags,
+            vec![
+                ("station".into(), "St,1 A".into()),
+                ("kind".into(), "x".into())
+            ]
+        );
         assert_eq!(
             l.fields,
             vec![
@@ -274,14 +311,21 @@ mod tests {
     #[test]
     fn skips_export_headers() {
         assert_eq!(parse_line("# DML").unwrap(), None);
-        assert_eq!(parse_line("CREATE DATABASE aq WITH NAME autogen").unwrap(), None);
+        assert_eq!(
+            parse_line("CREATE DATABASE aq WITH NAME autogen").unwrap(),
+            None
+        );
         assert_eq!(parse_line("").unwrap(), None);
     }
 
     #[test]
     fn rejects_garbage() {
-        assert!(parse_line("m,t=1 f=abc 1").unwrap_err().contains("bad value"));
-        assert!(parse_line("m f=1 notatime").unwrap_err().contains("bad timestamp"));
+        assert!(parse_line("m,t=1 f=abc 1")
+            .unwrap_err()
+            .contains("bad value"));
+        assert!(parse_line("m f=1 notatime")
+            .unwrap_err()
+            .contains("bad timestamp"));
         assert!(parse_line("m,t f=1").unwrap_err().contains("no value"));
     }
 

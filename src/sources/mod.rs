@@ -27,7 +27,10 @@ pub struct Point {
 pub enum StageMsg {
     Rows(Vec<Point>),
     /// Forget rows with time in `[from_ns, to_ns)`: a sub-query is being retried.
-    Discard { from_ns: i64, to_ns: i64 },
+    Discard {
+        from_ns: i64,
+        to_ns: i64,
+    },
     /// Stage a Parquet file with columns `time`, `value` and the tags (InfluxDB 3).
     Parquet {
         file: tempfile::NamedTempFile,
@@ -74,7 +77,9 @@ impl PointSink {
         self.rows += 1;
         if self.buf.len() >= CHUNK_ROWS {
             let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK_ROWS));
-            self.tx.blocking_send(StageMsg::Rows(chunk)).map_err(|_| SourceError::StagingClosed)?;
+            self.tx
+                .blocking_send(StageMsg::Rows(chunk))
+                .map_err(|_| SourceError::StagingClosed)?;
         }
         Ok(())
     }
@@ -82,7 +87,9 @@ impl PointSink {
     pub fn flush_blocking(&mut self) -> Result<(), SourceError> {
         if !self.buf.is_empty() {
             let chunk = std::mem::take(&mut self.buf);
-            self.tx.blocking_send(StageMsg::Rows(chunk)).map_err(|_| SourceError::StagingClosed)?;
+            self.tx
+                .blocking_send(StageMsg::Rows(chunk))
+                .map_err(|_| SourceError::StagingClosed)?;
         }
         Ok(())
     }
@@ -90,16 +97,27 @@ impl PointSink {
     pub async fn flush(&mut self) -> Result<(), SourceError> {
         if !self.buf.is_empty() {
             let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK_ROWS));
-            self.tx.send(StageMsg::Rows(chunk)).await.map_err(|_| SourceError::StagingClosed)?;
+            self.tx
+                .send(StageMsg::Rows(chunk))
+                .await
+                .map_err(|_| SourceError::StagingClosed)?;
         }
         Ok(())
     }
 
     /// Stages a Parquet file through DuckDB; counts its rows.
-    pub async fn parquet(&mut self, file: tempfile::NamedTempFile, tags: &[String]) -> Result<(), SourceError> {
+    pub async fn parquet(
+        &mut self,
+        file: tempfile::NamedTempFile,
+        tags: &[String],
+    ) -> Result<(), SourceError> {
         let (reply, rx) = tokio::sync::oneshot::channel();
         self.tx
-            .send(StageMsg::Parquet { file, tags: tags.to_vec(), reply })
+            .send(StageMsg::Parquet {
+                file,
+                tags: tags.to_vec(),
+                reply,
+            })
             .await
             .map_err(|_| SourceError::StagingClosed)?;
         match rx.await {
@@ -113,8 +131,14 @@ impl PointSink {
     }
 
     /// Drops buffered and staged rows of `[from_ns, to_ns)` before a retry.
-    pub async fn discard(&mut self, from_ns: i64, to_ns: i64, rows_sent: u64) -> Result<(), SourceError> {
-        self.buf.retain(|p| p.time_ns < from_ns || p.time_ns >= to_ns);
+    pub async fn discard(
+        &mut self,
+        from_ns: i64,
+        to_ns: i64,
+        rows_sent: u64,
+    ) -> Result<(), SourceError> {
+        self.buf
+            .retain(|p| p.time_ns < from_ns || p.time_ns >= to_ns);
         self.rows -= rows_sent;
         self.tx
             .send(StageMsg::Discard { from_ns, to_ns })
@@ -148,7 +172,7 @@ pub enum SourceError {
 
 /// A source ready to describe queries (dry-run) or to connect (run).
 pub enum Source {
-    Influx(influxdb::Influx),
+    Influx(Box<influxdb::Influx>),
     LineProtocol(lineproto::LineProtocolFile),
 }
 
@@ -156,7 +180,9 @@ impl Source {
     /// Builds the source without resolving secrets (nothing is contacted).
     pub fn new(name: &str, cfg: &SourceConfig) -> Source {
         match cfg {
-            SourceConfig::Influx(c) => Source::Influx(influxdb::Influx::new(name, c.clone())),
+            SourceConfig::Influx(c) => {
+                Source::Influx(Box::new(influxdb::Influx::new(name, c.clone())))
+            }
             SourceConfig::LineProtocol { path } => {
                 Source::LineProtocol(lineproto::LineProtocolFile::new(name, path.clone()))
             }
@@ -189,7 +215,12 @@ impl Source {
     }
 
     /// Streams the job's points of `batch` into `out`; returns the row count.
-    pub async fn extract(&self, job: &Job, batch: Batch, out: &mut PointSink) -> Result<u64, SourceError> {
+    pub async fn extract(
+        &self,
+        job: &Job,
+        batch: Batch,
+        out: &mut PointSink,
+    ) -> Result<u64, SourceError> {
         match self {
             Source::Influx(s) => s.extract(job, batch, out).await,
             Source::LineProtocol(s) => s.extract(job, batch, out).await,

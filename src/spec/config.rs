@@ -61,7 +61,7 @@ pub struct InfluxConfig {
 #[derive(Debug, Clone)]
 pub enum SinkConfig {
     Duckdb {
-        /// A file path (already joined to the spec's directory) or `md:...`.
+        /// A file path (relative to the spec's directory) or `md:...`; may hold references.
         path: String,
         token: Option<String>,
         schema: String,

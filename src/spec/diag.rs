@@ -94,7 +94,10 @@ mod tests {
     fn renders_line_and_caret() {
         let src = "a: 1\nbb: x\n";
         let d = Diagnostic::at("p.yaml", src, Span { line: 2, col: 5 }, "bad");
-        assert_eq!(d.to_string(), "error: bad\n  --> p.yaml:2:5\n  |\n2 | bb: x\n  |     ^");
+        assert_eq!(
+            d.to_string(),
+            "error: bad\n  --> p.yaml:2:5\n  |\n2 | bb: x\n  |     ^"
+        );
     }
 
     #[test]
@@ -102,6 +105,9 @@ mod tests {
         assert_eq!(suggest("delya", ["delay", "lookback"]), Some("delay"));
         assert_eq!(suggest("infux", ["influx", "sample"]), Some("influx"));
         assert_eq!(suggest("zzzz", ["delay", "jobs"]), None);
-        assert_eq!(did_you_mean("sinc", ["sinks", "source"]), "; did you mean `sinks`?");
+        assert_eq!(
+            did_you_mean("sinc", ["sinks", "source"]),
+            "; did you mean `sinks`?"
+        );
     }
 }

@@ -55,25 +55,43 @@ pub fn parse(file: &str, path: &Path, text: String) -> Result<Loaded, Diagnostic
                 })
                 .unwrap_or_default();
             let raw = e.without_snippet().to_string();
-            Err(Diagnostic::at(file, &text, span, yaml_message(&raw)))
+            let found = scalar_at(&text, span);
+            Err(Diagnostic::at(
+                file,
+                &text,
+                span,
+                yaml_message(&raw, found.as_deref()),
+            ))
         }
     }
 }
 
 /// Rewrites serde's sentence into ours: drops the trailing position (we print
 /// it ourselves) and turns "unknown field/variant" into a suggestion.
-fn yaml_message(raw: &str) -> String {
+fn yaml_message(raw: &str, found: Option<&str>) -> String {
     let msg = match raw.rfind(" at line ") {
         Some(i) if raw[i..].contains(", column ") => &raw[..i],
         _ => raw,
     };
+    // serde-saphyr says only "invalid u32": say what was expected and found.
+    if let Some(ty) = msg.strip_prefix("invalid ") {
+        if matches!(ty, "u8" | "u16" | "u32" | "u64" | "i32" | "i64") {
+            return match found {
+                Some(f) => format!("expected a whole number, found `{f}`"),
+                None => "expected a whole number".to_owned(),
+            };
+        }
+    }
     for (prefix, noun) in [("unknown field `", "key"), ("unknown variant `", "value")] {
         if let Some(rest) = msg.strip_prefix(prefix) {
             if let Some((name, tail)) = rest.split_once('`') {
                 let expected = expected_list(tail);
                 let hint = did_you_mean(name, expected.iter().map(String::as_str));
                 return if hint.is_empty() {
-                    format!("unknown {noun} `{name}`; expected one of: {}", expected.join(", "))
+                    format!(
+                        "unknown {noun} `{name}`; expected one of: {}",
+                        expected.join(", ")
+                    )
                 } else {
                     format!("unknown {noun} `{name}`{hint}")
                 };
@@ -81,6 +99,19 @@ fn yaml_message(raw: &str) -> String {
         }
     }
     msg.to_owned()
+}
+
+/// The plain scalar that starts at `span`, for messages.
+fn scalar_at(text: &str, span: Span) -> Option<String> {
+    let line = text.lines().nth(span.line.checked_sub(1)?)?;
+    let rest: String = line.chars().skip(span.col.saturating_sub(1)).collect();
+    let rest = rest
+        .split(" #")
+        .next()
+        .unwrap_or("")
+        .trim()
+        .trim_end_matches(',');
+    (!rest.is_empty()).then(|| rest.chars().take(40).collect())
 }
 
 /// Names from serde's ", expected one of a, b" / ", expected `a` or `b`" tails.
@@ -111,20 +142,34 @@ mod tests {
     #[test]
     fn unknown_key_suggests() {
         let e = err("sourcez: {}\n");
-        assert!(e.starts_with("error: unknown key `sourcez`; did you mean `sources`?\n  --> p.yaml:1:1"), "{e}");
+        assert!(
+            e.starts_with(
+                "error: unknown key `sourcez`; did you mean `sources`?\n  --> p.yaml:1:1"
+            ),
+            "{e}"
+        );
     }
 
     #[test]
     fn unknown_key_lists_when_nothing_is_close() {
         assert_eq!(
-            yaml_message("unknown field `zzz`, expected one of a, b at line 3, column 1"),
+            yaml_message(
+                "unknown field `zzz`, expected one of a, b at line 3, column 1",
+                None
+            ),
             "unknown key `zzz`; expected one of: a, b"
         );
         assert_eq!(
-            yaml_message("unknown variant `influx`, expected one of influxdb, line_protocol"),
+            yaml_message(
+                "unknown variant `influx`, expected one of influxdb, line_protocol",
+                None
+            ),
             "unknown value `influx`; did you mean `influxdb`?"
         );
-        assert_eq!(yaml_message("invalid u32 at line 2, column 4"), "invalid u32");
+        assert_eq!(
+            yaml_message("invalid u32 at line 2, column 4", Some("lots")),
+            "expected a whole number, found `lots`"
+        );
     }
 
     #[test]

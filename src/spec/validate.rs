@@ -44,12 +44,12 @@ pub fn validate(loaded: &Loaded) -> Result<Config, Vec<Diagnostic>> {
     };
     let spec = &loaded.spec;
     let dir = loaded.dir.clone();
-    let sql_dir = dir.join(spec.sql_dir.as_deref().unwrap_or("sql"));
+    let sql_dir = rel(&dir, spec.sql_dir.as_deref().unwrap_or("sql"));
     let templates = list_templates(&sql_dir);
 
     let default_state = match &spec.state {
         None => StateConfig::Local {
-            dir: dir.join(".duckhour"),
+            dir: rel(&dir, ".duckhour"),
         },
         Some(s) => state_config(&mut c, s, &dir),
     };
@@ -64,7 +64,7 @@ pub fn validate(loaded: &Loaded) -> Result<Config, Vec<Diagnostic>> {
     let mut sinks = BTreeMap::new();
     for (name, s) in &spec.sinks {
         check_name(&mut c, s.into(), "sink", name);
-        if let Some(cfg) = sink_config(&mut c, name, s, &dir) {
+        if let Some(cfg) = sink_config(&mut c, name, s) {
             sinks.insert(name.clone(), cfg);
         }
     }
@@ -79,7 +79,10 @@ pub fn validate(loaded: &Loaded) -> Result<Config, Vec<Diagnostic>> {
         pipelines.insert(name.clone(), pipeline);
     }
     if spec.pipelines.is_empty() {
-        c.errors.push(Diagnostic::file(&loaded.file, "the spec defines no pipelines"));
+        c.errors.push(Diagnostic::file(
+            &loaded.file,
+            "the spec defines no pipelines",
+        ));
     }
 
     if c.errors.is_empty() {
@@ -122,11 +125,14 @@ fn state_config(c: &mut Checker, s: &Spanned<StateSpec>, dir: &Path) -> StateCon
         StateKind::Local => {
             for (set, key) in [(v.url.is_some(), "url"), (v.api_key.is_some(), "api_key")] {
                 if set {
-                    c.err(span, format!("state: `{key}` is only used by `type: prefect`"));
+                    c.err(
+                        span,
+                        format!("state: `{key}` is only used by `type: prefect`"),
+                    );
                 }
             }
             StateConfig::Local {
-                dir: dir.join(v.path.as_deref().unwrap_or(".duckhour")),
+                dir: rel(dir, v.path.as_deref().unwrap_or(".duckhour")),
             }
         }
         StateKind::Prefect => {
@@ -179,26 +185,38 @@ fn source_config(
     match v.kind {
         SourceKind::LineProtocol => {
             let Some(path) = &v.path else {
-                c.err(span, format!("source `{name}`: `type: line_protocol` needs `path`"));
+                c.err(
+                    span,
+                    format!("source `{name}`: `type: line_protocol` needs `path`"),
+                );
                 return None;
             };
             Some(SourceConfig::LineProtocol {
-                path: dir.join(&path.value),
+                path: rel(dir, &path.value),
             })
         }
         SourceKind::Influxdb => {
             let version = v.version.as_ref().map(|v| v.value).unwrap_or(1);
             if !(1..=3).contains(&version) {
                 let at = v.version.as_ref().map(Span::from).unwrap_or(span);
-                c.err(at, format!("source `{name}`: `version` must be 1, 2 or 3, not {version}"));
+                c.err(
+                    at,
+                    format!("source `{name}`: `version` must be 1, 2 or 3, not {version}"),
+                );
             }
             let Some(url) = &v.url else {
-                c.err(span, format!("source `{name}`: `type: influxdb` needs `url`"));
+                c.err(
+                    span,
+                    format!("source `{name}`: `type: influxdb` needs `url`"),
+                );
                 return None;
             };
             let need = |c: &mut Checker, key: &str, val: &Option<String>| {
                 if val.is_none() {
-                    c.err(span, format!("source `{name}`: InfluxDB v{version} needs `{key}`"));
+                    c.err(
+                        span,
+                        format!("source `{name}`: InfluxDB v{version} needs `{key}`"),
+                    );
                 }
             };
             match version {
@@ -209,12 +227,18 @@ fn source_config(
                 }
             }
             if v.password.is_some() != v.username.is_some() {
-                c.err(span, format!("source `{name}`: `username` and `password` go together"));
+                c.err(
+                    span,
+                    format!("source `{name}`: `username` and `password` go together"),
+                );
             }
             let max_query_hours = v.max_query_hours.as_ref().map(|m| m.value).unwrap_or(24);
             if max_query_hours == 0 {
                 let at = v.max_query_hours.as_ref().map(Span::from).unwrap_or(span);
-                c.err(at, format!("source `{name}`: `max_query_hours` must be at least 1"));
+                c.err(
+                    at,
+                    format!("source `{name}`: `max_query_hours` must be at least 1"),
+                );
             }
             Some(SourceConfig::Influx(InfluxConfig {
                 version,
@@ -227,7 +251,9 @@ fn source_config(
                 password: v.password.clone(),
                 token: v.token.clone(),
                 format: v.format.unwrap_or(V3Format::Csv),
-                timeout: v.timeout.unwrap_or(Duration(std::time::Duration::from_secs(300))),
+                timeout: v
+                    .timeout
+                    .unwrap_or(Duration(std::time::Duration::from_secs(300))),
                 retries: v.retries.unwrap_or(3),
                 max_query_hours,
             }))
@@ -235,7 +261,7 @@ fn source_config(
     }
 }
 
-fn sink_config(c: &mut Checker, name: &str, s: &Spanned<SinkSpec>, dir: &Path) -> Option<SinkConfig> {
+fn sink_config(c: &mut Checker, name: &str, s: &Spanned<SinkSpec>) -> Option<SinkConfig> {
     let span: Span = s.into();
     let v = &s.value;
     for (key, val) in [
@@ -255,21 +281,18 @@ fn sink_config(c: &mut Checker, name: &str, s: &Spanned<SinkSpec>, dir: &Path) -
                 return None;
             };
             c.refs(path.into(), &format!("sink `{name}`: `path`"), &path.value);
-            let p = &path.value;
-            let path = if p.starts_with("md:") || p.contains("${") {
-                p.clone()
-            } else {
-                dir.join(p).display().to_string()
-            };
             Some(SinkConfig::Duckdb {
-                path,
+                path: path.value.clone(),
                 token: v.token.clone(),
                 schema: v.schema.clone().unwrap_or_else(|| "main".into()),
             })
         }
         SinkKind::Bigquery => {
             let (Some(project), Some(dataset)) = (&v.project, &v.dataset) else {
-                c.err(span, format!("sink `{name}`: `type: bigquery` needs `project` and `dataset`"));
+                c.err(
+                    span,
+                    format!("sink `{name}`: `type: bigquery` needs `project` and `dataset`"),
+                );
                 return None;
             };
             Some(SinkConfig::Bigquery {
@@ -297,7 +320,10 @@ fn pipeline_config(
         let hint = did_you_mean(&v.source.value, spec.sources.keys().map(String::as_str));
         c.err(
             (&v.source).into(),
-            format!("pipeline `{name}`: unknown source `{}`{hint}", v.source.value),
+            format!(
+                "pipeline `{name}`: unknown source `{}`{hint}",
+                v.source.value
+            ),
         );
     }
     if v.sinks.is_empty() {
@@ -307,22 +333,38 @@ fn pipeline_config(
     for s in &v.sinks {
         if !spec.sinks.contains_key(&s.value) {
             let hint = did_you_mean(&s.value, spec.sinks.keys().map(String::as_str));
-            c.err(s.into(), format!("pipeline `{name}`: unknown sink `{}`{hint}", s.value));
+            c.err(
+                s.into(),
+                format!("pipeline `{name}`: unknown sink `{}`{hint}", s.value),
+            );
         } else if !seen_sinks.insert(s.value.clone()) {
-            c.err(s.into(), format!("pipeline `{name}`: sink `{}` is listed twice", s.value));
+            c.err(
+                s.into(),
+                format!("pipeline `{name}`: sink `{}` is listed twice", s.value),
+            );
         }
     }
     let lookback_hours = match &v.lookback {
         None => 0,
         Some(l) if l.value.secs() % 3600 != 0 => {
-            c.err(l.into(), format!("pipeline `{name}`: `lookback` must be whole hours, not {}", l.value));
+            c.err(
+                l.into(),
+                format!(
+                    "pipeline `{name}`: `lookback` must be whole hours, not {}",
+                    l.value
+                ),
+            );
             0
         }
         Some(l) => (l.value.secs() / 3600) as u32,
     };
-    let positive = |c: &mut Checker, key: &str, val: &Option<Spanned<u32>>, default: u32| match val {
+    let positive = |c: &mut Checker, key: &str, val: &Option<Spanned<u32>>, default: u32| match val
+    {
         Some(s) if s.value == 0 => {
-            c.err(s.into(), format!("pipeline `{name}`: `{key}` must be at least 1"));
+            c.err(
+                s.into(),
+                format!("pipeline `{name}`: `{key}` must be at least 1"),
+            );
             default
         }
         Some(s) => s.value,
@@ -339,10 +381,20 @@ fn pipeline_config(
     if v.jobs.is_empty() {
         c.err(span, format!("pipeline `{name}`: `jobs` is empty"));
     }
-    let default_template_name = v.template.as_ref().map(|t| t.value.clone()).unwrap_or_else(|| DEFAULT_TEMPLATE.into());
+    let default_template_name = v
+        .template
+        .as_ref()
+        .map(|t| t.value.clone())
+        .unwrap_or_else(|| DEFAULT_TEMPLATE.into());
     if v.jobs.iter().any(|j| j.value.template.is_none()) {
         let at = v.template.as_ref().map(Span::from).unwrap_or(span);
-        check_template(c, templates, at, &format!("pipeline `{name}`"), &default_template_name);
+        check_template(
+            c,
+            templates,
+            at,
+            &format!("pipeline `{name}`"),
+            &default_template_name,
+        );
     }
     let default_table = v.table.as_ref();
     let mut names = BTreeSet::new();
@@ -352,7 +404,10 @@ fn pipeline_config(
         let jname = &jv.name.value;
         check_name(c, (&jv.name).into(), "job", jname);
         if !names.insert(jname.clone()) {
-            c.err((&jv.name).into(), format!("pipeline `{name}`: job `{jname}` is defined twice"));
+            c.err(
+                (&jv.name).into(),
+                format!("pipeline `{name}`: job `{jname}` is defined twice"),
+            );
         }
         // A pipeline-level template is checked once, above; a job's own one here.
         let template_name = match &jv.template {
@@ -363,7 +418,9 @@ fn pipeline_config(
             None => default_template_name.clone(),
         };
         let table = jv.table.as_ref().or(default_table);
-        let table_name = table.map(|t| t.value.clone()).unwrap_or_else(|| DEFAULT_TABLE.into());
+        let table_name = table
+            .map(|t| t.value.clone())
+            .unwrap_or_else(|| DEFAULT_TABLE.into());
         if !is_identifier(&table_name) {
             let at = table.map(Span::from).unwrap_or_else(|| j.into());
             c.err(
@@ -373,7 +430,10 @@ fn pipeline_config(
         }
         let measurement = jv.measurement.clone().or_else(|| v.measurement.clone());
         if measurement.is_none() {
-            c.err(j.into(), format!("job `{jname}`: no `measurement` (set it on the job or the pipeline)"));
+            c.err(
+                j.into(),
+                format!("job `{jname}`: no `measurement` (set it on the job or the pipeline)"),
+            );
         }
         let tags = jv
             .tags
@@ -388,8 +448,11 @@ fn pipeline_config(
                 );
             }
         }
-        let mut params: serde_json::Map<_, _> =
-            v.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut params: serde_json::Map<_, _> = v
+            .params
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         params.extend(jv.params.iter().map(|(k, v)| (k.clone(), v.clone())));
         jobs.push(Job {
             name: jname.clone(),
@@ -406,7 +469,9 @@ fn pipeline_config(
         state,
         source: v.source.value.clone(),
         sinks: v.sinks.iter().map(|s| s.value.clone()).collect(),
-        delay: v.delay.unwrap_or(Duration(std::time::Duration::from_secs(300))),
+        delay: v
+            .delay
+            .unwrap_or(Duration(std::time::Duration::from_secs(300))),
         lookback_hours,
         start: v.start,
         max_hours_per_run,
@@ -421,12 +486,19 @@ fn check_template(c: &mut Checker, templates: &BTreeSet<String>, at: Span, who: 
     if !templates.contains(name) {
         let hint = did_you_mean(name, templates.iter().map(String::as_str));
         let dir = sql_dir_label(c);
-        c.err(at, format!("{who}: template `{name}` not found in `{dir}`{hint}"));
+        c.err(
+            at,
+            format!("{who}: template `{name}` not found in `{dir}`{hint}"),
+        );
     }
 }
 
 fn sql_dir_label(c: &Checker) -> String {
-    c.loaded.spec.sql_dir.clone().unwrap_or_else(|| "sql".into())
+    c.loaded
+        .spec
+        .sql_dir
+        .clone()
+        .unwrap_or_else(|| "sql".into())
 }
 
 /// Names of `*.sql` files under `dir` (recursively, `/`-separated).
@@ -451,6 +523,15 @@ fn list_templates(dir: &Path) -> BTreeSet<String> {
     out
 }
 
+/// `p` relative to the spec's directory, without a leading `./` when that is the cwd.
+fn rel(dir: &Path, p: &str) -> std::path::PathBuf {
+    if dir == Path::new(".") {
+        std::path::PathBuf::from(p)
+    } else {
+        dir.join(p)
+    }
+}
+
 /// A plain SQL identifier: we quote it anyway, but a simple one keeps every sink happy.
 pub fn is_identifier(s: &str) -> bool {
     let mut chars = s.chars();
@@ -462,7 +543,9 @@ pub fn is_identifier(s: &str) -> bool {
 fn check_cron(expr: &str) -> Result<(), String> {
     let fields: Vec<&str> = expr.split_whitespace().collect();
     if fields.len() != 5 {
-        return Err(format!("`{expr}` must have 5 fields (minute hour day month weekday)"));
+        return Err(format!(
+            "`{expr}` must have 5 fields (minute hour day month weekday)"
+        ));
     }
     let ranges = [(0, 59), (0, 23), (1, 31), (1, 12), (0, 7)];
     for (field, (lo, hi)) in fields.iter().zip(ranges) {
@@ -470,9 +553,13 @@ fn check_cron(expr: &str) -> Result<(), String> {
             let (range, step) = part.split_once('/').unwrap_or((part, "1"));
             let step_ok = step.parse::<u32>().is_ok_and(|s| s > 0);
             let range_ok = range == "*"
-                || range.split('-').all(|n| n.parse::<u32>().is_ok_and(|n| (lo..=hi).contains(&n)));
+                || range
+                    .split('-')
+                    .all(|n| n.parse::<u32>().is_ok_and(|n| (lo..=hi).contains(&n)));
             if !step_ok || !range_ok {
-                return Err(format!("`{expr}`: bad field `{field}` (allowed {lo}-{hi}, `*`, `,`, `-`, `/`)"));
+                return Err(format!(
+                    "`{expr}`: bad field `{field}` (allowed {lo}-{hi}, `*`, `,`, `-`, `/`)"
+                ));
             }
         }
     }
@@ -488,7 +575,9 @@ mod tests {
         assert!(check_cron("5 * * * *").is_ok());
         assert!(check_cron("*/15 0-6,18-23 * * 1-5").is_ok());
         assert!(check_cron("5 * * *").unwrap_err().contains("5 fields"));
-        assert!(check_cron("61 * * * *").unwrap_err().contains("bad field `61`"));
+        assert!(check_cron("61 * * * *")
+            .unwrap_err()
+            .contains("bad field `61`"));
     }
 
     #[test]

@@ -55,11 +55,11 @@ impl fmt::Display for Duration {
         let s = self.0.as_secs();
         if s == 0 {
             write!(f, "0s")
-        } else if s % 86_400 == 0 {
+        } else if s.is_multiple_of(86_400) {
             write!(f, "{}d", s / 86_400)
-        } else if s % 3600 == 0 {
+        } else if s.is_multiple_of(3600) {
             write!(f, "{}h", s / 3600)
-        } else if s % 60 == 0 {
+        } else if s.is_multiple_of(60) {
             write!(f, "{}m", s / 60)
         } else {
             write!(f, "{s}s")
@@ -82,7 +82,8 @@ impl Hour {
     /// Parses RFC 3339 and requires minutes, seconds and fractions to be zero.
     pub fn parse(s: &str) -> Result<Hour, String> {
         let t = parse_time(s)?;
-        Hour::exact(t).ok_or_else(|| format!("`{s}` is not a whole hour (minutes and seconds must be 0)"))
+        Hour::exact(t)
+            .ok_or_else(|| format!("`{s}` is not a whole hour (minutes and seconds must be 0)"))
     }
 
     /// `Some` when `t` is exactly on an hour.
@@ -156,7 +157,9 @@ mod tests {
         let h = Hour::parse("2026-11-27T13:00:00Z").unwrap();
         assert_eq!(h.to_string(), "2026-11-27T13:00:00Z");
         assert_eq!(Hour::parse("2026-11-27T14:00:00+01:00").unwrap(), h);
-        assert!(Hour::parse("2026-11-27T13:30:00Z").unwrap_err().contains("not a whole hour"));
+        assert!(Hour::parse("2026-11-27T13:30:00Z")
+            .unwrap_err()
+            .contains("not a whole hour"));
         assert!(Hour::parse("yesterday").unwrap_err().contains("RFC 3339"));
         let t = parse_time("2026-11-27T13:59:59.999Z").unwrap();
         assert_eq!(Hour::floor(t), h);

@@ -64,8 +64,8 @@ impl LocalState {
         let path = self.job_dir(pipeline, job).join("checkpoint.json");
         match std::fs::read_to_string(&path) {
             Ok(text) => {
-                let cp: CheckpointFile =
-                    serde_json::from_str(&text).map_err(|e| io_err(&path, format!("unreadable checkpoint: {e}")))?;
+                let cp: CheckpointFile = serde_json::from_str(&text)
+                    .map_err(|e| io_err(&path, format!("unreadable checkpoint: {e}")))?;
                 Ok(Some(cp.last_processed_hour))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -92,7 +92,13 @@ impl LocalState {
         write().map_err(|e| io_err(&path, e))
     }
 
-    fn append<T: Serialize>(&self, pipeline: &str, job: &str, file: &str, items: &[T]) -> Result<(), StateError> {
+    fn append<T: Serialize>(
+        &self,
+        pipeline: &str,
+        job: &str,
+        file: &str,
+        items: &[T],
+    ) -> Result<(), StateError> {
         let dir = self.ensure_dir(pipeline, job)?;
         let path = dir.join(file);
         let mut buf = Vec::new();
@@ -108,7 +114,12 @@ impl LocalState {
         write().map_err(|e| io_err(&path, e))
     }
 
-    fn read_lines<T: DeserializeOwned>(&self, pipeline: &str, job: &str, file: &str) -> Result<Vec<T>, StateError> {
+    fn read_lines<T: DeserializeOwned>(
+        &self,
+        pipeline: &str,
+        job: &str,
+        file: &str,
+    ) -> Result<Vec<T>, StateError> {
         let path = self.job_dir(pipeline, job).join(file);
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
@@ -128,7 +139,12 @@ impl LocalState {
         Ok(out)
     }
 
-    pub fn append_ledger(&self, pipeline: &str, job: &str, entries: &[LedgerEntry]) -> Result<(), StateError> {
+    pub fn append_ledger(
+        &self,
+        pipeline: &str,
+        job: &str,
+        entries: &[LedgerEntry],
+    ) -> Result<(), StateError> {
         self.append(pipeline, job, "ledger.jsonl", entries)
     }
 
@@ -140,13 +156,23 @@ impl LocalState {
         self.append(pipeline, job, "runs.jsonl", std::slice::from_ref(run))
     }
 
-    pub fn runs(&self, pipeline: &str, job: &str, last: usize) -> Result<Vec<RunRecord>, StateError> {
+    pub fn runs(
+        &self,
+        pipeline: &str,
+        job: &str,
+        last: usize,
+    ) -> Result<Vec<RunRecord>, StateError> {
         let mut all: Vec<RunRecord> = self.read_lines(pipeline, job, "runs.jsonl")?;
         let skip = all.len().saturating_sub(last);
         Ok(all.split_off(skip))
     }
 
-    pub fn lease(&self, pipeline: &str, job: &str, holder: &Holder) -> Result<LocalLease, StateError> {
+    pub fn lease(
+        &self,
+        pipeline: &str,
+        job: &str,
+        holder: &Holder,
+    ) -> Result<LocalLease, StateError> {
         let dir = self.ensure_dir(pipeline, job)?;
         let path = dir.join("lease");
         let mut f = OpenOptions::new()
@@ -213,8 +239,16 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let s = LocalState::new(d.path().to_path_buf());
         let h = Hour::parse("2026-11-20T05:00:00Z").unwrap();
-        let e = LedgerEntry { from: h, to: h.plus(1), sink: "a".into(), rows: 3, ok: true, at: Utc::now(), run_id: "r".into() };
-        s.append_ledger("p", "j", &[e.clone()]).unwrap();
+        let e = LedgerEntry {
+            from: h,
+            to: h.plus(1),
+            sink: "a".into(),
+            rows: 3,
+            ok: true,
+            at: Utc::now(),
+            run_id: "r".into(),
+        };
+        s.append_ledger("p", "j", std::slice::from_ref(&e)).unwrap();
         let path = d.path().join("p/j/ledger.jsonl");
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(b"{\"from\":\"2026").unwrap();
@@ -226,8 +260,14 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let s = LocalState::new(d.path().to_path_buf());
         let held = s.lease("p", "j", &holder("first")).unwrap();
-        let err = s.lease("p", "j", &holder("second")).unwrap_err().to_string();
-        assert!(err.contains("lease held by pid 1 on h since") && err.contains("(run first)"), "{err}");
+        let err = s
+            .lease("p", "j", &holder("second"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("lease held by pid 1 on h since") && err.contains("(run first)"),
+            "{err}"
+        );
         drop(held);
         s.lease("p", "j", &holder("third")).unwrap();
     }

@@ -114,7 +114,12 @@ impl State {
         }
     }
 
-    pub fn append_ledger(&self, pipeline: &str, job: &str, entries: &[LedgerEntry]) -> Result<(), StateError> {
+    pub fn append_ledger(
+        &self,
+        pipeline: &str,
+        job: &str,
+        entries: &[LedgerEntry],
+    ) -> Result<(), StateError> {
         match self {
             State::Local(s) => s.append_ledger(pipeline, job, entries),
         }
@@ -132,14 +137,25 @@ impl State {
         }
     }
 
-    pub fn runs(&self, pipeline: &str, job: &str, last: usize) -> Result<Vec<RunRecord>, StateError> {
+    pub fn runs(
+        &self,
+        pipeline: &str,
+        job: &str,
+        last: usize,
+    ) -> Result<Vec<RunRecord>, StateError> {
         match self {
             State::Local(s) => s.runs(pipeline, job, last),
         }
     }
 
     /// Takes the job's lease; `Busy` names the holder. With `wait`, polls until free.
-    pub fn lease(&self, pipeline: &str, job: &str, holder: &Holder, wait: bool) -> Result<Lease, StateError> {
+    pub fn lease(
+        &self,
+        pipeline: &str,
+        job: &str,
+        holder: &Holder,
+        wait: bool,
+    ) -> Result<Lease, StateError> {
         match self {
             State::Local(s) => loop {
                 match s.lease(pipeline, job, holder) {

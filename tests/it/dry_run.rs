@@ -5,7 +5,14 @@ use crate::util::Ws;
 #[test]
 fn demo_dry_run_is_exact_and_writes_nothing() {
     let ws = Ws::shipped();
-    let out = ws.run(&["dry-run", "demo", "--job", "co", "--now", "2026-11-21T02:10:00Z"]);
+    let out = ws.run(&[
+        "dry-run",
+        "demo",
+        "--job",
+        "co",
+        "--now",
+        "2026-11-21T02:10:00Z",
+    ]);
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(out.stdout, EXPECTED, "{out:?}");
     assert!(!ws.path(".duckhour").exists());
@@ -16,13 +23,62 @@ fn demo_dry_run_is_exact_and_writes_nothing() {
 fn hourly_dry_run_shows_influxql_without_secrets() {
     let ws = Ws::shipped();
     let out = ws.run_env(
-        &["dry-run", "hourly", "--job", "pm25", "--from", "2026-11-20T00:00:00Z", "--to", "2026-11-20T02:00:00Z", "--now", "2026-11-21T00:00:00Z"],
-        &[("INFLUXDB_TOKEN", "secret-marker-1"), ("MOTHERDUCK_TOKEN", "secret-marker-2")],
+        &[
+            "dry-run",
+            "hourly",
+            "--job",
+            "pm25",
+            "--from",
+            "2026-11-20T00:00:00Z",
+            "--to",
+            "2026-11-20T02:00:00Z",
+            "--now",
+            "2026-11-21T00:00:00Z",
+        ],
+        &[
+            ("INFLUXDB_TOKEN", "secret-marker-1"),
+            ("MOTHERDUCK_TOKEN", "secret-marker-2"),
+        ],
     );
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stdout.contains("    SELECT \"pm25\"::field, \"station\"::tag FROM \"airquality\"..\"air_quality\" WHERE time >= '2026-11-20T00:00:00Z' AND time < '2026-11-20T02:00:00Z'\n"), "{out:?}");
-    assert!(out.stdout.contains("checkpoint not read (remote state store)"), "{out:?}");
+    assert!(
+        out.stdout
+            .contains("checkpoint not read (remote state store)"),
+        "{out:?}"
+    );
     assert!(!out.stdout.contains("secret-marker") && !out.stderr.contains("secret-marker"));
 }
 
-const EXPECTED: &str = "EXPECTED";
+const EXPECTED: &str = r#"dry-run: run of pipeline `demo` at 2026-11-21T02:10:00Z (nothing is written)
+source: sample
+sink: local (duckdb demo.duckdb schema main)
+state: local .duckhour
+
+job `co`: checkpoint none; last complete hour 2026-11-21T01:00:00Z
+  hours: 26 (26 new, 0 redone)
+  batch 1/2: [2026-11-20T00:00:00Z, 2026-11-21T00:00:00Z) 24 hours
+  batch 2/2: [2026-11-21T00:00:00Z, 2026-11-21T02:00:00Z) 2 hours
+  table `pollutant_hourly` in sinks: local
+  source queries of batch 1 (1):
+    scan data/sample.lp.gz for measurement "air_quality" field "co" tags [station] with time in [2026-11-20T00:00:00Z, 2026-11-21T00:00:00Z)
+  sql of batch 1 (`hourly_mean.sql`):
+    SELECT
+        'co' AS pollutant,
+        "station",
+        to_timestamp(epoch_us(time) // 3600000000 * 3600) AS hour_start,
+        avg(value) AS avg,
+        min(value) AS min,
+        max(value) AS max,
+        count(DISTINCT epoch_us(time) // 60000000) AS n_minutes,
+        n_minutes / 60.0 AS coverage,
+        coverage >= 0.75 AS valid,
+        'mg/m3' AS unit,
+        'sample' AS source,
+        current_timestamp AS loaded_at
+    FROM "stage_co"
+    WHERE time >= TIMESTAMPTZ '2026-11-20T00:00:00Z' AND time < TIMESTAMPTZ '2026-11-21T00:00:00Z'
+    GROUP BY ALL
+    ORDER BY hour_start, "station"
+  (other batches differ only in their time bounds)
+"#;

@@ -11,9 +11,11 @@ fn seed(db: &str) {
     let ix = influx();
     ix.create_db(db);
     let mut text = String::new();
-    flate2::read::GzDecoder::new(std::fs::File::open(crate::util::repo().join("data/sample.lp.gz")).unwrap())
-        .read_to_string(&mut text)
-        .unwrap();
+    flate2::read::GzDecoder::new(
+        std::fs::File::open(crate::util::repo().join("data/sample.lp.gz")).unwrap(),
+    )
+    .read_to_string(&mut text)
+    .unwrap();
     let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
     for chunk in lines.chunks(2000) {
         ix.write(db, &chunk.join("\n"));
@@ -81,8 +83,17 @@ fn influx_hourly(db: &str) -> BTreeMap<Key, (f64, f64, f64, i64)> {
                     continue;
                 }
                 out.insert(
-                    (p.to_owned(), station.clone(), row[0].as_i64().unwrap().to_string()),
-                    (row[1].as_f64().unwrap(), row[2].as_f64().unwrap(), row[3].as_f64().unwrap(), row[4].as_i64().unwrap()),
+                    (
+                        p.to_owned(),
+                        station.clone(),
+                        row[0].as_i64().unwrap().to_string(),
+                    ),
+                    (
+                        row[1].as_f64().unwrap(),
+                        row[2].as_f64().unwrap(),
+                        row[3].as_f64().unwrap(),
+                        row[4].as_i64().unwrap(),
+                    ),
                 );
             }
         }
@@ -94,7 +105,7 @@ fn influx_hourly(db: &str) -> BTreeMap<Key, (f64, f64, f64, i64)> {
 fn sink_rows(ws: &Ws) -> BTreeMap<Key, (f64, f64, f64, i64, bool, f64)> {
     let rows = ws.query(
         "wh.duckdb",
-        "SELECT pollutant, station, epoch(hour_start)::BIGINT, avg, min, max, n_minutes, valid, coverage FROM pollutant_hourly",
+        "SELECT pollutant, station, epoch_us(hour_start) // 1000000, avg, min, max, n_minutes, valid, coverage FROM pollutant_hourly",
     );
     let mut out = BTreeMap::new();
     for r in rows {
@@ -107,7 +118,10 @@ fn sink_rows(ws: &Ws) -> BTreeMap<Key, (f64, f64, f64, i64, bool, f64)> {
             r[7] == "true",
             r[8].parse().unwrap(),
         );
-        assert!(out.insert(key.clone(), v).is_none(), "duplicate row {key:?}");
+        assert!(
+            out.insert(key.clone(), v).is_none(),
+            "duplicate row {key:?}"
+        );
     }
     out
 }
@@ -118,7 +132,11 @@ fn assert_matches_influx(ws: &Ws, db: &str) {
     assert_eq!(got.len(), want.len(), "row count");
     for (k, (avg, min, max, n)) in &want {
         let g = got.get(k).unwrap_or_else(|| panic!("missing {k:?}"));
-        assert!((g.0 - avg).abs() <= 1e-9 * avg.abs().max(1.0), "{k:?} avg {} vs {avg}", g.0);
+        assert!(
+            (g.0 - avg).abs() <= 1e-9 * avg.abs().max(1.0),
+            "{k:?} avg {} vs {avg}",
+            g.0
+        );
         assert_eq!((g.1, g.2, g.3), (*min, *max, *n), "{k:?}");
         assert_eq!(g.4, *n >= 45, "{k:?} valid");
         assert!((g.5 - *n as f64 / 60.0).abs() < 1e-12, "{k:?} coverage");
@@ -131,7 +149,7 @@ fn one_day_matches_influx_then_a_second_run_changes_nothing() {
     let ws = Ws::new(&spec("eng_day", 24, "0h"));
     let out = run(&ws, &["run", "hourly", "--now", NOW]);
     assert_eq!(out.code, 0, "{out:?}");
-    assert!(out.stdout.contains("  co    ok      24 hours (24 new, 0 redone) in 1 batches, 4180 rows in, 72 rows out, checkpoint 2026-11-20T23:00:00Z\n"), "{out:?}");
+    assert!(out.stdout.contains("  co    ok      24 hours (24 new, 0 redone) in 1 batches, 4240 rows in, 71 rows out, checkpoint 2026-11-20T23:00:00Z\n"), "{out:?}");
     assert_matches_influx(&ws, "eng_day");
     // The sample's gaps: 40 minutes at hamburg 03:00 (invalid), no muenchen 14:00 row.
     let r = ws.query("wh.duckdb", "SELECT n_minutes, valid FROM pollutant_hourly WHERE pollutant = 'no2' AND station = 'hamburg-sternschanze' AND hour_start = TIMESTAMPTZ '2026-11-20 03:00:00+00'");
@@ -141,18 +159,24 @@ fn one_day_matches_influx_then_a_second_run_changes_nothing() {
     let out = run(&ws, &["run", "hourly", "--now", NOW]);
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stdout.contains("  co    ok      0 hours (0 new, 0 redone) in 0 batches, 0 rows in, 0 rows out, checkpoint 2026-11-20T23:00:00Z\n"), "{out:?}");
-    assert_eq!(ws.query("wh.duckdb", "SELECT * FROM pollutant_hourly ORDER BY ALL"), before);
+    assert_eq!(
+        ws.query("wh.duckdb", "SELECT * FROM pollutant_hourly ORDER BY ALL"),
+        before
+    );
 
     let out = run(&ws, &["status", "hourly", "--now", NOW]);
     assert_eq!(out.code, 0, "{out:?}");
-    assert!(out.stdout.starts_with("pipeline `hourly` (state local ./state; last complete hour 2026-11-20T23:00:00Z)\n  co: checkpoint 2026-11-20T23:00:00Z, 0h behind\n    gaps: none\n"), "{out:?}");
+    assert!(out.stdout.starts_with("pipeline `hourly` (state local state; last complete hour 2026-11-20T23:00:00Z)\n  co: checkpoint 2026-11-20T23:00:00Z, 0h behind\n    gaps: none\n"), "{out:?}");
 }
 
 #[test]
 fn late_points_are_absorbed_by_lookback() {
     seed("eng_late");
     let ws = Ws::new(&spec("eng_late", 24, "2h"));
-    assert_eq!(run(&ws, &["run", "hourly", "--job", "co", "--now", NOW]).code, 0);
+    assert_eq!(
+        run(&ws, &["run", "hourly", "--job", "co", "--now", NOW]).code,
+        0
+    );
     // A late minute in the last hour, and one outside the lookback.
     influx().write(
         "eng_late",
@@ -160,11 +184,15 @@ fn late_points_are_absorbed_by_lookback() {
     );
     let out = run(&ws, &["run", "hourly", "--job", "co", "--now", NOW]);
     assert_eq!(out.code, 0, "{out:?}");
-    assert!(out.stdout.contains("0 hours"), "{out:?}");
+    assert!(out.stdout.contains("  co  ok      2 hours (0 new, 2 redone) in 1 batches, 360 rows in, 6 rows out, checkpoint 2026-11-20T23:00:00Z\n"), "{out:?}");
     let r = ws.query("wh.duckdb", "SELECT max, n_minutes FROM pollutant_hourly WHERE station = 'berlin-mitte' AND hour_start = TIMESTAMPTZ '2026-11-20 23:00:00+00'");
     assert_eq!(r, vec![vec!["100.0".to_owned(), "60".to_owned()]]);
     let r = ws.query("wh.duckdb", "SELECT max < 100 FROM pollutant_hourly WHERE station = 'berlin-mitte' AND hour_start = TIMESTAMPTZ '2026-11-20 00:00:00+00'");
-    assert_eq!(r, vec![vec!["true".to_owned()]], "outside the lookback: untouched");
+    assert_eq!(
+        r,
+        vec![vec!["true".to_owned()]],
+        "outside the lookback: untouched"
+    );
 }
 
 /// A sink table whose CHECK constraint rejects hours from 12:00 on: a real
@@ -186,16 +214,32 @@ fn a_failing_sink_keeps_the_checkpoint_and_the_next_run_repairs() {
     let out = run(&ws, &["run", "hourly", "--job", "co", "--now", NOW]);
     assert_eq!(out.code, 1, "{out:?}");
     assert!(
-        out.stderr.contains("error: job `co`: sink `wh` hours [2026-11-20T12:00:00Z, 2026-11-20T18:00:00Z): "),
+        out.stderr.contains(
+            "error: job `co`: sink `wh` hours [2026-11-20T12:00:00Z, 2026-11-20T18:00:00Z): "
+        ),
         "{out:?}"
     );
-    assert!(out.stdout.contains("  co  FAILED  12 hours (24 new, 0 redone) in 2 batches"), "{out:?}");
-    assert!(out.stdout.contains("checkpoint 2026-11-20T11:00:00Z"), "{out:?}");
+    assert!(
+        out.stdout
+            .contains("  co  FAILED  12 hours (24 new, 0 redone) in 2 batches"),
+        "{out:?}"
+    );
+    assert!(
+        out.stdout.contains("checkpoint 2026-11-20T11:00:00Z"),
+        "{out:?}"
+    );
     let r = ws.query("wh.duckdb", "SELECT count(*), max(hour_start) < TIMESTAMPTZ '2026-11-20 12:00:00+00' FROM pollutant_hourly");
     assert_eq!(r, vec![vec!["36".to_owned(), "true".to_owned()]]);
     let st = run(&ws, &["status", "hourly", "--now", NOW]);
-    assert!(st.stdout.contains("  co: checkpoint 2026-11-20T11:00:00Z, 12h behind\n"), "{st:?}");
-    assert!(st.stdout.contains("run failed: 12 hours, 36 rows"), "{st:?}");
+    assert!(
+        st.stdout
+            .contains("  co: checkpoint 2026-11-20T11:00:00Z, 12h behind\n"),
+        "{st:?}"
+    );
+    assert!(
+        st.stdout.contains("run failed: 12 hours, 36 rows"),
+        "{st:?}"
+    );
 
     // Remove the fault (same table without the constraint) and run again.
     {
@@ -204,7 +248,11 @@ fn a_failing_sink_keeps_the_checkpoint_and_the_next_run_repairs() {
     }
     let out = run(&ws, &["run", "hourly", "--now", NOW]);
     assert_eq!(out.code, 0, "{out:?}");
-    assert!(out.stdout.contains("  co    ok      12 hours (12 new, 0 redone) in 2 batches"), "{out:?}");
+    assert!(
+        out.stdout
+            .contains("  co    ok      12 hours (12 new, 0 redone) in 2 batches"),
+        "{out:?}"
+    );
     assert_matches_influx(&ws, "eng_fail");
 }
 
@@ -247,8 +295,13 @@ fn two_runs_of_one_job_one_works_the_other_names_the_holder() {
             .unwrap();
         let lease = ws.path("state/hourly/co/lease");
         let t0 = std::time::Instant::now();
-        while !std::fs::read_to_string(&lease).is_ok_and(|s| s.contains(&format!("\"pid\":{}", first.id()))) {
-            assert!(t0.elapsed().as_secs() < 20, "the first run never took its lease");
+        while !std::fs::read_to_string(&lease)
+            .is_ok_and(|s| s.contains(&format!("\"pid\":{}", first.id())))
+        {
+            assert!(
+                t0.elapsed().as_secs() < 20,
+                "the first run never took its lease"
+            );
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         let second = run(&ws, &["run", "hourly", "--job", "co", "--now", NOW]);
@@ -260,12 +313,14 @@ fn two_runs_of_one_job_one_works_the_other_names_the_holder() {
         assert_eq!(second.code, 1, "{second:?}");
         let holder = format!("lease held by pid {} on ", first.id());
         assert!(
-            second.stderr.contains("error: job `co`: job `co` of pipeline `hourly` is already running: ")
+            second
+                .stderr
+                .contains("error: job `co`: job `co` of pipeline `hourly` is already running: ")
                 && second.stderr.contains(&holder),
             "{second:?}"
         );
         let r = ws.query("wh.duckdb", "SELECT count(*) FROM pollutant_hourly");
-        assert_eq!(r, vec![vec!["72".to_owned()]]);
+        assert_eq!(r, vec![vec!["71".to_owned()]]);
         return;
     }
     panic!("the first run always finished before the second started");
@@ -276,12 +331,22 @@ fn demo_runs_with_no_service_and_a_second_run_loads_nothing_new() {
     let ws = Ws::shipped();
     let out = ws.run(&["run", "demo", "--now", "2026-11-21T00:10:00Z"]);
     assert_eq!(out.code, 0, "{out:?}");
-    assert_eq!(out.stdout, "DEMO1");
+    assert_eq!(out.stdout, "run of pipeline `demo`:\n  co    ok      24 hours (24 new, 0 redone) in 1 batches, 4240 rows in, 71 rows out, checkpoint 2026-11-20T23:00:00Z\n  no2   ok      24 hours (24 new, 0 redone) in 1 batches, 4240 rows in, 71 rows out, checkpoint 2026-11-20T23:00:00Z\n  o3    ok      24 hours (24 new, 0 redone) in 1 batches, 4240 rows in, 71 rows out, checkpoint 2026-11-20T23:00:00Z\n  pm10  ok      24 hours (24 new, 0 redone) in 1 batches, 4240 rows in, 71 rows out, checkpoint 2026-11-20T23:00:00Z\n  pm25  ok      24 hours (24 new, 0 redone) in 1 batches, 4240 rows in, 71 rows out, checkpoint 2026-11-20T23:00:00Z\n  so2   ok      24 hours (24 new, 0 redone) in 1 batches, 4120 rows in, 69 rows out, checkpoint 2026-11-20T23:00:00Z\n  data: local (duckdb demo.duckdb schema main), table pollutant_hourly\n");
     let out = ws.run(&["run", "demo", "--now", "2026-11-21T00:10:00Z"]);
     assert_eq!(out.code, 0, "{out:?}");
-    assert!(out.stdout.contains("  co    ok      0 hours (0 new, 0 redone) in 0 batches"), "{out:?}");
-    let r = ws.query("demo.duckdb", "SELECT count(*), count(DISTINCT pollutant), sum(valid::INT) FROM pollutant_hourly");
-    assert_eq!(r, vec![vec!["DEMOROWS".to_owned()]]);
+    assert!(
+        out.stdout
+            .contains("  co    ok      0 hours (0 new, 0 redone) in 0 batches"),
+        "{out:?}"
+    );
+    let r = ws.query(
+        "demo.duckdb",
+        "SELECT count(*), count(DISTINCT pollutant), sum(valid::INT) FROM pollutant_hourly",
+    );
+    assert_eq!(
+        r,
+        vec![vec!["424".to_owned(), "6".to_owned(), "418".to_owned()]]
+    );
 }
 
 #[test]
@@ -292,5 +357,67 @@ fn motherduck_without_a_token_fails_before_any_work() {
     let out = ws.run(&["run", "p", "--now", NOW]);
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stderr.contains("error: job `co`: sink `md`: MotherDuck (`md:airquality`) needs `token` (e.g. `token: ${secret:motherduck-token}`)"), "{out:?}");
-    assert!(!ws.path("state/p/co/checkpoint.json").exists() && !ws.path(".duckhour/p/co/checkpoint.json").exists());
+    assert!(
+        !ws.path("state/p/co/checkpoint.json").exists()
+            && !ws.path(".duckhour/p/co/checkpoint.json").exists()
+    );
+}
+
+#[test]
+fn backfill_fills_a_range_and_never_moves_the_checkpoint_back() {
+    seed("eng_backfill");
+    let ws = Ws::new(&spec("eng_backfill", 6, "0h"));
+    let out = run(
+        &ws,
+        &[
+            "backfill",
+            "hourly",
+            "--job",
+            "co",
+            "--from",
+            "2026-11-20T06:00:00Z",
+            "--to",
+            "2026-11-20T12:00:00Z",
+            "--now",
+            NOW,
+        ],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.starts_with("backfill [2026-11-20T06:00:00Z, 2026-11-20T12:00:00Z) of pipeline `hourly`:\n  co  ok      6 hours (6 new, 0 redone) in 1 batches, 1080 rows in, 18 rows out, checkpoint none\n"), "{out:?}");
+    let st = run(&ws, &["status", "hourly", "--now", NOW]);
+    assert!(st.stdout.contains("  co: checkpoint none, never loaded\n    gaps: 6 hours missing in some sink: 2026-11-20T00:00:00Z..2026-11-20T05:00:00Z\n"), "{st:?}");
+
+    let out = run(&ws, &["run", "hourly", "--job", "co", "--now", NOW]);
+    assert!(out.stdout.contains("24 hours (24 new, 0 redone) in 4 batches, 4240 rows in, 71 rows out, checkpoint 2026-11-20T23:00:00Z"), "{out:?}");
+    let out = run(
+        &ws,
+        &[
+            "backfill",
+            "hourly",
+            "--job",
+            "co",
+            "--from",
+            "2026-11-20T00:00:00Z",
+            "--to",
+            "2026-11-20T06:00:00Z",
+            "--now",
+            NOW,
+        ],
+    );
+    assert!(out.stdout.contains("  co  ok      6 hours (0 new, 6 redone) in 1 batches, 1060 rows in, 18 rows out, checkpoint 2026-11-20T23:00:00Z\n"), "{out:?}");
+    let st = run(&ws, &["status", "hourly", "--now", NOW]);
+    assert!(
+        st.stdout
+            .contains("  co: checkpoint 2026-11-20T23:00:00Z, 0h behind\n    gaps: none\n"),
+        "{st:?}"
+    );
+    assert!(
+        st.stdout.contains(" backfill ok: 6 hours, 18 rows"),
+        "{st:?}"
+    );
+    let r = ws.query(
+        "wh.duckdb",
+        "SELECT count(*), count(DISTINCT (station, hour_start)) FROM pollutant_hourly",
+    );
+    assert_eq!(r, vec![vec!["71".to_owned(), "71".to_owned()]]);
 }

@@ -15,7 +15,10 @@ fn h(s: &str) -> Hour {
 }
 
 fn ns(s: &str) -> i64 {
-    chrono::DateTime::parse_from_rfc3339(s).unwrap().timestamp_nanos_opt().unwrap()
+    chrono::DateTime::parse_from_rfc3339(s)
+        .unwrap()
+        .timestamp_nanos_opt()
+        .unwrap()
 }
 
 fn config(url: &str, db: &str) -> InfluxConfig {
@@ -49,7 +52,11 @@ fn job(measurement: &str, field: &str) -> Job {
 }
 
 /// Extracts `batch` into a fresh staging table; returns the rows as text.
-async fn stage(cfg: InfluxConfig, job: &Job, batch: Batch) -> Result<Vec<Vec<String>>, SourceError> {
+async fn stage(
+    cfg: InfluxConfig,
+    job: &Job,
+    batch: Batch,
+) -> Result<Vec<Vec<String>>, SourceError> {
     let mut src = Source::new("aq", &SourceConfig::Influx(cfg));
     src.connect(&EnvSecrets).await?;
     let conn = duck::open().unwrap();
@@ -64,7 +71,10 @@ async fn stage(cfg: InfluxConfig, job: &Job, batch: Batch) -> Result<Vec<Vec<Str
     let staged = writer.await.unwrap().unwrap();
     let n = res?;
     assert_eq!(n, staged, "rows counted by the source and by staging");
-    let types = query(&conn, "SELECT typeof(time), typeof(station), typeof(value) FROM stage_x LIMIT 1");
+    let types = query(
+        &conn,
+        "SELECT typeof(time), typeof(station), typeof(value) FROM stage_x LIMIT 1",
+    );
     if !types.is_empty() {
         assert_eq!(types[0], ["TIMESTAMP WITH TIME ZONE", "VARCHAR", "DOUBLE"]);
     }
@@ -81,16 +91,37 @@ fn seed(db: &str) {
     ix.create_db(db);
     let m = r#"pm2.5\ "raw""#; // measurement `pm2.5 "raw"`
     let lines = [
-        format!(r#"{m},station=St\ 1\,\ North pm2.5=10.5 {}"#, ns("2026-11-20T00:00:00Z")),
-        format!(r#"{m},station=B\=2 pm2.5=11 {}"#, ns("2026-11-20T00:00:00Z")),
-        format!(r#"{m},station=B\=2 pm2.5=12.25 {}"#, ns("2026-11-20T00:30:00Z")),
-        format!(r#"{m},station=B\=2 pm2.5=-1.5 {}"#, ns("2026-11-20T00:59:59Z")),
-        format!(r#"{m},station=B\=2 pm2.5=13 {}"#, ns("2026-11-20T01:00:00Z")),
+        format!(
+            r#"{m},station=St\ 1\,\ North pm2.5=10.5 {}"#,
+            ns("2026-11-20T00:00:00Z")
+        ),
+        format!(
+            r#"{m},station=B\=2 pm2.5=11 {}"#,
+            ns("2026-11-20T00:00:00Z")
+        ),
+        format!(
+            r#"{m},station=B\=2 pm2.5=12.25 {}"#,
+            ns("2026-11-20T00:30:00Z")
+        ),
+        format!(
+            r#"{m},station=B\=2 pm2.5=-1.5 {}"#,
+            ns("2026-11-20T00:59:59Z")
+        ),
+        format!(
+            r#"{m},station=B\=2 pm2.5=13 {}"#,
+            ns("2026-11-20T01:00:00Z")
+        ),
         format!(r#"{m} pm2.5=14 {}"#, ns("2026-11-20T01:10:00Z")),
         // 02:00-03:00 is empty
         format!(r#"{m},station=B\=2 other=1 {}"#, ns("2026-11-20T02:15:00Z")),
-        format!(r#"{m},station=B\=2 pm2.5=15 {}"#, ns("2026-11-20T03:00:00Z")),
-        format!(r#"{m},station=B\=2 pm2.5=16 {}"#, ns("2026-11-20T04:00:00Z")),
+        format!(
+            r#"{m},station=B\=2 pm2.5=15 {}"#,
+            ns("2026-11-20T03:00:00Z")
+        ),
+        format!(
+            r#"{m},station=B\=2 pm2.5=16 {}"#,
+            ns("2026-11-20T04:00:00Z")
+        ),
     ];
     ix.write(db, &lines.join("\n"));
 }
@@ -103,8 +134,13 @@ fn row(t: &str, station: &str, v: &str) -> Vec<String> {
 async fn stages_an_hour_with_boundaries_and_quoted_names() {
     seed("src_one_hour");
     let j = job(r#"pm2.5 "raw""#, "pm2.5");
-    let batch = Batch { from: h("2026-11-20T00:00:00Z"), to: h("2026-11-20T01:00:00Z") };
-    let rows = stage(config(&influx().url, "src_one_hour"), &j, batch).await.unwrap();
+    let batch = Batch {
+        from: h("2026-11-20T00:00:00Z"),
+        to: h("2026-11-20T01:00:00Z"),
+    };
+    let rows = stage(config(&influx().url, "src_one_hour"), &j, batch)
+        .await
+        .unwrap();
     assert_eq!(
         rows,
         vec![
@@ -122,7 +158,10 @@ async fn split_sub_queries_cover_the_range_once() {
     let j = job(r#"pm2.5 "raw""#, "pm2.5");
     let mut cfg = config(&influx().url, "src_split");
     cfg.max_query_hours = 1;
-    let batch = Batch { from: h("2026-11-20T00:00:00Z"), to: h("2026-11-20T04:00:00Z") };
+    let batch = Batch {
+        from: h("2026-11-20T00:00:00Z"),
+        to: h("2026-11-20T04:00:00Z"),
+    };
     let rows = stage(cfg, &j, batch).await.unwrap();
     assert_eq!(rows.len(), 7, "{rows:?}");
     assert_eq!(rows[4], row("2026-11-20T01:00:00Z", "B=2", "13.0"));
@@ -134,18 +173,34 @@ async fn split_sub_queries_cover_the_range_once() {
 async fn an_empty_hour_stages_nothing() {
     seed("src_empty");
     let j = job(r#"pm2.5 "raw""#, "pm2.5");
-    let batch = Batch { from: h("2026-11-20T02:00:00Z"), to: h("2026-11-20T03:00:00Z") };
-    assert_eq!(stage(config(&influx().url, "src_empty"), &j, batch).await.unwrap(), Vec::<Vec<String>>::new());
+    let batch = Batch {
+        from: h("2026-11-20T02:00:00Z"),
+        to: h("2026-11-20T03:00:00Z"),
+    };
+    assert_eq!(
+        stage(config(&influx().url, "src_empty"), &j, batch)
+            .await
+            .unwrap(),
+        Vec::<Vec<String>>::new()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_missing_database_is_an_error_not_an_empty_result() {
     let j = job("m", "f");
-    let batch = Batch { from: h("2026-11-20T00:00:00Z"), to: h("2026-11-20T01:00:00Z") };
-    let e = stage(config(&influx().url, "no_such_db"), &j, batch).await.unwrap_err();
+    let batch = Batch {
+        from: h("2026-11-20T00:00:00Z"),
+        to: h("2026-11-20T01:00:00Z"),
+    };
+    let e = stage(config(&influx().url, "no_such_db"), &j, batch)
+        .await
+        .unwrap_err();
     assert_eq!(
         e.to_string(),
-        format!("source `aq` ({}) hours (database check): database `no_such_db` does not exist", influx().url)
+        format!(
+            "source `aq` ({}) hours (database check): database `no_such_db` does not exist",
+            influx().url
+        )
     );
 }
 
@@ -155,7 +210,10 @@ async fn wrong_credentials_are_named_without_the_password() {
     ix.create_db("src_auth");
     ix.write("src_auth", "m,station=a f=1 1795132800000000000");
     let j = job("m", "f");
-    let batch = Batch { from: h("2026-11-20T00:00:00Z"), to: h("2026-11-20T01:00:00Z") };
+    let batch = Batch {
+        from: h("2026-11-20T00:00:00Z"),
+        to: h("2026-11-20T01:00:00Z"),
+    };
     let mut cfg = config(&ix.url, "src_auth");
     cfg.username = Some("admin".into());
     cfg.password = Some("wrong-password-marker".into());
@@ -176,12 +234,18 @@ async fn wrong_credentials_are_named_without_the_password() {
 #[tokio::test(flavor = "multi_thread")]
 async fn connection_refused_names_source_url_and_hours() {
     let j = job("m", "f");
-    let batch = Batch { from: h("2026-11-20T00:00:00Z"), to: h("2026-11-20T01:00:00Z") };
+    let batch = Batch {
+        from: h("2026-11-20T00:00:00Z"),
+        to: h("2026-11-20T01:00:00Z"),
+    };
     // Port 9 (discard) is closed on loopback.
     let mut cfg = config("http://user:pw@127.0.0.1:9/", "db");
     cfg.retries = 0;
     let e = stage(cfg, &j, batch).await.unwrap_err().to_string();
-    assert!(e.starts_with("source `aq` (http://127.0.0.1:9) hours (database check): cannot connect: "), "{e}");
+    assert!(
+        e.starts_with("source `aq` (http://127.0.0.1:9) hours (database check): cannot connect: "),
+        "{e}"
+    );
     assert!(!e.contains("pw"), "{e}");
 }
 
@@ -191,8 +255,14 @@ async fn a_string_field_is_refused_with_the_hours() {
     ix.create_db("src_strings");
     ix.write("src_strings", "m,station=a f=\"high\" 1795132800000000000");
     let j = job("m", "f");
-    let batch = Batch { from: h("2026-11-20T00:00:00Z"), to: h("2026-11-20T01:00:00Z") };
-    let e = stage(config(&ix.url, "src_strings"), &j, batch).await.unwrap_err().to_string();
+    let batch = Batch {
+        from: h("2026-11-20T00:00:00Z"),
+        to: h("2026-11-20T01:00:00Z"),
+    };
+    let e = stage(config(&ix.url, "src_strings"), &j, batch)
+        .await
+        .unwrap_err()
+        .to_string();
     assert_eq!(
         e,
         format!(
@@ -248,19 +318,28 @@ async fn fetch_replayed(url: &str, timeout: &str) -> Result<Vec<Vec<String>>, So
     // the CSV answer, so resolve without the check.
     let mut src = Source::new("aq", &SourceConfig::Influx(cfg));
     src.resolve(&EnvSecrets).unwrap();
-    let j = Job { name: "x".into(), ..job("air q", "co") };
+    let j = Job {
+        name: "x".into(),
+        ..job("air q", "co")
+    };
     let conn = duck::open().unwrap();
     duck::create_staging(&conn, "x", &j.tags).unwrap();
     let (tx, rx) = mpsc::channel(4);
     let wconn = conn.try_clone().unwrap();
     let writer = tokio::task::spawn_blocking(move || duck::write_staging(&wconn, "x", rx));
     let mut sink = PointSink::new(tx);
-    let batch = Batch { from: h("2023-11-14T22:00:00Z"), to: h("2023-11-14T23:00:00Z") };
+    let batch = Batch {
+        from: h("2023-11-14T22:00:00Z"),
+        to: h("2023-11-14T23:00:00Z"),
+    };
     let res = src.extract(&j, batch, &mut sink).await;
     drop(sink);
     writer.await.unwrap().unwrap();
     res?;
-    Ok(query(&conn, "SELECT epoch_ns(time), station, value FROM stage_x ORDER BY time"))
+    Ok(query(
+        &conn,
+        "SELECT epoch_ns(time), station, value FROM stage_x ORDER BY time",
+    ))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -270,8 +349,16 @@ async fn a_captured_response_replays_to_the_same_rows() {
     assert_eq!(
         rows,
         vec![
-            vec!["1700000000000000000".to_owned(), "St,1 A".to_owned(), "1.0".to_owned()],
-            vec!["1700000060000000000".to_owned(), "B".to_owned(), "1.5".to_owned()],
+            vec![
+                "1700000000000000000".to_owned(),
+                "St,1 A".to_owned(),
+                "1.0".to_owned()
+            ],
+            vec![
+                "1700000060000000000".to_owned(),
+                "B".to_owned(),
+                "1.5".to_owned()
+            ],
         ]
     );
 }
@@ -304,7 +391,10 @@ async fn a_user_without_read_permission_gets_403() {
     // Write-only: the database is visible to the user, reading it is not allowed.
     ix.q("GRANT WRITE ON \"src_perm\" TO \"reader\"");
     let j = job("m", "f");
-    let batch = Batch { from: h("2026-11-20T00:00:00Z"), to: h("2026-11-20T01:00:00Z") };
+    let batch = Batch {
+        from: h("2026-11-20T00:00:00Z"),
+        to: h("2026-11-20T01:00:00Z"),
+    };
     let mut cfg = config(&ix.url, "src_perm");
     cfg.username = Some("reader".into());
     cfg.password = Some("reader-pw".into());

@@ -40,14 +40,17 @@ fn base_spec_is_valid() {
     let ws = Ws::new(BASE);
     let out = ws.run(&["validate"]);
     assert_eq!(out.code, 0, "{out:?}");
-    assert_eq!(out.stdout, "pipelines.yaml is valid: 1 pipelines, 2 jobs, 1 sources, 1 sinks\n");
+    assert_eq!(
+        out.stdout,
+        "pipelines.yaml is valid: 1 pipelines, 2 jobs, 1 sources, 1 sinks\n"
+    );
 }
 
 #[test]
 fn yaml_syntax_error() {
     assert_error(
         validate_with("sinks: [local]", "sinks: [local"),
-        "SYNTAX\n",
+        "error: illegal placement of ':' indicator\n  --> pipelines.yaml:13:16\n   |\n13 |     measurement: air_quality\n   |                ^\n",
     );
 }
 
@@ -55,7 +58,7 @@ fn yaml_syntax_error() {
 fn wrong_type() {
     assert_error(
         validate_with("    delay: 5m\n", "    delay: 5m\n    batch_hours: lots\n"),
-        "WRONGTYPE\n",
+        "error: expected a whole number, found `lots`\n  --> pipelines.yaml:15:18\n   |\n15 |     batch_hours: lots\n   |                  ^\n",
     );
 }
 
@@ -63,7 +66,7 @@ fn wrong_type() {
 fn unknown_key_suggests() {
     assert_error(
         validate_with("    delay: 5m", "    delya: 5m"),
-        "UNKNOWN\n",
+        "error: unknown key `delya`; did you mean `delay`?\n  --> pipelines.yaml:14:5\n   |\n14 |     delya: 5m\n   |     ^\n",
     );
 }
 
@@ -71,7 +74,7 @@ fn unknown_key_suggests() {
 fn missing_source() {
     assert_error(
         validate_with("source: sample", "source: sampel"),
-        "SOURCE\n",
+        "error: pipeline `demo`: unknown source `sampel`; did you mean `sample`?\n  --> pipelines.yaml:11:13\n   |\n11 |     source: sampel\n   |             ^\n",
     );
 }
 
@@ -79,53 +82,79 @@ fn missing_source() {
 fn missing_template() {
     assert_error(
         validate_with("    delay: 5m\n", "    delay: 5m\n    template: hourly_maen.sql\n"),
-        "TEMPLATE\n",
+        "error: pipeline `demo`: template `hourly_maen.sql` not found in `sql`; did you mean `hourly_mean.sql`?\n  --> pipelines.yaml:15:15\n   |\n15 |     template: hourly_maen.sql\n   |               ^\n",
     );
 }
 
 #[test]
 fn template_syntax_error() {
-    let ws = Ws::new(&BASE.replacen("    delay: 5m\n", "    delay: 5m\n    template: broken.sql\n", 1));
-    ws.write("sql/broken.sql", "SELECT *\nFROM {{ staging }\nWHERE true\n");
-    assert_error(ws.run(&["validate"]), "TSYNTAX\n");
+    let ws = Ws::new(&BASE.replacen(
+        "    delay: 5m\n",
+        "    delay: 5m\n    template: broken.sql\n",
+        1,
+    ));
+    ws.write(
+        "sql/broken.sql",
+        "SELECT *\nFROM {{ staging }\nWHERE true\n",
+    );
+    assert_error(ws.run(&["validate"]), "error: template syntax error: unexpected `}`, expected end of variable block\n  --> sql/broken.sql:2:17\n  |\n2 | FROM {{ staging }\n  |                 ^\n");
 }
 
 #[test]
 fn bad_duration() {
-    assert_error(validate_with("delay: 5m", "delay: 5 minutes"), "DURATION\n");
+    assert_error(validate_with("delay: 5m", "delay: 5 minutes"), "error: invalid duration `5 minutes`: expected a whole number and a unit s, m, h or d (e.g. `5m`)\n  --> pipelines.yaml:14:12\n   |\n14 |     delay: 5 minutes\n   |            ^\n");
 }
 
 #[test]
 fn duplicate_job() {
-    assert_error(validate_with("      - name: no2", "      - name: co"), "DUP\n");
+    assert_error(validate_with("      - name: no2", "      - name: co"), "error: pipeline `demo`: job `co` is defined twice\n  --> pipelines.yaml:17:15\n   |\n17 |       - name: co\n   |               ^\n");
 }
 
 #[test]
 fn several_errors_are_all_reported() {
     let out = validate_with("sinks: [local]", "sinks: [locl, local]");
     assert_eq!(out.code, 2);
-    assert!(out.stderr.contains("unknown sink `locl`; did you mean `local`?"), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("unknown sink `locl`; did you mean `local`?"),
+        "{out:?}"
+    );
 }
 
 #[test]
 fn unknown_pipeline_is_a_usage_error() {
     let ws = Ws::new(BASE);
     let out = ws.run(&["dry-run", "dmo", "--now", "2026-11-20T03:10:00Z"]);
-    assert_eq!((out.code, out.stderr.as_str()), (2, "error: unknown pipeline `dmo`; did you mean `demo`?\n"));
+    assert_eq!(
+        (out.code, out.stderr.as_str()),
+        (2, "error: unknown pipeline `dmo`; did you mean `demo`?\n")
+    );
     let out = ws.run(&["dry-run", "demo", "--job", "c0"]);
-    assert_eq!((out.code, out.stderr.as_str()), (2, "error: pipeline `demo` has no job `c0`; did you mean `co`?\n"));
+    assert_eq!(
+        (out.code, out.stderr.as_str()),
+        (
+            2,
+            "error: pipeline `demo` has no job `c0`; did you mean `co`?\n"
+        )
+    );
 }
 
 #[test]
 fn missing_env_is_reported_when_a_run_needs_it_without_values() {
-    let spec = BASE.replacen("path: out.duckdb", "path: ${env:DUCKHOUR_TEST_UNSET_DIR}/out.duckdb", 1);
+    let spec = BASE.replacen(
+        "path: out.duckdb",
+        "path: ${env:DUCKHOUR_TEST_UNSET_DIR}/out.duckdb",
+        1,
+    );
     let ws = Ws::new(&spec);
     // validate and dry-run do not need it
     assert_eq!(ws.run(&["validate"]).code, 0);
     let out = ws.run(&["run", "demo", "--now", "2026-11-20T03:10:00Z"]);
     assert_eq!(out.code, 1, "{out:?}");
     assert!(
-        out.stderr.contains("sink `local`: `path`: environment variable `DUCKHOUR_TEST_UNSET_DIR` is not set"),
+        out.stderr.contains(
+            "sink `local`: `path`: environment variable `DUCKHOUR_TEST_UNSET_DIR` is not set"
+        ),
         "{out:?}"
     );
 }
@@ -135,9 +164,17 @@ fn shipped_spec_validates_and_lists() {
     let ws = Ws::shipped();
     let out = ws.run(&["validate"]);
     assert_eq!(out.code, 0, "{out:?}");
-    assert_eq!(out.stdout, "pipelines.yaml is valid: 2 pipelines, 12 jobs, 2 sources, 3 sinks\n");
+    assert_eq!(
+        out.stdout,
+        "pipelines.yaml is valid: 2 pipelines, 12 jobs, 2 sources, 3 sinks\n"
+    );
     let out = ws.run(&["list"]);
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stdout.starts_with("demo  source sample -> sinks local  (6 jobs)\n  co    air_quality.co -> pollutant_hourly via hourly_mean.sql\n"), "{out:?}");
-    assert!(out.stdout.contains("hourly  source influx -> sinks motherduck, bigquery  (6 jobs, schedule `5 * * * *`)\n"), "{out:?}");
+    assert!(
+        out.stdout.contains(
+            "hourly  source influx -> sinks motherduck, bigquery  (6 jobs, schedule `5 * * * *`)\n"
+        ),
+        "{out:?}"
+    );
 }

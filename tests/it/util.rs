@@ -35,7 +35,11 @@ pub struct Out {
 
 impl std::fmt::Debug for Out {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "exit {}\n--- stdout\n{}--- stderr\n{}", self.code, self.stdout, self.stderr)
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
     }
 }
 
@@ -66,7 +70,10 @@ impl Ws {
 
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_duckhour"));
-        c.current_dir(self.dir.path()).args(args).env_remove("DUCKHOUR_CONFIG").env_remove("DUCKHOUR_LOG");
+        c.current_dir(self.dir.path())
+            .args(args)
+            .env_remove("DUCKHOUR_CONFIG")
+            .env_remove("DUCKHOUR_LOG");
         c
     }
 
@@ -103,7 +110,15 @@ pub fn query(conn: &duckdb::Connection, sql: &str) -> Vec<Vec<String>> {
     let mut out = Vec::new();
     while let Some(r) = rows.next().unwrap() {
         let n = r.as_ref().column_count();
-        out.push((0..n).map(|i| r.get::<_, Option<String>>(i).unwrap().unwrap_or_else(|| "NULL".into())).collect());
+        out.push(
+            (0..n)
+                .map(|i| {
+                    r.get::<_, Option<String>>(i)
+                        .unwrap()
+                        .unwrap_or_else(|| "NULL".into())
+                })
+                .collect(),
+        );
     }
     out
 }
@@ -141,21 +156,30 @@ pub fn influx_auth() -> &'static Influx {
 
 fn start_influx(name: &str, auth: &str) -> Influx {
     {
-        let dir = std::env::temp_dir().join(format!("duckhour-it-influx-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("duckhour-it-influx-{name}-{}", std::process::id()));
         let port = free_port();
         let script = repo().join("scripts/influxdb");
         let st = Command::new(&script)
             .args(["start", dir.to_str().unwrap(), &port.to_string(), auth])
             .status()
             .expect("scripts/influxdb (run scripts/test, which installs InfluxDB)");
-        assert!(st.success(), "InfluxDB did not start; is it installed? run scripts/influxdb install");
+        assert!(
+            st.success(),
+            "InfluxDB did not start; is it installed? run scripts/influxdb install"
+        );
         let watchdog = format!(
             "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {script} stop {dir}; rm -rf {dir}",
             pid = std::process::id(),
             script = script.display(),
             dir = dir.display()
         );
-        Command::new("setsid").args(["sh", "-c", &watchdog]).spawn().unwrap();
+        // Detached on purpose: it must outlive this process to stop the server.
+        #[allow(clippy::zombie_processes)]
+        Command::new("setsid")
+            .args(["sh", "-c", &watchdog])
+            .spawn()
+            .unwrap();
         Influx {
             url: format!("http://127.0.0.1:{port}"),
             http: reqwest::blocking::Client::new(),
@@ -166,7 +190,10 @@ fn start_influx(name: &str, auth: &str) -> Influx {
 
 impl Influx {
     pub fn q(&self, q: &str) -> serde_json::Value {
-        let mut rb = self.http.post(format!("{}/query", self.url)).form(&[("q", q)]);
+        let mut rb = self
+            .http
+            .post(format!("{}/query", self.url))
+            .form(&[("q", q)]);
         if let Some((u, p)) = &self.basic {
             rb = rb.basic_auth(u, Some(p));
         }

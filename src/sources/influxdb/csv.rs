@@ -39,7 +39,10 @@ pub fn split_record(line: &str, out: &mut Vec<String>) -> Result<(), String> {
         }
     }
     if quoted {
-        return Err(format!("unterminated quote in `{}`", line.chars().take(80).collect::<String>()));
+        return Err(format!(
+            "unterminated quote in `{}`",
+            line.chars().take(80).collect::<String>()
+        ));
     }
     out.push(field);
     Ok(())
@@ -93,14 +96,22 @@ impl V1Csv {
             .iter()
             .map(|t| (!t.is_empty()).then(|| t.clone()))
             .collect();
-        Ok(Some(Point { time_ns, tags, value }))
+        Ok(Some(Point {
+            time_ns,
+            tags,
+            value,
+        }))
     }
 }
 
 /// A numeric field value; booleans and strings are refused with the value shown.
 pub fn parse_number(raw: &str) -> Result<f64, InfluxErrorKind> {
-    raw.parse::<f64>()
-        .map_err(|_| InfluxErrorKind::Parse(format!("value `{}` is not numeric", raw.chars().take(40).collect::<String>())))
+    raw.parse::<f64>().map_err(|_| {
+        InfluxErrorKind::Parse(format!(
+            "value `{}` is not numeric",
+            raw.chars().take(40).collect::<String>()
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -123,9 +134,21 @@ mod tests {
         assert_eq!(
             pts,
             vec![
-                Point { time_ns: 1_700_000_000_000_000_000, tags: vec![Some("St 1, North".into())], value: 1.0 },
-                Point { time_ns: 1_700_000_060_000_000_000, tags: vec![None], value: 0.25 },
-                Point { time_ns: 1_700_000_120_000_000_000, tags: vec![Some("B".into())], value: 2.0 },
+                Point {
+                    time_ns: 1_700_000_000_000_000_000,
+                    tags: vec![Some("St 1, North".into())],
+                    value: 1.0
+                },
+                Point {
+                    time_ns: 1_700_000_060_000_000_000,
+                    tags: vec![None],
+                    value: 0.25
+                },
+                Point {
+                    time_ns: 1_700_000_120_000_000_000,
+                    tags: vec![Some("B".into())],
+                    value: 2.0
+                },
             ]
         );
     }
@@ -134,7 +157,11 @@ mod tests {
     fn v1_rejects_non_numeric_and_bad_header() {
         let mut p = V1Csv::new(0);
         p.line("name,tags,time,co").unwrap();
-        assert!(p.line("air,,1,true").unwrap_err().to_string().contains("`true` is not numeric"));
+        assert!(p
+            .line("air,,1,true")
+            .unwrap_err()
+            .to_string()
+            .contains("`true` is not numeric"));
         let mut p = V1Csv::new(0);
         assert!(p.line("<html>").is_err());
     }

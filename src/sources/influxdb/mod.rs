@@ -210,9 +210,13 @@ impl Influx {
     /// Resolves the URL and credentials and builds the client; contacts nothing.
     pub fn resolve(&mut self, secrets: &dyn SecretSource) -> Result<(), SourceError> {
         let r = |v: &str, key: &str| {
-            resolve(v, &format!("`{key}`"), secrets).map_err(|e| SourceError::Resolve(self.name.clone(), e))
+            resolve(v, &format!("`{key}`"), secrets)
+                .map_err(|e| SourceError::Resolve(self.name.clone(), e))
         };
-        let base = r(&self.cfg.url, "url")?.expose().trim_end_matches('/').to_owned();
+        let base = r(&self.cfg.url, "url")?
+            .expose()
+            .trim_end_matches('/')
+            .to_owned();
         let auth = match (&self.cfg.token, &self.cfg.username, &self.cfg.password) {
             (Some(t), _, _) => Auth::Token(r(t, "token")?),
             (None, Some(u), Some(p)) => Auth::Basic {
@@ -278,7 +282,12 @@ impl Influx {
         Ok(())
     }
 
-    pub async fn extract(&self, job: &Job, b: Batch, out: &mut PointSink) -> Result<u64, SourceError> {
+    pub async fn extract(
+        &self,
+        job: &Job,
+        b: Batch,
+        out: &mut PointSink,
+    ) -> Result<u64, SourceError> {
         let conn = self.conn.as_ref().expect("connect() before extract()");
         let t = self.target(job);
         let mut total = 0;
@@ -292,7 +301,16 @@ impl Influx {
                         let org = self.cfg.org.as_deref().unwrap_or("");
                         v2::fetch(conn, org, &query::flux(&t, piece), &job.tags, out).await
                     }
-                    _ => v3::fetch(conn, &query::v3_sql(&t, piece), self.cfg.format, &job.tags, out).await,
+                    _ => {
+                        v3::fetch(
+                            conn,
+                            &query::v3_sql(&t, piece),
+                            self.cfg.format,
+                            &job.tags,
+                            out,
+                        )
+                        .await
+                    }
                 };
                 match res {
                     Ok(()) => {
@@ -351,10 +369,13 @@ pub(crate) async fn for_each_line(
             start += nl + 1;
         }
         carry.drain(..start);
-        out.flush_if_full().await.map_err(|_| InfluxErrorKind::StagingClosed)?;
+        out.flush_if_full()
+            .await
+            .map_err(|_| InfluxErrorKind::StagingClosed)?;
     }
     if !carry.is_empty() {
-        let line = std::str::from_utf8(&carry).map_err(|_| InfluxErrorKind::Parse("response is not UTF-8".into()))?;
+        let line = std::str::from_utf8(&carry)
+            .map_err(|_| InfluxErrorKind::Parse("response is not UTF-8".into()))?;
         f(line.trim_end_matches('\r'), out)?;
     }
     Ok(())

@@ -65,7 +65,11 @@ fn rfc3339(h: Hour) -> String {
 pub fn influxql(t: &Target, b: Batch) -> String {
     let job = t.job;
     let mut cols = vec![format!("{}::field", influxql_ident(&job.field))];
-    cols.extend(job.tags.iter().map(|k| format!("{}::tag", influxql_ident(k))));
+    cols.extend(
+        job.tags
+            .iter()
+            .map(|k| format!("{}::tag", influxql_ident(k))),
+    );
     let from = match t.retention_policy {
         Some(rp) => format!(
             "{}.{}.{}",
@@ -73,7 +77,11 @@ pub fn influxql(t: &Target, b: Batch) -> String {
             influxql_ident(rp),
             influxql_ident(&job.measurement)
         ),
-        None => format!("{}..{}", influxql_ident(t.database), influxql_ident(&job.measurement)),
+        None => format!(
+            "{}..{}",
+            influxql_ident(t.database),
+            influxql_ident(&job.measurement)
+        ),
     };
     format!(
         "SELECT {} FROM {from} WHERE time >= '{}' AND time < '{}'",
@@ -103,7 +111,10 @@ pub fn flux(t: &Target, b: Batch) -> String {
 /// SQL (v3): `time`, the field as `value`, then the tags.
 pub fn v3_sql(t: &Target, b: Batch) -> String {
     let job = t.job;
-    let mut cols = vec!["time".to_owned(), format!("{} AS value", sql_ident(&job.field))];
+    let mut cols = vec![
+        "time".to_owned(),
+        format!("{} AS value", sql_ident(&job.field)),
+    ];
     cols.extend(job.tags.iter().map(|k| sql_ident(k)));
     format!(
         "SELECT {} FROM {} WHERE time >= '{}' AND time < '{}' AND {} IS NOT NULL ORDER BY time",
@@ -141,19 +152,34 @@ mod tests {
     #[test]
     fn influxql_quotes_every_name() {
         let j = job("pm2.5 \"raw\"", "v\\al", &["station id"]);
-        let t = Target { database: "aq", retention_policy: None, bucket: "", job: &j };
+        let t = Target {
+            database: "aq",
+            retention_policy: None,
+            bucket: "",
+            job: &j,
+        };
         assert_eq!(
             influxql(&t, batch()),
             r#"SELECT "v\\al"::field, "station id"::tag FROM "aq".."pm2.5 \"raw\"" WHERE time >= '2026-11-20T00:00:00Z' AND time < '2026-11-20T02:00:00Z'"#
         );
-        let t = Target { database: "aq", retention_policy: Some("autogen"), bucket: "", job: &j };
+        let t = Target {
+            database: "aq",
+            retention_policy: Some("autogen"),
+            bucket: "",
+            job: &j,
+        };
         assert!(influxql(&t, batch()).contains(r#"FROM "aq"."autogen"."pm2.5 \"raw\"""#));
     }
 
     #[test]
     fn injection_stays_inside_the_identifier() {
         let j = job("m\" WHERE 1=1; DROP DATABASE \"aq", "f", &[]);
-        let t = Target { database: "aq", retention_policy: None, bucket: "", job: &j };
+        let t = Target {
+            database: "aq",
+            retention_policy: None,
+            bucket: "",
+            job: &j,
+        };
         let q = influxql(&t, batch());
         assert!(q.contains(r#""m\" WHERE 1=1; DROP DATABASE \"aq""#), "{q}");
     }
@@ -161,7 +187,12 @@ mod tests {
     #[test]
     fn flux_escapes_strings_and_interpolation() {
         let j = job("m${x}", "f\"", &["station"]);
-        let t = Target { database: "", retention_policy: None, bucket: "b", job: &j };
+        let t = Target {
+            database: "",
+            retention_policy: None,
+            bucket: "b",
+            job: &j,
+        };
         assert_eq!(
             flux(&t, batch()),
             "from(bucket: \"b\")\n  |> range(start: 2026-11-20T00:00:00Z, stop: 2026-11-20T02:00:00Z)\n  |> filter(fn: (r) => r._measurement == \"m\\${x}\" and r._field == \"f\\\"\")\n  |> keep(columns: [\"_time\", \"_value\", \"station\"])"
@@ -171,7 +202,12 @@ mod tests {
     #[test]
     fn v3_sql_quotes() {
         let j = job("air \"q\"", "co", &["station"]);
-        let t = Target { database: "aq", retention_policy: None, bucket: "", job: &j };
+        let t = Target {
+            database: "aq",
+            retention_policy: None,
+            bucket: "",
+            job: &j,
+        };
         assert_eq!(
             v3_sql(&t, batch()),
             "SELECT time, \"co\" AS value, \"station\" FROM \"air \"\"q\"\"\" WHERE time >= '2026-11-20T00:00:00Z' AND time < '2026-11-20T02:00:00Z' AND \"co\" IS NOT NULL ORDER BY time"

@@ -25,7 +25,10 @@ pub(crate) async fn check_database(conn: &Conn) -> Result<(), InfluxErrorKind> {
     }
     let found = result["series"][0]["values"]
         .as_array()
-        .map(|rows| rows.iter().any(|r| r[0].as_str() == Some(conn.database.as_str())))
+        .map(|rows| {
+            rows.iter()
+                .any(|r| r[0].as_str() == Some(conn.database.as_str()))
+        })
         .unwrap_or(false);
     match (found, &conn.auth) {
         (true, _) => Ok(()),
@@ -36,11 +39,21 @@ pub(crate) async fn check_database(conn: &Conn) -> Result<(), InfluxErrorKind> {
 }
 
 /// Runs one InfluxQL query and streams its rows into `out`.
-pub(crate) async fn fetch(conn: &Conn, q: &str, ntags: usize, out: &mut PointSink) -> Result<(), InfluxErrorKind> {
+pub(crate) async fn fetch(
+    conn: &Conn,
+    q: &str,
+    ntags: usize,
+    out: &mut PointSink,
+) -> Result<(), InfluxErrorKind> {
     let req = conn
         .authed(conn.http.post(format!("{}/query", conn.base)))
         .header("Accept", "application/csv")
-        .query(&[("db", conn.database.as_str()), ("epoch", "ns"), ("chunked", "true"), ("chunk_size", "10000")])
+        .query(&[
+            ("db", conn.database.as_str()),
+            ("epoch", "ns"),
+            ("chunked", "true"),
+            ("chunk_size", "10000"),
+        ])
         .form(&[("q", q)]);
     let resp = req.send().await.map_err(|e| transport(&e, conn.timeout))?;
     if !resp.status().is_success() {

@@ -72,8 +72,14 @@ impl AnnotatedCsv {
         if raw.is_empty() {
             return Ok(None);
         }
-        if !matches!(l.value_type.as_str(), "double" | "long" | "unsignedLong" | "") {
-            return Err(InfluxErrorKind::Parse(format!("_value has type {}, not a number", l.value_type)));
+        if !matches!(
+            l.value_type.as_str(),
+            "double" | "long" | "unsignedLong" | ""
+        ) {
+            return Err(InfluxErrorKind::Parse(format!(
+                "_value has type {}, not a number",
+                l.value_type
+            )));
         }
         let value = parse_number(raw)?;
         let tags = l
@@ -81,7 +87,11 @@ impl AnnotatedCsv {
             .iter()
             .map(|i| i.map(get).filter(|s| !s.is_empty()).map(str::to_owned))
             .collect();
-        Ok(Some(Point { time_ns, tags, value }))
+        Ok(Some(Point {
+            time_ns,
+            tags,
+            value,
+        }))
     }
 
     fn header(&mut self) -> Result<(), InfluxErrorKind> {
@@ -163,37 +173,77 @@ mod tests {
 
     #[test]
     fn documented_example() {
-        let pts = parse(include_str!("../../../tests/fixtures/influxdb/v2_annotated_docs.csv"), &["host", "region"]).unwrap();
-        let t = DateTime::parse_from_rfc3339("2023-01-01T00:52:00Z").unwrap().timestamp_nanos_opt().unwrap();
+        let pts = parse(
+            include_str!("../../../tests/fixtures/influxdb/v2_annotated_docs.csv"),
+            &["host", "region"],
+        )
+        .unwrap();
+        let t = DateTime::parse_from_rfc3339("2023-01-01T00:52:00Z")
+            .unwrap()
+            .timestamp_nanos_opt()
+            .unwrap();
         assert_eq!(
             pts,
             vec![
-                Point { time_ns: t, tags: vec![Some("A".into()), Some("east".into())], value: 15.43 },
-                Point { time_ns: t, tags: vec![Some("B".into()), Some("east".into())], value: 59.25 },
-                Point { time_ns: t, tags: vec![Some("C".into()), Some("east".into())], value: 52.62 },
+                Point {
+                    time_ns: t,
+                    tags: vec![Some("A".into()), Some("east".into())],
+                    value: 15.43
+                },
+                Point {
+                    time_ns: t,
+                    tags: vec![Some("B".into()), Some("east".into())],
+                    value: 59.25
+                },
+                Point {
+                    time_ns: t,
+                    tags: vec![Some("C".into()), Some("east".into())],
+                    value: 52.62
+                },
             ]
         );
     }
 
     #[test]
     fn documented_error_table() {
-        let e = parse(include_str!("../../../tests/fixtures/influxdb/v2_error_docs.csv"), &[]).unwrap_err();
+        let e = parse(
+            include_str!("../../../tests/fixtures/influxdb/v2_error_docs.csv"),
+            &[],
+        )
+        .unwrap_err();
         assert_eq!(e.to_string(), "query error: Failed to parse query");
     }
 
     #[test]
     fn schema_change_and_quoted_tags() {
-        let pts = parse(include_str!("../../../tests/fixtures/influxdb/v2_schema_change.csv"), &["station"]).unwrap();
-        let base = DateTime::parse_from_rfc3339("2026-11-20T00:00:00Z").unwrap().timestamp_nanos_opt().unwrap();
+        let pts = parse(
+            include_str!("../../../tests/fixtures/influxdb/v2_schema_change.csv"),
+            &["station"],
+        )
+        .unwrap();
+        let base = DateTime::parse_from_rfc3339("2026-11-20T00:00:00Z")
+            .unwrap()
+            .timestamp_nanos_opt()
+            .unwrap();
         assert_eq!(pts.len(), 4);
         assert_eq!(pts[1].time_ns, base + 60_500_000_000);
         assert_eq!(pts[2].tags, vec![Some("hamburg, sternschanze".into())]);
-        assert_eq!(pts[3], Point { time_ns: base + 120_000_000_000, tags: vec![Some("muenchen".into())], value: 7.0 });
+        assert_eq!(
+            pts[3],
+            Point {
+                time_ns: base + 120_000_000_000,
+                tags: vec![Some("muenchen".into())],
+                value: 7.0
+            }
+        );
     }
 
     #[test]
     fn string_values_are_refused() {
         let body = "#datatype,string,long,dateTime:RFC3339,string\n,result,table,_time,_value\n,,0,2026-11-20T00:00:00Z,high\n";
-        assert!(parse(body, &[]).unwrap_err().to_string().contains("not a number"));
+        assert!(parse(body, &[])
+            .unwrap_err()
+            .to_string()
+            .contains("not a number"));
     }
 }

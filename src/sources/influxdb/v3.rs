@@ -49,17 +49,22 @@ impl V3Csv {
         let Some((time, value, tags)) = &self.layout else {
             let pos = |n: &str| self.fields.iter().position(|f| f == n);
             let (Some(t), Some(v)) = (pos("time"), pos("value")) else {
-                return Err(InfluxErrorKind::Parse(format!("CSV header without time and value: `{line}`")));
+                return Err(InfluxErrorKind::Parse(format!(
+                    "CSV header without time and value: `{line}`"
+                )));
             };
             let tags = self.tags.iter().map(|k| pos(k)).collect();
             self.layout = Some((t, v, tags));
             return Ok(None);
         };
         if self.fields.len() <= *time.max(value) {
-            return Err(InfluxErrorKind::Truncated(format!("short CSV row `{line}`")));
+            return Err(InfluxErrorKind::Truncated(format!(
+                "short CSV row `{line}`"
+            )));
         }
         let t = &self.fields[*time];
-        let time_ns = parse_v3_time(t).ok_or_else(|| InfluxErrorKind::Parse(format!("bad time `{t}`")))?;
+        let time_ns =
+            parse_v3_time(t).ok_or_else(|| InfluxErrorKind::Parse(format!("bad time `{t}`")))?;
         let raw = &self.fields[*value];
         if raw.is_empty() {
             return Ok(None);
@@ -67,9 +72,17 @@ impl V3Csv {
         let value = parse_number(raw)?;
         let tags = tags
             .iter()
-            .map(|i| i.and_then(|i| self.fields.get(i)).filter(|s| !s.is_empty()).cloned())
+            .map(|i| {
+                i.and_then(|i| self.fields.get(i))
+                    .filter(|s| !s.is_empty())
+                    .cloned()
+            })
             .collect();
-        Ok(Some(Point { time_ns, tags, value }))
+        Ok(Some(Point {
+            time_ns,
+            tags,
+            value,
+        }))
     }
 }
 
@@ -87,17 +100,26 @@ pub fn jsonl_line(line: &str, tags: &[String]) -> Result<Option<Point>, InfluxEr
         return Err(InfluxErrorKind::Query(err.to_owned()));
     }
     let t = obj.get("time").and_then(|t| t.as_str()).unwrap_or("");
-    let time_ns = parse_v3_time(t).ok_or_else(|| InfluxErrorKind::Parse(format!("bad time `{t}`")))?;
+    let time_ns =
+        parse_v3_time(t).ok_or_else(|| InfluxErrorKind::Parse(format!("bad time `{t}`")))?;
     let value = match obj.get("value") {
         None | Some(serde_json::Value::Null) => return Ok(None),
         Some(serde_json::Value::Number(n)) => n.as_f64().unwrap_or(f64::NAN),
-        Some(other) => return Err(InfluxErrorKind::Parse(format!("value `{other}` is not numeric"))),
+        Some(other) => {
+            return Err(InfluxErrorKind::Parse(format!(
+                "value `{other}` is not numeric"
+            )))
+        }
     };
     let tags = tags
         .iter()
         .map(|k| obj.get(k).and_then(|v| v.as_str()).map(str::to_owned))
         .collect();
-    Ok(Some(Point { time_ns, tags, value }))
+    Ok(Some(Point {
+        time_ns,
+        tags,
+        value,
+    }))
 }
 
 /// Runs one SQL query and streams its rows into `out`.
@@ -145,14 +167,19 @@ pub(crate) async fn fetch(
         V3Format::Parquet => {
             use futures_util::StreamExt;
             use std::io::Write;
-            let mut file = tempfile::NamedTempFile::new().map_err(|e| InfluxErrorKind::Parse(e.to_string()))?;
+            let mut file = tempfile::NamedTempFile::new()
+                .map_err(|e| InfluxErrorKind::Parse(e.to_string()))?;
             let mut stream = resp.bytes_stream();
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk.map_err(|e| InfluxErrorKind::Truncated(e.to_string()))?;
-                file.write_all(&chunk).map_err(|e| InfluxErrorKind::Parse(e.to_string()))?;
+                file.write_all(&chunk)
+                    .map_err(|e| InfluxErrorKind::Parse(e.to_string()))?;
             }
-            file.flush().map_err(|e| InfluxErrorKind::Parse(e.to_string()))?;
-            out.flush().await.map_err(|_| InfluxErrorKind::StagingClosed)?;
+            file.flush()
+                .map_err(|e| InfluxErrorKind::Parse(e.to_string()))?;
+            out.flush()
+                .await
+                .map_err(|_| InfluxErrorKind::StagingClosed)?;
             out.parquet(file, tags).await.map_err(|e| match e {
                 crate::sources::SourceError::Parquet(m) => InfluxErrorKind::Truncated(m),
                 _ => InfluxErrorKind::StagingClosed,
@@ -176,7 +203,10 @@ mod tests {
     #[test]
     fn times() {
         assert_eq!(ns("2026-11-20T00:00:00"), ns("2026-11-20T00:00:00Z"));
-        assert_eq!(ns("2026-11-20T00:00:00.000000500") - ns("2026-11-20T00:00:00"), 500);
+        assert_eq!(
+            ns("2026-11-20T00:00:00.000000500") - ns("2026-11-20T00:00:00"),
+            500
+        );
         assert_eq!(ns("2026-11-20 01:00:00"), ns("2026-11-20T01:00:00+00:00"));
         assert!(parse_v3_time("yesterday").is_none());
     }
@@ -192,7 +222,11 @@ mod tests {
         assert_eq!(
             pts,
             vec![
-                Point { time_ns: ns("2026-11-20T00:00:00Z"), tags: vec![Some("berlin-mitte".into())], value: 0.41 },
+                Point {
+                    time_ns: ns("2026-11-20T00:00:00Z"),
+                    tags: vec![Some("berlin-mitte".into())],
+                    value: 0.41
+                },
                 Point {
                     time_ns: ns("2026-11-20T00:01:00.000000500Z"),
                     tags: vec![Some("hamburg, sternschanze".into())],
@@ -210,7 +244,14 @@ mod tests {
             .filter_map(|l| jsonl_line(l, &tags).unwrap())
             .collect();
         assert_eq!(pts.len(), 2);
-        assert_eq!(pts[1], Point { time_ns: ns("2026-11-20T00:01:00Z"), tags: vec![None], value: 0.43 });
+        assert_eq!(
+            pts[1],
+            Point {
+                time_ns: ns("2026-11-20T00:01:00Z"),
+                tags: vec![None],
+                value: 0.43
+            }
+        );
     }
 
     #[test]
@@ -219,6 +260,10 @@ mod tests {
         let body = include_str!("../../../tests/fixtures/influxdb/v3_truncated.jsonl");
         let results: Vec<_> = body.lines().map(|l| jsonl_line(l, &tags)).collect();
         assert!(results[0].is_ok());
-        assert!(matches!(results[1], Err(InfluxErrorKind::Truncated(_))), "{:?}", results[1]);
+        assert!(
+            matches!(results[1], Err(InfluxErrorKind::Truncated(_))),
+            "{:?}",
+            results[1]
+        );
     }
 }
