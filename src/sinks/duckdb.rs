@@ -82,15 +82,16 @@ impl DuckSink {
                 quote_literal(&home.display().to_string())
             ))
             .map_err(|e| self.setup_err(e.to_string()))?;
-            conn.execute("SET motherduck_token = ?", [token.expose()])
-                .or_else(|_| {
-                    conn.execute_batch(&format!(
-                        "SET motherduck_token = {}",
-                        quote_literal(token.expose())
-                    ))
-                    .map(|_| 0)
-                })
-                .map_err(|_| self.setup_err("cannot set the MotherDuck token"))?;
+            // Setting the token loads the MotherDuck extension; without network
+            // that fails in the extension's init. Errors are scrubbed of the token.
+            conn.execute_batch(&format!(
+                "SET motherduck_token = {}",
+                quote_literal(token.expose())
+            ))
+            .map_err(|e| {
+                let reason = scrub(&e.to_string(), token.expose());
+                self.setup_err(format!("cannot load the MotherDuck extension: {reason}"))
+            })?;
             conn.execute_batch(&format!(
                 "ATTACH {} AS {}",
                 quote_literal(&format!("md:{db}")),

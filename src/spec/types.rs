@@ -129,7 +129,7 @@ pub struct SourceSpec {
     /// influxdb: retries of a transient failure (connect error, 5xx, timeout). Default 3.
     #[serde(default)]
     pub retries: Option<u32>,
-    /// influxdb: longest time range of one query, in hours; longer ranges are split. Default 24.
+    /// influxdb: longest time range of one query, in hours; longer ranges are split. Default 168.
     #[serde(default)]
     pub max_query_hours: Option<Spanned<u32>>,
     /// line_protocol: file path, relative to this file; `.gz` is decompressed.
@@ -216,7 +216,7 @@ pub struct PipelineSpec {
     /// Most new hours one run processes per job. Default 720.
     #[serde(default)]
     pub max_hours_per_run: Option<Spanned<u32>>,
-    /// Most hours per extract and per load. Default 24.
+    /// Most hours per extract and per load (a week: a month of catch-up is 5 batches). Default 168.
     #[serde(default)]
     pub batch_hours: Option<Spanned<u32>>,
     /// Jobs run at the same time. Default 2.

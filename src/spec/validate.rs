@@ -232,7 +232,7 @@ fn source_config(
                     format!("source `{name}`: `username` and `password` go together"),
                 );
             }
-            let max_query_hours = v.max_query_hours.as_ref().map(|m| m.value).unwrap_or(24);
+            let max_query_hours = v.max_query_hours.as_ref().map(|m| m.value).unwrap_or(168);
             if max_query_hours == 0 {
                 let at = v.max_query_hours.as_ref().map(Span::from).unwrap_or(span);
                 c.err(
@@ -371,7 +371,7 @@ fn pipeline_config(
         None => default,
     };
     let max_hours_per_run = positive(c, "max_hours_per_run", &v.max_hours_per_run, 720);
-    let batch_hours = positive(c, "batch_hours", &v.batch_hours, 24);
+    let batch_hours = positive(c, "batch_hours", &v.batch_hours, 168);
     let concurrency = positive(c, "concurrency", &v.concurrency, 2);
     if let Some(s) = &v.schedule {
         if let Err(e) = check_cron(&s.value) {

@@ -421,3 +421,28 @@ fn backfill_fills_a_range_and_never_moves_the_checkpoint_back() {
     );
     assert_eq!(r, vec![vec!["71".to_owned(), "71".to_owned()]]);
 }
+
+#[test]
+fn motherduck_offline_fails_naming_the_sink_and_never_the_token() {
+    let ws = Ws::new(
+        "sources:\n  s: {type: line_protocol, path: data/sample.lp.gz}\nsinks:\n  md: {type: duckdb, path: 'md:airquality', token: '${secret:motherduck-token}'}\npipelines:\n  p:\n    source: s\n    sinks: [md]\n    measurement: air_quality\n    start: 2026-11-20T00:00:00Z\n    jobs: [{name: co}]\n",
+    );
+    let out = ws.run_env(
+        &["run", "p", "--now", NOW],
+        &[
+            ("MOTHERDUCK_TOKEN", "md-token-marker-123"),
+            ("HOME", ws.path("home").to_str().unwrap()),
+        ],
+    );
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("error: job `co`: sink `md`: cannot load the MotherDuck extension: "),
+        "{out:?}"
+    );
+    assert!(
+        !out.stderr.contains("md-token-marker-123") && !out.stdout.contains("md-token-marker-123"),
+        "{out:?}"
+    );
+    assert!(!ws.path(".duckhour/p/co/checkpoint.json").exists());
+}

@@ -277,13 +277,17 @@ async fn a_string_field_is_refused_with_the_hours() {
 /// only where a real server cannot be made to misbehave on cue: the bytes
 /// are a response captured from the real InfluxDB 1.6.7 (`curl --raw`).
 fn replay_server(response: Option<Vec<u8>>) -> String {
+    replay_sequence(vec![response; 16])
+}
+
+/// Like `replay_server`, with one response per connection, in order.
+fn replay_sequence(responses: Vec<Option<Vec<u8>>>) -> String {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     std::thread::spawn(move || {
-        for stream in listener.incoming().take(16) {
+        for (stream, response) in listener.incoming().zip(responses) {
             let Ok(mut s) = stream else { return };
-            let response = response.clone();
             std::thread::spawn(move || {
                 let mut buf = [0u8; 4096];
                 let _ = s.set_read_timeout(Some(std::time::Duration::from_millis(300)));
@@ -302,16 +306,26 @@ fn replay_server(response: Option<Vec<u8>>) -> String {
 
 const CAPTURED: &[u8] = include_bytes!("../fixtures/influxdb/v1_chunked_response.bin");
 
-fn captured_cfg(url: &str) -> InfluxConfig {
+const CAPTURED_400: &[u8] = include_bytes!("../fixtures/influxdb/v1_400_response.bin");
+
+fn captured_cfg(url: &str, retries: u32) -> InfluxConfig {
     let mut cfg = config(url, "t1");
-    cfg.retries = 0;
+    cfg.retries = retries;
     cfg
 }
 
 /// Fetches through a source whose database check is skipped (the replay
 /// server answers every request with the same bytes).
 async fn fetch_replayed(url: &str, timeout: &str) -> Result<Vec<Vec<String>>, SourceError> {
-    let mut cfg = captured_cfg(url);
+    fetch_replayed_retrying(url, timeout, 0).await
+}
+
+async fn fetch_replayed_retrying(
+    url: &str,
+    timeout: &str,
+    retries: u32,
+) -> Result<Vec<Vec<String>>, SourceError> {
+    let mut cfg = captured_cfg(url, retries);
     cfg.version = 1;
     cfg.timeout = Duration::parse(timeout).unwrap();
     // `connect` would check the database in JSON first; the replay only has
@@ -406,4 +420,35 @@ async fn a_user_without_read_permission_gets_403() {
             ix.url
         )
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_query_reports_the_servers_reason() {
+    let url = replay_server(Some(CAPTURED_400.to_vec()));
+    let e = fetch_replayed_retrying(&url, "5s", 3)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        format!("source `aq` ({url}) hours [2023-11-14T22:00:00Z, 2023-11-14T23:00:00Z): query rejected (HTTP 400): error parsing query: found SELEC, expected SELECT, DELETE, SHOW, CREATE, DROP, EXPLAIN, GRANT, REVOKE, ALTER, SET, KILL at line 1, char 1")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transient_failures_are_retried_without_duplicating_rows() {
+    let unavailable =
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            .to_vec();
+    let cut = CAPTURED[..CAPTURED.len() - 40].to_vec();
+    let url = replay_sequence(vec![Some(unavailable), Some(cut), Some(CAPTURED.to_vec())]);
+    let rows = fetch_replayed_retrying(&url, "5s", 3).await.unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    // Out of retries: the last error is reported.
+    let url = replay_sequence(vec![None, None]);
+    let e = fetch_replayed_retrying(&url, "1s", 1)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.ends_with("timed out after 1s"), "{e}");
 }

@@ -3,5 +3,6 @@
 mod dry_run;
 mod engine;
 mod influx_source;
+mod readme;
 mod spec_errors;
 mod util;
