@@ -82,15 +82,21 @@ impl DuckSink {
                 quote_literal(&home.display().to_string())
             ))
             .map_err(|e| self.setup_err(e.to_string()))?;
-            // Setting the token loads the MotherDuck extension; without network
-            // that fails in the extension's init. Errors are scrubbed of the token.
+            // The extension is loaded explicitly (installed first when missing):
+            // without network its install or init fails, and we say so here.
+            conn.execute_batch("LOAD motherduck")
+                .or_else(|_| conn.execute_batch("INSTALL motherduck; LOAD motherduck"))
+                .map_err(|e| {
+                    self.setup_err(format!("cannot load the MotherDuck extension: {e}"))
+                })?;
+            // Errors are scrubbed of the token in case one echoes the statement.
             conn.execute_batch(&format!(
                 "SET motherduck_token = {}",
                 quote_literal(token.expose())
             ))
             .map_err(|e| {
                 let reason = scrub(&e.to_string(), token.expose());
-                self.setup_err(format!("cannot load the MotherDuck extension: {reason}"))
+                self.setup_err(format!("cannot set the MotherDuck token: {reason}"))
             })?;
             conn.execute_batch(&format!(
                 "ATTACH {} AS {}",
