@@ -6,7 +6,7 @@
 //! one such thread, fed chunks by the source over a bounded channel, which
 //! overlaps parsing with appending and bounds memory.
 
-use duckdb::types::{TimeUnit, Value};
+use duckdb::types::{Null, TimeUnit, ToSql, ToSqlOutput, Value};
 use duckdb::{appender_params_from_iter, Connection};
 use tokio::sync::mpsc;
 
@@ -21,6 +21,20 @@ pub enum DuckError {
     Transform { job: String, message: String },
     #[error("the SQL of job `{job}` must return columns {missing}")]
     MissingColumns { job: String, missing: String },
+}
+
+const NULL: Null = Null;
+
+/// Microseconds since the epoch, appended as a timestamp without allocating.
+struct Micros(i64);
+
+impl ToSql for Micros {
+    fn to_sql(&self) -> duckdb::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Owned(Value::Timestamp(
+            TimeUnit::Microsecond,
+            self.0,
+        )))
+    }
 }
 
 /// Opens the process's in-memory database.
@@ -68,18 +82,16 @@ pub fn write_staging(
             StageMsg::Rows(points) => {
                 let mut app = conn.appender(&table)?;
                 for p in &points {
-                    let mut vals = Vec::with_capacity(p.tags.len() + 2);
-                    vals.push(Value::Timestamp(
-                        TimeUnit::Microsecond,
-                        p.time_ns.div_euclid(1000),
-                    ));
+                    let time = Micros(p.time_ns.div_euclid(1000));
+                    let mut vals: Vec<&dyn ToSql> = Vec::with_capacity(p.tags.len() + 2);
+                    vals.push(&time);
                     for t in &p.tags {
                         vals.push(match t {
-                            Some(s) => Value::Text(s.clone()),
-                            None => Value::Null,
+                            Some(s) => s as &dyn ToSql,
+                            None => &NULL,
                         });
                     }
-                    vals.push(Value::Double(p.value));
+                    vals.push(&p.value);
                     app.append_row(appender_params_from_iter(vals))?;
                 }
                 app.flush()?;

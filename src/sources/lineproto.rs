@@ -266,7 +266,7 @@ impl LineProtocolFile {
                     l.tags
                         .iter()
                         .find(|(tk, _)| tk == k)
-                        .map(|(_, v)| v.clone())
+                        .map(|(_, v)| v.as_str().into())
                 })
                 .collect();
             out.push_blocking(Point {

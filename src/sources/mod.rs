@@ -14,12 +14,41 @@ use crate::secret::SecretSource;
 use crate::spec::{Job, SourceConfig};
 
 /// One reading: time in nanoseconds since the epoch, the job's tag values in
-/// order (`None` when a point lacks the tag), and the value.
+/// order (`None` when a point lacks the tag), and the value. Tag values are
+/// shared (`Arc<str>`): a series repeats the same station thousands of times.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Point {
     pub time_ns: i64,
-    pub tags: Vec<Option<String>>,
+    pub tags: Vec<Option<Tag>>,
     pub value: f64,
+}
+
+pub type Tag = std::sync::Arc<str>;
+
+/// Reuses the previous value of each tag column when it repeats, so rows of
+/// one series share one allocation.
+#[derive(Debug, Default)]
+pub struct TagCache {
+    last: Vec<Option<Tag>>,
+}
+
+impl TagCache {
+    pub fn get(&mut self, col: usize, value: &str) -> Option<Tag> {
+        if value.is_empty() {
+            return None;
+        }
+        if self.last.len() <= col {
+            self.last.resize(col + 1, None);
+        }
+        match &self.last[col] {
+            Some(t) if &**t == value => Some(t.clone()),
+            _ => {
+                let t: Tag = value.into();
+                self.last[col] = Some(t.clone());
+                Some(t)
+            }
+        }
+    }
 }
 
 /// What a source sends to the staging writer.

@@ -6,7 +6,7 @@
 //! and the tags follow in order; time is an integer in nanoseconds.
 
 use super::InfluxErrorKind;
-use crate::sources::Point;
+use crate::sources::{Point, TagCache};
 
 /// Splits one CSV record (no embedded newlines) into fields, unquoting.
 pub fn split_record(line: &str, out: &mut Vec<String>) -> Result<(), String> {
@@ -53,6 +53,7 @@ pub struct V1Csv {
     ntags: usize,
     want_header: bool,
     fields: Vec<String>,
+    tags: TagCache,
 }
 
 impl V1Csv {
@@ -61,6 +62,7 @@ impl V1Csv {
             ntags,
             want_header: true,
             fields: Vec::new(),
+            tags: TagCache::default(),
         }
     }
 
@@ -69,6 +71,9 @@ impl V1Csv {
         if line.is_empty() {
             self.want_header = true;
             return Ok(None);
+        }
+        if !self.want_header && !line.contains('"') {
+            return self.plain_row(line);
         }
         split_record(line, &mut self.fields).map_err(InfluxErrorKind::Parse)?;
         if self.want_header {
@@ -92,10 +97,36 @@ impl V1Csv {
             return Ok(None);
         }
         let value = parse_number(raw)?;
-        let tags = self.fields[4..4 + self.ntags]
-            .iter()
-            .map(|t| (!t.is_empty()).then(|| t.clone()))
-            .collect();
+        let mut tags = Vec::with_capacity(self.ntags);
+        for (i, t) in self.fields[4..4 + self.ntags].iter().enumerate() {
+            tags.push(self.tags.get(i, t));
+        }
+        Ok(Some(Point {
+            time_ns,
+            tags,
+            value,
+        }))
+    }
+
+    /// The common row without quotes, parsed without allocating per field.
+    fn plain_row(&mut self, line: &str) -> Result<Option<Point>, InfluxErrorKind> {
+        let mut it = line.split(',');
+        let short = || InfluxErrorKind::Parse(format!("short CSV row `{line}`"));
+        it.next().ok_or_else(short)?; // name
+        it.next().ok_or_else(short)?; // tags
+        let t = it.next().ok_or_else(short)?;
+        let time_ns: i64 = t
+            .parse()
+            .map_err(|_| InfluxErrorKind::Parse(format!("bad time `{t}`")))?;
+        let raw = it.next().ok_or_else(short)?;
+        if raw.is_empty() {
+            return Ok(None);
+        }
+        let value = parse_number(raw)?;
+        let mut tags = Vec::with_capacity(self.ntags);
+        for i in 0..self.ntags {
+            tags.push(self.tags.get(i, it.next().ok_or_else(short)?));
+        }
         Ok(Some(Point {
             time_ns,
             tags,

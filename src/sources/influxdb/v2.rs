@@ -10,7 +10,7 @@ use chrono::DateTime;
 
 use super::csv::{parse_number, split_record};
 use super::{for_each_line, status_error, transport, Conn, InfluxErrorKind};
-use crate::sources::{Point, PointSink};
+use crate::sources::{Point, PointSink, TagCache};
 
 /// Incremental parser of annotated CSV.
 pub struct AnnotatedCsv {
@@ -20,6 +20,7 @@ pub struct AnnotatedCsv {
     layout: Option<Layout>,
     error_table: bool,
     fields: Vec<String>,
+    cache: TagCache,
 }
 
 struct Layout {
@@ -37,6 +38,7 @@ impl AnnotatedCsv {
             layout: None,
             error_table: false,
             fields: Vec::new(),
+            cache: TagCache::default(),
         }
     }
 
@@ -82,11 +84,10 @@ impl AnnotatedCsv {
             )));
         }
         let value = parse_number(raw)?;
-        let tags = l
-            .tags
-            .iter()
-            .map(|i| i.map(get).filter(|s| !s.is_empty()).map(str::to_owned))
-            .collect();
+        let mut tags = Vec::with_capacity(l.tags.len());
+        for (c, i) in l.tags.iter().enumerate() {
+            tags.push(i.and_then(|i| self.cache.get(c, get(i))));
+        }
         Ok(Some(Point {
             time_ns,
             tags,

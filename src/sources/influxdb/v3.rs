@@ -75,7 +75,7 @@ impl V3Csv {
             .map(|i| {
                 i.and_then(|i| self.fields.get(i))
                     .filter(|s| !s.is_empty())
-                    .cloned()
+                    .map(|s| s.as_str().into())
             })
             .collect();
         Ok(Some(Point {
@@ -113,7 +113,7 @@ pub fn jsonl_line(line: &str, tags: &[String]) -> Result<Option<Point>, InfluxEr
     };
     let tags = tags
         .iter()
-        .map(|k| obj.get(k).and_then(|v| v.as_str()).map(str::to_owned))
+        .map(|k| obj.get(k).and_then(|v| v.as_str()).map(Into::into))
         .collect();
     Ok(Some(Point {
         time_ns,
