@@ -41,7 +41,9 @@ impl ToSql for Micros {
 pub fn open() -> Result<Connection, DuckError> {
     let conn = Connection::open_in_memory()?;
     // Keep memory bounded whatever the batch; spill to disk past it.
-    conn.execute_batch("SET memory_limit = '1GB'; SET preserve_insertion_order = false;")?;
+    conn.execute_batch(
+        "SET memory_limit = '1GB'; SET preserve_insertion_order = false; SET threads = 1;",
+    )?;
     Ok(conn)
 }
 
@@ -107,6 +109,17 @@ pub fn write_staging(
                 )?;
                 rows = rows.saturating_sub(n as u64);
             }
+            StageMsg::V1Csv {
+                rows: body,
+                ntags,
+                reply,
+            } => {
+                let res = stage_v1_csv(conn, job, &body, ntags);
+                if let Ok(n) = res {
+                    rows += n;
+                }
+                let _ = reply.send(res);
+            }
             StageMsg::Parquet { file, tags, reply } => {
                 let mut cols = vec!["time::TIMESTAMPTZ".to_owned()];
                 cols.extend(tags.iter().map(|t| format!("{}::VARCHAR", quote_ident(t))));
@@ -129,6 +142,52 @@ pub fn write_staging(
         }
     }
     Ok(rows)
+}
+
+/// Stages v1 CSV data rows through DuckDB's CSV reader. On failure the
+/// chunk is re-read by our own parser, whose message names the bad value.
+fn stage_v1_csv(conn: &Connection, job: &str, body: &[u8], ntags: usize) -> Result<u64, String> {
+    use std::io::Write;
+    let mut file = tempfile::Builder::new()
+        .prefix("duckhour-v1-")
+        .suffix(".csv")
+        .tempfile()
+        .map_err(|e| format!("temporary file: {e}"))?;
+    file.write_all(body)
+        .map_err(|e| format!("temporary file: {e}"))?;
+    let mut columns = vec![
+        "'name': 'VARCHAR'".to_owned(),
+        "'tags': 'VARCHAR'".into(),
+        "'t': 'BIGINT'".into(),
+        "'v': 'DOUBLE'".into(),
+    ];
+    let mut select = vec!["make_timestamp(t // 1000)::TIMESTAMPTZ".to_owned()];
+    for i in 0..ntags {
+        columns.push(format!("'tag{i}': 'VARCHAR'"));
+        select.push(format!("tag{i}"));
+    }
+    select.push("v".into());
+    let sql = format!(
+        "INSERT INTO {} SELECT {} FROM read_csv({}, header = false, auto_detect = false, delim = ',', quote = '\"', escape = '\"', columns = {{{}}}) WHERE v IS NOT NULL",
+        staging_table(job),
+        select.join(", "),
+        quote_literal(&file.path().display().to_string()),
+        columns.join(", ")
+    );
+    match conn.execute(&sql, []) {
+        Ok(n) => Ok(n as u64),
+        Err(e) => {
+            let mut parser = crate::sources::influxdb::csv::V1Csv::data_only(ntags);
+            for line in String::from_utf8_lossy(body).lines() {
+                match parser.line(line) {
+                    Err(crate::sources::influxdb::InfluxErrorKind::Parse(m)) => return Err(m),
+                    Err(k) => return Err(k.to_string()),
+                    Ok(_) => {}
+                }
+            }
+            Err(format!("DuckDB could not read the CSV: {e}"))
+        }
+    }
 }
 
 /// Runs the rendered SQL into `result_<job>`; returns its row count.

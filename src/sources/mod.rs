@@ -60,6 +60,13 @@ pub enum StageMsg {
         from_ns: i64,
         to_ns: i64,
     },
+    /// Stage InfluxDB v1 CSV data rows (`name,tags,time,value,<tags>`, no
+    /// header) with DuckDB's own CSV reader: much cheaper than row by row.
+    V1Csv {
+        rows: Vec<u8>,
+        ntags: usize,
+        reply: tokio::sync::oneshot::Sender<Result<u64, String>>,
+    },
     /// Stage a Parquet file with columns `time`, `value` and the tags (InfluxDB 3).
     Parquet {
         file: tempfile::NamedTempFile,
@@ -73,7 +80,12 @@ pub struct PointSink {
     tx: mpsc::Sender<StageMsg>,
     buf: Vec<Point>,
     pub rows: u64,
+    /// Acknowledgements of CSV chunks the writer is still parsing.
+    pending: std::collections::VecDeque<tokio::sync::oneshot::Receiver<Result<u64, String>>>,
 }
+
+/// CSV chunks in flight: one parsing while the next downloads.
+const CSV_IN_FLIGHT: usize = 2;
 
 /// Rows per message to the writer.
 pub const CHUNK_ROWS: usize = 8192;
@@ -84,6 +96,45 @@ impl PointSink {
             tx,
             buf: Vec::with_capacity(CHUNK_ROWS),
             rows: 0,
+            pending: Default::default(),
+        }
+    }
+
+    /// Sends a chunk of v1 CSV data rows; waits for older chunks so that at
+    /// most `CSV_IN_FLIGHT` are in flight. A chunk DuckDB rejects is an error
+    /// here, in the source that sent it.
+    pub async fn v1_csv(&mut self, rows: Vec<u8>, ntags: usize) -> Result<(), CsvError> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(StageMsg::V1Csv { rows, ntags, reply })
+            .await
+            .map_err(|_| CsvError::Closed)?;
+        self.pending.push_back(rx);
+        while self.pending.len() > CSV_IN_FLIGHT {
+            self.ack_oldest().await?;
+        }
+        Ok(())
+    }
+
+    /// Waits until every CSV chunk sent is staged.
+    pub async fn csv_done(&mut self) -> Result<(), CsvError> {
+        while !self.pending.is_empty() {
+            self.ack_oldest().await?;
+        }
+        Ok(())
+    }
+
+    async fn ack_oldest(&mut self) -> Result<(), CsvError> {
+        let Some(rx) = self.pending.pop_front() else {
+            return Ok(());
+        };
+        match rx.await {
+            Ok(Ok(n)) => {
+                self.rows += n;
+                Ok(())
+            }
+            Ok(Err(m)) => Err(CsvError::Rejected(m)),
+            Err(_) => Err(CsvError::Closed),
         }
     }
 
@@ -174,6 +225,13 @@ impl PointSink {
             .await
             .map_err(|_| SourceError::StagingClosed)
     }
+}
+
+/// Why a CSV chunk was not staged.
+#[derive(Debug)]
+pub enum CsvError {
+    Closed,
+    Rejected(String),
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -66,6 +66,14 @@ impl V1Csv {
         }
     }
 
+    /// A parser for data rows only (headers already removed).
+    pub fn data_only(ntags: usize) -> V1Csv {
+        V1Csv {
+            want_header: false,
+            ..V1Csv::new(ntags)
+        }
+    }
+
     /// One line of the body; a point when the line is a data row.
     pub fn line(&mut self, line: &str) -> Result<Option<Point>, InfluxErrorKind> {
         if line.is_empty() {
@@ -145,6 +153,95 @@ pub fn parse_number(raw: &str) -> Result<f64, InfluxErrorKind> {
     })
 }
 
+/// Offset just after the newline that ends the last data row before a blank
+/// line (`\n\n` or `\n\r\n`), if any.
+fn find_blank_line(bytes: &[u8]) -> Option<usize> {
+    if bytes.first() == Some(&b'\n') || bytes.starts_with(b"\r\n") {
+        return Some(0);
+    }
+    bytes
+        .windows(2)
+        .position(|w| w == b"\n\n" || w == b"\n\r")
+        .map(|i| i + 1)
+}
+
+/// Splits a v1 CSV body into chunks of data rows for DuckDB's CSV reader:
+/// checks each header (it may repeat after a blank line when a new series
+/// starts) and keeps only data lines.
+pub struct V1Chunker {
+    ntags: usize,
+    want_header: bool,
+    fields: Vec<String>,
+    pub buf: Vec<u8>,
+}
+
+impl V1Chunker {
+    pub fn new(ntags: usize) -> V1Chunker {
+        V1Chunker {
+            ntags,
+            want_header: true,
+            fields: Vec::new(),
+            buf: Vec::new(),
+        }
+    }
+
+    /// Takes every complete line of `bytes`; returns how many bytes it used.
+    /// Between headers, whole runs of data rows are copied at once: a header
+    /// can only follow a blank line.
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<usize, InfluxErrorKind> {
+        let Some(last_nl) = bytes.iter().rposition(|&b| b == b'\n') else {
+            return Ok(0);
+        };
+        let complete = &bytes[..=last_nl];
+        let mut at = 0;
+        while at < complete.len() {
+            if !self.want_header {
+                // Data rows up to the next blank line (or the end).
+                let run_end = find_blank_line(&complete[at..])
+                    .map(|i| at + i)
+                    .unwrap_or(complete.len());
+                if run_end > at {
+                    self.buf.extend_from_slice(&complete[at..run_end]);
+                    at = run_end;
+                    continue;
+                }
+            }
+            let nl = complete[at..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .expect("complete lines")
+                + at;
+            let line = &complete[at..nl];
+            self.line(line.strip_suffix(b"\r").unwrap_or(line))?;
+            at = nl + 1;
+        }
+        Ok(complete.len())
+    }
+
+    pub fn line(&mut self, line: &[u8]) -> Result<(), InfluxErrorKind> {
+        if line.is_empty() {
+            self.want_header = true;
+            return Ok(());
+        }
+        if self.want_header {
+            let text = std::str::from_utf8(line)
+                .map_err(|_| InfluxErrorKind::Parse("response is not UTF-8".into()))?;
+            split_record(text, &mut self.fields).map_err(InfluxErrorKind::Parse)?;
+            if self.fields.len() != 4 + self.ntags || self.fields[..3] != ["name", "tags", "time"] {
+                return Err(InfluxErrorKind::Parse(format!(
+                    "unexpected CSV header `{}`",
+                    text.chars().take(120).collect::<String>()
+                )));
+            }
+            self.want_header = false;
+            return Ok(());
+        }
+        self.buf.extend_from_slice(line);
+        self.buf.push(b'\n');
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,6 +279,38 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn chunker_keeps_only_data_rows_and_checks_headers() {
+        let mut c = V1Chunker::new(1);
+        for l in [
+            "name,tags,time,co,station",
+            "air,,1,1,A",
+            "",
+            "name,tags,time,co,station",
+            "air,,2,2,\"B, c\"",
+        ] {
+            c.line(l.as_bytes()).unwrap();
+        }
+        assert_eq!(c.buf, b"air,,1,1,A\nair,,2,2,\"B, c\"\n");
+        // The same body fed in arbitrary pieces, as the network delivers it.
+        let body = b"name,tags,time,co,station\nair,,1,1,A\nair,,3,3,A\n\nname,tags,time,co,station\nair,,2,2,\"B, c\"\n";
+        for cut in 1..body.len() {
+            let mut c = V1Chunker::new(1);
+            let mut carry = body[..cut].to_vec();
+            let used = c.feed(&carry).unwrap();
+            carry.drain(..used);
+            carry.extend_from_slice(&body[cut..]);
+            let used = c.feed(&carry).unwrap();
+            assert_eq!(used, carry.len());
+            assert_eq!(
+                c.buf, b"air,,1,1,A\nair,,3,3,A\nair,,2,2,\"B, c\"\n",
+                "cut at {cut}"
+            );
+        }
+        let mut c = V1Chunker::new(1);
+        assert!(c.line(b"name,tags,time,co").is_err());
     }
 
     #[test]

@@ -1,8 +1,13 @@
 //! InfluxDB v1 `/query` (also the v1-compatible endpoint of v2 and v3).
 
-use super::csv::V1Csv;
-use super::{for_each_line, status_error, transport, Conn, InfluxErrorKind};
-use crate::sources::PointSink;
+use futures_util::StreamExt;
+
+use super::csv::V1Chunker;
+use super::{status_error, transport, Conn, InfluxErrorKind};
+use crate::sources::{CsvError, PointSink};
+
+/// Bytes of data rows per chunk handed to DuckDB's CSV reader.
+const CHUNK_BYTES: usize = 4 << 20;
 
 /// Fails with `NoDatabase` unless the database exists. Asked in JSON,
 /// because a CSV response reports a missing database as an empty 200.
@@ -59,12 +64,35 @@ pub(crate) async fn fetch(
     if !resp.status().is_success() {
         return Err(status_error(resp).await);
     }
-    let mut parser = V1Csv::new(ntags);
-    for_each_line(resp, conn.timeout, out, |line, out| {
-        if let Some(p) = parser.line(line)? {
-            out.buffer(p);
+    // Rows are cut into chunks at line ends as the body arrives; DuckDB parses
+    // one chunk while the next downloads.
+    let mut chunker = V1Chunker::new(ntags);
+    let mut stream = resp.bytes_stream();
+    let mut carry: Vec<u8> = Vec::new();
+    let staged = |e: CsvError| match e {
+        CsvError::Closed => InfluxErrorKind::StagingClosed,
+        CsvError::Rejected(m) => InfluxErrorKind::Parse(m),
+    };
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| match transport(&e, conn.timeout) {
+            InfluxErrorKind::Timeout(s) => InfluxErrorKind::Timeout(s),
+            other => InfluxErrorKind::Truncated(other.to_string()),
+        })?;
+        carry.extend_from_slice(&chunk);
+        let start = chunker.feed(&carry)?;
+        carry.drain(..start);
+        if chunker.buf.len() >= CHUNK_BYTES {
+            let rows = std::mem::take(&mut chunker.buf);
+            out.v1_csv(rows, ntags).await.map_err(staged)?;
         }
-        Ok(())
-    })
-    .await
+    }
+    if !carry.is_empty() {
+        let line = std::mem::take(&mut carry);
+        chunker.line(line.strip_suffix(b"\r").unwrap_or(&line))?;
+    }
+    if !chunker.buf.is_empty() {
+        let rows = std::mem::take(&mut chunker.buf);
+        out.v1_csv(rows, ntags).await.map_err(staged)?;
+    }
+    out.csv_done().await.map_err(staged)
 }
