@@ -42,7 +42,7 @@ pub fn open() -> Result<Connection, DuckError> {
     let conn = Connection::open_in_memory()?;
     // Keep memory bounded whatever the batch; spill to disk past it.
     conn.execute_batch(
-        "SET memory_limit = '1GB'; SET preserve_insertion_order = false; SET threads = 1;",
+        "SET memory_limit = '512MB'; SET preserve_insertion_order = false; SET threads = 1;",
     )?;
     Ok(conn)
 }
