@@ -217,6 +217,28 @@ pub fn transform(conn: &Connection, job: &str, sql: &str) -> Result<u64, DuckErr
     Ok(n as u64)
 }
 
+/// Rows of `result_<job>` per hour, for the ledger.
+pub fn rows_per_hour(
+    conn: &Connection,
+    job: &str,
+) -> Result<std::collections::HashMap<crate::spec::Hour, u64>, DuckError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT epoch_us(hour_start) // 1000000, count(*) FROM {} GROUP BY 1",
+        result_table(job)
+    ))?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
+    let mut out = std::collections::HashMap::new();
+    for row in rows {
+        let (secs, n) = row?;
+        if let Some(h) =
+            chrono::DateTime::from_timestamp(secs, 0).and_then(crate::spec::Hour::exact)
+        {
+            out.insert(h, n as u64);
+        }
+    }
+    Ok(out)
+}
+
 /// Column names of a table in the in-memory database.
 pub fn columns(conn: &Connection, table: &str) -> Result<Vec<String>, DuckError> {
     let mut stmt = conn.prepare(

@@ -375,21 +375,30 @@ async fn one_batch(sh: &Shared, job: &Job, batch: Batch) -> Result<(u64, u64), S
     let rows_out = tokio::task::block_in_place(|| duck::transform(&conn, &job.name, &sql))
         .map_err(|e| e.to_string())?;
 
+    let per_hour = tokio::task::block_in_place(|| duck::rows_per_hour(&conn, &job.name))
+        .map_err(|e| e.to_string())?;
     for sink in &sh.sinks {
         let loaded = tokio::task::block_in_place(|| sink.load(&conn, &job.name, &job.table, batch));
         let ok = loaded.is_ok();
-        let entry = LedgerEntry {
-            from: batch.from,
-            to: batch.to,
-            sink: sink.name().to_owned(),
-            rows: *loaded.as_ref().unwrap_or(&0),
-            ok,
-            at: Utc::now(),
-            run_id: sh.run_id.clone(),
-        };
+        let at = Utc::now();
+        let entries: Vec<LedgerEntry> = batch
+            .each_hour()
+            .map(|hour| LedgerEntry {
+                hour,
+                sink: sink.name().to_owned(),
+                rows: if ok {
+                    per_hour.get(&hour).copied().unwrap_or(0)
+                } else {
+                    0
+                },
+                ok,
+                at,
+                run_id: sh.run_id.clone(),
+            })
+            .collect();
         let recorded = sh
             .state
-            .append_ledger(&sh.pipeline.name, &job.name, &[entry]);
+            .append_ledger(&sh.pipeline.name, &job.name, &entries);
         if let Err(e) = loaded {
             return Err(e.to_string());
         }

@@ -240,8 +240,7 @@ mod tests {
         let s = LocalState::new(d.path().to_path_buf());
         let h = Hour::parse("2026-11-20T05:00:00Z").unwrap();
         let e = LedgerEntry {
-            from: h,
-            to: h.plus(1),
+            hour: h,
             sink: "a".into(),
             rows: 3,
             ok: true,

@@ -28,14 +28,12 @@ pub enum StateError {
     Unsupported(String),
 }
 
-/// One line of the ledger: one sink has (or failed) one batch of hours.
+/// One line of the ledger: one sink has (or failed to get) one hour of a job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LedgerEntry {
-    /// First hour of the batch.
-    pub from: Hour,
-    /// End of the batch (exclusive).
-    pub to: Hour,
+    pub hour: Hour,
     pub sink: String,
+    /// Rows of that hour written to the sink.
     pub rows: u64,
     pub ok: bool,
     pub at: DateTime<Utc>,

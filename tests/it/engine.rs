@@ -155,6 +155,26 @@ fn one_day_matches_influx_then_a_second_run_changes_nothing() {
     let r = ws.query("wh.duckdb", "SELECT n_minutes, valid FROM pollutant_hourly WHERE pollutant = 'no2' AND station = 'hamburg-sternschanze' AND hour_start = TIMESTAMPTZ '2026-11-20 03:00:00+00'");
     assert_eq!(r, vec![vec!["40".to_owned(), "false".to_owned()]]);
 
+    // The ledger: one line per hour and sink, with that hour's rows.
+    let ledger = std::fs::read_to_string(ws.path("state/hourly/co/ledger.jsonl")).unwrap();
+    let entries: Vec<serde_json::Value> = ledger
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(entries.len(), 24);
+    assert!(entries.iter().all(|e| e["ok"] == true && e["sink"] == "wh"));
+    assert_eq!(
+        entries
+            .iter()
+            .map(|e| e["rows"].as_u64().unwrap())
+            .sum::<u64>(),
+        71
+    );
+    let h14 = entries
+        .iter()
+        .find(|e| e["hour"] == "2026-11-20T14:00:00Z")
+        .unwrap();
+    assert_eq!(h14["rows"], 2, "muenchen has no readings at 14:00");
     let before = ws.query("wh.duckdb", "SELECT * FROM pollutant_hourly ORDER BY ALL");
     let out = run(&ws, &["run", "hourly", "--now", NOW]);
     assert_eq!(out.code, 0, "{out:?}");
