@@ -58,6 +58,15 @@ pub enum Command {
     Backfill(BackfillArgs),
     /// Per job: checkpoint, lag, gaps and the last runs.
     Status(StatusArgs),
+    /// Run pipelines on their `schedule:` until SIGINT/SIGTERM. Each starts
+    /// with a run right away (catching up after downtime), then on schedule.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Pipelines to serve; default every pipeline with a `schedule`.
+    pub pipelines: Vec<String>,
 }
 
 #[derive(Debug, Args)]

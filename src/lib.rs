@@ -9,15 +9,17 @@
 //! - [`duck`]: the embedded DuckDB (staging, transform).
 //! - [`sinks`]: DuckDB files / MotherDuck, BigQuery.
 //! - [`state`]: checkpoints, ledger, run history, leases.
-//! - [`runner`]: one run of a pipeline.
+//! - [`runner`]: one run of a pipeline; [`cron`] and `serve`: schedules; [`progress`]: the terminal line.
 //! - [`commands`]: what each CLI verb prints; [`error`]: exit codes and the reporter.
 
 pub mod cli;
 pub mod commands;
+pub mod cron;
 pub mod duck;
 pub mod error;
 pub mod logging;
 pub mod plan;
+pub mod progress;
 pub mod runner;
 pub mod secret;
 pub mod sinks;

@@ -6,6 +6,7 @@
 //! batch. A crash at any instant therefore leaves at worst an hour loaded but
 //! not checkpointed, which the next run replaces (loads are idempotent).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -37,6 +38,10 @@ pub struct Options {
     pub jobs: Vec<String>,
     pub mode: Mode,
     pub wait: bool,
+    /// Set (by a signal) to stop after the batch in progress.
+    pub stop: Arc<AtomicBool>,
+    /// Draw a progress line on stderr.
+    pub progress: bool,
 }
 
 /// What happened to one job.
@@ -53,6 +58,8 @@ pub struct Outcome {
     pub rows_out: u64,
     pub checkpoint: Option<Hour>,
     pub error: Option<String>,
+    /// Stopped early on request; what was done is committed.
+    pub stopped: bool,
 }
 
 impl Outcome {
@@ -69,6 +76,7 @@ impl Outcome {
             rows_out: 0,
             checkpoint: None,
             error: Some(error),
+            stopped: false,
         }
     }
 }
@@ -105,6 +113,7 @@ struct Shared {
     source: Source,
     sinks: Vec<Sink>,
     templates: Templates,
+    progress: crate::progress::Progress,
     conn: std::sync::Mutex<Connection>,
     run_id: String,
     opts: Options,
@@ -174,15 +183,23 @@ pub async fn run(config: &Config, pipeline: &Pipeline, opts: Options) -> Vec<Out
         };
         let sem = Arc::new(Semaphore::new(pipeline.concurrency as usize));
         let mut handles = Vec::new();
+        // Plan every job up front so the progress line knows the total.
+        for (job, _) in &leased {
+            if let Ok(cp) = shared.state.checkpoint(&pipeline.name, &job.name) {
+                let plan = plan_for(pipeline, shared.opts.mode, shared.opts.now, cp);
+                shared.progress.planned(plan.total_hours());
+            }
+        }
         for (job, lease) in leased {
             let shared = shared.clone();
             let sem = sem.clone();
             let name = job.name.clone();
+            // Created here, inside the pipeline span, so logs carry both.
+            let span = info_span!("job", job = %job.name);
             handles.push((
                 name,
                 tokio::spawn(async move {
                     let _permit = sem.acquire().await.expect("semaphore open");
-                    let span = info_span!("job", job = %job.name);
                     let outcome = run_job(&shared, &job).instrument(span).await;
                     drop(lease);
                     outcome
@@ -195,6 +212,7 @@ pub async fn run(config: &Config, pipeline: &Pipeline, opts: Options) -> Vec<Out
                     .unwrap_or_else(|e| Outcome::failed(&name, format!("job task failed: {e}"))),
             );
         }
+        shared.progress.finish();
         // Report in the pipeline's job order.
         outcomes.sort_by_key(|o| pipeline.jobs.iter().position(|j| j.name == o.job));
         outcomes
@@ -237,6 +255,7 @@ async fn setup(
         source,
         sinks,
         templates: config.templates(),
+        progress: crate::progress::Progress::new(&pipeline.name, opts.progress),
         conn: std::sync::Mutex::new(conn),
         run_id,
         opts,
@@ -310,6 +329,10 @@ async fn job_batches(sh: &Shared, job: &Job) -> Outcome {
     out.redo_hours = plan.redo_hours;
     out.left_hours = plan.left_hours;
     for batch in &plan.batches {
+        if sh.opts.stop.load(Ordering::Relaxed) {
+            out.stopped = true;
+            break;
+        }
         let span = info_span!("batch", from = %batch.from, to = %batch.to);
         match one_batch(sh, job, *batch).instrument(span).await {
             Ok((rows_in, rows_out)) => {
@@ -317,6 +340,7 @@ async fn job_batches(sh: &Shared, job: &Job) -> Outcome {
                 out.rows_out += rows_out;
                 out.hours += batch.hours();
                 out.batches += 1;
+                sh.progress.batch_done(batch.hours(), rows_in);
             }
             Err(msg) => {
                 fail(&mut out, msg);

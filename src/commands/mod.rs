@@ -3,6 +3,7 @@
 
 mod dry_run;
 mod run;
+mod serve;
 mod status;
 
 use chrono::{DateTime, Utc};
@@ -17,8 +18,9 @@ pub fn dispatch(cli: &Cli) -> Result<i32, Error> {
         Command::Validate => validate(cli, &config),
         Command::List => list(&config),
         Command::DryRun(a) => dry_run::dry_run(&config, a),
-        Command::Run(a) => run::run(&config, a),
-        Command::Backfill(a) => run::backfill(&config, a),
+        Command::Run(a) => run::run(&config, a, cli.quiet),
+        Command::Backfill(a) => run::backfill(&config, a, cli.quiet),
+        Command::Serve(a) => serve::serve(&config, a, cli.quiet),
         Command::Status(a) => status::status(&config, a),
     }
 }

@@ -1,11 +1,19 @@
 //! `run` and `backfill`: drive the runner and print what was done.
 
+use std::io::Write;
+
 use crate::cli::{BackfillArgs, RunArgs};
 use crate::error::{Error, EXIT_OK};
 use crate::runner::{self, Mode, Options, Outcome};
 use crate::spec::{Config, Pipeline};
 
-pub fn run(config: &Config, a: &RunArgs) -> Result<i32, Error> {
+/// Whether to draw progress: stderr is a terminal and not `--quiet`.
+pub(crate) fn progress_wanted(quiet: bool) -> bool {
+    use std::io::IsTerminal;
+    !quiet && std::io::stderr().is_terminal()
+}
+
+pub fn run(config: &Config, a: &RunArgs, quiet: bool) -> Result<i32, Error> {
     let p = super::pipeline(config, &a.pipeline)?;
     super::check_jobs(p, &a.filter.jobs)?;
     let opts = Options {
@@ -13,11 +21,13 @@ pub fn run(config: &Config, a: &RunArgs) -> Result<i32, Error> {
         jobs: a.filter.jobs.clone(),
         mode: Mode::Run,
         wait: a.wait,
+        stop: Default::default(),
+        progress: progress_wanted(quiet),
     };
     execute(config, p, opts)
 }
 
-pub fn backfill(config: &Config, a: &BackfillArgs) -> Result<i32, Error> {
+pub fn backfill(config: &Config, a: &BackfillArgs, quiet: bool) -> Result<i32, Error> {
     let p = super::pipeline(config, &a.pipeline)?;
     super::check_jobs(p, &a.filter.jobs)?;
     let (from, to) = super::range(&a.from, &a.to)?;
@@ -26,22 +36,42 @@ pub fn backfill(config: &Config, a: &BackfillArgs) -> Result<i32, Error> {
         jobs: a.filter.jobs.clone(),
         mode: Mode::Backfill { from, to },
         wait: a.wait,
+        stop: Default::default(),
+        progress: progress_wanted(quiet),
     };
     execute(config, p, opts)
 }
 
-fn execute(config: &Config, p: &Pipeline, opts: Options) -> Result<i32, Error> {
-    let verb = match opts.mode {
-        Mode::Run => "run".to_owned(),
-        Mode::Backfill { from, to } => format!("backfill [{from}, {to})"),
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
+/// The async runtime every networked command uses.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| Error::Other(format!("cannot start the runtime: {e}")))?;
-    let outcomes = rt.block_on(runner::run(config, p, opts));
-    print_report(config, p, &verb, &outcomes);
+        .map_err(|e| Error::Other(format!("cannot start the runtime: {e}")))
+}
+
+fn execute(config: &Config, p: &Pipeline, opts: Options) -> Result<i32, Error> {
+    let verb = verb(&opts);
+    let outcomes = runtime()?.block_on(runner::run(config, p, opts));
+    finish(config, p, &verb, &outcomes)
+}
+
+pub(crate) fn verb(opts: &Options) -> String {
+    match opts.mode {
+        Mode::Run => "run".to_owned(),
+        Mode::Backfill { from, to } => format!("backfill [{from}, {to})"),
+    }
+}
+
+/// Prints the report and the failures; the exit status of the outcomes.
+pub(crate) fn finish(
+    config: &Config,
+    p: &Pipeline,
+    verb: &str,
+    outcomes: &[Outcome],
+) -> Result<i32, Error> {
+    print_report(config, p, verb, outcomes);
     let failed = outcomes.iter().filter(|o| !o.ok).count();
     if failed > 0 {
         for o in outcomes.iter().filter(|o| !o.ok) {
@@ -61,13 +91,18 @@ fn execute(config: &Config, p: &Pipeline, opts: Options) -> Result<i32, Error> {
 
 fn print_report(config: &Config, p: &Pipeline, verb: &str, outcomes: &[Outcome]) {
     let width = outcomes.iter().map(|o| o.job.len()).max().unwrap_or(0);
-    println!("{verb} of pipeline `{}`:", p.name);
+    let mut out = String::new();
+    out.push_str(&format!("{verb} of pipeline `{}`:\n", p.name));
     for o in outcomes {
         let cp = o
             .checkpoint
             .map(|c| c.to_string())
             .unwrap_or_else(|| "none".into());
-        let status = if o.ok { "ok" } else { "FAILED" };
+        let status = match (o.ok, o.stopped) {
+            (false, _) => "FAILED",
+            (true, true) => "stopped",
+            (true, false) => "ok",
+        };
         let mut line = format!(
             "  {:width$}  {status:6}  {} hours ({} new, {} redone) in {} batches, {} rows in, {} rows out, checkpoint {cp}",
             o.job, o.hours, o.new_hours, o.redo_hours, o.batches, o.rows_in, o.rows_out
@@ -75,17 +110,20 @@ fn print_report(config: &Config, p: &Pipeline, verb: &str, outcomes: &[Outcome])
         if o.left_hours > 0 {
             line.push_str(&format!("; {} hours left for the next run", o.left_hours));
         }
-        println!("{line}");
+        out.push_str(&line);
+        out.push('\n');
     }
     let tables: std::collections::BTreeSet<&str> =
         p.jobs.iter().map(|j| j.table.as_str()).collect();
     let tables: Vec<&str> = tables.into_iter().collect();
     for s in &p.sinks {
-        println!(
-            "  data: {} ({}), table {}",
+        out.push_str(&format!(
+            "  data: {} ({}), table {}\n",
             s,
             config.sinks[s].describe(),
             tables.join(", ")
-        );
+        ));
     }
+    // A closed pipe (`| head`) is not an error worth a panic.
+    let _ = std::io::stdout().lock().write_all(out.as_bytes());
 }

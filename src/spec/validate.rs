@@ -374,7 +374,7 @@ fn pipeline_config(
     let batch_hours = positive(c, "batch_hours", &v.batch_hours, 168);
     let concurrency = positive(c, "concurrency", &v.concurrency, 2);
     if let Some(s) = &v.schedule {
-        if let Err(e) = check_cron(&s.value) {
+        if let Err(e) = crate::cron::Cron::parse(&s.value) {
             c.err(s.into(), format!("pipeline `{name}`: `schedule` {e}"));
         }
     }
@@ -539,46 +539,9 @@ pub fn is_identifier(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// Light check of a 5-field cron expression (minute hour day month weekday).
-fn check_cron(expr: &str) -> Result<(), String> {
-    let fields: Vec<&str> = expr.split_whitespace().collect();
-    if fields.len() != 5 {
-        return Err(format!(
-            "`{expr}` must have 5 fields (minute hour day month weekday)"
-        ));
-    }
-    let ranges = [(0, 59), (0, 23), (1, 31), (1, 12), (0, 7)];
-    for (field, (lo, hi)) in fields.iter().zip(ranges) {
-        for part in field.split(',') {
-            let (range, step) = part.split_once('/').unwrap_or((part, "1"));
-            let step_ok = step.parse::<u32>().is_ok_and(|s| s > 0);
-            let range_ok = range == "*"
-                || range
-                    .split('-')
-                    .all(|n| n.parse::<u32>().is_ok_and(|n| (lo..=hi).contains(&n)));
-            if !step_ok || !range_ok {
-                return Err(format!(
-                    "`{expr}`: bad field `{field}` (allowed {lo}-{hi}, `*`, `,`, `-`, `/`)"
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cron() {
-        assert!(check_cron("5 * * * *").is_ok());
-        assert!(check_cron("*/15 0-6,18-23 * * 1-5").is_ok());
-        assert!(check_cron("5 * * *").unwrap_err().contains("5 fields"));
-        assert!(check_cron("61 * * * *")
-            .unwrap_err()
-            .contains("bad field `61`"));
-    }
 
     #[test]
     fn identifiers() {

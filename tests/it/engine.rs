@@ -7,7 +7,7 @@ use std::io::Read;
 use crate::util::{influx, Ws};
 
 /// The shipped sample day, written to a fresh database.
-fn seed(db: &str) {
+pub fn seed(db: &str) {
     let ix = influx();
     ix.create_db(db);
     let mut text = String::new();

@@ -3,6 +3,7 @@
 mod dry_run;
 mod engine;
 mod influx_source;
+mod ops;
 mod readme;
 mod spec_errors;
 mod util;
