@@ -1,7 +1,10 @@
 //! Cron schedules: five fields (minute hour day-of-month month day-of-week),
-//! evaluated in UTC. Pure; `serve` asks for the next fire time.
+//! read in a time zone (UTC unless configured). Pure; `serve` asks for the
+//! next fire time. Across a DST change each UTC minute is matched against the
+//! local time it shows: a skipped local time does not fire, a repeated one
+//! fires twice (as the wall clock shows it twice).
 
-use chrono::{DateTime, Datelike, Duration, Timelike, Utc};
+use chrono::{DateTime, Datelike, Duration, TimeZone, Timelike, Utc};
 
 /// A parsed schedule.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,7 +86,7 @@ impl Cron {
         })
     }
 
-    fn matches(&self, t: DateTime<Utc>) -> bool {
+    fn matches<T: Datelike + Timelike>(&self, t: T) -> bool {
         let day = self.days[t.day() as usize];
         let weekday = self.weekdays[t.weekday().num_days_from_sunday() as usize];
         let day_ok = match (self.days_restricted, self.weekdays_restricted) {
@@ -98,10 +101,15 @@ impl Cron {
 
     /// The first fire time strictly after `t`, within about four years.
     pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.next_after_in(t, &Utc)
+    }
+
+    /// The first fire time strictly after `t` with the fields read in `tz`.
+    pub fn next_after_in<Z: TimeZone>(&self, t: DateTime<Utc>, tz: &Z) -> Option<DateTime<Utc>> {
         let mut m =
             DateTime::from_timestamp(t.timestamp().div_euclid(60) * 60, 0)? + Duration::minutes(1);
         for _ in 0..(4 * 366 * 24 * 60) {
-            if self.matches(m) {
+            if self.matches(m.with_timezone(tz)) {
                 return Some(m);
             }
             m += Duration::minutes(1);
@@ -154,6 +162,27 @@ mod tests {
         assert_eq!(
             c.next_after(t("2026-11-27T00:00:00Z")),
             Some(t("2026-11-30T00:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn time_zones_and_dst() {
+        let berlin: chrono_tz::Tz = "Europe/Berlin".parse().unwrap();
+        let c = Cron::parse("5 6 * * *").unwrap();
+        // Winter: 06:05 CET is 05:05 UTC; summer: 06:05 CEST is 04:05 UTC.
+        assert_eq!(
+            c.next_after_in(t("2026-11-27T00:00:00Z"), &berlin),
+            Some(t("2026-11-27T05:05:00Z"))
+        );
+        assert_eq!(
+            c.next_after_in(t("2026-07-01T00:00:00Z"), &berlin),
+            Some(t("2026-07-01T04:05:00Z"))
+        );
+        // 2026-03-29: 02:30 local does not exist in Berlin; the next one is a day later.
+        let c = Cron::parse("30 2 * * *").unwrap();
+        assert_eq!(
+            c.next_after_in(t("2026-03-28T12:00:00Z"), &berlin),
+            Some(t("2026-03-30T00:30:00Z"))
         );
     }
 

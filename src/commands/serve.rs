@@ -1,4 +1,5 @@
-//! `serve`: runs pipelines on their cron schedules (UTC) until SIGINT or
+//! `serve`: runs pipelines on their cron schedules (in each pipeline's
+//! `timezone`, UTC by default) until SIGINT or
 //! SIGTERM. A signal lets the batch in progress commit, then stops; nothing
 //! is left half-loaded because a batch is one transaction per sink and the
 //! checkpoint moves only after it. Two runs of one job never overlap: runs
@@ -60,7 +61,8 @@ pub fn serve(config: &Config, a: &ServeArgs, quiet: bool) -> Result<i32, Error> 
         // Everything is due at start: catch up after downtime.
         let mut due: Vec<chrono::DateTime<Utc>> = served.iter().map(|_| Utc::now()).collect();
         let mut failures = 0usize;
-        println!("serving {} (UTC); stop with Ctrl-C or SIGTERM", names.join(", "));
+        let zones: Vec<String> = served.iter().map(|(p, _)| format!("{} ({})", p.name, p.timezone.name())).collect();
+        println!("serving {}; stop with Ctrl-C or SIGTERM", zones.join(", "));
         loop {
             let (i, at) = due.iter().enumerate().min_by_key(|(_, t)| **t).map(|(i, t)| (i, *t)).expect("non-empty");
             let wait = (at - Utc::now()).to_std().unwrap_or_default();
@@ -89,7 +91,7 @@ pub fn serve(config: &Config, a: &ServeArgs, quiet: bool) -> Result<i32, Error> 
             if stop.load(Ordering::SeqCst) {
                 break;
             }
-            due[i] = cron.next_after(Utc::now()).unwrap_or(chrono::DateTime::<Utc>::MAX_UTC);
+            due[i] = cron.next_after_in(Utc::now(), &p.timezone).unwrap_or(chrono::DateTime::<Utc>::MAX_UTC);
             println!("next run of `{}` at {}", p.name, due[i].format("%Y-%m-%dT%H:%M:%SZ"));
         }
         println!("stopped");

@@ -110,6 +110,8 @@ pub struct Pipeline {
     pub batch_hours: u32,
     pub concurrency: u32,
     pub schedule: Option<String>,
+    /// Time zone of `schedule`.
+    pub timezone: chrono_tz::Tz,
     pub jobs: Vec<Job>,
 }
 

@@ -222,9 +222,13 @@ pub struct PipelineSpec {
     /// Jobs run at the same time. Default 2.
     #[serde(default)]
     pub concurrency: Option<Spanned<u32>>,
-    /// Cron schedule (5 fields, UTC) for `serve`.
+    /// Cron schedule (5 fields) for `serve`.
     #[serde(default)]
     pub schedule: Option<Spanned<String>>,
+    /// Time zone `schedule` is read in (IANA name, e.g. `Europe/Berlin`). Default UTC.
+    /// Hour windows stay UTC whatever this says.
+    #[serde(default)]
+    pub timezone: Option<Spanned<String>>,
     /// Free values every job's template sees as `params` (a job's own `params` win).
     #[serde(default)]
     pub params: BTreeMap<String, serde_json::Value>,

@@ -378,6 +378,17 @@ fn pipeline_config(
             c.err(s.into(), format!("pipeline `{name}`: `schedule` {e}"));
         }
     }
+    let timezone = match &v.timezone {
+        None => chrono_tz::UTC,
+        Some(tz) => tz.value.parse::<chrono_tz::Tz>().unwrap_or_else(|_| {
+            let hint = did_you_mean(&tz.value, chrono_tz::TZ_VARIANTS.iter().map(|z| z.name()));
+            c.err(
+                tz.into(),
+                format!("pipeline `{name}`: unknown time zone `{}`{hint}", tz.value),
+            );
+            chrono_tz::UTC
+        }),
+    };
     if v.jobs.is_empty() {
         c.err(span, format!("pipeline `{name}`: `jobs` is empty"));
     }
@@ -478,6 +489,7 @@ fn pipeline_config(
         batch_hours,
         concurrency,
         schedule: v.schedule.as_ref().map(|s| s.value.clone()),
+        timezone,
         jobs,
     }
 }

@@ -178,3 +178,11 @@ fn shipped_spec_validates_and_lists() {
         "{out:?}"
     );
 }
+
+#[test]
+fn unknown_time_zone_suggests() {
+    assert_error(
+        validate_with("    delay: 5m\n", "    delay: 5m\n    timezone: Europe/Berln\n"),
+        "error: pipeline `demo`: unknown time zone `Europe/Berln`; did you mean `Europe/Berlin`?\n  --> pipelines.yaml:15:15\n   |\n15 |     timezone: Europe/Berln\n   |               ^\n",
+    );
+}
