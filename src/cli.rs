@@ -19,7 +19,7 @@ pub struct Cli {
     )]
     pub config: PathBuf,
 
-    /// More log output (-v: debug, -vv: trace).
+    /// More log output (-v: info, -vv: debug, -vvv: trace); default warnings and errors.
     #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
