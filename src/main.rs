@@ -11,6 +11,12 @@ fn main() {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
+    // `duckhour status | head` should end quietly, as Unix tools do, rather
+    // than panic on a closed pipe.
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = duckhour::cli::Cli::parse();
     std::process::exit(duckhour::run(cli));
 }
