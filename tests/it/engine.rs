@@ -213,6 +213,25 @@ fn late_points_are_absorbed_by_lookback() {
         vec![vec!["true".to_owned()]],
         "outside the lookback: untouched"
     );
+    // A backfill picks it up; two readings in one minute count as one minute.
+    let out = run(
+        &ws,
+        &[
+            "backfill",
+            "hourly",
+            "--job",
+            "co",
+            "--from",
+            "2026-11-20T00:00:00Z",
+            "--to",
+            "2026-11-20T01:00:00Z",
+            "--now",
+            NOW,
+        ],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let r = ws.query("wh.duckdb", "SELECT max, n_minutes FROM pollutant_hourly WHERE station = 'berlin-mitte' AND hour_start = TIMESTAMPTZ '2026-11-20 00:00:00+00'");
+    assert_eq!(r, vec![vec!["100.0".to_owned(), "60".to_owned()]]);
 }
 
 /// A sink table whose CHECK constraint rejects hours from 12:00 on: a real
