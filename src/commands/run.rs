@@ -74,12 +74,20 @@ pub(crate) fn finish(
     print_report(config, p, verb, outcomes);
     let failed = outcomes.iter().filter(|o| !o.ok).count();
     if failed > 0 {
+        // Jobs that failed for the same reason (a sink or source that could
+        // not be set up) are reported once.
+        let mut by_error: Vec<(&str, Vec<&str>)> = Vec::new();
         for o in outcomes.iter().filter(|o| !o.ok) {
-            eprintln!(
-                "error: job `{}`: {}",
-                o.job,
-                o.error.as_deref().unwrap_or("failed")
-            );
+            let e = o.error.as_deref().unwrap_or("failed");
+            match by_error.iter_mut().find(|(m, _)| *m == e) {
+                Some((_, jobs)) => jobs.push(&o.job),
+                None => by_error.push((e, vec![&o.job])),
+            }
+        }
+        for (e, jobs) in by_error {
+            let names: Vec<String> = jobs.iter().map(|j| format!("`{j}`")).collect();
+            let noun = if jobs.len() == 1 { "job" } else { "jobs" };
+            eprintln!("error: {noun} {}: {e}", names.join(", "));
         }
         return Err(Error::JobsFailed {
             failed,
