@@ -55,6 +55,16 @@ pipelines:
 
 const NOW: &str = "2026-11-21T00:10:00Z";
 
+/// `backfill hourly --job co --from FROM --to TO --now NOW`.
+fn backfill_co(ws: &Ws, from: &str, to: &str) -> crate::util::Out {
+    run(
+        ws,
+        &[
+            "backfill", "hourly", "--job", "co", "--from", from, "--to", to, "--now", NOW,
+        ],
+    )
+}
+
 fn run(ws: &Ws, args: &[&str]) -> crate::util::Out {
     ws.run_env(args, &[("TEST_INFLUX_URL", &influx().url)])
 }
@@ -214,21 +224,7 @@ fn late_points_are_absorbed_by_lookback() {
         "outside the lookback: untouched"
     );
     // A backfill picks it up; two readings in one minute count as one minute.
-    let out = run(
-        &ws,
-        &[
-            "backfill",
-            "hourly",
-            "--job",
-            "co",
-            "--from",
-            "2026-11-20T00:00:00Z",
-            "--to",
-            "2026-11-20T01:00:00Z",
-            "--now",
-            NOW,
-        ],
-    );
+    let out = backfill_co(&ws, "2026-11-20T00:00:00Z", "2026-11-20T01:00:00Z");
     assert_eq!(out.code, 0, "{out:?}");
     let r = ws.query("wh.duckdb", "SELECT max, n_minutes FROM pollutant_hourly WHERE station = 'berlin-mitte' AND hour_start = TIMESTAMPTZ '2026-11-20 00:00:00+00'");
     assert_eq!(r, vec![vec!["100.0".to_owned(), "60".to_owned()]]);
@@ -406,21 +402,7 @@ fn motherduck_without_a_token_fails_before_any_work() {
 fn backfill_fills_a_range_and_never_moves_the_checkpoint_back() {
     seed("eng_backfill");
     let ws = Ws::new(&spec("eng_backfill", 6, "0h"));
-    let out = run(
-        &ws,
-        &[
-            "backfill",
-            "hourly",
-            "--job",
-            "co",
-            "--from",
-            "2026-11-20T06:00:00Z",
-            "--to",
-            "2026-11-20T12:00:00Z",
-            "--now",
-            NOW,
-        ],
-    );
+    let out = backfill_co(&ws, "2026-11-20T06:00:00Z", "2026-11-20T12:00:00Z");
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stdout.starts_with("backfill [2026-11-20T06:00:00Z, 2026-11-20T12:00:00Z) of pipeline `hourly`:\n  co  ok      6 hours (6 new, 0 redone) in 1 batches, 1080 rows in, 18 rows out, checkpoint none\n"), "{out:?}");
     let st = run(&ws, &["status", "hourly", "--now", NOW]);
@@ -428,21 +410,7 @@ fn backfill_fills_a_range_and_never_moves_the_checkpoint_back() {
 
     let out = run(&ws, &["run", "hourly", "--job", "co", "--now", NOW]);
     assert!(out.stdout.contains("24 hours (24 new, 0 redone) in 4 batches, 4240 rows in, 71 rows out, checkpoint 2026-11-20T23:00:00Z"), "{out:?}");
-    let out = run(
-        &ws,
-        &[
-            "backfill",
-            "hourly",
-            "--job",
-            "co",
-            "--from",
-            "2026-11-20T00:00:00Z",
-            "--to",
-            "2026-11-20T06:00:00Z",
-            "--now",
-            NOW,
-        ],
-    );
+    let out = backfill_co(&ws, "2026-11-20T00:00:00Z", "2026-11-20T06:00:00Z");
     assert!(out.stdout.contains("  co  ok      6 hours (0 new, 6 redone) in 1 batches, 1060 rows in, 18 rows out, checkpoint 2026-11-20T23:00:00Z\n"), "{out:?}");
     let st = run(&ws, &["status", "hourly", "--now", NOW]);
     assert!(

@@ -205,40 +205,43 @@ mod tests {
     //! captured.
     use super::*;
 
+    /// Points of a CSV body, parsed line by line as `fetch` does.
+    fn parse_csv(body: &str, tags: &[&str], value_column: &str) -> Vec<Point> {
+        let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
+        let mut p = V3Csv::with_value_column(&tags, value_column);
+        body.lines().filter_map(|l| p.line(l).unwrap()).collect()
+    }
+
     #[test]
     fn csv_as_the_server_writes_it() {
-        let tags = vec!["host".to_owned()];
-        let mut p = V3Csv::with_value_column(&tags, "val");
-        let pts: Vec<Point> =
-            include_str!("../../../tests/fixtures/influxdb/v3_csv_server_test.csv")
-                .lines()
-                .filter_map(|l| p.line(l).unwrap())
-                .collect();
+        let b = Some("b".into());
         assert_eq!(
-            pts,
+            parse_csv(
+                include_str!("../../../tests/fixtures/influxdb/v3_csv_server_test.csv"),
+                &["host"],
+                "val"
+            ),
             vec![Point {
                 time_ns: 123,
                 tags: vec![Some("a".into())],
                 value: 1.0
             }]
         );
-        let mut p = V3Csv::with_value_column(&tags, "val");
-        let pts: Vec<Point> =
-            include_str!("../../../tests/fixtures/influxdb/v3_csv_server_test_2.csv")
-                .lines()
-                .filter_map(|l| p.line(l).unwrap())
-                .collect();
         assert_eq!(
-            pts,
+            parse_csv(
+                include_str!("../../../tests/fixtures/influxdb/v3_csv_server_test_2.csv"),
+                &["host"],
+                "val"
+            ),
             vec![
                 Point {
                     time_ns: 155,
-                    tags: vec![Some("b".into())],
+                    tags: vec![b.clone()],
                     value: 2.0
                 },
                 Point {
                     time_ns: 199,
-                    tags: vec![Some("b".into())],
+                    tags: vec![b],
                     value: 5.0
                 },
             ]
