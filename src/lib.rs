@@ -10,6 +10,8 @@
 //! - [`sinks`]: DuckDB files / MotherDuck, BigQuery.
 //! - [`state`]: checkpoints, ledger, run history, leases.
 //! - [`runner`]: one run of a pipeline; [`cron`] and `serve`: schedules; [`progress`]: the terminal line.
+//! - [`http`]: URL display and retry timing shared by the HTTP clients.
+//! - [`prefect`]: the Prefect REST client (blocks, secrets, concurrency leases).
 //! - [`commands`]: what each CLI verb prints; [`error`]: exit codes and the reporter.
 
 pub mod cli;
@@ -17,8 +19,10 @@ pub mod commands;
 pub mod cron;
 pub mod duck;
 pub mod error;
+pub mod http;
 pub mod logging;
 pub mod plan;
+pub mod prefect;
 pub mod progress;
 pub mod runner;
 pub mod secret;

@@ -17,11 +17,11 @@ use tracing::{info, info_span, warn, Instrument};
 
 use crate::duck;
 use crate::plan::{self, Batch, Plan, Settings};
-use crate::secret::EnvSecrets;
+use crate::secret::{EnvSecrets, SecretSource};
 use crate::sinks::Sink;
 use crate::sources::{PointSink, Source};
 use crate::spec::{Config, Hour, Job, Pipeline, StateConfig};
-use crate::state::{Holder, LedgerEntry, RunRecord, State};
+use crate::state::{Holder, Lease, LedgerEntry, RunRecord, State};
 use crate::template::{RenderInput, Templates};
 
 /// What to process.
@@ -154,10 +154,10 @@ pub async fn run(config: &Config, pipeline: &Pipeline, opts: Options) -> Vec<Out
                 since: Utc::now(),
                 run_id: run_id.clone(),
             };
-            let taken = tokio::task::block_in_place(|| {
-                state.lease(&pipeline.name, &job.name, &holder, opts.wait)
-            });
-            match taken {
+            match state
+                .lease(&pipeline.name, &job.name, &holder, opts.wait)
+                .await
+            {
                 Ok(lease) => leased.push((job, lease)),
                 // Busy: not our run to record; the holder records its own.
                 Err(e) => outcomes.push(Outcome::failed(&job.name, e.to_string())),
@@ -173,9 +173,10 @@ pub async fn run(config: &Config, pipeline: &Pipeline, opts: Options) -> Vec<Out
         let shared = match setup(config, pipeline, state, run_id.clone(), opts).await {
             Ok(s) => Arc::new(s),
             Err((state, msg)) => {
-                for (job, _lease) in &leased {
+                for (job, lease) in leased {
                     let o = Outcome::failed(&job.name, msg.clone());
-                    record(&state, &pipeline.name, &run_id, kind, &o, Utc::now());
+                    record(&state, &pipeline.name, &run_id, kind, &o, Utc::now()).await;
+                    lease.release().await;
                     outcomes.push(o);
                 }
                 return outcomes;
@@ -185,7 +186,7 @@ pub async fn run(config: &Config, pipeline: &Pipeline, opts: Options) -> Vec<Out
         let mut handles = Vec::new();
         // Plan every job up front so the progress line knows the total.
         for (job, _) in &leased {
-            if let Ok(cp) = shared.state.checkpoint(&pipeline.name, &job.name) {
+            if let Ok(cp) = shared.state.checkpoint(&pipeline.name, &job.name).await {
                 let plan = plan_for(pipeline, shared.opts.mode, shared.opts.now, cp);
                 shared.progress.planned(plan.total_hours());
             }
@@ -200,8 +201,8 @@ pub async fn run(config: &Config, pipeline: &Pipeline, opts: Options) -> Vec<Out
                 name,
                 tokio::spawn(async move {
                     let _permit = sem.acquire().await.expect("semaphore open");
-                    let outcome = run_job(&shared, &job).instrument(span).await;
-                    drop(lease);
+                    let outcome = run_job(&shared, &job, &lease).instrument(span).await;
+                    lease.release().await;
                     outcome
                 }),
             ));
@@ -237,16 +238,34 @@ async fn setup(
         StateConfig::Local { dir } => dir.join("duckdb-home"),
         _ => std::env::temp_dir().join("duckhour-duckdb-home"),
     };
+    // `${secret:}` values: from Prefect blocks when the state is there, else the environment.
+    let values = config.sources[&pipeline.source]
+        .reference_values()
+        .into_iter()
+        .chain(
+            pipeline
+                .sinks
+                .iter()
+                .flat_map(|s| config.sinks[s].reference_values()),
+        );
+    let names = crate::secret::secret_names(values);
+    let secrets: Box<dyn SecretSource + Send + Sync> = match state.prefect() {
+        Some(p) if !names.is_empty() => match p.secrets(&names).await {
+            Ok(s) => Box::new(s),
+            Err(e) => return Err((state, e.to_string())),
+        },
+        _ => Box::new(EnvSecrets),
+    };
     // Sinks first: a sink that cannot work (e.g. MotherDuck without a token) fails before any extract.
     let mut sinks = Vec::new();
     for name in &pipeline.sinks {
         let mut sink = Sink::new(name, &config.sinks[name], &config.dir);
-        if let Err(e) = sink.prepare(&conn, &EnvSecrets, &home) {
+        if let Err(e) = sink.prepare(&conn, secrets.as_ref(), &home) {
             return Err((state, e.to_string()));
         }
         sinks.push(sink);
     }
-    if let Err(e) = source.connect(&EnvSecrets).await {
+    if let Err(e) = source.connect(secrets.as_ref()).await {
         return Err((state, e.to_string()));
     }
     Ok(Shared {
@@ -262,7 +281,7 @@ async fn setup(
     })
 }
 
-fn record(
+async fn record(
     state: &State,
     pipeline: &str,
     run_id: &str,
@@ -280,21 +299,21 @@ fn record(
         rows: o.rows_out,
         error: o.error.clone(),
     };
-    if let Err(e) = state.record_run(pipeline, &o.job, &rec) {
+    if let Err(e) = state.record_run(pipeline, &o.job, &rec).await {
         warn!(job = %o.job, error = %e, "could not record the run");
     }
 }
 
-async fn run_job(sh: &Shared, job: &Job) -> Outcome {
+async fn run_job(sh: &Shared, job: &Job, lease: &Lease) -> Outcome {
     let started = Utc::now();
     let t0 = Instant::now();
     let pipeline = &sh.pipeline.name;
-    let outcome = job_batches(sh, job).await;
+    let outcome = job_batches(sh, job, lease).await;
     let kind = match sh.opts.mode {
         Mode::Run => "run",
         Mode::Backfill { .. } => "backfill",
     };
-    record(&sh.state, pipeline, &sh.run_id, kind, &outcome, started);
+    record(&sh.state, pipeline, &sh.run_id, kind, &outcome, started).await;
     info!(
         ok = outcome.ok,
         hours = outcome.hours,
@@ -307,7 +326,7 @@ async fn run_job(sh: &Shared, job: &Job) -> Outcome {
 }
 
 /// The batches of one job, in order; stops at the first failure.
-async fn job_batches(sh: &Shared, job: &Job) -> Outcome {
+async fn job_batches(sh: &Shared, job: &Job, lease: &Lease) -> Outcome {
     let pipeline = &sh.pipeline.name;
     let fail = |o: &mut Outcome, msg: String| {
         o.ok = false;
@@ -316,7 +335,7 @@ async fn job_batches(sh: &Shared, job: &Job) -> Outcome {
     let mut out = Outcome::failed(&job.name, String::new());
     out.ok = true;
     out.error = None;
-    let mut checkpoint = match sh.state.checkpoint(pipeline, &job.name) {
+    let mut checkpoint = match sh.state.checkpoint(pipeline, &job.name).await {
         Ok(c) => c,
         Err(e) => {
             fail(&mut out, e.to_string());
@@ -350,7 +369,12 @@ async fn job_batches(sh: &Shared, job: &Job) -> Outcome {
         let next = plan::advance(checkpoint, sh.pipeline.start, *batch);
         if next != checkpoint {
             if let Some(h) = next {
-                if let Err(e) = sh.state.set_checkpoint(pipeline, &job.name, h) {
+                // Still ours? A lost lease means another runner may own the job now.
+                let moved = match lease.confirm().await {
+                    Ok(()) => sh.state.set_checkpoint(pipeline, &job.name, h).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = moved {
                     fail(&mut out, e.to_string());
                     return out;
                 }
@@ -422,7 +446,8 @@ async fn one_batch(sh: &Shared, job: &Job, batch: Batch) -> Result<(u64, u64), S
             .collect();
         let recorded = sh
             .state
-            .append_ledger(&sh.pipeline.name, &job.name, &entries);
+            .append_ledger(&sh.pipeline.name, &job.name, &entries)
+            .await;
         if let Err(e) = loaded {
             return Err(e.to_string());
         }

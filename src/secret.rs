@@ -45,6 +45,11 @@ pub enum Reference {
 pub trait SecretSource {
     /// The secret's value, or `None` when this source does not have it.
     fn secret(&self, name: &str) -> Result<Option<Secret>, ResolveError>;
+
+    /// Where `name` was looked for, for the "not found" message.
+    fn looked(&self, name: &str) -> String {
+        format!("environment variable `{}`", env_name_of_secret(name))
+    }
 }
 
 /// The environment fallback: `${secret:influxdb-token}` reads `INFLUXDB_TOKEN`.
@@ -81,6 +86,46 @@ pub enum ResolveError {
     },
     #[error("secret `{name}`: {message}")]
     Backend { name: String, message: String },
+}
+
+/// Secrets fetched from the state store's backend (Prefect blocks) before a
+/// run, so resolving stays synchronous; anything else falls back to the environment.
+pub struct Prefetched {
+    pub found: std::collections::HashMap<String, Secret>,
+    /// What was asked, e.g. "Prefect blocks `secret`/`gcp-credentials`".
+    pub backend: String,
+}
+
+impl SecretSource for Prefetched {
+    fn secret(&self, name: &str) -> Result<Option<Secret>, ResolveError> {
+        match self.found.get(name) {
+            Some(s) => Ok(Some(s.clone())),
+            None => EnvSecrets.secret(name),
+        }
+    }
+
+    fn looked(&self, name: &str) -> String {
+        format!(
+            "{} `{name}`, then environment variable `{}`",
+            self.backend,
+            env_name_of_secret(name)
+        )
+    }
+}
+
+/// The `${secret:NAME}` names used in `values`, each once.
+pub fn secret_names<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for v in values {
+        for r in references(v).unwrap_or_default() {
+            if let Reference::Secret(n) = r {
+                if !out.contains(&n) {
+                    out.push(n);
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Parses the references in `value`; errors describe bad syntax.
@@ -157,7 +202,7 @@ pub fn resolve(
                     return Err(ResolveError::MissingSecret {
                         what: what.to_owned(),
                         name: n.to_owned(),
-                        looked: format!("environment variable `{}`", env_name_of_secret(n)),
+                        looked: secrets.looked(n),
                     })
                 }
             },
@@ -222,6 +267,31 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "sink `b`: `token`: secret `other-key` not found (looked in environment variable `OTHER_KEY`)"
+        );
+    }
+
+    #[test]
+    fn prefetched_first_then_environment() {
+        std::env::set_var("DUCKHOUR_TEST_FALLBACK", "from-env");
+        let p = Prefetched {
+            found: [("influxdb-token".to_owned(), Secret::new("from-block"))].into(),
+            backend: "Prefect blocks".into(),
+        };
+        let v = resolve(
+            "${secret:influxdb-token}/${secret:duckhour-test-fallback}",
+            "x",
+            &p,
+        )
+        .unwrap();
+        assert_eq!(v.expose(), "from-block/from-env");
+        let e = resolve("${secret:nope}", "sink `b`: `token`", &p).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "sink `b`: `token`: secret `nope` not found (looked in Prefect blocks `nope`, then environment variable `NOPE`)"
+        );
+        assert_eq!(
+            secret_names(["${secret:a}${env:B}", "${secret:a}", "${secret:c}"]),
+            vec!["a".to_owned(), "c".to_owned()]
         );
     }
 

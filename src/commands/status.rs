@@ -63,6 +63,14 @@ fn ranges(hours: &[Hour]) -> String {
 
 pub fn status(config: &Config, a: &StatusArgs) -> Result<i32, Error> {
     let now = super::now(&a.now)?;
+    super::run::runtime()?.block_on(report(config, a, now))
+}
+
+async fn report(
+    config: &Config,
+    a: &StatusArgs,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<i32, Error> {
     let pipelines: Vec<&Pipeline> = match &a.pipeline {
         Some(name) => vec![super::pipeline(config, name)?],
         None => config.pipelines.values().collect(),
@@ -82,8 +90,8 @@ pub fn status(config: &Config, a: &StatusArgs) -> Result<i32, Error> {
             }
         };
         for job in &p.jobs {
-            let cp = state.checkpoint(&p.name, &job.name)?;
-            let ledger = state.ledger(&p.name, &job.name)?;
+            let cp = state.checkpoint(&p.name, &job.name).await?;
+            let ledger = state.ledger(&p.name, &job.name).await?;
             let g = gaps(p, &ledger, cp);
             let lag = match cp {
                 Some(c) => format!("{}h behind", c.hours_until(last).max(0)),
@@ -100,7 +108,7 @@ pub fn status(config: &Config, a: &StatusArgs) -> Result<i32, Error> {
                     ranges(&g)
                 );
             }
-            for r in state.runs(&p.name, &job.name, 3)? {
+            for r in state.runs(&p.name, &job.name, 3).await? {
                 let secs = (r.finished - r.started).num_milliseconds() as f64 / 1000.0;
                 let outcome = if r.ok { "ok" } else { "failed" };
                 let mut line = format!(

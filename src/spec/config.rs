@@ -75,7 +75,50 @@ pub enum SinkConfig {
     },
 }
 
+impl SourceConfig {
+    /// The values that may hold `${env:}`/`${secret:}` references.
+    pub fn reference_values(&self) -> Vec<&str> {
+        match self {
+            SourceConfig::Influx(c) => [
+                Some(&c.url),
+                c.database.as_ref(),
+                c.org.as_ref(),
+                c.bucket.as_ref(),
+                c.username.as_ref(),
+                c.password.as_ref(),
+                c.token.as_ref(),
+            ]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .collect(),
+            SourceConfig::LineProtocol { .. } => Vec::new(),
+        }
+    }
+}
+
 impl SinkConfig {
+    /// The values that may hold `${env:}`/`${secret:}` references.
+    pub fn reference_values(&self) -> Vec<&str> {
+        match self {
+            SinkConfig::Duckdb { path, token, .. } => [Some(path), token.as_ref()]
+                .into_iter()
+                .flatten()
+                .map(String::as_str)
+                .collect(),
+            SinkConfig::Bigquery {
+                project,
+                credentials,
+                endpoint,
+                ..
+            } => [Some(project), credentials.as_ref(), endpoint.as_ref()]
+                .into_iter()
+                .flatten()
+                .map(String::as_str)
+                .collect(),
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             SinkConfig::Duckdb { path, .. } if path.starts_with("md:") => "motherduck",

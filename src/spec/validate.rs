@@ -78,6 +78,7 @@ pub fn validate(loaded: &Loaded) -> Result<Config, Vec<Diagnostic>> {
         let pipeline = pipeline_config(&mut c, name, p, &templates, state);
         pipelines.insert(name.clone(), pipeline);
     }
+    check_block_names(&mut c, &pipelines);
     if spec.pipelines.is_empty() {
         c.errors.push(Diagnostic::file(
             &loaded.file,
@@ -102,6 +103,52 @@ pub fn validate(loaded: &Loaded) -> Result<Config, Vec<Diagnostic>> {
     } else {
         c.errors.sort_by_key(|d| d.span);
         Err(c.errors)
+    }
+}
+
+/// Prefect block names are `^[a-z0-9-]+$`, and two jobs must not share a
+/// document on one server.
+fn check_block_names(c: &mut Checker, pipelines: &BTreeMap<String, Pipeline>) {
+    let mut seen: BTreeMap<(String, String), String> = BTreeMap::new();
+    for (name, p) in pipelines {
+        let StateConfig::Prefect {
+            url, block_name, ..
+        } = &p.state
+        else {
+            continue;
+        };
+        let spec = &c.loaded.spec;
+        let span: Span = match spec.pipelines[name]
+            .value
+            .state
+            .as_ref()
+            .or(spec.state.as_ref())
+        {
+            Some(s) => s.into(),
+            None => continue,
+        };
+        for job in &p.jobs {
+            let doc = crate::state::block_name(block_name, name, &job.name);
+            if !crate::prefect::valid_block_name(&doc) {
+                c.err(
+                    span,
+                    format!(
+                        "state: block name `{doc}` (from `block_name: {block_name}` for job `{}` of pipeline `{name}`) must use only lowercase letters, digits and `-`",
+                        job.name
+                    ),
+                );
+                continue;
+            }
+            let who = format!("job `{}` of pipeline `{name}`", job.name);
+            if let Some(other) = seen.insert((url.clone(), doc.clone()), who.clone()) {
+                c.err(
+                    span,
+                    format!(
+                        "state: {who} and {other} would share the block `{doc}`: put `{{job}}` (and `{{pipeline}}`) in `block_name`"
+                    ),
+                );
+            }
+        }
     }
 }
 

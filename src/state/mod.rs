@@ -2,8 +2,11 @@
 //!
 //! A tagged enum rather than a trait object: there are two stores (local
 //! files, Prefect blocks) and every command matches on the kind anyway.
+//! Methods are async because the Prefect store talks HTTP; the local one
+//! does small synchronous file writes inside them.
 
 mod local;
+mod prefect;
 
 use std::path::PathBuf;
 
@@ -11,7 +14,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use local::{LocalLease, LocalState};
+pub use prefect::{block_name, parse_datetime, PrefectLease, PrefectState, LEASE_TTL};
 
+use crate::prefect::{Client, PrefectError};
+use crate::secret::{self, EnvSecrets};
 use crate::spec::{Hour, StateConfig};
 
 #[derive(Debug, thiserror::Error)]
@@ -24,8 +30,18 @@ pub enum StateError {
         job: String,
         holder: String,
     },
+    #[error("job `{job}` of pipeline `{pipeline}` lost its lease ({lease}: expired or revoked); stopped before moving its checkpoint")]
+    LeaseLost {
+        pipeline: String,
+        job: String,
+        lease: String,
+    },
+    #[error("state store {place}: {message}")]
+    Corrupt { place: String, message: String },
     #[error("state store: {0}")]
-    Unsupported(String),
+    Config(String),
+    #[error("state store: {0}")]
+    Prefect(#[from] PrefectError),
 }
 
 /// One line of the ledger: one sink has (or failed to get) one hour of a job.
@@ -80,16 +96,41 @@ impl std::fmt::Display for Holder {
 #[derive(Debug)]
 pub enum State {
     Local(LocalState),
+    Prefect(Box<PrefectState>),
 }
 
 impl State {
-    /// Opens a store without writing anything.
+    /// Opens a store without writing anything. The Prefect URL and API key
+    /// may use `${env:}` and `${secret:}` (the latter from the environment:
+    /// the store cannot hold its own key).
     pub fn open(config: &StateConfig) -> Result<State, StateError> {
         match config {
             StateConfig::Local { dir } => Ok(State::Local(LocalState::new(dir.clone()))),
-            StateConfig::Prefect { .. } => Err(StateError::Unsupported(
-                "the prefect state store is not available in this build yet".into(),
-            )),
+            StateConfig::Prefect {
+                url,
+                api_key,
+                block_name,
+            } => {
+                let cfg = |e: secret::ResolveError| StateError::Config(e.to_string());
+                let url = secret::resolve(url, "state `url`", &EnvSecrets).map_err(cfg)?;
+                let key = match api_key {
+                    Some(k) => {
+                        Some(secret::resolve(k, "state `api_key`", &EnvSecrets).map_err(cfg)?)
+                    }
+                    None => None,
+                };
+                let url = url.expose().trim();
+                if reqwest::Url::parse(url).is_err() {
+                    return Err(StateError::Config(format!(
+                        "state `url`: not a URL: `{}`",
+                        crate::http::shown_url(url)
+                    )));
+                }
+                Ok(State::Prefect(Box::new(PrefectState::new(
+                    Client::new(url, key),
+                    block_name.clone(),
+                ))))
+            }
         }
     }
 
@@ -100,19 +141,34 @@ impl State {
         }
     }
 
-    pub fn checkpoint(&self, pipeline: &str, job: &str) -> Result<Option<Hour>, StateError> {
+    /// The Prefect client, when the store is Prefect (it also serves secrets).
+    pub fn prefect(&self) -> Option<&PrefectState> {
+        match self {
+            State::Prefect(p) => Some(p),
+            State::Local(_) => None,
+        }
+    }
+
+    pub async fn checkpoint(&self, pipeline: &str, job: &str) -> Result<Option<Hour>, StateError> {
         match self {
             State::Local(s) => s.checkpoint(pipeline, job),
+            State::Prefect(s) => s.checkpoint(pipeline, job).await,
         }
     }
 
-    pub fn set_checkpoint(&self, pipeline: &str, job: &str, hour: Hour) -> Result<(), StateError> {
+    pub async fn set_checkpoint(
+        &self,
+        pipeline: &str,
+        job: &str,
+        hour: Hour,
+    ) -> Result<(), StateError> {
         match self {
             State::Local(s) => s.set_checkpoint(pipeline, job, hour),
+            State::Prefect(s) => s.set_checkpoint(pipeline, job, hour).await,
         }
     }
 
-    pub fn append_ledger(
+    pub async fn append_ledger(
         &self,
         pipeline: &str,
         job: &str,
@@ -120,22 +176,30 @@ impl State {
     ) -> Result<(), StateError> {
         match self {
             State::Local(s) => s.append_ledger(pipeline, job, entries),
+            State::Prefect(s) => s.append_ledger(pipeline, job, entries).await,
         }
     }
 
-    pub fn ledger(&self, pipeline: &str, job: &str) -> Result<Vec<LedgerEntry>, StateError> {
+    pub async fn ledger(&self, pipeline: &str, job: &str) -> Result<Vec<LedgerEntry>, StateError> {
         match self {
             State::Local(s) => s.ledger(pipeline, job),
+            State::Prefect(s) => s.ledger(pipeline, job).await,
         }
     }
 
-    pub fn record_run(&self, pipeline: &str, job: &str, run: &RunRecord) -> Result<(), StateError> {
+    pub async fn record_run(
+        &self,
+        pipeline: &str,
+        job: &str,
+        run: &RunRecord,
+    ) -> Result<(), StateError> {
         match self {
             State::Local(s) => s.record_run(pipeline, job, run),
+            State::Prefect(s) => s.record_run(pipeline, job, run).await,
         }
     }
 
-    pub fn runs(
+    pub async fn runs(
         &self,
         pipeline: &str,
         job: &str,
@@ -143,11 +207,12 @@ impl State {
     ) -> Result<Vec<RunRecord>, StateError> {
         match self {
             State::Local(s) => s.runs(pipeline, job, last),
+            State::Prefect(s) => s.runs(pipeline, job, last).await,
         }
     }
 
     /// Takes the job's lease; `Busy` names the holder. With `wait`, polls until free.
-    pub fn lease(
+    pub async fn lease(
         &self,
         pipeline: &str,
         job: &str,
@@ -158,17 +223,40 @@ impl State {
             State::Local(s) => loop {
                 match s.lease(pipeline, job, holder) {
                     Err(StateError::Busy { .. }) if wait => {
-                        std::thread::sleep(std::time::Duration::from_millis(500))
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await
                     }
                     other => return other.map(Lease::Local),
                 }
             },
+            State::Prefect(s) => s
+                .lease(pipeline, job, holder, wait)
+                .await
+                .map(Lease::Prefect),
         }
     }
 }
 
-/// A held lease; released when dropped (and by the OS if the process dies).
+/// A held lease. A local one is released when dropped (and by the OS if the
+/// process dies); a Prefect one by [`Lease::release`], or when it expires.
 #[derive(Debug)]
 pub enum Lease {
     Local(LocalLease),
+    Prefect(PrefectLease),
+}
+
+impl Lease {
+    /// Checks the lease is still ours before a checkpoint moves.
+    pub async fn confirm(&self) -> Result<(), StateError> {
+        match self {
+            Lease::Local(_) => Ok(()),
+            Lease::Prefect(l) => l.confirm().await,
+        }
+    }
+
+    pub async fn release(self) {
+        match self {
+            Lease::Local(l) => drop(l),
+            Lease::Prefect(l) => l.release().await,
+        }
+    }
 }

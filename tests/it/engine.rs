@@ -8,7 +8,11 @@ use crate::util::{influx, Ws};
 
 /// The shipped sample day, written to a fresh database.
 pub fn seed(db: &str) {
-    let ix = influx();
+    seed_into(influx(), db)
+}
+
+/// The shipped sample day, written to a fresh database of `ix`.
+pub fn seed_into(ix: &crate::util::Influx, db: &str) {
     ix.create_db(db);
     let mut text = String::new();
     flate2::read::GzDecoder::new(

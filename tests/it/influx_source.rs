@@ -8,7 +8,7 @@ use duckhour::sources::{PointSink, Source, SourceError};
 use duckhour::spec::{Duration, Hour, InfluxConfig, Job, SourceConfig, V3Format};
 use tokio::sync::mpsc;
 
-use crate::util::{influx, influx_auth, query};
+use crate::util::{influx, influx_auth, query, replay_sequence, replay_server};
 
 fn h(s: &str) -> Hour {
     Hour::parse(s).unwrap()
@@ -270,38 +270,6 @@ async fn a_string_field_is_refused_with_the_hours() {
             ix.url
         )
     );
-}
-
-/// Serves `response` (raw HTTP bytes) to each connection after reading the
-/// request, then closes; `None` never answers. This stands in for InfluxDB
-/// only where a real server cannot be made to misbehave on cue: the bytes
-/// are a response captured from the real InfluxDB 1.6.7 (`curl --raw`).
-fn replay_server(response: Option<Vec<u8>>) -> String {
-    replay_sequence(vec![response; 16])
-}
-
-/// Like `replay_server`, with one response per connection, in order.
-fn replay_sequence(responses: Vec<Option<Vec<u8>>>) -> String {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for (stream, response) in listener.incoming().zip(responses) {
-            let Ok(mut s) = stream else { return };
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                let _ = s.set_read_timeout(Some(std::time::Duration::from_millis(300)));
-                let _ = s.read(&mut buf);
-                match response {
-                    Some(bytes) => {
-                        let _ = s.write_all(&bytes);
-                    }
-                    None => std::thread::sleep(std::time::Duration::from_secs(5)),
-                }
-            });
-        }
-    });
-    url
 }
 
 const CAPTURED: &[u8] = include_bytes!("../fixtures/influxdb/v1_chunked_response.bin");

@@ -221,3 +221,150 @@ impl Influx {
         assert_eq!(r.status().as_u16(), 204, "write: {}", r.text().unwrap());
     }
 }
+
+/// Serves `response` (raw HTTP bytes) to each connection after reading the
+/// request, then closes; `None` never answers. This stands in for a real
+/// server only where it cannot be made to misbehave on cue; each caller says
+/// where its bytes come from (captured with `curl --raw`, or documented).
+pub fn replay_server(response: Option<Vec<u8>>) -> String {
+    replay_sequence(vec![response; 16])
+}
+
+/// Like `replay_server`, with one response per connection, in order.
+pub fn replay_sequence(responses: Vec<Option<Vec<u8>>>) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for (stream, response) in listener.incoming().zip(responses) {
+            let Ok(mut s) = stream else { return };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let _ = s.set_read_timeout(Some(std::time::Duration::from_millis(300)));
+                let _ = s.read(&mut buf);
+                match response {
+                    Some(bytes) => {
+                        let _ = s.write_all(&bytes);
+                    }
+                    None => std::thread::sleep(std::time::Duration::from_secs(5)),
+                }
+            });
+        }
+    });
+    url
+}
+
+/// A real Prefect 3 server on 127.0.0.1, started by `scripts/prefect` and
+/// stopped by a watchdog when the test process exits.
+pub struct Prefect {
+    /// The API root, `http://127.0.0.1:PORT/api`.
+    pub url: String,
+    pub dir: PathBuf,
+    pub port: u16,
+    http: reqwest::blocking::Client,
+}
+
+/// The server the Prefect tests share (each test uses its own pipeline names).
+pub fn prefect() -> &'static Prefect {
+    static SERVER: OnceLock<Prefect> = OnceLock::new();
+    SERVER.get_or_init(|| Prefect::start("shared"))
+}
+
+impl Prefect {
+    /// A server of one's own (e.g. to restart it).
+    pub fn start(name: &str) -> Prefect {
+        let dir =
+            std::env::temp_dir().join(format!("duckhour-it-prefect-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let port = free_port();
+        let p = Prefect {
+            url: format!("http://127.0.0.1:{port}/api"),
+            dir,
+            port,
+            http: reqwest::blocking::Client::new(),
+        };
+        p.up();
+        let script = repo().join("scripts/prefect");
+        let watchdog = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {script} stop {dir}; rm -rf {dir}",
+            pid = std::process::id(),
+            script = script.display(),
+            dir = p.dir.display()
+        );
+        // Detached on purpose: it must outlive this process to stop the server.
+        #[allow(clippy::zombie_processes)]
+        Command::new("setsid")
+            .args(["sh", "-c", &watchdog])
+            .spawn()
+            .unwrap();
+        p
+    }
+
+    /// Starts (or restarts) the server in its directory and port.
+    pub fn up(&self) {
+        let st = Command::new(repo().join("scripts/prefect"))
+            .args(["start", self.dir.to_str().unwrap(), &self.port.to_string()])
+            .status()
+            .expect("scripts/prefect (run scripts/test, which installs Prefect)");
+        assert!(
+            st.success(),
+            "Prefect did not start; run scripts/prefect install"
+        );
+    }
+
+    pub fn down(&self) {
+        let st = Command::new(repo().join("scripts/prefect"))
+            .args(["stop", self.dir.to_str().unwrap()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+
+    pub fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let r = self.http.get(format!("{}{path}", self.url)).send().unwrap();
+        let code = r.status().as_u16();
+        (code, r.json().unwrap_or(serde_json::Value::Null))
+    }
+
+    pub fn post(&self, path: &str, body: serde_json::Value) -> u16 {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .json(&body)
+            .send()
+            .unwrap();
+        r.status().as_u16()
+    }
+
+    /// A `PipelineStateBlock` document's full JSON (with its schema), or `None`.
+    pub fn state_doc(&self, name: &str) -> Option<serde_json::Value> {
+        let (code, v) = self.get(&format!(
+            "/block_types/slug/pipelinestateblock/block_documents/name/{name}?include_secrets=true"
+        ));
+        (code == 200).then_some(v)
+    }
+
+    /// `last_processed_hour` of a document, as stored.
+    pub fn checkpoint(&self, name: &str) -> Option<String> {
+        self.state_doc(name)
+            .and_then(|d| d["data"]["last_processed_hour"].as_str().map(str::to_owned))
+    }
+
+    /// Runs `tests/fixtures/prefect/blocks.py` (the Python block class) with `args`.
+    pub fn python(&self, args: &[&str]) -> serde_json::Value {
+        let o = Command::new(repo().join("scripts/prefect"))
+            .arg("python")
+            .arg(repo().join("tests/fixtures/prefect/blocks.py"))
+            .args(args)
+            .env("PREFECT_API_URL", &self.url)
+            .env("PREFECT_HOME", self.dir.join("client"))
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "blocks.py {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        serde_json::from_slice(&o.stdout).unwrap()
+    }
+}

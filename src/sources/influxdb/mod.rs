@@ -105,18 +105,7 @@ impl Conn {
     }
 }
 
-/// The URL as shown in messages: no user info, no query string.
-pub fn shown_url(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut u) => {
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            u.set_query(None);
-            u.to_string().trim_end_matches('/').to_owned()
-        }
-        Err(_) => "<invalid url>".into(),
-    }
-}
+pub use crate::http::shown_url;
 
 /// Maps a transport error.
 pub(crate) fn transport(e: &reqwest::Error, timeout: Duration) -> InfluxErrorKind {

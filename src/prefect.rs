@@ -1,0 +1,554 @@
+//! The Prefect REST client: the `PipelineStateBlock` type and schema, block
+//! documents, `Secret` and `gcp-credentials` blocks, and global concurrency
+//! limits with leases. One client serves a Prefect server
+//! (`http://host:4200/api`) and Prefect Cloud (the workspace URL, with a
+//! Bearer API key).
+//!
+//! Every call is retried on 429, 502, 503 and connection errors, honouring
+//! `Retry-After`, for up to [`RETRY_BUDGET`]; 401, 403, 404 and 422 become
+//! errors that name the block or limit. Errors never carry a secret: the key
+//! is only ever put in a header, and secret values only leave this module
+//! inside [`Secret`].
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::http::{backoff, retry_after, shown_url};
+use crate::secret::Secret;
+
+/// How long one call keeps retrying a server that is restarting or busy.
+pub const RETRY_BUDGET: Duration = Duration::from_secs(60);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The block type slug of the Python class `PipelineStateBlock`.
+pub const STATE_SLUG: &str = "pipelinestateblock";
+
+/// What went wrong, without the object it happened to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErrorKind {
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    Conflict(String),
+    Invalid(String),
+    Status(u16, String),
+    Unreachable(String),
+    Protocol(String),
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ErrorKind::Unauthorized => {
+                f.write_str("unauthorized (401): check the state store's `api_key`")
+            }
+            ErrorKind::Forbidden => f.write_str("forbidden (403): the API key lacks permission"),
+            ErrorKind::NotFound => f.write_str("not found (404)"),
+            ErrorKind::Conflict(d) => write!(f, "conflict (409): {d}"),
+            ErrorKind::Invalid(d) => write!(f, "rejected (422): {d}"),
+            ErrorKind::Status(s, d) => write!(f, "HTTP {s}: {d}"),
+            ErrorKind::Unreachable(m) => {
+                write!(f, "unreachable for {}s: {m}", RETRY_BUDGET.as_secs())
+            }
+            ErrorKind::Protocol(m) => write!(f, "unexpected response: {m}"),
+        }
+    }
+}
+
+/// A failed call: the server, what it was about (e.g. "block `hourly-co`") and why.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("prefect {server}: {what}: {kind}")]
+pub struct PrefectError {
+    pub server: String,
+    pub what: String,
+    pub kind: ErrorKind,
+}
+
+/// A block document as stored.
+#[derive(Debug, Clone)]
+pub struct BlockDoc {
+    pub id: String,
+    pub data: Value,
+}
+
+/// The ids a `PipelineStateBlock` document is written with.
+#[derive(Debug, Clone)]
+pub struct SchemaIds {
+    pub type_id: String,
+    pub schema_id: String,
+}
+
+/// The outcome of asking for a lease.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Take {
+    Leased(String),
+    /// Held by someone else; the server's hint for when to ask again.
+    Busy(Option<Duration>),
+}
+
+/// A block document name is `^[a-z0-9-]+$`.
+pub fn valid_block_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    server: String,
+    key: Option<Secret>,
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: reqwest::header::HeaderMap,
+    body: bytes::Bytes,
+}
+
+impl Reply {
+    fn json(&self) -> Result<Value, ErrorKind> {
+        serde_json::from_slice(&self.body).map_err(|e| ErrorKind::Protocol(e.to_string()))
+    }
+}
+
+/// `detail` of a FastAPI error body, shortened: it is shown to the user.
+fn detail(body: &[u8]) -> String {
+    let text = match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(o)) => match o.get("detail") {
+            Some(Value::String(s)) => s.clone(),
+            Some(v) => v.to_string(),
+            None => Value::Object(o).to_string(),
+        },
+        _ => String::from_utf8_lossy(body).into_owned(),
+    };
+    let mut t: String = text.chars().take(300).collect();
+    if t.len() < text.len() {
+        t.push('…');
+    }
+    t
+}
+
+/// The error for a status the caller did not expect.
+fn status_kind(status: StatusCode, body: &[u8]) -> ErrorKind {
+    match status.as_u16() {
+        401 => ErrorKind::Unauthorized,
+        403 => ErrorKind::Forbidden,
+        404 => ErrorKind::NotFound,
+        409 => ErrorKind::Conflict(detail(body)),
+        422 => ErrorKind::Invalid(detail(body)),
+        s => ErrorKind::Status(s, detail(body)),
+    }
+}
+
+/// The `fields` of the `PipelineStateBlock` schema exactly as the Python
+/// client sends them (Prefect 3, pydantic 2), so the server files both
+/// under one checksum and each side loads what the other wrote.
+pub fn state_schema_fields() -> Value {
+    json!({
+        "block_schema_references": {},
+        "block_type_slug": STATE_SLUG,
+        "properties": {
+            "last_processed_hour": {
+                "anyOf": [{"format": "date-time", "type": "string"}, {"type": "null"}],
+                "default": null,
+                "title": "Last Processed Hour",
+                "position": 0
+            },
+            "pipeline_version": {
+                "default": "v1.0.0",
+                "title": "Pipeline Version",
+                "type": "string",
+                "position": 1
+            },
+            "metadata": {
+                "default": {},
+                "title": "Metadata",
+                "type": "object",
+                "position": 2
+            }
+        },
+        "secret_fields": [],
+        "title": "PipelineStateBlock",
+        "type": "object"
+    })
+}
+
+impl Client {
+    /// `base` is the API root (`…/api`, or a Cloud workspace URL).
+    pub fn new(base: &str, key: Option<Secret>) -> Client {
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .expect("HTTP client builds");
+        Client {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            server: shown_url(base),
+            key,
+        }
+    }
+
+    fn err(&self, what: &str, kind: ErrorKind) -> PrefectError {
+        PrefectError {
+            server: self.server.clone(),
+            what: what.to_owned(),
+            kind,
+        }
+    }
+
+    /// One call, retried while the server is busy, restarting or unreachable.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        what: &str,
+    ) -> Result<Reply, PrefectError> {
+        let url = format!("{}{path}", self.base);
+        let t0 = Instant::now();
+        let mut attempt = 0;
+        loop {
+            let mut rb = self.http.request(method.clone(), &url);
+            if let Some(k) = &self.key {
+                rb = rb.bearer_auth(k.expose());
+            }
+            if let Some(b) = body {
+                rb = rb.json(b);
+            }
+            let wait = match rb.send().await {
+                Ok(resp) => {
+                    let status = resp.status();
+                    let headers = resp.headers().clone();
+                    let body = match resp.bytes().await {
+                        Ok(b) => b,
+                        Err(e) => {
+                            if t0.elapsed() >= RETRY_BUDGET {
+                                return Err(self.err(what, ErrorKind::Unreachable(e.to_string())));
+                            }
+                            attempt += 1;
+                            tokio::time::sleep(backoff(attempt, Duration::from_secs(4))).await;
+                            continue;
+                        }
+                    };
+                    if !matches!(status.as_u16(), 429 | 502 | 503) {
+                        return Ok(Reply {
+                            status,
+                            headers,
+                            body,
+                        });
+                    }
+                    let wait = retry_after(&headers)
+                        .unwrap_or_else(|| backoff(attempt, Duration::from_secs(4)));
+                    if t0.elapsed() + wait > RETRY_BUDGET {
+                        return Err(self.err(what, status_kind(status, &body)));
+                    }
+                    tracing::debug!(status = status.as_u16(), ?wait, "prefect busy, retrying");
+                    wait
+                }
+                Err(e) => {
+                    let wait = backoff(attempt, Duration::from_secs(4));
+                    if t0.elapsed() + wait > RETRY_BUDGET {
+                        // reqwest errors carry the URL; ours has no credentials in it.
+                        let msg = match std::error::Error::source(&e) {
+                            Some(s) => format!("{}", s),
+                            None => e.to_string(),
+                        };
+                        return Err(self.err(what, ErrorKind::Unreachable(msg)));
+                    }
+                    tracing::debug!(error = %e, ?wait, "prefect unreachable, retrying");
+                    wait
+                }
+            };
+            attempt += 1;
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// A call whose only acceptable answers are 2xx.
+    async fn ok(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        what: &str,
+    ) -> Result<Reply, PrefectError> {
+        let r = self.call(method, path, body, what).await?;
+        if r.status.is_success() {
+            Ok(r)
+        } else {
+            Err(self.err(what, status_kind(r.status, &r.body)))
+        }
+    }
+
+    fn json_of(&self, r: &Reply, what: &str) -> Result<Value, PrefectError> {
+        r.json().map_err(|k| self.err(what, k))
+    }
+
+    fn id_of(&self, v: &Value, what: &str) -> Result<String, PrefectError> {
+        v.get("id")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| self.err(what, ErrorKind::Protocol("no `id`".into())))
+    }
+
+    /// The `PipelineStateBlock` type and schema, created when missing the
+    /// way the Python client registers them.
+    pub async fn ensure_state_schema(&self) -> Result<SchemaIds, PrefectError> {
+        let what = format!("block type `{STATE_SLUG}`");
+        let path = format!("/block_types/slug/{STATE_SLUG}");
+        let r = self.call(Method::GET, &path, None, &what).await?;
+        let block_type = match r.status.as_u16() {
+            200 => self.json_of(&r, &what)?,
+            404 => {
+                let create = json!({
+                    "name": "PipelineStateBlock",
+                    "slug": STATE_SLUG,
+                    "logo_url": null,
+                    "documentation_url": null,
+                    "description": "Checkpoint of one pipeline job (written by duckhour and by Python flows).",
+                    "code_example": "```python\npipelinestateblock_block = PipelineStateBlock.load(\"BLOCK_NAME\")\n```",
+                });
+                let r = self
+                    .call(Method::POST, "/block_types/", Some(&create), &what)
+                    .await?;
+                match r.status.as_u16() {
+                    200 | 201 => self.json_of(&r, &what)?,
+                    // Created meanwhile by someone else.
+                    409 => self.json_of(&self.ok(Method::GET, &path, None, &what).await?, &what)?,
+                    _ => return Err(self.err(&what, status_kind(r.status, &r.body))),
+                }
+            }
+            _ => return Err(self.err(&what, status_kind(r.status, &r.body))),
+        };
+        let type_id = self.id_of(&block_type, &what)?;
+        let schema = json!({
+            "fields": state_schema_fields(),
+            "block_type_id": type_id,
+            "capabilities": [],
+            "version": "non-versioned",
+        });
+        let what = "block schema of `PipelineStateBlock`";
+        // Idempotent: the server answers with the schema of the same checksum.
+        let r = self
+            .ok(Method::POST, "/block_schemas/", Some(&schema), what)
+            .await?;
+        let schema_id = self.id_of(&self.json_of(&r, what)?, what)?;
+        Ok(SchemaIds { type_id, schema_id })
+    }
+
+    /// A block document by type slug and name, with its secrets; `None` when missing.
+    pub async fn read_block(
+        &self,
+        slug: &str,
+        name: &str,
+        what: &str,
+    ) -> Result<Option<BlockDoc>, PrefectError> {
+        let path =
+            format!("/block_types/slug/{slug}/block_documents/name/{name}?include_secrets=true");
+        let r = self.call(Method::GET, &path, None, what).await?;
+        match r.status.as_u16() {
+            200 => {
+                let v = self.json_of(&r, what)?;
+                Ok(Some(BlockDoc {
+                    id: self.id_of(&v, what)?,
+                    data: v.get("data").cloned().unwrap_or(Value::Null),
+                }))
+            }
+            404 => Ok(None),
+            _ => Err(self.err(what, status_kind(r.status, &r.body))),
+        }
+    }
+
+    /// Creates a named document; `Conflict` when the name is taken.
+    pub async fn create_block(
+        &self,
+        name: &str,
+        ids: &SchemaIds,
+        data: &Value,
+        what: &str,
+    ) -> Result<BlockDoc, PrefectError> {
+        let body = json!({
+            "name": name,
+            "data": data,
+            "block_schema_id": ids.schema_id,
+            "block_type_id": ids.type_id,
+            "is_anonymous": false,
+        });
+        let r = self
+            .ok(Method::POST, "/block_documents/", Some(&body), what)
+            .await?;
+        let v = self.json_of(&r, what)?;
+        Ok(BlockDoc {
+            id: self.id_of(&v, what)?,
+            data: data.clone(),
+        })
+    }
+
+    /// Replaces the document's data (every top-level key is sent).
+    pub async fn update_block(
+        &self,
+        id: &str,
+        ids: &SchemaIds,
+        data: &Value,
+        what: &str,
+    ) -> Result<(), PrefectError> {
+        let body = json!({"block_schema_id": ids.schema_id, "data": data});
+        self.ok(
+            Method::PATCH,
+            &format!("/block_documents/{id}"),
+            Some(&body),
+            what,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// A secret: a `Secret` block's `value`, else a `gcp-credentials`
+    /// block's `service_account_info` (as JSON text); `None` when neither exists.
+    pub async fn secret(&self, name: &str) -> Result<Option<Secret>, PrefectError> {
+        if !valid_block_name(name) {
+            return Ok(None);
+        }
+        let what = format!("secret block `{name}`");
+        if let Some(doc) = self.read_block("secret", name, &what).await? {
+            return match doc.data.get("value") {
+                Some(Value::String(s)) => Ok(Some(Secret::new(s.clone()))),
+                Some(v) if !v.is_null() => Ok(Some(Secret::new(v.to_string()))),
+                _ => Err(self.err(&what, ErrorKind::Protocol("no `value`".into()))),
+            };
+        }
+        let what = format!("gcp-credentials block `{name}`");
+        if let Some(doc) = self.read_block("gcp-credentials", name, &what).await? {
+            return match doc.data.get("service_account_info") {
+                Some(Value::String(s)) => Ok(Some(Secret::new(s.clone()))),
+                Some(v @ Value::Object(_)) => Ok(Some(Secret::new(v.to_string()))),
+                _ => Err(self.err(
+                    &what,
+                    ErrorKind::Protocol("no `service_account_info`".into()),
+                )),
+            };
+        }
+        Ok(None)
+    }
+
+    /// Creates a global concurrency limit of one slot unless it exists.
+    pub async fn ensure_limit(&self, name: &str) -> Result<(), PrefectError> {
+        let what = format!("concurrency limit `{name}`");
+        let body = json!({"name": name, "limit": 1});
+        let r = self
+            .call(Method::POST, "/v2/concurrency_limits/", Some(&body), &what)
+            .await?;
+        match r.status.as_u16() {
+            200 | 201 | 409 => Ok(()),
+            _ => Err(self.err(&what, status_kind(r.status, &r.body))),
+        }
+    }
+
+    /// Takes the limit's slot with a lease of `ttl`.
+    pub async fn take_lease(&self, name: &str, ttl: Duration) -> Result<Take, PrefectError> {
+        let what = format!("concurrency limit `{name}`");
+        let body = json!({
+            "names": [name],
+            "slots": 1,
+            "mode": "concurrency",
+            "lease_duration": ttl.as_secs(),
+        });
+        let r = self
+            .call(
+                Method::POST,
+                "/v2/concurrency_limits/increment-with-lease",
+                Some(&body),
+                &what,
+            )
+            .await?;
+        match r.status.as_u16() {
+            200 => {
+                let v = self.json_of(&r, &what)?;
+                // A missing limit is not an error to the server: it grants a lease on nothing.
+                let limits = v.get("limits").and_then(Value::as_array);
+                if limits.is_none_or(|l| l.is_empty()) {
+                    if let Some(id) = v.get("lease_id").and_then(Value::as_str) {
+                        let _ = self.release_lease(id).await;
+                    }
+                    return Err(self.err(&what, ErrorKind::NotFound));
+                }
+                let id = v
+                    .get("lease_id")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| self.err(&what, ErrorKind::Protocol("no `lease_id`".into())))?;
+                Ok(Take::Leased(id.to_owned()))
+            }
+            423 => Ok(Take::Busy(retry_after(&r.headers))),
+            _ => Err(self.err(&what, status_kind(r.status, &r.body))),
+        }
+    }
+
+    /// Extends a lease; `false` when it is gone (410: expired or revoked).
+    pub async fn renew_lease(&self, id: &str, ttl: Duration) -> Result<bool, PrefectError> {
+        let what = format!("lease {id}");
+        let body = json!({"lease_duration": ttl.as_secs()});
+        let r = self
+            .call(
+                Method::POST,
+                &format!("/v2/concurrency_limits/leases/{id}/renew"),
+                Some(&body),
+                &what,
+            )
+            .await?;
+        match r.status.as_u16() {
+            200 | 204 => Ok(true),
+            410 => Ok(false),
+            _ => Err(self.err(&what, status_kind(r.status, &r.body))),
+        }
+    }
+
+    /// Gives the slot back.
+    pub async fn release_lease(&self, id: &str) -> Result<(), PrefectError> {
+        let what = format!("lease {id}");
+        let body = json!({"lease_id": id});
+        self.ok(
+            Method::POST,
+            "/v2/concurrency_limits/decrement-with-lease",
+            Some(&body),
+            &what,
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_names() {
+        assert!(valid_block_name("hourly-co"));
+        assert!(valid_block_name("pipeline-state"));
+        assert!(!valid_block_name("hourly_co"));
+        assert!(!valid_block_name("Hourly"));
+        assert!(!valid_block_name(""));
+    }
+
+    #[test]
+    fn details_are_short_and_plain() {
+        assert_eq!(detail(br#"{"detail":"Locked"}"#), "Locked");
+        assert_eq!(detail(b"oops"), "oops");
+        let long = format!("{{\"detail\":\"{}\"}}", "x".repeat(400));
+        assert_eq!(detail(long.as_bytes()).chars().count(), 301);
+        assert_eq!(
+            status_kind(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                br#"{"detail":[{"msg":"bad"}]}"#
+            )
+            .to_string(),
+            r#"rejected (422): [{"msg":"bad"}]"#
+        );
+    }
+}

@@ -1,0 +1,579 @@
+//! The Prefect store: one `PipelineStateBlock` document per job, the same
+//! block the Python flows keep, and a global concurrency limit per job for
+//! the lease.
+//!
+//! The document's data is `{last_processed_hour, pipeline_version, metadata}`.
+//! `last_processed_hour` is RFC3339 UTC (`2026-11-27T13:00:00Z`); naive
+//! values written by Python are read as UTC. `pipeline_version` is kept as
+//! found (`v1.0.0`, the class default, for new documents). duckhour owns
+//! these keys of `metadata` and leaves any other key as it found it:
+//! - `sinks`: per sink its newest loaded hour, the rows of the last load,
+//!   when and by which run, and the last failure;
+//! - `ledger`: per sink the hours it has, as merged `[from, to)` ranges (a
+//!   year of hourly loads is one range);
+//! - `runs` (the last [`KEEP_RUNS`]) and `last_run`;
+//! - `lease`: who holds (or last held) the job's lease.
+//!
+//! Prefect has no compare-and-swap on documents: the lease makes this
+//! process the job's only writer, so the document is read once per run and
+//! then written whole from the copy kept here.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde_json::{json, Map, Value};
+
+use super::{Holder, LedgerEntry, RunRecord, StateError};
+use crate::prefect::{BlockDoc, Client, ErrorKind, SchemaIds, Take, STATE_SLUG};
+use crate::secret::Prefetched;
+use crate::spec::Hour;
+
+/// Runs kept in `metadata.runs`.
+pub const KEEP_RUNS: usize = 20;
+/// A lease lasts this long unless renewed; a crashed runner blocks the job for at most this.
+pub const LEASE_TTL: Duration = Duration::from_secs(120);
+const RENEW_EVERY: Duration = Duration::from_secs(30);
+
+#[derive(Debug)]
+pub struct PrefectState {
+    client: Client,
+    block_name: String,
+    ids: tokio::sync::OnceCell<SchemaIds>,
+    docs: tokio::sync::Mutex<HashMap<String, BlockDoc>>,
+}
+
+/// A held lease, renewed in the background until released.
+#[derive(Debug)]
+pub struct PrefectLease {
+    client: Client,
+    id: String,
+    limit: String,
+    pipeline: String,
+    job: String,
+    lost: Arc<AtomicBool>,
+    renewer: tokio::task::JoinHandle<()>,
+}
+
+fn hour_text(h: Hour) -> String {
+    h.0.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+fn time_text(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+/// A datetime as Python or duckhour wrote it: RFC3339, or naive (UTC).
+pub fn parse_datetime(s: &str) -> Option<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&Utc));
+    }
+    ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
+        .iter()
+        .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
+        .map(|n| n.and_utc())
+}
+
+/// Adds `[from, to)` to merged, sorted ranges.
+fn merge_range(ranges: &mut Vec<(Hour, Hour)>, from: Hour, to: Hour) {
+    ranges.push((from, to));
+    ranges.sort_by_key(|r| r.0);
+    let mut out: Vec<(Hour, Hour)> = Vec::with_capacity(ranges.len());
+    for r in ranges.drain(..) {
+        match out.last_mut() {
+            Some(last) if r.0 <= last.1 => last.1 = last.1.max(r.1),
+            _ => out.push(r),
+        }
+    }
+    *ranges = out;
+}
+
+fn read_ranges(v: Option<&Value>) -> Vec<(Hour, Hour)> {
+    let Some(Value::Array(items)) = v else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(|r| {
+            let a = r.as_array()?;
+            let from = Hour::exact(parse_datetime(a.first()?.as_str()?)?)?;
+            let to = Hour::exact(parse_datetime(a.get(1)?.as_str()?)?)?;
+            Some((from, to))
+        })
+        .collect()
+}
+
+fn write_ranges(r: &[(Hour, Hour)]) -> Value {
+    Value::Array(
+        r.iter()
+            .map(|(f, t)| json!([hour_text(*f), hour_text(*t)]))
+            .collect(),
+    )
+}
+
+fn object<'a>(m: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<String, Value> {
+    let v = m.entry(key).or_insert_with(|| json!({}));
+    if !v.is_object() {
+        *v = json!({});
+    }
+    v.as_object_mut().expect("object")
+}
+
+impl PrefectState {
+    pub fn new(client: Client, block_name: String) -> PrefectState {
+        PrefectState {
+            client,
+            block_name,
+            ids: tokio::sync::OnceCell::new(),
+            docs: tokio::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The document name of a job.
+    pub fn name(&self, pipeline: &str, job: &str) -> String {
+        block_name(&self.block_name, pipeline, job)
+    }
+
+    fn what(name: &str) -> String {
+        format!("block `{name}`")
+    }
+
+    async fn fetch(&self, name: &str) -> Result<Option<BlockDoc>, StateError> {
+        Ok(self
+            .client
+            .read_block(STATE_SLUG, name, &Self::what(name))
+            .await?)
+    }
+
+    /// The job's checkpoint, read from the server (and kept for later writes).
+    pub async fn checkpoint(&self, pipeline: &str, job: &str) -> Result<Option<Hour>, StateError> {
+        let name = self.name(pipeline, job);
+        let doc = self.fetch(&name).await?;
+        let mut docs = self.docs.lock().await;
+        let cp = match &doc {
+            None => None,
+            Some(d) => match d.data.get("last_processed_hour") {
+                None | Some(Value::Null) => None,
+                Some(v) => {
+                    let bad = || StateError::Corrupt {
+                        place: format!("prefect block `{name}`"),
+                        message: format!("`last_processed_hour` is not an hour: {v}"),
+                    };
+                    let t = v.as_str().and_then(parse_datetime).ok_or_else(bad)?;
+                    Some(Hour::exact(t).ok_or_else(bad)?)
+                }
+            },
+        };
+        match doc {
+            Some(d) => docs.insert(name, d),
+            None => docs.remove(&name),
+        };
+        Ok(cp)
+    }
+
+    /// Applies `f` to the job's document data and writes the whole of it.
+    async fn modify(
+        &self,
+        pipeline: &str,
+        job: &str,
+        f: impl FnOnce(&mut Map<String, Value>),
+    ) -> Result<(), StateError> {
+        let name = self.name(pipeline, job);
+        let what = Self::what(&name);
+        let ids = self
+            .ids
+            .get_or_try_init(|| self.client.ensure_state_schema())
+            .await?;
+        let mut docs = self.docs.lock().await;
+        if !docs.contains_key(&name) {
+            if let Some(d) = self.fetch(&name).await? {
+                docs.insert(name.clone(), d);
+            }
+        }
+        let mut data = match docs.get(&name).map(|d| &d.data) {
+            Some(Value::Object(m)) => m.clone(),
+            _ => Map::new(),
+        };
+        data.entry("last_processed_hour").or_insert(Value::Null);
+        data.entry("pipeline_version")
+            .or_insert_with(|| json!("v1.0.0"));
+        let meta = object(&mut data, "metadata");
+        meta.insert(
+            "writer".into(),
+            json!(concat!("duckhour ", env!("CARGO_PKG_VERSION"))),
+        );
+        meta.insert("pipeline".into(), json!(pipeline));
+        meta.insert("job".into(), json!(job));
+        meta.insert("updated_at".into(), json!(time_text(Utc::now())));
+        f(&mut data);
+        let data = Value::Object(data);
+        let id = docs.get(&name).map(|d| d.id.clone());
+        let written = match id {
+            Some(id) => match self.client.update_block(&id, ids, &data, &what).await {
+                Err(e) if e.kind == ErrorKind::NotFound => {
+                    // Deleted under us: write it anew.
+                    self.client.create_block(&name, ids, &data, &what).await?
+                }
+                other => {
+                    other?;
+                    BlockDoc { id, data }
+                }
+            },
+            None => match self.client.create_block(&name, ids, &data, &what).await {
+                Err(e) if matches!(e.kind, ErrorKind::Conflict(_)) => {
+                    // Created meanwhile (e.g. a retried create that had landed).
+                    let d = self.fetch(&name).await?.ok_or(e)?;
+                    self.client.update_block(&d.id, ids, &data, &what).await?;
+                    BlockDoc { id: d.id, data }
+                }
+                other => other?,
+            },
+        };
+        docs.insert(name, written);
+        Ok(())
+    }
+
+    pub async fn set_checkpoint(
+        &self,
+        pipeline: &str,
+        job: &str,
+        hour: Hour,
+    ) -> Result<(), StateError> {
+        self.modify(pipeline, job, |d| {
+            d.insert("last_processed_hour".into(), json!(hour_text(hour)));
+        })
+        .await
+    }
+
+    pub async fn append_ledger(
+        &self,
+        pipeline: &str,
+        job: &str,
+        entries: &[LedgerEntry],
+    ) -> Result<(), StateError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.modify(pipeline, job, |d| {
+            let meta = object(d, "metadata");
+            let mut by_sink: HashMap<&str, Vec<&LedgerEntry>> = HashMap::new();
+            for e in entries {
+                by_sink.entry(e.sink.as_str()).or_default().push(e);
+            }
+            for (sink, es) in by_sink {
+                let ok: Vec<&&LedgerEntry> = es.iter().filter(|e| e.ok).collect();
+                let failed: Vec<&&LedgerEntry> = es.iter().filter(|e| !e.ok).collect();
+                let ledger = object(meta, "ledger");
+                let mut ranges = read_ranges(ledger.get(sink));
+                // Consecutive ok hours become one range.
+                let mut hours: Vec<Hour> = ok.iter().map(|e| e.hour).collect();
+                hours.sort();
+                let mut i = 0;
+                while i < hours.len() {
+                    let mut j = i;
+                    while j + 1 < hours.len() && hours[j + 1] <= hours[j].plus(1) {
+                        j += 1;
+                    }
+                    merge_range(&mut ranges, hours[i], hours[j].plus(1));
+                    i = j + 1;
+                }
+                ledger.insert(sink.to_owned(), write_ranges(&ranges));
+                let s = object(object(meta, "sinks"), sink);
+                if let Some(last) = ok.iter().map(|e| e.hour).max() {
+                    s.insert("last_hour".into(), json!(hour_text(last)));
+                    s.insert("rows".into(), json!(ok.iter().map(|e| e.rows).sum::<u64>()));
+                    s.insert("at".into(), json!(time_text(ok[0].at)));
+                    s.insert("run_id".into(), json!(ok[0].run_id));
+                }
+                if let (Some(first), Some(last)) = (
+                    failed.iter().map(|e| e.hour).min(),
+                    failed.iter().map(|e| e.hour).max(),
+                ) {
+                    s.insert(
+                        "last_failure".into(),
+                        json!({
+                            "from": hour_text(first),
+                            "to": hour_text(last.plus(1)),
+                            "at": time_text(failed[0].at),
+                            "run_id": failed[0].run_id,
+                        }),
+                    );
+                }
+            }
+        })
+        .await
+    }
+
+    /// The hours each sink has, one `ok` entry per hour (row counts are kept per sink's last load only).
+    pub async fn ledger(&self, pipeline: &str, job: &str) -> Result<Vec<LedgerEntry>, StateError> {
+        let name = self.name(pipeline, job);
+        let Some(doc) = self.fetch(&name).await? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        if let Some(Value::Object(ledger)) = doc.data.pointer("/metadata/ledger") {
+            for (sink, v) in ledger {
+                for (from, to) in read_ranges(Some(v)) {
+                    let mut h = from;
+                    while h < to {
+                        out.push(LedgerEntry {
+                            hour: h,
+                            sink: sink.clone(),
+                            rows: 0,
+                            ok: true,
+                            at: DateTime::<Utc>::UNIX_EPOCH,
+                            run_id: String::new(),
+                        });
+                        h = h.plus(1);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn record_run(
+        &self,
+        pipeline: &str,
+        job: &str,
+        run: &RunRecord,
+    ) -> Result<(), StateError> {
+        let rec = serde_json::to_value(run).expect("run serializes");
+        self.modify(pipeline, job, |d| {
+            let meta = object(d, "metadata");
+            let runs = meta.entry("runs").or_insert_with(|| json!([]));
+            if !runs.is_array() {
+                *runs = json!([]);
+            }
+            let list = runs.as_array_mut().expect("array");
+            list.push(rec.clone());
+            let skip = list.len().saturating_sub(KEEP_RUNS);
+            list.drain(..skip);
+            meta.insert("last_run".into(), rec);
+        })
+        .await
+    }
+
+    pub async fn runs(
+        &self,
+        pipeline: &str,
+        job: &str,
+        last: usize,
+    ) -> Result<Vec<RunRecord>, StateError> {
+        let name = self.name(pipeline, job);
+        let Some(doc) = self.fetch(&name).await? else {
+            return Ok(Vec::new());
+        };
+        let mut all: Vec<RunRecord> = match doc.data.pointer("/metadata/runs") {
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(|v| serde_json::from_value(v.clone()).ok())
+                .collect(),
+            _ => Vec::new(),
+        };
+        let skip = all.len().saturating_sub(last);
+        Ok(all.split_off(skip))
+    }
+
+    /// Fetches the named secrets from `Secret` / `gcp-credentials` blocks;
+    /// names without a block fall back to the environment later.
+    pub async fn secrets(&self, names: &[String]) -> Result<Prefetched, StateError> {
+        let mut found = HashMap::new();
+        for n in names {
+            if let Some(s) = self.client.secret(n).await? {
+                found.insert(n.clone(), s);
+            }
+        }
+        Ok(Prefetched {
+            found,
+            backend: "Prefect blocks `secret`/`gcp-credentials`".into(),
+        })
+    }
+
+    /// Takes the job's lease, creating its limit when missing, and writes the holder.
+    pub async fn lease(
+        &self,
+        pipeline: &str,
+        job: &str,
+        holder: &Holder,
+        wait: bool,
+    ) -> Result<PrefectLease, StateError> {
+        let limit = format!("duckhour-{}", self.name(pipeline, job));
+        self.client.ensure_limit(&limit).await?;
+        let id = loop {
+            match self.client.take_lease(&limit, LEASE_TTL).await {
+                Ok(Take::Leased(id)) => break id,
+                Ok(Take::Busy(hint)) if wait => {
+                    let pause = hint
+                        .unwrap_or(Duration::from_secs(2))
+                        .clamp(Duration::from_millis(200), Duration::from_secs(10));
+                    tokio::time::sleep(pause).await;
+                }
+                Ok(Take::Busy(_)) => {
+                    let name = self.name(pipeline, job);
+                    let holder = self
+                        .fetch(&name)
+                        .await
+                        .ok()
+                        .flatten()
+                        .and_then(|d| d.data.pointer("/metadata/lease").cloned())
+                        .and_then(|v| serde_json::from_value::<Holder>(v).ok())
+                        .map(|h| format!("{h} (prefect limit `{limit}`)"))
+                        .unwrap_or_else(|| format!("another runner (prefect limit `{limit}`)"));
+                    return Err(StateError::Busy {
+                        pipeline: pipeline.into(),
+                        job: job.into(),
+                        holder,
+                    });
+                }
+                // The limit vanished between create and take: make it again.
+                Err(e) if e.kind == ErrorKind::NotFound => {
+                    self.client.ensure_limit(&limit).await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let lost = Arc::new(AtomicBool::new(false));
+        let renewer = tokio::spawn(renew_loop(self.client.clone(), id.clone(), lost.clone()));
+        let lease = PrefectLease {
+            client: self.client.clone(),
+            id,
+            limit,
+            pipeline: pipeline.into(),
+            job: job.into(),
+            lost,
+            renewer,
+        };
+        let h = serde_json::to_value(holder).expect("holder serializes");
+        if let Err(e) = self
+            .modify(pipeline, job, |d| {
+                object(d, "metadata").insert("lease".into(), h);
+            })
+            .await
+        {
+            lease.release().await;
+            return Err(e);
+        }
+        Ok(lease)
+    }
+}
+
+/// The document name for a job: `{pipeline}` and `{job}` replaced.
+pub fn block_name(template: &str, pipeline: &str, job: &str) -> String {
+    template
+        .replace("{pipeline}", pipeline)
+        .replace("{job}", job)
+}
+
+async fn renew_loop(client: Client, id: String, lost: Arc<AtomicBool>) {
+    loop {
+        tokio::time::sleep(RENEW_EVERY).await;
+        match client.renew_lease(&id, LEASE_TTL).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(lease = %id, "lease lost (expired or revoked)");
+                lost.store(true, Ordering::SeqCst);
+                return;
+            }
+            // Transient: the next renewal (or the check before a checkpoint) decides.
+            Err(e) => tracing::warn!(error = %e, "could not renew the lease"),
+        }
+    }
+}
+
+impl PrefectLease {
+    fn lost_error(&self) -> StateError {
+        StateError::LeaseLost {
+            pipeline: self.pipeline.clone(),
+            job: self.job.clone(),
+            lease: format!("prefect limit `{}`", self.limit),
+        }
+    }
+
+    /// Renews now: `LeaseLost` when the lease is gone, so the caller stops
+    /// before writing its checkpoint.
+    pub async fn confirm(&self) -> Result<(), StateError> {
+        if self.lost.load(Ordering::SeqCst) {
+            return Err(self.lost_error());
+        }
+        match self.client.renew_lease(&self.id, LEASE_TTL).await? {
+            true => Ok(()),
+            false => {
+                self.lost.store(true, Ordering::SeqCst);
+                Err(self.lost_error())
+            }
+        }
+    }
+
+    /// Gives the slot back; a failure only delays the next runner until the lease expires.
+    pub async fn release(self) {
+        self.renewer.abort();
+        if self.lost.load(Ordering::SeqCst) {
+            return;
+        }
+        if let Err(e) = self.client.release_lease(&self.id).await {
+            tracing::warn!(error = %e, "could not release the lease; it expires by itself");
+        }
+    }
+}
+
+impl Drop for PrefectLease {
+    fn drop(&mut self) {
+        self.renewer.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(s: &str) -> Hour {
+        Hour::parse(s).unwrap()
+    }
+
+    #[test]
+    fn datetimes_from_python_and_duckhour() {
+        let want = h("2026-11-27T13:00:00Z").0;
+        for s in [
+            "2026-11-27T13:00:00Z",
+            "2026-11-27T13:00:00+00:00",
+            "2026-11-27T14:00:00+01:00",
+            "2026-11-27T13:00:00",
+            "2026-11-27T13:00:00.000000",
+            "2026-11-27 13:00:00",
+        ] {
+            assert_eq!(parse_datetime(s), Some(want), "{s}");
+        }
+        assert_eq!(parse_datetime("yesterday"), None);
+    }
+
+    #[test]
+    fn ranges_merge_when_adjacent_or_overlapping() {
+        let mut r = Vec::new();
+        merge_range(&mut r, h("2026-01-01T00:00:00Z"), h("2026-01-01T23:00:00Z"));
+        merge_range(&mut r, h("2026-01-01T23:00:00Z"), h("2026-01-02T05:00:00Z"));
+        merge_range(&mut r, h("2026-01-03T00:00:00Z"), h("2026-01-03T01:00:00Z"));
+        // A redo inside a range changes nothing.
+        merge_range(&mut r, h("2026-01-01T02:00:00Z"), h("2026-01-01T04:00:00Z"));
+        let v = write_ranges(&r);
+        assert_eq!(
+            v,
+            json!([
+                ["2026-01-01T00:00:00Z", "2026-01-02T05:00:00Z"],
+                ["2026-01-03T00:00:00Z", "2026-01-03T01:00:00Z"]
+            ])
+        );
+        assert_eq!(read_ranges(Some(&v)), r);
+    }
+
+    #[test]
+    fn names_from_template() {
+        assert_eq!(block_name("{pipeline}-{job}", "hourly", "co"), "hourly-co");
+        assert_eq!(
+            block_name("pipeline-state", "hourly", "co"),
+            "pipeline-state"
+        );
+    }
+}

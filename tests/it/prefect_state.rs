@@ -1,0 +1,427 @@
+//! The Prefect state store against a real Prefect 3.9 server (started by
+//! `scripts/prefect`): a round trip with the Python block class, a full run
+//! with secrets from `Secret` blocks, two runners of one job, a lease
+//! revoked mid-run, and the server restarted mid-run.
+
+use std::time::{Duration, Instant};
+
+use crate::util::{influx_auth, prefect, Prefect, Ws};
+
+/// A spec over the shipped sample day with Prefect state; `name` keeps the
+/// block and limit names of each test apart on the shared server.
+fn spec(name: &str, state_extra: &str, batch_hours: u32, jobs: &[&str]) -> String {
+    let jobs: String = jobs
+        .iter()
+        .map(|j| format!("      - name: {j}\n"))
+        .collect();
+    format!(
+        "state:
+  type: prefect
+  url: ${{env:PREFECT_API_URL}}
+{state_extra}
+sources:
+  sample:
+    type: line_protocol
+    path: data/sample.lp.gz
+sinks:
+  wh:
+    type: duckdb
+    path: wh.duckdb
+pipelines:
+  {name}:
+    source: sample
+    sinks: [wh]
+    measurement: air_quality
+    start: 2026-11-20T00:00:00Z
+    batch_hours: {batch_hours}
+    concurrency: 2
+    jobs:
+{jobs}"
+    )
+}
+
+fn run(ws: &Ws, p: &Prefect, args: &[&str]) -> crate::util::Out {
+    ws.run_env(args, &[("PREFECT_API_URL", &p.url)])
+}
+
+/// Hours (and rows) per job in the sink.
+fn rows_by_job(ws: &Ws) -> Vec<Vec<String>> {
+    ws.query(
+        "wh.duckdb",
+        "SELECT pollutant, count(DISTINCT hour_start), count(*) FROM pollutant_hourly GROUP BY pollutant ORDER BY pollutant",
+    )
+}
+
+#[test]
+fn round_trip_with_the_python_block_class() {
+    let p = prefect();
+    let ws = Ws::new(&spec("rt", "", 24, &["co", "no2"]));
+    // A single-job pipeline on the flows' old document name.
+    ws.write(
+        "single.yaml",
+        &spec("single", "  block_name: pipeline-state", 24, &["co"]),
+    );
+    let out = run(&ws, p, &["run", "rt", "--now", "2026-11-21T00:10:00Z"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let out = run(
+        &ws,
+        p,
+        &[
+            "-c",
+            "single.yaml",
+            "run",
+            "single",
+            "--now",
+            "2026-11-21T00:10:00Z",
+        ],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+
+    // Python reads what duckhour wrote, through the class, under the same schema.
+    let got = p.python(&[
+        "load-state",
+        "rt-co",
+        "load-state",
+        "pipeline-state",
+        "checksum",
+    ]);
+    assert_eq!(got[0]["last_processed_hour"], "2026-11-20T23:00:00+00:00");
+    assert_eq!(got[0]["tz"], "0:00:00");
+    assert_eq!(got[0]["pipeline_version"], "v1.0.0");
+    let meta = &got[0]["metadata"];
+    assert_eq!(meta["pipeline"], "rt");
+    assert_eq!(meta["job"], "co");
+    assert_eq!(meta["sinks"]["wh"]["last_hour"], "2026-11-20T23:00:00Z");
+    // The sample has three stations (one co hour of one station is missing).
+    assert_eq!(meta["sinks"]["wh"]["rows"], 71);
+    assert_eq!(
+        meta["ledger"]["wh"],
+        serde_json::json!([["2026-11-20T00:00:00Z", "2026-11-21T00:00:00Z"]])
+    );
+    assert_eq!(meta["last_run"]["ok"], true);
+    assert_eq!(meta["last_run"]["hours"], 24);
+    assert_eq!(got[1]["last_processed_hour"], "2026-11-20T23:00:00+00:00");
+    assert_eq!(got[1]["metadata"]["pipeline"], "single");
+    let doc = p.state_doc("rt-co").unwrap();
+    assert_eq!(doc["block_schema"]["checksum"], got[2]);
+    assert_eq!(doc["block_type"]["slug"], "pipelinestateblock");
+
+    // Python moves the checkpoint back with a naive datetime, as the old flows did.
+    p.python(&["save-state", "rt-co", "2026-11-20T20:00:00"]);
+    assert_eq!(
+        p.checkpoint("rt-co").as_deref(),
+        Some("2026-11-20T20:00:00")
+    );
+    let out = run(&ws, p, &["status", "rt", "--now", "2026-11-21T00:10:00Z"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout
+            .contains("co: checkpoint 2026-11-20T20:00:00Z, 3h behind"),
+        "{}",
+        out.stdout
+    );
+    // duckhour reads it and redoes the three hours after it, without duplicates.
+    let out = run(&ws, p, &["run", "rt", "--now", "2026-11-21T00:10:00Z"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains(" 3 hours (3 new, 0 redone)"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        rows_by_job(&ws),
+        vec![vec!["co", "24", "71"], vec!["no2", "24", "71"]]
+    );
+    let got = p.python(&["load-state", "rt-co"]);
+    assert_eq!(got[0]["last_processed_hour"], "2026-11-20T23:00:00+00:00");
+    // The document keeps what Python put beside duckhour's keys.
+    assert_eq!(got[0]["metadata"]["runs"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn full_run_with_secrets_from_prefect_blocks() {
+    let p = prefect();
+    let ix = influx_auth();
+    crate::engine::seed_into(ix, "pf_secrets");
+    let ws = Ws::new(&format!(
+        "state:
+  type: prefect
+  url: ${{env:PREFECT_API_URL}}
+sources:
+  influx:
+    type: influxdb
+    url: {url}
+    database: pf_secrets
+    username: admin
+    password: ${{secret:pf-influx-password}}
+sinks:
+  wh:
+    type: duckdb
+    path: wh.duckdb
+pipelines:
+  sec:
+    source: influx
+    sinks: [wh]
+    measurement: air_quality
+    start: 2026-11-20T00:00:00Z
+    jobs:
+      - name: co
+      - name: so2
+",
+        url = ix.url
+    ));
+    // Not in a block and not in the environment: the error says where it looked.
+    let out = run(&ws, p, &["run", "sec", "--now", "2026-11-21T00:10:00Z"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains(
+            "secret `pf-influx-password` not found (looked in Prefect blocks `secret`/`gcp-credentials` `pf-influx-password`, then environment variable `PF_INFLUX_PASSWORD`)"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(p.checkpoint("sec-co"), None);
+
+    p.python(&["save-secret", "pf-influx-password", "admin-secret"]);
+    let out = run(
+        &ws,
+        p,
+        &["run", "sec", "--now", "2026-11-21T00:10:00Z", "-v"],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        rows_by_job(&ws),
+        vec![vec!["co", "24", "71"], vec!["so2", "24", "69"]]
+    );
+    assert_eq!(
+        p.checkpoint("sec-so2").as_deref(),
+        Some("2026-11-20T23:00:00Z")
+    );
+    // The secret is nowhere: not in the output, not in the state documents.
+    let doc = p.state_doc("sec-co").unwrap().to_string();
+    for text in [&out.stdout, &out.stderr, &doc] {
+        assert!(!text.contains("admin-secret"), "{text}");
+    }
+    // A wrong password in the block is InfluxDB's 401, named, with nothing moved.
+    p.python(&["save-secret", "pf-influx-password", "wrong-password"]);
+    let out = run(&ws, p, &["run", "sec", "--now", "2026-11-21T03:10:00Z"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("401"), "{}", out.stderr);
+    assert!(!out.stderr.contains("wrong-password"), "{}", out.stderr);
+    assert_eq!(
+        p.checkpoint("sec-co").as_deref(),
+        Some("2026-11-20T23:00:00Z")
+    );
+}
+
+/// Starts a long backfill (one-hour batches over two days) in the background.
+fn start_long_run(ws: &Ws, p: &Prefect, pipeline: &str) -> std::process::Child {
+    ws.cmd(&[
+        "backfill",
+        pipeline,
+        "--from",
+        "2026-11-20T00:00:00Z",
+        "--to",
+        "2026-11-22T00:00:00Z",
+        "--now",
+        "2026-11-22T00:10:00Z",
+    ])
+    .env("PREFECT_API_URL", &p.url)
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap()
+}
+
+/// Waits until `f` holds (polling), or panics after `secs`.
+fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(secs),
+            "timed out: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn finish(child: std::process::Child) -> crate::util::Out {
+    let o = child.wait_with_output().unwrap();
+    crate::util::Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn two_runners_of_one_job() {
+    let p = prefect();
+    let ws = Ws::new(&spec("two", "", 1, &["co"]));
+    let first = start_long_run(&ws, p, "two");
+    let pid = first.id();
+    // The holder is written once the lease is taken.
+    wait_for(60, "the first runner's lease", || {
+        p.state_doc("two-co")
+            .is_some_and(|d| d["data"]["metadata"]["lease"]["pid"] == pid)
+    });
+    let out = run(&ws, p, &["run", "two", "--now", "2026-11-22T00:10:00Z"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains(&format!(
+            "job `co` of pipeline `two` is already running: lease held by pid {pid} on "
+        )) && out.stderr.contains("(prefect limit `duckhour-two-co`)"),
+        "{}",
+        out.stderr
+    );
+    // One that waits gets the job after the first.
+    let waiter = ws
+        .cmd(&["run", "two", "--wait", "--now", "2026-11-22T00:10:00Z"])
+        .env("PREFECT_API_URL", &p.url)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let first = finish(first);
+    assert_eq!(first.code, 0, "{first:?}");
+    assert!(
+        first.stdout.contains(" 48 hours (48 new, 0 redone)"),
+        "{}",
+        first.stdout
+    );
+    let waited = finish(waiter);
+    assert_eq!(waited.code, 0, "{waited:?}");
+    assert_eq!(rows_by_job(&ws), vec![vec!["co", "24", "71"]]);
+    assert_eq!(
+        p.checkpoint("two-co").as_deref(),
+        Some("2026-11-21T23:00:00Z")
+    );
+    // Both released their slot.
+    let (_, limit) = p.get("/v2/concurrency_limits/duckhour-two-co");
+    assert_eq!(limit["active_slots"], 0, "{limit}");
+}
+
+#[test]
+fn a_revoked_lease_stops_the_job_before_its_checkpoint() {
+    let p = prefect();
+    let ws = Ws::new(&spec("lost", "", 1, &["co"]));
+    let child = start_long_run(&ws, p, "lost");
+    wait_for(60, "a few batches", || {
+        p.checkpoint("lost-co")
+            .is_some_and(|c| c.as_str() >= "2026-11-20T03:00:00Z")
+    });
+    // Revoke the runner's lease as an operator (or an expiry) would: its id
+    // is in the server's lease storage, the only lease on this limit.
+    let (_, limit) = p.get("/v2/concurrency_limits/duckhour-lost-co");
+    let limit_id = limit["id"].as_str().unwrap().to_owned();
+    let lease_id = std::fs::read_dir(p.dir.join("concurrency_leases"))
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let text = std::fs::read_to_string(e.path()).ok()?;
+            text.contains(&limit_id)
+                .then(|| e.path().file_stem()?.to_str().map(str::to_owned))?
+        })
+        .next()
+        .expect("the runner's lease file");
+    assert_eq!(
+        p.post(
+            "/v2/concurrency_limits/decrement-with-lease",
+            serde_json::json!({"lease_id": lease_id})
+        ),
+        204
+    );
+    let revoked_at = p.checkpoint("lost-co").unwrap();
+    let out = finish(child);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("job `co` of pipeline `lost` lost its lease (prefect limit `duckhour-lost-co`: expired or revoked); stopped before moving its checkpoint"),
+        "{}",
+        out.stderr
+    );
+    // At most the batch in flight went to the sink; the checkpoint stayed.
+    let cp = p.checkpoint("lost-co").unwrap();
+    assert_eq!(cp, revoked_at);
+    let loaded: i64 = ws.query(
+        "wh.duckdb",
+        "SELECT count(DISTINCT hour_start) FROM pollutant_hourly",
+    )[0][0]
+        .parse()
+        .unwrap();
+    let cp_hour: i64 = cp[11..13].parse().unwrap();
+    assert!(
+        loaded == cp_hour + 1 || loaded == cp_hour + 2,
+        "{loaded} hours loaded, checkpoint {cp}"
+    );
+    // The next run takes over from the checkpoint and finishes the job.
+    let out = run(&ws, p, &["run", "lost", "--now", "2026-11-22T00:10:00Z"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(rows_by_job(&ws), vec![vec!["co", "24", "71"]]);
+    assert_eq!(
+        p.checkpoint("lost-co").as_deref(),
+        Some("2026-11-21T23:00:00Z")
+    );
+}
+
+#[test]
+fn server_restarted_mid_run() {
+    let p = Prefect::start("restart");
+    let ws = Ws::new(&spec("rs", "", 1, &["co", "no2"]));
+    let mut child = start_long_run(&ws, &p, "rs");
+    wait_for(60, "a few batches", || {
+        p.checkpoint("rs-co")
+            .is_some_and(|c| c.as_str() >= "2026-11-20T02:00:00Z")
+    });
+    let before = p.checkpoint("rs-co").unwrap();
+    p.down();
+    std::thread::sleep(Duration::from_secs(1));
+    p.up();
+    // The checkpoint, read while the run goes on, only moves forward.
+    let mut seen = vec![before];
+    while child.try_wait().unwrap().is_none() {
+        if let Some(c) = p.checkpoint("rs-co") {
+            assert!(c >= *seen.last().unwrap(), "moved back: {seen:?} then {c}");
+            seen.push(c);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = finish(child);
+    // Either the run rode out the restart (retries) or it failed naming Prefect.
+    if out.code != 0 {
+        assert_eq!(out.code, 1, "{out:?}");
+        assert!(out.stderr.contains("prefect http://127.0.0.1"), "{out:?}");
+    }
+    for job in ["co", "no2"] {
+        // Never past a missing hour: every hour up to the checkpoint is in the sink.
+        if let Some(cp) = p.checkpoint(&format!("rs-{job}")) {
+            let n: i64 = ws.query(
+                "wh.duckdb",
+                &format!(
+                    "SELECT count(DISTINCT hour_start) FROM pollutant_hourly WHERE pollutant = '{job}' AND hour_start <= '{}'",
+                    &cp[..19]
+                ),
+            )[0][0]
+                .parse()
+                .unwrap();
+            let hours = (cp[8..10].parse::<i64>().unwrap() - 20) * 24
+                + cp[11..13].parse::<i64>().unwrap()
+                + 1;
+            assert_eq!(n, hours.min(24), "{job}: checkpoint {cp}");
+        }
+    }
+    // Whatever happened, the next run completes with exact rows.
+    let out = run(&ws, &p, &["run", "rs", "--now", "2026-11-22T00:10:00Z"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        rows_by_job(&ws),
+        vec![vec!["co", "24", "71"], vec!["no2", "24", "71"]]
+    );
+    assert_eq!(
+        p.checkpoint("rs-co").as_deref(),
+        Some("2026-11-21T23:00:00Z")
+    );
+    assert_eq!(
+        p.checkpoint("rs-no2").as_deref(),
+        Some("2026-11-21T23:00:00Z")
+    );
+}
