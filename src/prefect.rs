@@ -18,8 +18,10 @@ use serde_json::{json, Value};
 use crate::http::{backoff, retry_after, shown_url};
 use crate::secret::Secret;
 
-/// How long one call keeps retrying a server that is restarting or busy.
+/// How long one call of a run keeps retrying a server that is restarting or busy.
 pub const RETRY_BUDGET: Duration = Duration::from_secs(60);
+/// The same for commands that only read (`status`, `dry-run`): answer soon.
+pub const READ_RETRY_BUDGET: Duration = Duration::from_secs(5);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The block type slug of the Python class `PipelineStateBlock`.
@@ -34,7 +36,8 @@ pub enum ErrorKind {
     Conflict(String),
     Invalid(String),
     Status(u16, String),
-    Unreachable(String),
+    /// Unreachable for the given seconds.
+    Unreachable(String, u64),
     Protocol(String),
 }
 
@@ -49,9 +52,7 @@ impl std::fmt::Display for ErrorKind {
             ErrorKind::Conflict(d) => write!(f, "conflict (409): {d}"),
             ErrorKind::Invalid(d) => write!(f, "rejected (422): {d}"),
             ErrorKind::Status(s, d) => write!(f, "HTTP {s}: {d}"),
-            ErrorKind::Unreachable(m) => {
-                write!(f, "unreachable for {}s: {m}", RETRY_BUDGET.as_secs())
-            }
+            ErrorKind::Unreachable(m, secs) => write!(f, "unreachable for {secs}s: {m}"),
             ErrorKind::Protocol(m) => write!(f, "unexpected response: {m}"),
         }
     }
@@ -102,6 +103,7 @@ pub struct Client {
     base: String,
     server: String,
     key: Option<Secret>,
+    budget: Duration,
 }
 
 struct Reply {
@@ -116,14 +118,41 @@ impl Reply {
     }
 }
 
-/// `detail` of a FastAPI error body, shortened: it is shown to the user.
+/// What a Prefect error body says, shortened: it is shown to the user.
+/// Prefect answers `{"detail": ...}` or, for validation errors,
+/// `{"exception_message", "exception_detail": [{loc, msg}], "request_body"}`;
+/// the request body is never repeated.
 fn detail(body: &[u8]) -> String {
     let text = match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(o)) => match o.get("detail") {
-            Some(Value::String(s)) => s.clone(),
-            Some(v) => v.to_string(),
-            None => Value::Object(o).to_string(),
-        },
+        Ok(Value::Object(o)) => {
+            if let Some(Value::Array(items)) = o.get("exception_detail") {
+                items
+                    .iter()
+                    .map(|i| {
+                        let loc: Vec<String> = i
+                            .get("loc")
+                            .and_then(Value::as_array)
+                            .map(|l| {
+                                l.iter()
+                                    .map(|p| {
+                                        p.as_str().map_or_else(|| p.to_string(), str::to_owned)
+                                    })
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        let msg = i.get("msg").and_then(Value::as_str).unwrap_or("invalid");
+                        format!("{}: {msg}", loc.join("."))
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            } else {
+                match o.get("detail").or_else(|| o.get("exception_message")) {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(v) => v.to_string(),
+                    None => "(no detail)".into(),
+                }
+            }
+        }
         _ => String::from_utf8_lossy(body).into_owned(),
     };
     let mut t: String = text.chars().take(300).collect();
@@ -191,7 +220,14 @@ impl Client {
             base: base.trim_end_matches('/').to_owned(),
             server: shown_url(base),
             key,
+            budget: RETRY_BUDGET,
         }
+    }
+
+    /// How long each call keeps retrying (default [`RETRY_BUDGET`]).
+    pub fn with_retry_budget(mut self, budget: Duration) -> Client {
+        self.budget = budget;
+        self
     }
 
     fn err(&self, what: &str, kind: ErrorKind) -> PrefectError {
@@ -228,8 +264,11 @@ impl Client {
                     let body = match resp.bytes().await {
                         Ok(b) => b,
                         Err(e) => {
-                            if t0.elapsed() >= RETRY_BUDGET {
-                                return Err(self.err(what, ErrorKind::Unreachable(e.to_string())));
+                            if t0.elapsed() >= self.budget {
+                                return Err(self.err(
+                                    what,
+                                    ErrorKind::Unreachable(e.to_string(), self.budget.as_secs()),
+                                ));
                             }
                             attempt += 1;
                             tokio::time::sleep(backoff(attempt, Duration::from_secs(4))).await;
@@ -245,7 +284,7 @@ impl Client {
                     }
                     let wait = retry_after(&headers)
                         .unwrap_or_else(|| backoff(attempt, Duration::from_secs(4)));
-                    if t0.elapsed() + wait > RETRY_BUDGET {
+                    if t0.elapsed() + wait > self.budget {
                         return Err(self.err(what, status_kind(status, &body)));
                     }
                     tracing::debug!(status = status.as_u16(), ?wait, "prefect busy, retrying");
@@ -253,13 +292,15 @@ impl Client {
                 }
                 Err(e) => {
                     let wait = backoff(attempt, Duration::from_secs(4));
-                    if t0.elapsed() + wait > RETRY_BUDGET {
+                    if t0.elapsed() + wait > self.budget {
                         // reqwest errors carry the URL; ours has no credentials in it.
                         let msg = match std::error::Error::source(&e) {
                             Some(s) => format!("{}", s),
                             None => e.to_string(),
                         };
-                        return Err(self.err(what, ErrorKind::Unreachable(msg)));
+                        return Err(
+                            self.err(what, ErrorKind::Unreachable(msg, self.budget.as_secs()))
+                        );
                     }
                     tracing::debug!(error = %e, ?wait, "prefect unreachable, retrying");
                     wait

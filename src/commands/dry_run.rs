@@ -6,7 +6,7 @@ use crate::error::{Error, EXIT_OK};
 use crate::runner::{plan_for, Mode};
 use crate::sources::Source;
 use crate::spec::{Config, StateConfig};
-use crate::state::{LocalState, State};
+use crate::state::{State, StateError};
 use crate::template::RenderInput;
 
 pub fn dry_run(config: &Config, a: &DryRunArgs) -> Result<i32, Error> {
@@ -20,11 +20,10 @@ pub fn dry_run(config: &Config, a: &DryRunArgs) -> Result<i32, Error> {
         }
         _ => Mode::Run,
     };
-    // Only the local store can be read without side effects; say so for others.
-    let local = match &p.state {
-        StateConfig::Local { dir } => Some(LocalState::new(dir.clone())),
-        StateConfig::Prefect { .. } => None,
-    };
+    // Checkpoints are read (never written); a Prefect store that cannot be
+    // read says why in the plan instead of failing the dry-run.
+    let state = State::open_for_reading(&p.state);
+    let rt = super::run::runtime()?;
     let source = Source::new(&p.source, &config.sources[&p.source]);
     let templates = config.templates();
 
@@ -48,16 +47,18 @@ pub fn dry_run(config: &Config, a: &DryRunArgs) -> Result<i32, Error> {
         .iter()
         .filter(|j| a.filter.jobs.is_empty() || a.filter.jobs.contains(&j.name))
     {
-        let checkpoint = match &local {
-            Some(s) => s.checkpoint(&p.name, &job.name)?,
-            None => None,
+        let read = match &state {
+            Ok(s) => rt.block_on(s.checkpoint(&p.name, &job.name)),
+            Err(e) => Err(StateError::Config(e.to_string())),
+        };
+        let (checkpoint, cp) = match read {
+            Ok(Some(c)) => (Some(c), c.to_string()),
+            Ok(None) => (None, "none".to_owned()),
+            Err(e) if matches!(p.state, StateConfig::Local { .. }) => return Err(e.into()),
+            Err(StateError::Config(m)) => (None, format!("not read ({m})")),
+            Err(e) => (None, format!("not read ({e})")),
         };
         let plan = plan_for(p, mode, now, checkpoint);
-        let cp = match (&local, checkpoint) {
-            (None, _) => "not read (remote state store)".to_owned(),
-            (_, Some(c)) => c.to_string(),
-            (_, None) => "none".to_owned(),
-        };
         out.push_str(&format!(
             "\njob `{}`: checkpoint {cp}; last complete hour {}\n",
             job.name, plan.last_complete

@@ -82,7 +82,7 @@ async fn report(
             p.name,
             State::describe(&p.state)
         );
-        let state = match State::open(&p.state) {
+        let state = match State::open_for_reading(&p.state) {
             Ok(s) => s,
             Err(e) => {
                 println!("  {e}");

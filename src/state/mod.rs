@@ -104,6 +104,15 @@ impl State {
     /// may use `${env:}` and `${secret:}` (the latter from the environment:
     /// the store cannot hold its own key).
     pub fn open(config: &StateConfig) -> Result<State, StateError> {
+        State::open_with(config, crate::prefect::RETRY_BUDGET)
+    }
+
+    /// For commands that only read: a busy or absent server is reported within seconds.
+    pub fn open_for_reading(config: &StateConfig) -> Result<State, StateError> {
+        State::open_with(config, crate::prefect::READ_RETRY_BUDGET)
+    }
+
+    fn open_with(config: &StateConfig, budget: std::time::Duration) -> Result<State, StateError> {
         match config {
             StateConfig::Local { dir } => Ok(State::Local(LocalState::new(dir.clone()))),
             StateConfig::Prefect {
@@ -127,7 +136,7 @@ impl State {
                     )));
                 }
                 Ok(State::Prefect(Box::new(PrefectState::new(
-                    Client::new(url, key),
+                    Client::new(url, key).with_retry_budget(budget),
                     block_name.clone(),
                 ))))
             }
@@ -231,7 +240,7 @@ impl State {
             State::Prefect(s) => s
                 .lease(pipeline, job, holder, wait)
                 .await
-                .map(Lease::Prefect),
+                .map(|l| Lease::Prefect(Box::new(l))),
         }
     }
 }
@@ -241,7 +250,7 @@ impl State {
 #[derive(Debug)]
 pub enum Lease {
     Local(LocalLease),
-    Prefect(PrefectLease),
+    Prefect(Box<PrefectLease>),
 }
 
 impl Lease {

@@ -44,7 +44,7 @@ fn hourly_dry_run_shows_influxql_without_secrets() {
     assert!(out.stdout.contains("    SELECT \"pm25\"::field, \"station\"::tag FROM \"airquality\"..\"air_quality\" WHERE time >= '2026-11-20T00:00:00Z' AND time < '2026-11-20T02:00:00Z'\n"), "{out:?}");
     assert!(
         out.stdout
-            .contains("checkpoint not read (remote state store)"),
+            .contains("checkpoint not read (state store: state `url`: environment variable `PREFECT_API_URL` is not set)"),
         "{out:?}"
     );
     assert!(!out.stdout.contains("secret-marker") && !out.stderr.contains("secret-marker"));

@@ -4,6 +4,7 @@ mod dry_run;
 mod engine;
 mod influx_source;
 mod ops;
+mod prefect_client;
 mod prefect_state;
 mod readme;
 mod spec_errors;

@@ -120,6 +120,24 @@ fn round_trip_with_the_python_block_class() {
         "{}",
         out.stdout
     );
+    let out = run(
+        &ws,
+        p,
+        &[
+            "dry-run",
+            "rt",
+            "--job",
+            "co",
+            "--now",
+            "2026-11-21T00:10:00Z",
+        ],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains("checkpoint 2026-11-20T20:00:00Z"),
+        "{}",
+        out.stdout
+    );
     // duckhour reads it and redoes the three hours after it, without duplicates.
     let out = run(&ws, p, &["run", "rt", "--now", "2026-11-21T00:10:00Z"]);
     assert_eq!(out.code, 0, "{out:?}");
