@@ -260,7 +260,7 @@ async fn setup(
     let mut sinks = Vec::new();
     for name in &pipeline.sinks {
         let mut sink = Sink::new(name, &config.sinks[name], &config.dir);
-        if let Err(e) = sink.prepare(&conn, secrets.as_ref(), &home) {
+        if let Err(e) = sink.prepare(&conn, secrets.as_ref(), &home).await {
             return Err((state, e.to_string()));
         }
         sinks.push(sink);
@@ -426,7 +426,12 @@ async fn one_batch(sh: &Shared, job: &Job, batch: Batch) -> Result<(u64, u64), S
     let per_hour = tokio::task::block_in_place(|| duck::rows_per_hour(&conn, &job.name))
         .map_err(|e| e.to_string())?;
     for sink in &sh.sinks {
-        let loaded = tokio::task::block_in_place(|| sink.load(&conn, &job.name, &job.table, batch));
+        let loaded = match tokio::task::block_in_place(|| {
+            sink.unload(&conn, &job.name, &job.table, batch)
+        }) {
+            Ok(u) => sink.finish(u, job, batch, &sh.run_id).await,
+            Err(e) => Err(e),
+        };
         let ok = loaded.is_ok();
         let at = Utc::now();
         let entries: Vec<LedgerEntry> = batch

@@ -5,6 +5,7 @@
 //! a sink copies it out. The SQL must return `pollutant` (the job name) and
 //! `hour_start`, which scope the replacement.
 
+pub mod bigquery;
 pub mod duckdb;
 
 use ::duckdb::Connection;
@@ -28,7 +29,15 @@ pub enum SinkError {
 /// A configured sink.
 pub enum Sink {
     Duck(duckdb::DuckSink),
-    BigQuery { name: String },
+    BigQuery(Box<bigquery::BigQuerySink>),
+}
+
+/// The part of a load done with the DuckDB connection.
+pub enum Unloaded {
+    /// A DuckDB sink loads entirely there: rows written.
+    Done(u64),
+    /// BigQuery: the rows, to send.
+    Rows(bigquery::Rows),
 }
 
 impl Sink {
@@ -45,21 +54,36 @@ impl Sink {
                 schema.clone(),
                 dir.to_path_buf(),
             )),
-            SinkConfig::Bigquery { .. } => Sink::BigQuery {
-                name: name.to_owned(),
-            },
+            SinkConfig::Bigquery {
+                project,
+                dataset,
+                location,
+                credentials,
+                endpoint,
+                table,
+            } => Sink::BigQuery(Box::new(bigquery::BigQuerySink::new(
+                name,
+                project,
+                dataset,
+                location.clone(),
+                credentials.clone(),
+                endpoint.clone(),
+                table.clone(),
+                dir.to_path_buf(),
+            ))),
         }
     }
 
     pub fn name(&self) -> &str {
         match self {
             Sink::Duck(s) => s.name(),
-            Sink::BigQuery { name } => name,
+            Sink::BigQuery(s) => s.name(),
         }
     }
 
-    /// Resolves secrets and attaches, before any job starts.
-    pub fn prepare(
+    /// Resolves secrets and attaches (DuckDB) or creates the dataset
+    /// (BigQuery), before any job starts.
+    pub async fn prepare(
         &mut self,
         conn: &Connection,
         secrets: &dyn SecretSource,
@@ -67,28 +91,41 @@ impl Sink {
     ) -> Result<(), SinkError> {
         match self {
             Sink::Duck(s) => s.prepare(conn, secrets, home),
-            Sink::BigQuery { name } => Err(SinkError::Setup {
-                sink: name.clone(),
-                message: "the BigQuery sink is not available in this build yet".into(),
-            }),
+            Sink::BigQuery(s) => s.prepare(secrets).await,
         }
     }
 
-    /// Replaces `(job, batch hours)` in the sink with `result_<job>`; returns rows written.
-    pub fn load(
+    /// Step one of a load, with the connection: a DuckDB sink replaces
+    /// `(job, batch hours)` with `result_<job>` here; BigQuery reads the rows.
+    pub fn unload(
         &self,
         conn: &Connection,
         job: &str,
         table: &str,
         batch: Batch,
-    ) -> Result<u64, SinkError> {
+    ) -> Result<Unloaded, SinkError> {
         match self {
-            Sink::Duck(s) => s.load(conn, job, table, batch),
-            Sink::BigQuery { name } => Err(SinkError::Load {
-                sink: name.clone(),
-                range: batch.to_string(),
-                message: "not available".into(),
-            }),
+            Sink::Duck(s) => s.load(conn, job, table, batch).map(Unloaded::Done),
+            Sink::BigQuery(s) => s.read(conn, job).map(Unloaded::Rows),
+        }
+    }
+
+    /// Step two, without the connection: BigQuery replaces `(job, batch
+    /// hours)` with the rows. Returns rows written.
+    pub async fn finish(
+        &self,
+        unloaded: Unloaded,
+        job: &crate::spec::Job,
+        batch: Batch,
+        run_id: &str,
+    ) -> Result<u64, SinkError> {
+        match (self, unloaded) {
+            (_, Unloaded::Done(n)) => Ok(n),
+            (Sink::BigQuery(s), Unloaded::Rows(rows)) => {
+                s.load(rows, &job.name, &job.tags, &job.table, batch, run_id)
+                    .await
+            }
+            (Sink::Duck(_), Unloaded::Rows(_)) => unreachable!("DuckDB sinks load in unload()"),
         }
     }
 }

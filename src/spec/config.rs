@@ -72,6 +72,7 @@ pub enum SinkConfig {
         location: Option<String>,
         credentials: Option<String>,
         endpoint: Option<String>,
+        table: Option<String>,
     },
 }
 
@@ -134,8 +135,17 @@ impl SinkConfig {
                 format!("{} {path} schema {schema}", self.kind())
             }
             SinkConfig::Bigquery {
-                project, dataset, ..
-            } => format!("bigquery {project}.{dataset}"),
+                project,
+                dataset,
+                endpoint,
+                ..
+            } => match endpoint {
+                Some(e) => format!(
+                    "bigquery {project}.{dataset} at {}",
+                    crate::http::shown_url(e)
+                ),
+                None => format!("bigquery {project}.{dataset}"),
+            },
         }
     }
 }

@@ -176,9 +176,14 @@ pub struct SinkSpec {
     /// absent: Application Default Credentials.
     #[serde(default)]
     pub credentials: Option<String>,
-    /// bigquery: API endpoint override, e.g. an emulator's `http://127.0.0.1:9050/bigquery/v2`.
+    /// bigquery: API endpoint override, e.g. an emulator's `http://127.0.0.1:9050/bigquery/v2`;
+    /// with an endpoint and no `credentials`, requests carry no credentials.
     #[serde(default)]
     pub endpoint: Option<String>,
+    /// bigquery: target table for every job of the pipelines using this sink.
+    /// Default: the job's `table`.
+    #[serde(default)]
+    pub table: Option<String>,
 }
 
 /// An entry of `pipelines:`. Its scalar fields are the defaults of its jobs.

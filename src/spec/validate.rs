@@ -348,6 +348,7 @@ fn sink_config(c: &mut Checker, name: &str, s: &Spanned<SinkSpec>) -> Option<Sin
                 location: v.location.clone(),
                 credentials: v.credentials.clone(),
                 endpoint: v.endpoint.clone(),
+                table: v.table.clone(),
             })
         }
     }

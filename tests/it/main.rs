@@ -1,5 +1,6 @@
 //! Integration tests: the real binary, real DuckDB files, a real InfluxDB.
 
+mod bigquery_sink;
 mod dry_run;
 mod engine;
 mod influx_source;

@@ -1,0 +1,366 @@
+//! The few BigQuery REST calls the sink makes (datasets, tables, insertAll,
+//! jobs.query), with retries: connection errors, 429, 5xx and the 403s whose
+//! reason is `rateLimitExceeded` or `quotaExceeded` are retried with backoff
+//! for up to [`RETRY_BUDGET`]; a 401 drops the cached token and tries once more.
+//! Request bodies are sent uncompressed (the emulator rejects gzip).
+
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use super::auth::Tokens;
+use crate::http::{backoff, retry_after};
+
+pub const RETRY_BUDGET: Duration = Duration::from_secs(60);
+pub const GOOGLE_ENDPOINT: &str = "https://bigquery.googleapis.com/bigquery/v2";
+
+/// A failed call: HTTP status (0: no answer), BigQuery's reason and message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub status: u16,
+    pub reason: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.status, self.reason.as_str()) {
+            (0, _) => write!(f, "{}", self.message),
+            (401, _) => write!(
+                f,
+                "authentication failed (401): {}: check `credentials`",
+                self.message
+            ),
+            (s, "") => write!(f, "HTTP {s}: {}", self.message),
+            (s, r) => write!(f, "HTTP {s} {r}: {}", self.message),
+        }
+    }
+}
+
+fn retryable(status: u16, reason: &str) -> bool {
+    matches!(status, 429 | 500 | 502 | 503 | 504)
+        || (status == 403 && matches!(reason, "rateLimitExceeded" | "quotaExceeded"))
+}
+
+/// `{"error": {"code", "message", "errors": [{"reason", "message"}]}}`.
+fn error_of(status: u16, body: &Value) -> ApiError {
+    let e = &body["error"];
+    let reason = e["errors"][0]["reason"].as_str().unwrap_or("").to_owned();
+    let message = e["message"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| body.to_string().chars().take(300).collect());
+    ApiError {
+        status,
+        reason,
+        message,
+    }
+}
+
+pub struct Api {
+    http: reqwest::Client,
+    base: String,
+    pub project: String,
+    tokens: Tokens,
+}
+
+impl Api {
+    pub fn new(
+        http: reqwest::Client,
+        endpoint: Option<&str>,
+        project: &str,
+        tokens: Tokens,
+    ) -> Api {
+        Api {
+            http,
+            base: endpoint
+                .unwrap_or(GOOGLE_ENDPOINT)
+                .trim_end_matches('/')
+                .to_owned(),
+            project: project.to_owned(),
+            tokens,
+        }
+    }
+
+    pub fn describe_auth(&self) -> String {
+        self.tokens.describe()
+    }
+
+    /// One call; answers other than the retried ones come back as they are.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value), ApiError> {
+        let url = format!("{}/projects/{}{path}", self.base, self.project);
+        let t0 = Instant::now();
+        let mut attempt = 0;
+        let mut reauthed = false;
+        loop {
+            let token = self.tokens.token().await.map_err(|m| ApiError {
+                status: 0,
+                reason: String::new(),
+                message: m,
+            })?;
+            let mut rb = self.http.request(method.clone(), &url);
+            if let Some(t) = &token {
+                rb = rb.bearer_auth(t.expose());
+            }
+            if let Some(b) = body {
+                rb = rb.json(b);
+            }
+            let (wait, last) = match rb.send().await {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    let hint = retry_after(resp.headers());
+                    let v: Value = match resp.bytes().await {
+                        Ok(b) if b.is_empty() => Value::Null,
+                        Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|_| {
+                            json!({"error": {"message": String::from_utf8_lossy(&b).chars().take(300).collect::<String>()}})
+                        }),
+                        Err(e) => json!({"error": {"message": e.to_string()}}),
+                    };
+                    if (200..300).contains(&status) {
+                        return Ok((status, v));
+                    }
+                    let err = error_of(status, &v);
+                    if status == 401 && token.is_some() && !reauthed {
+                        reauthed = true;
+                        self.tokens.invalidate().await;
+                        continue;
+                    }
+                    if !retryable(status, &err.reason) {
+                        return Ok((status, v));
+                    }
+                    (
+                        hint.unwrap_or_else(|| backoff(attempt, Duration::from_secs(8))),
+                        err,
+                    )
+                }
+                Err(e) => {
+                    let cause = std::error::Error::source(&e)
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| e.to_string());
+                    (
+                        backoff(attempt, Duration::from_secs(8)),
+                        ApiError {
+                            status: 0,
+                            reason: String::new(),
+                            message: format!(
+                                "{} unreachable: {cause}",
+                                crate::http::shown_url(&self.base)
+                            ),
+                        },
+                    )
+                }
+            };
+            if t0.elapsed() + wait > RETRY_BUDGET {
+                let mut last = last;
+                last.message = format!(
+                    "{} (gave up after {}s of retries)",
+                    last.message,
+                    t0.elapsed().as_secs()
+                );
+                return Err(last);
+            }
+            tracing::debug!(status = last.status, reason = %last.reason, ?wait, "bigquery: retrying");
+            attempt += 1;
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// A call that must succeed.
+    async fn ok(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, ApiError> {
+        let (status, v) = self.call(method, path, body).await?;
+        if (200..300).contains(&status) {
+            Ok(v)
+        } else {
+            Err(error_of(status, &v))
+        }
+    }
+
+    /// Creates the dataset unless it exists.
+    pub async fn ensure_dataset(
+        &self,
+        dataset: &str,
+        location: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let (status, v) = self
+            .call(Method::GET, &format!("/datasets/{dataset}"), None)
+            .await?;
+        match status {
+            200 => return Ok(()),
+            404 => {}
+            _ => return Err(error_of(status, &v)),
+        }
+        let mut body =
+            json!({"datasetReference": {"projectId": self.project, "datasetId": dataset}});
+        if let Some(l) = location {
+            body["location"] = json!(l);
+        }
+        let (status, v) = self.call(Method::POST, "/datasets", Some(&body)).await?;
+        match status {
+            200 | 201 | 409 => Ok(()),
+            _ => Err(error_of(status, &v)),
+        }
+    }
+
+    /// The table's resource, or `None` when it does not exist.
+    pub async fn get_table(&self, dataset: &str, table: &str) -> Result<Option<Value>, ApiError> {
+        let (status, v) = self
+            .call(
+                Method::GET,
+                &format!("/datasets/{dataset}/tables/{table}"),
+                None,
+            )
+            .await?;
+        match status {
+            200 => Ok(Some(v)),
+            404 => Ok(None),
+            _ => Err(error_of(status, &v)),
+        }
+    }
+
+    /// Creates a table from its resource; `false` when it already existed.
+    pub async fn create_table(&self, dataset: &str, resource: &Value) -> Result<bool, ApiError> {
+        let (status, v) = self
+            .call(
+                Method::POST,
+                &format!("/datasets/{dataset}/tables"),
+                Some(resource),
+            )
+            .await?;
+        match status {
+            200 | 201 => Ok(true),
+            409 => Ok(false),
+            _ => Err(error_of(status, &v)),
+        }
+    }
+
+    pub async fn delete_table(&self, dataset: &str, table: &str) -> Result<(), ApiError> {
+        let (status, v) = self
+            .call(
+                Method::DELETE,
+                &format!("/datasets/{dataset}/tables/{table}"),
+                None,
+            )
+            .await?;
+        match status {
+            200 | 204 | 404 => Ok(()),
+            _ => Err(error_of(status, &v)),
+        }
+    }
+
+    /// `tabledata.insertAll`; returns the response (which may hold `insertErrors`).
+    pub async fn insert_all(
+        &self,
+        dataset: &str,
+        table: &str,
+        rows: Vec<Value>,
+    ) -> Result<Value, ApiError> {
+        let body = json!({"rows": rows, "skipInvalidRows": false, "ignoreUnknownValues": false});
+        self.ok(
+            Method::POST,
+            &format!("/datasets/{dataset}/tables/{table}/insertAll"),
+            Some(&body),
+        )
+        .await
+    }
+
+    /// `jobs.query` of one GoogleSQL statement with a `requestId`, waiting for
+    /// it to finish. A duplicate answer to a retried request means the
+    /// statement already ran.
+    pub async fn query(
+        &self,
+        sql: &str,
+        request_id: &str,
+        location: Option<&str>,
+    ) -> Result<Value, ApiError> {
+        let mut body = json!({
+            "query": sql,
+            "useLegacySql": false,
+            "requestId": request_id,
+            "timeoutMs": 60000,
+        });
+        if let Some(l) = location {
+            body["location"] = json!(l);
+        }
+        let (status, v) = self.call(Method::POST, "/queries", Some(&body)).await?;
+        let mut v = match status {
+            200 => v,
+            409 if error_of(status, &v).reason == "duplicate" => {
+                return Ok(json!({"jobComplete": true, "duplicate": true}))
+            }
+            _ => return Err(error_of(status, &v)),
+        };
+        let t0 = Instant::now();
+        while v["jobComplete"] != json!(true) {
+            let job = v["jobReference"]["jobId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            if job.is_empty() || t0.elapsed() > Duration::from_secs(600) {
+                return Err(ApiError {
+                    status: 0,
+                    reason: String::new(),
+                    message: format!("query did not complete: {}", v["jobReference"]),
+                });
+            }
+            let mut path = format!("/queries/{job}?timeoutMs=10000");
+            if let Some(l) = v["jobReference"]["location"].as_str() {
+                path.push_str(&format!("&location={l}"));
+            }
+            v = self.ok(Method::GET, &path, None).await?;
+        }
+        if let Some(e) = v
+            .get("errors")
+            .and_then(Value::as_array)
+            .and_then(|a| a.first())
+        {
+            return Err(ApiError {
+                status: 200,
+                reason: e["reason"].as_str().unwrap_or("").to_owned(),
+                message: e["message"].as_str().unwrap_or("query failed").to_owned(),
+            });
+        }
+        Ok(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn which_errors_are_retried() {
+        assert!(retryable(429, ""));
+        assert!(retryable(503, "backendError"));
+        assert!(retryable(403, "rateLimitExceeded"));
+        assert!(retryable(403, "quotaExceeded"));
+        assert!(!retryable(403, "accessDenied"));
+        assert!(!retryable(400, "invalid"));
+        assert!(!retryable(404, "notFound"));
+    }
+
+    #[test]
+    fn errors_read_bigquery_error_bodies() {
+        let body = json!({"error": {"code": 403, "message": "Exceeded rate limits: too many table update operations", "errors": [{"reason": "rateLimitExceeded", "message": "x", "domain": "usageLimits"}], "status": "PERMISSION_DENIED"}});
+        let e = error_of(403, &body);
+        assert_eq!(
+            e.to_string(),
+            "HTTP 403 rateLimitExceeded: Exceeded rate limits: too many table update operations"
+        );
+        let e = error_of(
+            401,
+            &json!({"error": {"code": 401, "message": "Request had invalid authentication credentials."}}),
+        );
+        assert_eq!(e.to_string(), "authentication failed (401): Request had invalid authentication credentials.: check `credentials`");
+    }
+}

@@ -1,0 +1,562 @@
+//! BigQuery, through its REST API (Google's, or an emulator's `endpoint`).
+//!
+//! A load replaces the batch's (job, hours) in the target table without
+//! ever streaming into it (streamed rows are locked against DML for a while):
+//! 1. the rows go into a fresh staging table (created with an expiration, so
+//!    a crash leaves nothing behind for long) by `insertAll`, at most 500 rows
+//!    a request, with insert ids that are the same on every retry;
+//! 2. the staging row count is checked;
+//! 3. one `MERGE … ON FALSE` inserts every staged row and deletes the target's
+//!    rows of the job in the batch's hours (`WHEN NOT MATCHED BY SOURCE AND …`),
+//!    atomically, sent with a `requestId`;
+//! 4. the staging table is dropped.
+//!
+//! The target table is created on first use from the result's schema,
+//! partitioned by day on `hour_start` and clustered on `pollutant` and the
+//! job's tags.
+
+pub mod api;
+pub mod auth;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use ::duckdb::Connection;
+use serde_json::{json, Map, Value};
+
+use self::api::Api;
+use self::auth::{Credentials, Tokens};
+use super::SinkError;
+use crate::plan::Batch;
+use crate::secret::{resolve, SecretSource};
+use crate::spec::Hour;
+
+/// Rows per `insertAll` request (BigQuery's recommended maximum).
+pub const INSERT_CHUNK: usize = 500;
+/// A staging table left by a crash expires after this.
+const STAGING_TTL_MS: i64 = 6 * 3600 * 1000;
+
+pub struct BigQuerySink {
+    name: String,
+    project: String,
+    dataset: String,
+    location: Option<String>,
+    credentials: Option<String>,
+    endpoint: Option<String>,
+    table: Option<String>,
+    dir: PathBuf,
+    api: Option<Api>,
+    /// Target tables known to exist, with their column types.
+    tables: tokio::sync::Mutex<HashMap<String, HashMap<String, String>>>,
+}
+
+/// A batch's result rows, read from DuckDB, ready to send.
+pub struct Rows {
+    /// Column name and BigQuery type.
+    fields: Vec<(String, &'static str)>,
+    rows: Vec<Map<String, Value>>,
+    /// `hour_start` of each row, to name it in errors.
+    hours: Vec<Option<Hour>>,
+}
+
+/// The BigQuery type a DuckDB column becomes, and the SQL that reads it
+/// into one of the few values the row conversion knows.
+fn bq_type(duck_type: &str, col: &str) -> (&'static str, String) {
+    let t = duck_type.to_ascii_uppercase();
+    let q = crate::template::quote_ident(col);
+    match t.as_str() {
+        "BOOLEAN" => ("BOOL", q),
+        "TINYINT" | "SMALLINT" | "INTEGER" | "BIGINT" | "UTINYINT" | "USMALLINT" | "UINTEGER"
+        | "UBIGINT" | "HUGEINT" => ("INT64", format!("{q}::BIGINT")),
+        "FLOAT" | "DOUBLE" | "REAL" => ("FLOAT64", format!("{q}::DOUBLE")),
+        _ if t.starts_with("DECIMAL") => ("FLOAT64", format!("{q}::DOUBLE")),
+        _ if t.starts_with("TIMESTAMP") => ("TIMESTAMP", format!("epoch_us({q})")),
+        "DATE" => ("DATE", format!("{q}::VARCHAR")),
+        _ => ("STRING", format!("{q}::VARCHAR")),
+    }
+}
+
+/// BigQuery's legacy and standard names for one type.
+fn same_type(a: &str, b: &str) -> bool {
+    let norm = |t: &str| {
+        match t {
+            "FLOAT" => "FLOAT64",
+            "INTEGER" => "INT64",
+            "BOOLEAN" => "BOOL",
+            other => other,
+        }
+        .to_owned()
+    };
+    norm(a) == norm(b)
+}
+
+fn micros_text(us: i64) -> String {
+    match chrono::DateTime::from_timestamp_micros(us) {
+        Some(t) if us % 1_000_000 == 0 => t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        Some(t) => t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+        None => us.to_string(),
+    }
+}
+
+fn hour_literal(h: Hour) -> String {
+    format!("TIMESTAMP '{}'", h.0.format("%Y-%m-%dT%H:%M:%SZ"))
+}
+
+/// A table id part from free text: letters, digits and `_`.
+fn id_part(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
+impl BigQuerySink {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        name: &str,
+        project: &str,
+        dataset: &str,
+        location: Option<String>,
+        credentials: Option<String>,
+        endpoint: Option<String>,
+        table: Option<String>,
+        dir: PathBuf,
+    ) -> BigQuerySink {
+        BigQuerySink {
+            name: name.to_owned(),
+            project: project.to_owned(),
+            dataset: dataset.to_owned(),
+            location,
+            credentials,
+            endpoint,
+            table,
+            dir,
+            api: None,
+            tables: tokio::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn setup_err(&self, message: impl Into<String>) -> SinkError {
+        SinkError::Setup {
+            sink: self.name.clone(),
+            message: message.into(),
+        }
+    }
+
+    fn load_err(&self, batch: Batch, message: impl Into<String>) -> SinkError {
+        SinkError::Load {
+            sink: self.name.clone(),
+            range: batch.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// Resolves the project, endpoint and credentials, and creates the dataset when missing.
+    pub async fn prepare(&mut self, secrets: &dyn SecretSource) -> Result<(), SinkError> {
+        let what = |k: &str| format!("sink `{}`: `{k}`", self.name);
+        let project =
+            resolve(&self.project, &what("project"), secrets).map_err(|e| SinkError::Setup {
+                sink: self.name.clone(),
+                message: e.to_string(),
+            })?;
+        let endpoint = match &self.endpoint {
+            Some(e) => Some(
+                resolve(e, &what("endpoint"), secrets)
+                    .map_err(|e| self.setup_err(e.to_string()))?
+                    .expose()
+                    .to_owned(),
+            ),
+            None => None,
+        };
+        let creds = match &self.credentials {
+            Some(c) => {
+                let value = resolve(c, &what("credentials"), secrets)
+                    .map_err(|e| self.setup_err(e.to_string()))?;
+                let text = value.expose().trim();
+                if text.starts_with('{') {
+                    Credentials::from_json(text)
+                } else {
+                    let path = self.dir.join(text);
+                    std::fs::read_to_string(&path)
+                        .map_err(|e| format!("cannot read {}: {e}", path.display()))
+                        .and_then(|t| Credentials::from_json(&t))
+                }
+                .map_err(|e| self.setup_err(format!("`credentials`: {e}")))?
+            }
+            None if endpoint.is_some() => Credentials::Anonymous,
+            None => Credentials::application_default().map_err(|e| self.setup_err(e))?,
+        };
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(120))
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .build()
+            .map_err(|e| self.setup_err(e.to_string()))?;
+        let api = Api::new(
+            http.clone(),
+            endpoint.as_deref(),
+            project.expose(),
+            Tokens::new(creds, http),
+        );
+        api.ensure_dataset(&self.dataset, self.location.as_deref())
+            .await
+            .map_err(|e| {
+                self.setup_err(format!(
+                    "dataset `{}.{}` ({}): {e}",
+                    api.project,
+                    self.dataset,
+                    api.describe_auth()
+                ))
+            })?;
+        self.api = Some(api);
+        Ok(())
+    }
+
+    /// Reads `result_<job>` (synchronous: it needs the DuckDB connection).
+    pub fn read(&self, conn: &Connection, job: &str) -> Result<Rows, SinkError> {
+        let err = |e: ::duckdb::Error| self.setup_err(format!("reading the result: {e}"));
+        let mut stmt = conn
+            .prepare(
+                "SELECT column_name, data_type FROM information_schema.columns WHERE table_catalog = current_database() AND table_name = ? ORDER BY ordinal_position",
+            )
+            .map_err(err)?;
+        let cols: Vec<(String, String)> = stmt
+            .query_map([format!("result_{job}")], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(err)?
+            .collect::<Result<_, _>>()
+            .map_err(err)?;
+        let typed: Vec<(String, &'static str, String)> = cols
+            .iter()
+            .map(|(c, t)| {
+                let (bq, expr) = bq_type(t, c);
+                (c.clone(), bq, expr)
+            })
+            .collect();
+        let select = format!(
+            "SELECT {} FROM {}",
+            typed
+                .iter()
+                .map(|(_, _, e)| e.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            crate::duck::result_table(job)
+        );
+        let hour_col = typed.iter().position(|(c, _, _)| c == "hour_start");
+        let mut stmt = conn.prepare(&select).map_err(err)?;
+        let mut q = stmt.query([]).map_err(err)?;
+        let mut out = Rows {
+            fields: typed.iter().map(|(c, t, _)| (c.clone(), *t)).collect(),
+            rows: Vec::new(),
+            hours: Vec::new(),
+        };
+        while let Some(r) = q.next().map_err(err)? {
+            let mut m = Map::new();
+            let mut hour = None;
+            for (i, (c, t, _)) in typed.iter().enumerate() {
+                use ::duckdb::types::Value as V;
+                let v: V = r.get(i).map_err(err)?;
+                let j = match (v, *t) {
+                    (V::Null, _) => Value::Null,
+                    (V::BigInt(us), "TIMESTAMP") => {
+                        if Some(i) == hour_col {
+                            hour =
+                                chrono::DateTime::from_timestamp_micros(us).and_then(Hour::exact);
+                        }
+                        Value::String(micros_text(us))
+                    }
+                    (V::Boolean(b), _) => Value::Bool(b),
+                    (V::BigInt(n), _) => Value::String(n.to_string()),
+                    (V::Double(d), _) if d.is_finite() => json!(d),
+                    (V::Double(d), _) if d.is_nan() => json!("NaN"),
+                    (V::Double(d), _) => json!(if d > 0.0 { "Infinity" } else { "-Infinity" }),
+                    (V::Text(s), _) => Value::String(s),
+                    (other, _) => Value::String(format!("{other:?}")),
+                };
+                m.insert(c.clone(), j);
+            }
+            out.rows.push(m);
+            out.hours.push(hour);
+        }
+        Ok(out)
+    }
+
+    fn api(&self) -> &Api {
+        self.api.as_ref().expect("prepare() ran before load()")
+    }
+
+    fn full(&self, table: &str) -> String {
+        format!("`{}.{}.{table}`", self.api().project, self.dataset)
+    }
+
+    /// The target exists with every result column, created when missing.
+    async fn ensure_target(
+        &self,
+        target: &str,
+        rows: &Rows,
+        tags: &[String],
+    ) -> Result<(), String> {
+        let mut known = self.tables.lock().await;
+        let columns = match known.get(target) {
+            Some(c) => c.clone(),
+            None => {
+                let existing = self
+                    .api()
+                    .get_table(&self.dataset, target)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let resource = match existing {
+                    Some(t) => t,
+                    None => {
+                        let mut res = json!({
+                            "tableReference": {"projectId": self.api().project, "datasetId": self.dataset, "tableId": target},
+                            "schema": {"fields": rows.fields.iter().map(|(n, t)| json!({"name": n, "type": t, "mode": "NULLABLE"})).collect::<Vec<_>>()},
+                            "description": "Hourly aggregates loaded by duckhour",
+                        });
+                        if rows
+                            .fields
+                            .iter()
+                            .any(|(n, t)| n == "hour_start" && *t == "TIMESTAMP")
+                        {
+                            res["timePartitioning"] = json!({"type": "DAY", "field": "hour_start"});
+                        }
+                        let mut cluster: Vec<&str> = Vec::new();
+                        for c in std::iter::once("pollutant").chain(tags.iter().map(String::as_str))
+                        {
+                            if cluster.len() < 4
+                                && rows.fields.iter().any(|(n, t)| n == c && *t == "STRING")
+                            {
+                                cluster.push(c);
+                            }
+                        }
+                        if !cluster.is_empty() {
+                            res["clustering"] = json!({"fields": cluster});
+                        }
+                        self.api()
+                            .create_table(&self.dataset, &res)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        tracing::info!(sink = %self.name, table = target, "created the BigQuery table");
+                        res
+                    }
+                };
+                let cols: HashMap<String, String> = resource["schema"]["fields"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|f| {
+                        Some((
+                            f["name"].as_str()?.to_owned(),
+                            f["type"].as_str()?.to_owned(),
+                        ))
+                    })
+                    .collect();
+                known.insert(target.to_owned(), cols.clone());
+                cols
+            }
+        };
+        for (n, t) in &rows.fields {
+            match columns.get(n) {
+                None => {
+                    known.remove(target);
+                    return Err(format!(
+                        "table {} has no column `{n}` ({t}) that the SQL returns: add it, or drop the table to have it recreated",
+                        self.full(target)
+                    ));
+                }
+                Some(have) if !same_type(have, t) => {
+                    known.remove(target);
+                    return Err(format!(
+                        "table {}: column `{n}` is {have}, the SQL returns {t}",
+                        self.full(target)
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces (job, batch hours) in the target with `rows`; returns rows written.
+    pub async fn load(
+        &self,
+        rows: Rows,
+        job: &str,
+        tags: &[String],
+        table: &str,
+        batch: Batch,
+        run_id: &str,
+    ) -> Result<u64, SinkError> {
+        let target = self.table.as_deref().unwrap_or(table);
+        self.ensure_target(target, &rows, tags)
+            .await
+            .map_err(|e| self.load_err(batch, e))?;
+        let staging = format!(
+            "{}_stg_{}_{}_{}",
+            id_part(target),
+            id_part(job),
+            batch.from.0.format("%Y%m%d%H"),
+            id_part(run_id)
+        );
+        let result = self
+            .through_staging(&rows, job, target, &staging, batch)
+            .await;
+        // Dropped whatever happened; if this fails too, the table expires by itself.
+        if let Err(e) = self.api().delete_table(&self.dataset, &staging).await {
+            tracing::warn!(sink = %self.name, table = %staging, error = %e, "could not drop the staging table; it expires by itself");
+        }
+        result.map_err(|e| self.load_err(batch, e))?;
+        Ok(rows.rows.len() as u64)
+    }
+
+    async fn through_staging(
+        &self,
+        rows: &Rows,
+        job: &str,
+        target: &str,
+        staging: &str,
+        batch: Batch,
+    ) -> Result<(), String> {
+        let api = self.api();
+        let expires = chrono::Utc::now().timestamp_millis() + STAGING_TTL_MS;
+        let res = json!({
+            "tableReference": {"projectId": api.project, "datasetId": self.dataset, "tableId": staging},
+            "schema": {"fields": rows.fields.iter().map(|(n, t)| json!({"name": n, "type": t, "mode": "NULLABLE"})).collect::<Vec<_>>()},
+            "expirationTime": expires.to_string(),
+        });
+        api.create_table(&self.dataset, &res)
+            .await
+            .map_err(|e| format!("creating staging table `{staging}`: {e}"))?;
+        for (c, chunk) in rows.rows.chunks(INSERT_CHUNK).enumerate() {
+            let first = c * INSERT_CHUNK;
+            let body: Vec<Value> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, r)| json!({"insertId": format!("{staging}-{}", first + i), "json": r}))
+                .collect();
+            let answer = api
+                .insert_all(&self.dataset, staging, body)
+                .await
+                .map_err(|e| format!("insertAll into `{staging}`: {e}"))?;
+            if let Some(errs) = answer.get("insertErrors").and_then(Value::as_array) {
+                return Err(insert_errors(errs, rows, first));
+            }
+        }
+        let count = api
+            .query(
+                &format!("SELECT COUNT(*) AS n FROM {}", self.full(staging)),
+                &format!("{staging}-count"),
+                self.location.as_deref(),
+            )
+            .await
+            .map_err(|e| format!("counting `{staging}`: {e}"))?;
+        let staged: Option<u64> = count["rows"][0]["f"][0]["v"]
+            .as_str()
+            .and_then(|s| s.parse().ok());
+        if staged != Some(rows.rows.len() as u64) {
+            return Err(format!(
+                "staging table `{staging}` holds {} rows, {} were sent",
+                staged.map_or("?".into(), |n| n.to_string()),
+                rows.rows.len()
+            ));
+        }
+        let cols: Vec<String> = rows.fields.iter().map(|(n, _)| format!("`{n}`")).collect();
+        let merge = format!(
+            "MERGE {target} T USING {staging} S ON FALSE \
+             WHEN NOT MATCHED BY TARGET THEN INSERT ({cols}) VALUES ({src}) \
+             WHEN NOT MATCHED BY SOURCE AND T.`pollutant` = '{job}' AND T.`hour_start` >= {from} AND T.`hour_start` < {to} THEN DELETE",
+            target = self.full(target),
+            staging = self.full(staging),
+            cols = cols.join(", "),
+            src = cols.iter().map(|c| format!("S.{c}")).collect::<Vec<_>>().join(", "),
+            job = job.replace('\\', "\\\\").replace('\'', "\\'"),
+            from = hour_literal(batch.from),
+            to = hour_literal(batch.to),
+        );
+        api.query(
+            &merge,
+            &format!("{staging}-merge"),
+            self.location.as_deref(),
+        )
+        .await
+        .map_err(|e| format!("MERGE into {}: {e}", self.full(target)))?;
+        Ok(())
+    }
+}
+
+/// `insertErrors`, told by hour and column.
+fn insert_errors(errs: &[Value], rows: &Rows, first: usize) -> String {
+    let mut parts = Vec::new();
+    for e in errs {
+        let idx = first + e["index"].as_u64().unwrap_or(0) as usize;
+        for d in e["errors"].as_array().into_iter().flatten() {
+            let reason = d["reason"].as_str().unwrap_or("");
+            if reason == "stopped" {
+                continue; // not inserted because another row of the request failed
+            }
+            let hour = rows
+                .hours
+                .get(idx)
+                .copied()
+                .flatten()
+                .map_or_else(|| "?".to_owned(), |h| h.to_string());
+            let col = d["location"].as_str().unwrap_or("");
+            parts.push(format!(
+                "hour {hour}: column `{col}`: {reason}: {}",
+                d["message"].as_str().unwrap_or("")
+            ));
+        }
+    }
+    let n = parts.len();
+    parts.truncate(3);
+    format!("insertAll rejected {n} row(s): {}", parts.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duckdb_types_map_to_bigquery() {
+        assert_eq!(
+            bq_type("TIMESTAMP WITH TIME ZONE", "hour_start").0,
+            "TIMESTAMP"
+        );
+        assert_eq!(bq_type("DOUBLE", "x").0, "FLOAT64");
+        assert_eq!(bq_type("DECIMAL(18,3)", "x").0, "FLOAT64");
+        assert_eq!(bq_type("BIGINT", "x").0, "INT64");
+        assert_eq!(bq_type("BOOLEAN", "x").0, "BOOL");
+        assert_eq!(bq_type("VARCHAR", "x").0, "STRING");
+        assert!(same_type("FLOAT", "FLOAT64") && same_type("INTEGER", "INT64"));
+        assert!(!same_type("STRING", "FLOAT64"));
+    }
+
+    #[test]
+    fn insert_errors_name_hour_and_column() {
+        // The answer of the local-bigquery emulator to a row with `v: "x"` for a FLOAT64.
+        let answer: Value = serde_json::from_str(r#"{"kind":"bigquery#tableDataInsertAllResponse","insertErrors":[{"errors":[{"reason":"stopped","location":"","message":""}],"index":0},{"errors":[{"reason":"invalid","location":"v","message":"Cannot convert value to float (bad value): x","debugInfo":""}],"index":1}]}"#).unwrap();
+        let rows = Rows {
+            fields: vec![("v".into(), "FLOAT64")],
+            rows: Vec::new(),
+            hours: vec![
+                Hour::parse("2026-11-20T00:00:00Z").ok(),
+                Hour::parse("2026-11-20T01:00:00Z").ok(),
+            ],
+        };
+        assert_eq!(
+            insert_errors(answer["insertErrors"].as_array().unwrap(), &rows, 0),
+            "insertAll rejected 1 row(s): hour 2026-11-20T01:00:00Z: column `v`: invalid: Cannot convert value to float (bad value): x"
+        );
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339() {
+        assert_eq!(micros_text(1_795_132_800_000_000), "2026-11-20T00:00:00Z");
+        assert_eq!(
+            micros_text(1_795_132_800_000_001),
+            "2026-11-20T00:00:00.000001Z"
+        );
+        assert_eq!(id_part("pollutant-hourly.x"), "pollutant_hourly_x");
+    }
+}

@@ -1,0 +1,571 @@
+//! The BigQuery sink against the local-bigquery emulator (started by
+//! `scripts/bigquery`), beside a DuckDB sink, from a real InfluxDB: a first
+//! load, a rerun, late and vanished data, BigQuery failing while DuckDB
+//! succeeds and the recovery, and service-account credentials from a
+//! Prefect `gcp-credentials` block or an environment variable.
+
+use std::io::{Read, Write};
+use std::sync::{Arc, Mutex};
+
+use base64::Engine;
+
+use crate::util::{bigquery, influx, prefect, Ws};
+
+const PROJECT: &str = "duckhour-it";
+
+fn spec(db: &str, dataset: &str, state: &str, bq_extra: &str) -> String {
+    format!(
+        "state: {state}
+sources:
+  influx:
+    type: influxdb
+    url: ${{env:TEST_INFLUX_URL}}
+    database: {db}
+sinks:
+  wh:
+    type: duckdb
+    path: wh.duckdb
+  bq:
+    type: bigquery
+    project: {PROJECT}
+    dataset: {dataset}
+    location: EU
+    endpoint: ${{env:TEST_BQ_URL}}
+{bq_extra}
+pipelines:
+  hourly:
+    source: influx
+    sinks: [wh, bq]
+    measurement: air_quality
+    start: 2026-11-20T00:00:00Z
+    batch_hours: 12
+    jobs:
+      - name: co
+      - name: no2
+"
+    )
+}
+
+fn env() -> Vec<(&'static str, String)> {
+    vec![
+        ("TEST_INFLUX_URL", influx().url.clone()),
+        ("TEST_BQ_URL", bigquery().url.clone()),
+    ]
+}
+
+fn run(ws: &Ws, args: &[&str], extra: &[(&str, &str)]) -> crate::util::Out {
+    let owned = env();
+    let mut all: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    all.extend_from_slice(extra);
+    ws.run_env(args, &all)
+}
+
+/// Per pollutant: rows, distinct (station, hour), sum of avg x 1000 and of n_minutes.
+const SUMMARY: &str = "SELECT pollutant, COUNT(*), COUNT(DISTINCT CONCAT(station, CAST(hour_start AS STRING))), \
+     CAST(ROUND(SUM(avg) * 1000) AS INT64), SUM(n_minutes) FROM {t} GROUP BY pollutant ORDER BY pollutant";
+
+fn bq_summary(dataset: &str) -> Vec<Vec<String>> {
+    bigquery().query(
+        PROJECT,
+        &SUMMARY.replace("{t}", &format!("`{PROJECT}.{dataset}.pollutant_hourly`")),
+    )
+}
+
+fn duck_summary(ws: &Ws) -> Vec<Vec<String>> {
+    ws.query(
+        "wh.duckdb",
+        &SUMMARY
+            .replace("{t}", "pollutant_hourly")
+            .replace("INT64", "BIGINT")
+            .replace(
+                "CAST(hour_start AS STRING)",
+                "CAST(epoch_us(hour_start) AS VARCHAR)",
+            ),
+    )
+}
+
+/// Every row of BigQuery's table except `loaded_at`, in a stable order.
+fn bq_rows(dataset: &str) -> Vec<Vec<String>> {
+    bigquery().query(
+        PROJECT,
+        &format!("SELECT pollutant, station, hour_start, avg, min, max, n_minutes, coverage, valid, unit, source FROM `{PROJECT}.{dataset}.pollutant_hourly` ORDER BY pollutant, station, hour_start"),
+    )
+}
+
+fn influx_mean(db: &str, field: &str, station: &str, hour: &str, next: &str) -> f64 {
+    let v = influx().q(&format!(
+        "SELECT mean(\"{field}\") FROM \"{db}\"..\"air_quality\" WHERE station = '{station}' AND time >= '{hour}' AND time < '{next}'"
+    ));
+    v["results"][0]["series"][0]["values"][0][1]
+        .as_f64()
+        .unwrap()
+}
+
+#[test]
+fn loads_reruns_and_follows_late_and_vanished_data() {
+    let db = "bq_loads";
+    let ds = "it_loads";
+    crate::engine::seed(db);
+    let ws = Ws::new(&spec(db, ds, "{type: local, path: state}", ""));
+    let out = run(
+        &ws,
+        &["run", "hourly", "--now", "2026-11-21T00:10:00Z"],
+        &[],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let first = bq_summary(ds);
+    assert_eq!(
+        first.iter().map(|r| r[..3].to_vec()).collect::<Vec<_>>(),
+        vec![vec!["co", "71", "71"], vec!["no2", "71", "71"]]
+    );
+    // The same hourly values as the DuckDB sink, from the same SQL.
+    assert_eq!(first, duck_summary(&ws));
+    // Created partitioned by day on hour_start, clustered for per-pollutant queries;
+    // the staging tables are gone.
+    let (_, t) = bigquery().get(&format!(
+        "/projects/{PROJECT}/datasets/{ds}/tables/pollutant_hourly"
+    ));
+    assert_eq!(t["timePartitioning"]["type"], "DAY", "{t}");
+    assert_eq!(t["timePartitioning"]["field"], "hour_start");
+    assert_eq!(
+        t["clustering"]["fields"],
+        serde_json::json!(["pollutant", "station"])
+    );
+    let (_, list) = bigquery().get(&format!("/projects/{PROJECT}/datasets/{ds}/tables"));
+    let names: Vec<&str> = list["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["tableReference"]["tableId"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["pollutant_hourly"]);
+
+    // Running the same hours again leaves identical rows.
+    let before = bq_rows(ds);
+    let out = run(
+        &ws,
+        &[
+            "backfill",
+            "hourly",
+            "--from",
+            "2026-11-20T00:00:00Z",
+            "--to",
+            "2026-11-21T00:00:00Z",
+            "--now",
+            "2026-11-21T00:10:00Z",
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(bq_rows(ds), before);
+
+    // A late reading changes one hour; a station's hour that vanished is deleted.
+    influx().write(
+        db,
+        "air_quality,station=berlin-mitte co=50 1795150230000000000",
+    );
+    influx().q_db(
+        db,
+        "DELETE FROM \"air_quality\" WHERE station = 'muenchen-stachus' AND time >= '2026-11-20T07:00:00Z' AND time < '2026-11-20T08:00:00Z'",
+    );
+    let out = run(
+        &ws,
+        &[
+            "backfill",
+            "hourly",
+            "--from",
+            "2026-11-20T05:00:00Z",
+            "--to",
+            "2026-11-20T08:00:00Z",
+            "--now",
+            "2026-11-21T00:10:00Z",
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let want = influx_mean(
+        db,
+        "co",
+        "berlin-mitte",
+        "2026-11-20T05:00:00Z",
+        "2026-11-20T06:00:00Z",
+    );
+    let got = bigquery().query(
+        PROJECT,
+        &format!("SELECT avg FROM `{PROJECT}.{ds}.pollutant_hourly` WHERE pollutant = 'co' AND station = 'berlin-mitte' AND hour_start = TIMESTAMP '2026-11-20T05:00:00Z'"),
+    );
+    assert_eq!(got.len(), 1);
+    assert!(
+        (got[0][0].parse::<f64>().unwrap() - want).abs() < 1e-9,
+        "{got:?} vs {want}"
+    );
+    let seven = bigquery().query(
+        PROJECT,
+        &format!("SELECT pollutant, station FROM `{PROJECT}.{ds}.pollutant_hourly` WHERE hour_start = TIMESTAMP '2026-11-20T07:00:00Z' ORDER BY 1, 2"),
+    );
+    assert_eq!(
+        seven,
+        vec![
+            vec!["co", "berlin-mitte"],
+            vec!["co", "hamburg-sternschanze"],
+            vec!["no2", "berlin-mitte"],
+            vec!["no2", "hamburg-sternschanze"],
+        ]
+    );
+    // Both sinks agree after all that.
+    assert_eq!(bq_summary(ds), duck_summary(&ws));
+}
+
+#[test]
+fn bigquery_failing_while_duckdb_succeeds_then_recovery() {
+    let db = "bq_fail";
+    let ds = "it_fail";
+    crate::engine::seed(db);
+    let bq = bigquery();
+    // A table someone made by hand, without the `valid` column the SQL returns.
+    assert_eq!(
+        bq.post(
+            &format!("/projects/{PROJECT}/datasets"),
+            serde_json::json!({"datasetReference": {"projectId": PROJECT, "datasetId": ds}})
+        ),
+        200
+    );
+    let fields: Vec<serde_json::Value> = [
+        ("pollutant", "STRING"),
+        ("station", "STRING"),
+        ("hour_start", "TIMESTAMP"),
+        ("avg", "FLOAT64"),
+        ("min", "FLOAT64"),
+        ("max", "FLOAT64"),
+        ("n_minutes", "INT64"),
+        ("coverage", "FLOAT64"),
+        ("unit", "STRING"),
+        ("source", "STRING"),
+        ("loaded_at", "TIMESTAMP"),
+    ]
+    .iter()
+    .map(|(n, t)| serde_json::json!({"name": n, "type": t}))
+    .collect();
+    assert_eq!(
+        bq.post(
+            &format!("/projects/{PROJECT}/datasets/{ds}/tables"),
+            serde_json::json!({"tableReference": {"projectId": PROJECT, "datasetId": ds, "tableId": "pollutant_hourly"}, "schema": {"fields": fields}})
+        ),
+        200
+    );
+    let ws = Ws::new(&spec(db, ds, "{type: local, path: state}", ""));
+    let out = run(
+        &ws,
+        &["run", "hourly", "--now", "2026-11-21T00:10:00Z"],
+        &[],
+    );
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains(&format!(
+            "sink `bq` hours [2026-11-20T00:00:00Z, 2026-11-20T12:00:00Z): table `{PROJECT}.{ds}.pollutant_hourly` has no column `valid` (BOOL) that the SQL returns"
+        )),
+        "{}",
+        out.stderr
+    );
+    // DuckDB kept the first batch of each job; no checkpoint moved.
+    assert_eq!(
+        ws.query("wh.duckdb", "SELECT pollutant, count(DISTINCT hour_start) FROM pollutant_hourly GROUP BY 1 ORDER BY 1"),
+        vec![vec!["co", "12"], vec!["no2", "12"]]
+    );
+    let st = run(
+        &ws,
+        &["status", "hourly", "--now", "2026-11-21T00:10:00Z"],
+        &[],
+    );
+    assert!(
+        st.stdout.contains("co: checkpoint none, never loaded"),
+        "{}",
+        st.stdout
+    );
+    assert!(
+        st.stdout.contains(
+            "gaps: 12 hours missing in some sink: 2026-11-20T00:00:00Z..2026-11-20T11:00:00Z"
+        ),
+        "{}",
+        st.stdout
+    );
+
+    // Repaired (the table dropped, so duckhour creates it): the redo duplicates nothing anywhere.
+    assert_eq!(
+        bq.delete(&format!(
+            "/projects/{PROJECT}/datasets/{ds}/tables/pollutant_hourly"
+        )),
+        204
+    );
+    let out = run(
+        &ws,
+        &["run", "hourly", "--now", "2026-11-21T00:10:00Z"],
+        &[],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let want = vec![
+        vec!["co".to_owned(), "71".to_owned(), "71".to_owned()],
+        vec!["no2".to_owned(), "71".to_owned(), "71".to_owned()],
+    ];
+    let bq_rows = bq_summary(ds);
+    assert_eq!(
+        bq_rows.iter().map(|r| r[..3].to_vec()).collect::<Vec<_>>(),
+        want
+    );
+    assert_eq!(bq_rows, duck_summary(&ws));
+    let st = run(
+        &ws,
+        &["status", "hourly", "--now", "2026-11-21T00:10:00Z"],
+        &[],
+    );
+    assert!(
+        st.stdout
+            .contains("co: checkpoint 2026-11-20T23:00:00Z, 0h behind"),
+        "{}",
+        st.stdout
+    );
+    assert!(st.stdout.contains("gaps: none"), "{}", st.stdout);
+}
+
+/// A stand-in for Google's OAuth token endpoint (none can run here): it
+/// records each request body and answers with `response`, a body in the
+/// documented shape (`{"access_token", "expires_in", "token_type"}`, or
+/// `{"error", "error_description"}` with 400).
+fn token_server(status: &'static str, response: &'static str) -> (String, Arc<Mutex<Vec<String>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/token", listener.local_addr().unwrap());
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { return };
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 8192];
+            // Read headers and the form body (content-length).
+            loop {
+                let n = s.read(&mut chunk).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).into_owned();
+                if let Some(i) = text.find("\r\n\r\n") {
+                    let len = text[..i]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap())
+                        })
+                        .unwrap_or(0);
+                    if buf.len() >= i + 4 + len {
+                        log.lock().unwrap().push(text[i + 4..].to_owned());
+                        break;
+                    }
+                }
+            }
+            let _ = s.write_all(
+                format!("HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{response}", response.len()).as_bytes(),
+            );
+        }
+    });
+    (url, seen)
+}
+
+/// The test key with its `token_uri` pointed at `token_url`.
+fn key_json(token_url: &str) -> serde_json::Value {
+    let mut key: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            crate::util::repo().join("tests/fixtures/bigquery/test-service-account.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    key["token_uri"] = serde_json::json!(token_url);
+    key
+}
+
+#[test]
+fn service_account_from_a_prefect_block_or_the_environment() {
+    let db = "bq_auth";
+    let ds = "it_auth";
+    crate::engine::seed(db);
+    let p = prefect();
+    // prefect-gcp is not installed here: register its block type the way it
+    // does (slug `gcp-credentials`, `service_account_info` a secret dict) and
+    // save a document holding the key.
+    let (_, existing) = p.get("/block_types/slug/gcp-credentials");
+    let type_id = match existing["id"].as_str() {
+        Some(id) => id.to_owned(),
+        None => {
+            let r = reqwest::blocking::Client::new()
+                .post(format!("{}/block_types/", p.url))
+                .json(&serde_json::json!({"name": "GCP Credentials", "slug": "gcp-credentials"}))
+                .send()
+                .unwrap();
+            r.json::<serde_json::Value>().unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let schema: serde_json::Value = reqwest::blocking::Client::new()
+        .post(format!("{}/block_schemas/", p.url))
+        .json(&serde_json::json!({
+            "fields": {
+                "title": "GcpCredentials", "type": "object", "block_type_slug": "gcp-credentials",
+                "properties": {
+                    "service_account_file": {"title": "Service Account File", "type": "string", "format": "path"},
+                    "service_account_info": {"title": "Service Account Info", "type": "object", "additionalProperties": {"type": "string", "format": "password", "writeOnly": true}},
+                    "project": {"title": "Project", "type": "string"}
+                },
+                "secret_fields": ["service_account_info.*"], "block_schema_references": {}
+            },
+            "block_type_id": type_id, "capabilities": [], "version": "0.6.0"
+        }))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let (token_url, seen) = token_server(
+        "200 OK",
+        r#"{"access_token":"ya29.test-access-token","expires_in":3599,"token_type":"Bearer"}"#,
+    );
+    let created = reqwest::blocking::Client::new()
+        .post(format!("{}/block_documents/", p.url))
+        .json(&serde_json::json!({
+            "name": "bq-it-credentials",
+            "data": {"service_account_info": key_json(&token_url), "project": PROJECT},
+            "block_schema_id": schema["id"], "block_type_id": type_id, "is_anonymous": false
+        }))
+        .send()
+        .unwrap();
+    assert!(created.status().is_success(), "{}", created.text().unwrap());
+
+    let state = "{type: prefect, url: \"${env:PREFECT_API_URL}\"}";
+    let ws = Ws::new(&spec(
+        db,
+        ds,
+        state,
+        "    credentials: ${secret:bq-it-credentials}",
+    ));
+    let out = run(
+        &ws,
+        &["run", "hourly", "--now", "2026-11-21T00:10:00Z"],
+        &[("PREFECT_API_URL", &p.url)],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(bq_summary(ds).len(), 2);
+    // One token for the whole run (cached), asked for with a JWT the key signed.
+    let bodies = seen.lock().unwrap().clone();
+    assert_eq!(bodies.len(), 1, "{bodies:?}");
+    let form: std::collections::HashMap<String, String> =
+        reqwest::Url::parse(&format!("http://x/?{}", bodies[0]))
+            .unwrap()
+            .query_pairs()
+            .into_owned()
+            .collect();
+    assert_eq!(
+        form["grant_type"],
+        "urn:ietf:params:oauth:grant-type:jwt-bearer"
+    );
+    let claims = form["assertion"].split('.').nth(1).unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(claims)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        claims["iss"],
+        "duckhour-test@duckhour-test.iam.gserviceaccount.com"
+    );
+    assert_eq!(claims["aud"], token_url);
+
+    // From an environment variable holding the JSON, with a token endpoint
+    // that refuses it: the run fails before any work, naming the sink.
+    let (bad_url, _) = token_server(
+        "400 Bad Request",
+        r#"{"error":"invalid_grant","error_description":"Invalid JWT Signature."}"#,
+    );
+    let ws = Ws::new(&spec(
+        db,
+        "it_auth_bad",
+        "{type: local, path: state}",
+        "    credentials: ${secret:gcp-bad-credentials}",
+    ));
+    let json = key_json(&bad_url).to_string();
+    let out = run(
+        &ws,
+        &["run", "hourly", "--now", "2026-11-21T00:10:00Z"],
+        &[("GCP_BAD_CREDENTIALS", &json)],
+    );
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains(&format!(
+            "sink `bq`: dataset `{PROJECT}.it_auth_bad` (service account duckhour-test@duckhour-test.iam.gserviceaccount.com): token request to {}: HTTP 400: invalid_grant Invalid JWT Signature.",
+            bad_url
+        )),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("PRIVATE KEY") && !out.stdout.contains("PRIVATE KEY"));
+    // Nothing was extracted or loaded: the DuckDB sink was attached, no table made.
+    assert_eq!(
+        ws.query(
+            "wh.duckdb",
+            "SELECT count(*) FROM information_schema.tables"
+        ),
+        vec![vec!["0"]]
+    );
+}
+
+/// BigQuery's rate-limit, quota and auth answers cannot be provoked from the
+/// emulator: a local socket replays them in the documented shape
+/// (`{"error": {"code", "message", "errors": [{"reason"}], "status"}}`).
+fn bq_error(status: &str, code: u16, reason: &str, message: &str) -> Option<Vec<u8>> {
+    let body = serde_json::json!({"error": {"code": code, "message": message, "errors": [{"message": message, "domain": "usageLimits", "reason": reason}], "status": "PERMISSION_DENIED"}}).to_string();
+    Some(format!("HTTP/1.1 {status}\r\ncontent-type: application/json; charset=UTF-8\r\ncontent-length: {}\r\n\r\n{body}", body.len()).into_bytes())
+}
+
+fn replay_api(responses: Vec<Option<Vec<u8>>>) -> duckhour::sinks::bigquery::api::Api {
+    use duckhour::sinks::bigquery::auth::{Credentials, Tokens};
+    let url = format!("{}/bigquery/v2", crate::util::replay_sequence(responses));
+    let http = reqwest::Client::new();
+    duckhour::sinks::bigquery::api::Api::new(
+        http.clone(),
+        Some(&url),
+        PROJECT,
+        Tokens::new(Credentials::Anonymous, http),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rate_and_quota_errors_are_retried_auth_errors_are_not() {
+    let ok = r#"{"kind":"bigquery#dataset","id":"duckhour-it:aq","datasetReference":{"datasetId":"aq","projectId":"duckhour-it"}}"#;
+    let api = replay_api(vec![
+        bq_error("403 Forbidden", 403, "rateLimitExceeded", "Exceeded rate limits: too many api requests per user per method for this user_method."),
+        bq_error("403 Forbidden", 403, "quotaExceeded", "Quota exceeded: Your project exceeded quota for api requests."),
+        bq_error("503 Service Unavailable", 503, "backendError", "Backend error."),
+        Some(format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{ok}", ok.len()).into_bytes()),
+    ]);
+    api.ensure_dataset("aq", Some("EU")).await.unwrap();
+
+    let api = replay_api(vec![bq_error(
+        "401 Unauthorized",
+        401,
+        "authError",
+        "Request had invalid authentication credentials.",
+    )]);
+    let e = api.ensure_dataset("aq", None).await.unwrap_err();
+    assert_eq!(e.to_string(), "authentication failed (401): Request had invalid authentication credentials.: check `credentials`");
+
+    let api = replay_api(vec![bq_error(
+        "403 Forbidden",
+        403,
+        "accessDenied",
+        "Access Denied: Project duckhour-it: User does not have bigquery.datasets.get permission.",
+    )]);
+    let e = api.ensure_dataset("aq", None).await.unwrap_err();
+    assert_eq!(e.to_string(), "HTTP 403 accessDenied: Access Denied: Project duckhour-it: User does not have bigquery.datasets.get permission.");
+}
