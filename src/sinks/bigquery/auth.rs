@@ -339,7 +339,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(e, "service-account `private_key` is not a PEM key");
         let e = Credentials::from_json("not json zzz-secret").unwrap_err();
-        assert_eq!(e, "credentials are not JSON (line 1, column 1)");
+        assert_eq!(e, "credentials are not JSON (line 1, column 2)");
         let e = Credentials::from_json("{\"type\": \"external_account\"}").unwrap_err();
         assert!(e.contains("`external_account` are not supported"), "{e}");
     }
