@@ -391,56 +391,58 @@ fn service_account_from_a_prefect_block_or_the_environment() {
     let ds = "it_auth";
     crate::engine::seed(db);
     let p = prefect();
-    // prefect-gcp is not installed here: register its block type the way it
-    // does (slug `gcp-credentials`, `service_account_info` a secret dict) and
-    // save a document holding the key.
-    let (_, existing) = p.get("/block_types/slug/gcp-credentials");
-    let type_id = match existing["id"].as_str() {
-        Some(id) => id.to_owned(),
-        None => {
-            let r = reqwest::blocking::Client::new()
-                .post(format!("{}/block_types/", p.url))
-                .json(&serde_json::json!({"name": "GCP Credentials", "slug": "gcp-credentials"}))
+    // The Prefect server registers the `gcp-credentials` block type and its
+    // schemas (from prefect-gcp's collection metadata) in the background after
+    // it starts: wait for them, then save a document the way prefect-gcp's
+    // `GcpCredentials(service_account_info=...)` does.
+    let http = reqwest::blocking::Client::new();
+    let t0 = std::time::Instant::now();
+    let (type_id, schema_id) = loop {
+        let (_, t) = p.get("/block_types/slug/gcp-credentials");
+        if let Some(type_id) = t["id"].as_str() {
+            let schemas: serde_json::Value = http
+                .post(format!("{}/block_schemas/filter", p.url))
+                .json(&serde_json::json!({"block_schemas": {"block_type_id": {"any_": [type_id]}}}))
                 .send()
-                .unwrap();
-            r.json::<serde_json::Value>().unwrap()["id"]
-                .as_str()
                 .unwrap()
-                .to_owned()
+                .json()
+                .unwrap();
+            if let Some(id) = schemas[0]["id"].as_str() {
+                break (type_id.to_owned(), id.to_owned());
+            }
         }
+        assert!(
+            t0.elapsed().as_secs() < 60,
+            "no gcp-credentials block type on the server"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
     };
-    let schema: serde_json::Value = reqwest::blocking::Client::new()
-        .post(format!("{}/block_schemas/", p.url))
-        .json(&serde_json::json!({
-            "fields": {
-                "title": "GcpCredentials", "type": "object", "block_type_slug": "gcp-credentials",
-                "properties": {
-                    "service_account_file": {"title": "Service Account File", "type": "string", "format": "path"},
-                    "service_account_info": {"title": "Service Account Info", "type": "object", "additionalProperties": {"type": "string", "format": "password", "writeOnly": true}},
-                    "project": {"title": "Project", "type": "string"}
-                },
-                "secret_fields": ["service_account_info.*"], "block_schema_references": {}
-            },
-            "block_type_id": type_id, "capabilities": [], "version": "0.6.0"
-        }))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
     let (token_url, seen) = token_server(
         "200 OK",
         r#"{"access_token":"ya29.test-access-token","expires_in":3599,"token_type":"Bearer"}"#,
     );
-    let created = reqwest::blocking::Client::new()
-        .post(format!("{}/block_documents/", p.url))
-        .json(&serde_json::json!({
-            "name": "bq-it-credentials",
-            "data": {"service_account_info": key_json(&token_url), "project": PROJECT},
-            "block_schema_id": schema["id"], "block_type_id": type_id, "is_anonymous": false
-        }))
-        .send()
-        .unwrap();
-    assert!(created.status().is_success(), "{}", created.text().unwrap());
+    let body = serde_json::json!({
+        "name": "bq-it-credentials",
+        "data": {"service_account_info": key_json(&token_url), "project": PROJECT},
+        "block_schema_id": schema_id, "block_type_id": type_id, "is_anonymous": false
+    });
+    // The server answers 503 while it is still warming up.
+    let mut status = 0;
+    for _ in 0..120 {
+        status = http
+            .post(format!("{}/block_documents/", p.url))
+            .json(&body)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16();
+        if status != 503 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    // (Only the status on failure: the body would echo the test key.)
+    assert!((200..300).contains(&status), "{status}");
 
     let state = "{type: prefect, url: \"${env:PREFECT_API_URL}\"}";
     let ws = Ws::new(&spec(
