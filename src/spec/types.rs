@@ -177,7 +177,8 @@ pub struct SinkSpec {
     #[serde(default)]
     pub credentials: Option<String>,
     /// bigquery: API endpoint override, e.g. an emulator's `http://127.0.0.1:9050/bigquery/v2`;
-    /// with an endpoint and no `credentials`, requests carry no credentials.
+    /// with an endpoint, no `credentials` and no `GOOGLE_APPLICATION_CREDENTIALS`,
+    /// requests carry no credentials.
     #[serde(default)]
     pub endpoint: Option<String>,
     /// bigquery: target table for every job of the pipelines using this sink.

@@ -327,8 +327,8 @@ fn bigquery_failing_while_duckdb_succeeds_then_recovery() {
     assert!(st.stdout.contains("gaps: none"), "{}", st.stdout);
 }
 
-/// A stand-in for Google's OAuth token endpoint (none can run here): it
-/// records each request body and answers with `response`, a body in the
+/// A stand-in for Google's OAuth token endpoint or the metadata server (none
+/// can run here): it records each request (head and body) and answers with `response`, a body in the
 /// documented shape (`{"access_token", "expires_in", "token_type"}`, or
 /// `{"error", "error_description"}` with 400).
 fn token_server(status: &'static str, response: &'static str) -> (String, Arc<Mutex<Vec<String>>>) {
@@ -359,7 +359,7 @@ fn token_server(status: &'static str, response: &'static str) -> (String, Arc<Mu
                         })
                         .unwrap_or(0);
                     if buf.len() >= i + 4 + len {
-                        log.lock().unwrap().push(text[i + 4..].to_owned());
+                        log.lock().unwrap().push(text.clone());
                         break;
                     }
                 }
@@ -461,8 +461,9 @@ fn service_account_from_a_prefect_block_or_the_environment() {
     // One token for the whole run (cached), asked for with a JWT the key signed.
     let bodies = seen.lock().unwrap().clone();
     assert_eq!(bodies.len(), 1, "{bodies:?}");
+    let body = bodies[0].split("\r\n\r\n").nth(1).unwrap();
     let form: std::collections::HashMap<String, String> =
-        reqwest::Url::parse(&format!("http://x/?{}", bodies[0]))
+        reqwest::Url::parse(&format!("http://x/?{body}"))
             .unwrap()
             .query_pairs()
             .into_owned()
@@ -483,6 +484,34 @@ fn service_account_from_a_prefect_block_or_the_environment() {
         "duckhour-test@duckhour-test.iam.gserviceaccount.com"
     );
     assert_eq!(claims["aud"], token_url);
+
+    // The same key as a file named in the spec, and as Application Default
+    // Credentials (GOOGLE_APPLICATION_CREDENTIALS): one token request each.
+    let ws = Ws::new(&spec(
+        db,
+        "it_auth_file",
+        "{type: local, path: state}",
+        "    credentials: keys/sa.json",
+    ));
+    ws.write("keys/sa.json", &key_json(&token_url).to_string());
+    let out = run(
+        &ws,
+        &["run", "hourly", "--now", "2026-11-21T00:10:00Z"],
+        &[],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(bq_summary("it_auth_file").len(), 2);
+    let ws = Ws::new(&spec(db, "it_auth_adc", "{type: local, path: state}", ""));
+    ws.write("adc.json", &key_json(&token_url).to_string());
+    let adc = ws.path("adc.json");
+    let out = run(
+        &ws,
+        &["run", "hourly", "--now", "2026-11-21T00:10:00Z"],
+        &[("GOOGLE_APPLICATION_CREDENTIALS", adc.to_str().unwrap())],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(bq_summary("it_auth_adc").len(), 2);
+    assert_eq!(seen.lock().unwrap().len(), 3);
 
     // From an environment variable holding the JSON, with a token endpoint
     // that refuses it: the run fails before any work, naming the sink.
@@ -570,4 +599,104 @@ async fn rate_and_quota_errors_are_retried_auth_errors_are_not() {
     )]);
     let e = api.ensure_dataset("aq", None).await.unwrap_err();
     assert_eq!(e.to_string(), "HTTP 403 accessDenied: Access Denied: Project duckhour-it: User does not have bigquery.datasets.get permission.");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metadata_server_token_is_asked_once_with_its_header() {
+    use duckhour::sinks::bigquery::auth::{Credentials, Tokens};
+    let (url, seen) = token_server(
+        "200 OK",
+        r#"{"access_token":"ya29.metadata-token","expires_in":3599,"token_type":"Bearer"}"#,
+    );
+    let host = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/token")
+        .to_owned();
+    let tokens = Tokens::new(Credentials::Metadata { host }, reqwest::Client::new());
+    for _ in 0..2 {
+        let t = tokens.token().await.unwrap().unwrap();
+        assert_eq!(t.expose(), "ya29.metadata-token");
+    }
+    let reqs = seen.lock().unwrap().clone();
+    assert_eq!(reqs.len(), 1, "cached: {reqs:?}");
+    assert!(
+        reqs[0].starts_with("GET /computeMetadata/v1/instance/service-accounts/default/token?scopes=https%3A%2F%2Fwww.googleapis.com%2Fauth%2Fbigquery HTTP/1.1"),
+        "{}",
+        reqs[0]
+    );
+    assert!(
+        reqs[0]
+            .to_ascii_lowercase()
+            .contains("\r\nmetadata-flavor: google\r\n"),
+        "{}",
+        reqs[0]
+    );
+}
+
+#[test]
+fn batches_of_more_than_500_rows_go_in_several_requests() {
+    let db = "bq_many";
+    let ds = "it_many";
+    crate::engine::seed(db);
+    // A template that keeps every minute: about 2,100 rows in one 12-hour batch.
+    let spec = spec(db, ds, "{type: local, path: state}", "").replace(
+        "    batch_hours: 12\n",
+        "    batch_hours: 12\n    template: minutes.sql\n    table: co_minutes\n",
+    );
+    let ws = Ws::new(&spec);
+    ws.write(
+        "sql/minutes.sql",
+        "SELECT {{ job.name | sqlstr }} AS pollutant, station, time AS hour_start, value AS avg\n\
+         FROM {{ staging }} WHERE time >= {{ window_start | ts }} AND time < {{ window_end | ts }}\n",
+    );
+    let out = run(
+        &ws,
+        &[
+            "-vv",
+            "--log-format",
+            "json",
+            "backfill",
+            "hourly",
+            "--job",
+            "co",
+            "--from",
+            "2026-11-20T00:00:00Z",
+            "--to",
+            "2026-11-20T12:00:00Z",
+            "--now",
+            "2026-11-21T00:10:00Z",
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let points = influx().q(&format!(
+        "SELECT count(\"co\") FROM \"{db}\"..\"air_quality\" WHERE time >= '2026-11-20T00:00:00Z' AND time < '2026-11-20T12:00:00Z'"
+    ))["results"][0]["series"][0]["values"][0][1]
+        .as_u64()
+        .unwrap();
+    assert!(points > 1500, "{points}");
+    let bq = bigquery().query(
+        PROJECT,
+        &format!("SELECT COUNT(*), COUNT(DISTINCT CONCAT(station, CAST(hour_start AS STRING))), CAST(ROUND(SUM(avg) * 1000) AS INT64) FROM `{PROJECT}.{ds}.co_minutes`"),
+    );
+    let duck = ws.query(
+        "wh.duckdb",
+        "SELECT COUNT(*), COUNT(DISTINCT (station, hour_start)), CAST(ROUND(SUM(avg) * 1000) AS BIGINT) FROM co_minutes",
+    );
+    assert_eq!(bq[0][0], points.to_string());
+    assert_eq!(bq[0][1], points.to_string());
+    assert_eq!(bq, duck);
+    // Requests of at most 500 rows: 500, 500, ..., the rest.
+    let sizes: Vec<u64> = out
+        .stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["fields"]["message"] == "bigquery insertAll")
+        .map(|v| v["fields"]["rows"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sizes.iter().sum::<u64>(), points);
+    assert!(
+        sizes.len() >= 4 && sizes[..sizes.len() - 1].iter().all(|&n| n == 500),
+        "{sizes:?}"
+    );
 }

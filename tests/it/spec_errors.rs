@@ -186,3 +186,27 @@ fn unknown_time_zone_suggests() {
         "error: pipeline `demo`: unknown time zone `Europe/Berln`; did you mean `Europe/Berlin`?\n  --> pipelines.yaml:15:15\n   |\n15 |     timezone: Europe/Berln\n   |               ^\n",
     );
 }
+
+#[test]
+fn prefect_block_names_must_be_valid_and_distinct() {
+    // The flows' old single document name, on a pipeline with two jobs.
+    let out = validate_with(
+        "    delay: 5m\n",
+        "    delay: 5m\n    state: {type: prefect, url: \"http://127.0.0.1:4200/api\", block_name: pipeline-state}\n",
+    );
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.starts_with("error: state: job `no2` of pipeline `demo` and job `co` of pipeline `demo` would share the block `pipeline-state`: put `{job}` (and `{pipeline}`) in `block_name`\n  --> pipelines.yaml:15:12\n"),
+        "{out:?}"
+    );
+    // Prefect block names take no `_`.
+    let out = validate_with(
+        "      - name: no2\n",
+        "      - name: no_2\n  other:\n    source: sample\n    sinks: [local]\n    measurement: air_quality\n    state: {type: prefect, url: \"http://127.0.0.1:4200/api\"}\n    jobs:\n      - name: pm2_5\n",
+    );
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.starts_with("error: state: block name `other-pm2_5` (from `block_name: {pipeline}-{job}` for job `pm2_5` of pipeline `other`) must use only lowercase letters, digits and `-`\n"),
+        "{out:?}"
+    );
+}

@@ -186,7 +186,12 @@ impl BigQuerySink {
                 }
                 .map_err(|e| self.setup_err(format!("`credentials`: {e}")))?
             }
-            None if endpoint.is_some() => Credentials::Anonymous,
+            // An emulator needs none; real BigQuery gets Application Default Credentials.
+            None if endpoint.is_some()
+                && std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS").is_none() =>
+            {
+                Credentials::Anonymous
+            }
             None => Credentials::application_default().map_err(|e| self.setup_err(e))?,
         };
         let http = reqwest::Client::builder()
@@ -435,6 +440,7 @@ impl BigQuerySink {
                 .enumerate()
                 .map(|(i, r)| json!({"insertId": format!("{staging}-{}", first + i), "json": r}))
                 .collect();
+            tracing::debug!(table = staging, rows = body.len(), "bigquery insertAll");
             let answer = api
                 .insert_all(&self.dataset, staging, body)
                 .await
