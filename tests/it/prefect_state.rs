@@ -399,6 +399,10 @@ fn server_restarted_mid_run() {
             .is_some_and(|c| c.as_str() >= "2026-11-20T02:00:00Z")
     });
     let before = p.checkpoint("rs-co").unwrap();
+    assert!(
+        before.as_str() < "2026-11-21T23:00:00Z",
+        "the run ended before the restart"
+    );
     p.down();
     std::thread::sleep(Duration::from_secs(1));
     p.up();
@@ -412,6 +416,7 @@ fn server_restarted_mid_run() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let out = finish(child);
+    eprintln!("run across the restart: exit {}", out.code);
     // Either the run rode out the restart (retries) or it failed naming Prefect.
     if out.code != 0 {
         assert_eq!(out.code, 1, "{out:?}");
