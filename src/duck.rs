@@ -250,11 +250,11 @@ pub fn columns(conn: &Connection, table: &str) -> Result<Vec<String>, DuckError>
     Ok(names)
 }
 
-/// Drops a job's staging and result tables.
-pub fn clear(conn: &Connection, job: &str) -> Result<(), DuckError> {
+/// Drops a batch's staging table (`key`) and its job's result table.
+pub fn clear(conn: &Connection, key: &str, job: &str) -> Result<(), DuckError> {
     conn.execute_batch(&format!(
         "DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {};",
-        staging_table(job),
+        staging_table(key),
         result_table(job)
     ))?;
     Ok(())

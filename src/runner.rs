@@ -201,7 +201,7 @@ pub async fn run(config: &Config, pipeline: &Pipeline, opts: Options) -> Vec<Out
                 name,
                 tokio::spawn(async move {
                     let _permit = sem.acquire().await.expect("semaphore open");
-                    let outcome = run_job(&shared, &job, &lease).instrument(span).await;
+                    let outcome = run_job(shared.clone(), &job, &lease).instrument(span).await;
                     lease.release().await;
                     outcome
                 }),
@@ -304,11 +304,11 @@ async fn record(
     }
 }
 
-async fn run_job(sh: &Shared, job: &Job, lease: &Lease) -> Outcome {
+async fn run_job(sh: Arc<Shared>, job: &Job, lease: &Lease) -> Outcome {
     let started = Utc::now();
     let t0 = Instant::now();
     let pipeline = &sh.pipeline.name;
-    let outcome = job_batches(sh, job, lease).await;
+    let outcome = job_batches(&sh, job, lease).await;
     let kind = match sh.opts.mode {
         Mode::Run => "run",
         Mode::Backfill { .. } => "backfill",
@@ -325,8 +325,35 @@ async fn run_job(sh: &Shared, job: &Job, lease: &Lease) -> Outcome {
     outcome
 }
 
-/// The batches of one job, in order; stops at the first failure.
-async fn job_batches(sh: &Shared, job: &Job, lease: &Lease) -> Outcome {
+/// The staging table of a job's `i`-th batch: two alternate, so the next
+/// batch can be extracted while this one is transformed and loaded. (`#`
+/// cannot appear in a job name.)
+fn staging_key(job: &str, i: usize) -> String {
+    if i.is_multiple_of(2) {
+        job.to_owned()
+    } else {
+        format!("{job}#2")
+    }
+}
+
+type Prefetch = tokio::task::JoinHandle<Result<Staging, String>>;
+
+/// Starts downloading batch `i` in the background.
+fn prefetch(sh: &Arc<Shared>, job: &Job, batch: Batch, i: usize) -> Prefetch {
+    let sh = sh.clone();
+    let job = job.clone();
+    let span = info_span!("batch", from = %batch.from, to = %batch.to);
+    tokio::spawn(
+        async move { download(&sh, &job, batch, &staging_key(&job.name, i)).await }
+            .instrument(span),
+    )
+}
+
+/// The batches of one job, in order; stops at the first failure. As soon as
+/// a batch's download ends, the next one's begins (into the other staging
+/// table), so the source stays busy while this batch's last chunk is parsed,
+/// transformed and loaded; loads, ledger and checkpoint stay strictly in order.
+async fn job_batches(sh: &Arc<Shared>, job: &Job, lease: &Lease) -> Outcome {
     let pipeline = &sh.pipeline.name;
     let fail = |o: &mut Outcome, msg: String| {
         o.ok = false;
@@ -347,14 +374,58 @@ async fn job_batches(sh: &Shared, job: &Job, lease: &Lease) -> Outcome {
     out.new_hours = plan.new_hours;
     out.redo_hours = plan.redo_hours;
     out.left_hours = plan.left_hours;
-    for batch in &plan.batches {
+    let mut next = plan.batches.first().map(|b| prefetch(sh, job, *b, 0));
+    for (i, batch) in plan.batches.iter().enumerate() {
+        let extracting = next.take().expect("each batch is prefetched");
         if sh.opts.stop.load(Ordering::Relaxed) {
+            extracting.abort();
             out.stopped = true;
             break;
         }
+        let t0 = Instant::now();
+        let writer = match extracting.await {
+            Ok(Ok(w)) => w,
+            Ok(Err(msg)) => {
+                fail(&mut out, msg);
+                return out;
+            }
+            Err(e) => {
+                fail(&mut out, format!("extract task failed: {e}"));
+                return out;
+            }
+        };
+        if let Some(b) = plan.batches.get(i + 1) {
+            if !sh.opts.stop.load(Ordering::Relaxed) {
+                next = Some(prefetch(sh, job, *b, i + 1));
+            }
+        }
+        let stop_next = |next: &mut Option<Prefetch>| {
+            if let Some(h) = next.take() {
+                h.abort();
+            }
+        };
+        let rows_in = match staged(writer).await {
+            Ok(n) => n,
+            Err(msg) => {
+                stop_next(&mut next);
+                fail(&mut out, msg);
+                return out;
+            }
+        };
         let span = info_span!("batch", from = %batch.from, to = %batch.to);
-        match one_batch(sh, job, *batch).instrument(span).await {
-            Ok((rows_in, rows_out)) => {
+        let loaded = transform_load(sh, job, *batch, &staging_key(&job.name, i))
+            .instrument(span.clone())
+            .await;
+        match loaded {
+            Ok(rows_out) => {
+                span.in_scope(|| {
+                    info!(
+                        rows_in,
+                        rows_out,
+                        ms = t0.elapsed().as_millis() as u64,
+                        "batch loaded"
+                    )
+                });
                 out.rows_in += rows_in;
                 out.rows_out += rows_out;
                 out.hours += batch.hours();
@@ -362,53 +433,77 @@ async fn job_batches(sh: &Shared, job: &Job, lease: &Lease) -> Outcome {
                 sh.progress.batch_done(batch.hours(), rows_in);
             }
             Err(msg) => {
+                stop_next(&mut next);
                 fail(&mut out, msg);
                 return out;
             }
         }
-        let next = plan::advance(checkpoint, sh.pipeline.start, *batch);
-        if next != checkpoint {
-            if let Some(h) = next {
+        let advanced = plan::advance(checkpoint, sh.pipeline.start, *batch);
+        if advanced != checkpoint {
+            if let Some(h) = advanced {
                 // Still ours? A lost lease means another runner may own the job now.
                 let moved = match lease.confirm().await {
                     Ok(()) => sh.state.set_checkpoint(pipeline, &job.name, h).await,
                     Err(e) => Err(e),
                 };
                 if let Err(e) = moved {
+                    stop_next(&mut next);
                     fail(&mut out, e.to_string());
                     return out;
                 }
             }
-            checkpoint = next;
+            checkpoint = advanced;
             out.checkpoint = checkpoint;
+        }
+        if next.is_none() && i + 1 < plan.batches.len() {
+            // Stopped on request before the next extract began.
+            out.stopped = true;
+            break;
         }
     }
     out
 }
 
-/// Extract, transform and load one batch; `(rows staged, rows produced)`.
-async fn one_batch(sh: &Shared, job: &Job, batch: Batch) -> Result<(u64, u64), String> {
-    let t0 = Instant::now();
+/// Rows of a batch still being parsed into staging after the download ended.
+type Staging = tokio::task::JoinHandle<Result<u64, duck::DuckError>>;
+
+/// Downloads one batch into the staging table `key`. Returns once the
+/// source has answered in full, with the staging writer still finishing the
+/// last chunk, so the next query can start at once.
+async fn download(sh: &Shared, job: &Job, batch: Batch, key: &str) -> Result<Staging, String> {
     let conn = {
         let c = sh.conn.lock().unwrap_or_else(|p| p.into_inner());
         c.try_clone().map_err(|e| e.to_string())?
     };
-    duck::create_staging(&conn, &job.name, &job.tags).map_err(|e| e.to_string())?;
+    duck::create_staging(&conn, key, &job.tags).map_err(|e| e.to_string())?;
     let (tx, rx) = mpsc::channel(4);
-    let writer_conn = conn.try_clone().map_err(|e| e.to_string())?;
-    let job_name = job.name.clone();
-    let writer =
-        tokio::task::spawn_blocking(move || duck::write_staging(&writer_conn, &job_name, rx));
+    let key_owned = key.to_owned();
+    let writer = tokio::task::spawn_blocking(move || duck::write_staging(&conn, &key_owned, rx));
     let mut sink = PointSink::new(tx);
     let extracted = sh.source.extract(job, batch, &mut sink).await;
     drop(sink);
-    let staged = writer
-        .await
-        .map_err(|e| format!("staging thread failed: {e}"))?;
-    extracted.map_err(|e| e.to_string())?;
-    let rows_in = staged.map_err(|e| e.to_string())?;
+    if let Err(e) = extracted {
+        let _ = writer.await;
+        return Err(e.to_string());
+    }
+    Ok(writer)
+}
 
-    let staging = duck::staging_table(&job.name);
+/// Waits for the staging writer; rows staged.
+async fn staged(writer: Staging) -> Result<u64, String> {
+    writer
+        .await
+        .map_err(|e| format!("staging thread failed: {e}"))?
+        .map_err(|e| e.to_string())
+}
+
+/// Transforms the staged batch and loads it into every sink; rows produced.
+async fn transform_load(sh: &Shared, job: &Job, batch: Batch, key: &str) -> Result<u64, String> {
+    let conn = {
+        let c = sh.conn.lock().unwrap_or_else(|p| p.into_inner());
+        c.try_clone().map_err(|e| e.to_string())?
+    };
+    let staging = duck::staging_table(key);
     let sql = sh
         .templates
         .render(&RenderInput {
@@ -458,12 +553,6 @@ async fn one_batch(sh: &Shared, job: &Job, batch: Batch) -> Result<(u64, u64), S
         }
         recorded.map_err(|e| e.to_string())?;
     }
-    let _ = duck::clear(&conn, &job.name);
-    info!(
-        rows_in,
-        rows_out,
-        ms = t0.elapsed().as_millis() as u64,
-        "batch loaded"
-    );
-    Ok((rows_in, rows_out))
+    let _ = duck::clear(&conn, key, &job.name);
+    Ok(rows_out)
 }
