@@ -123,6 +123,23 @@ pub fn query(conn: &duckdb::Connection, sql: &str) -> Vec<Vec<String>> {
     out
 }
 
+/// Stops the server started in `dir` by `script` (and removes `dir`) once
+/// this test process exits: a detached shell waits for our pid.
+fn stop_on_exit(script: &Path, dir: &Path) {
+    let watchdog = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {script} stop {dir}; rm -rf {dir}",
+        pid = std::process::id(),
+        script = script.display(),
+        dir = dir.display()
+    );
+    // Detached on purpose: it must outlive this process to stop the server.
+    #[allow(clippy::zombie_processes)]
+    Command::new("setsid")
+        .args(["sh", "-c", &watchdog])
+        .spawn()
+        .unwrap();
+}
+
 /// A real InfluxDB 1.x on 127.0.0.1, one per test binary, stopped when the
 /// test process exits (a watchdog shell waits for our pid).
 pub struct Influx {
@@ -168,18 +185,7 @@ fn start_influx(name: &str, auth: &str) -> Influx {
             st.success(),
             "InfluxDB did not start; is it installed? run scripts/influxdb install"
         );
-        let watchdog = format!(
-            "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {script} stop {dir}; rm -rf {dir}",
-            pid = std::process::id(),
-            script = script.display(),
-            dir = dir.display()
-        );
-        // Detached on purpose: it must outlive this process to stop the server.
-        #[allow(clippy::zombie_processes)]
-        Command::new("setsid")
-            .args(["sh", "-c", &watchdog])
-            .spawn()
-            .unwrap();
+        stop_on_exit(&script, &dir);
         Influx {
             url: format!("http://127.0.0.1:{port}"),
             http: reqwest::blocking::Client::new(),
@@ -289,19 +295,7 @@ impl Prefect {
             http: reqwest::blocking::Client::new(),
         };
         p.up();
-        let script = repo().join("scripts/prefect");
-        let watchdog = format!(
-            "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {script} stop {dir}; rm -rf {dir}",
-            pid = std::process::id(),
-            script = script.display(),
-            dir = p.dir.display()
-        );
-        // Detached on purpose: it must outlive this process to stop the server.
-        #[allow(clippy::zombie_processes)]
-        Command::new("setsid")
-            .args(["sh", "-c", &watchdog])
-            .spawn()
-            .unwrap();
+        stop_on_exit(&repo().join("scripts/prefect"), &p.dir);
         p
     }
 
@@ -393,19 +387,11 @@ pub fn bigquery() -> &'static BigQuery {
             .args(["start", dir.to_str().unwrap(), &port.to_string()])
             .status()
             .expect("scripts/bigquery (run scripts/test, which installs the emulator)");
-        assert!(st.success(), "the BigQuery emulator did not start; run scripts/bigquery install");
-        let watchdog = format!(
-            "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {script} stop {dir}; rm -rf {dir}",
-            pid = std::process::id(),
-            script = script.display(),
-            dir = dir.display()
+        assert!(
+            st.success(),
+            "the BigQuery emulator did not start; run scripts/bigquery install"
         );
-        // Detached on purpose: it must outlive this process to stop the server.
-        #[allow(clippy::zombie_processes)]
-        Command::new("setsid")
-            .args(["sh", "-c", &watchdog])
-            .spawn()
-            .unwrap();
+        stop_on_exit(&script, &dir);
         BigQuery {
             url: format!("http://127.0.0.1:{port}/bigquery/v2"),
             http: reqwest::blocking::Client::new(),
