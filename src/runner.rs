@@ -480,8 +480,10 @@ async fn download(sh: &Shared, job: &Job, batch: Batch, key: &str) -> Result<Sta
     let key_owned = key.to_owned();
     let writer = tokio::task::spawn_blocking(move || duck::write_staging(&conn, &key_owned, rx));
     let mut sink = PointSink::new(tx);
+    let t0 = Instant::now();
     let extracted = sh.source.extract(job, batch, &mut sink).await;
     drop(sink);
+    tracing::debug!(ms = t0.elapsed().as_millis() as u64, "downloaded");
     if let Err(e) = extracted {
         let _ = writer.await;
         return Err(e.to_string());
