@@ -65,5 +65,13 @@ mod tests {
         assert_eq!(backoff(0, cap), Duration::from_millis(250));
         assert_eq!(backoff(2, cap), Duration::from_secs(1));
         assert_eq!(backoff(9, cap), cap);
+        // InfluxDB retries: the former 250 ms x 2^min(attempt, 6).
+        let influx = Duration::from_secs(16);
+        for a in 0..12u32 {
+            assert_eq!(
+                backoff(a, influx),
+                Duration::from_millis(250 * 2u64.pow(a.min(6)))
+            );
+        }
     }
 }

@@ -700,3 +700,29 @@ fn batches_of_more_than_500_rows_go_in_several_requests() {
         "{sizes:?}"
     );
 }
+
+#[test]
+fn a_missing_credentials_secret_is_named_once_before_any_work() {
+    let ws = Ws::new(&spec(
+        "bq_unused",
+        "it_nosecret",
+        "{type: local, path: state}",
+        "    credentials: ${secret:bq-missing-key}",
+    ));
+    let out = run(
+        &ws,
+        &["run", "hourly", "--now", "2026-11-21T00:10:00Z"],
+        &[],
+    );
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("sink `bq`: `credentials`: secret `bq-missing-key` not found (looked in environment variable `BQ_MISSING_KEY`)"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains("sink `bq`: sink `bq`"),
+        "{}",
+        out.stderr
+    );
+}

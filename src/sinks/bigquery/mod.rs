@@ -156,25 +156,18 @@ impl BigQuerySink {
 
     /// Resolves the project, endpoint and credentials, and creates the dataset when missing.
     pub async fn prepare(&mut self, secrets: &dyn SecretSource) -> Result<(), SinkError> {
-        let what = |k: &str| format!("sink `{}`: `{k}`", self.name);
-        let project =
-            resolve(&self.project, &what("project"), secrets).map_err(|e| SinkError::Setup {
-                sink: self.name.clone(),
-                message: e.to_string(),
-            })?;
+        // Errors are wrapped in "sink `<name>`: " by `setup_err`: name only the key here.
+        let resolved = |value: &str, key: &str| {
+            resolve(value, &format!("`{key}`"), secrets).map_err(|e| self.setup_err(e.to_string()))
+        };
+        let project = resolved(&self.project, "project")?;
         let endpoint = match &self.endpoint {
-            Some(e) => Some(
-                resolve(e, &what("endpoint"), secrets)
-                    .map_err(|e| self.setup_err(e.to_string()))?
-                    .expose()
-                    .to_owned(),
-            ),
+            Some(e) => Some(resolved(e, "endpoint")?.expose().to_owned()),
             None => None,
         };
         let creds = match &self.credentials {
             Some(c) => {
-                let value = resolve(c, &what("credentials"), secrets)
-                    .map_err(|e| self.setup_err(e.to_string()))?;
+                let value = resolved(c, "credentials")?;
                 let text = value.expose().trim();
                 if text.starts_with('{') {
                     Credentials::from_json(text)

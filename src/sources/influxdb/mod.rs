@@ -330,8 +330,9 @@ pub(crate) fn ns_range(b: Batch) -> (i64, i64) {
     )
 }
 
+/// 250 ms doubling per attempt, at most 16 s.
 fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis(250 * 2u64.pow(attempt.min(6)))
+    crate::http::backoff(attempt, Duration::from_secs(16))
 }
 
 /// Feeds a response body, as it arrives, to a line handler that buffers
