@@ -6,8 +6,7 @@
 //! one such thread, fed chunks by the source over a bounded channel, which
 //! overlaps parsing with appending and bounds memory.
 
-use duckdb::types::{Null, TimeUnit, ToSql, ToSqlOutput, Value};
-use duckdb::{appender_params_from_iter, Connection};
+use duckdb::Connection;
 use tokio::sync::mpsc;
 
 use crate::sources::StageMsg;
@@ -21,20 +20,6 @@ pub enum DuckError {
     Transform { job: String, message: String },
     #[error("the SQL of job `{job}` must return columns {missing}")]
     MissingColumns { job: String, missing: String },
-}
-
-const NULL: Null = Null;
-
-/// Microseconds since the epoch, appended as a timestamp without allocating.
-struct Micros(i64);
-
-impl ToSql for Micros {
-    fn to_sql(&self) -> duckdb::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::Owned(Value::Timestamp(
-            TimeUnit::Microsecond,
-            self.0,
-        )))
-    }
 }
 
 /// Opens the process's in-memory database.
@@ -81,23 +66,12 @@ pub fn write_staging(
     let mut rows = 0u64;
     while let Some(msg) = rx.blocking_recv() {
         match msg {
-            StageMsg::Rows(points) => {
+            StageMsg::Columns(cols) => {
+                let n = cols.len() as u64;
                 let mut app = conn.appender(&table)?;
-                for p in &points {
-                    let time = Micros(p.time_ns.div_euclid(1000));
-                    let mut vals: Vec<&dyn ToSql> = Vec::with_capacity(p.tags.len() + 2);
-                    vals.push(&time);
-                    for t in &p.tags {
-                        vals.push(match t {
-                            Some(s) => s as &dyn ToSql,
-                            None => &NULL,
-                        });
-                    }
-                    vals.push(&p.value);
-                    app.append_row(appender_params_from_iter(vals))?;
-                }
+                app.append_record_batch(cols.into_batch())?;
                 app.flush()?;
-                rows += points.len() as u64;
+                rows += n;
             }
             StageMsg::Discard { from_ns, to_ns } => {
                 let n = conn.execute(
@@ -108,17 +82,6 @@ pub fn write_staging(
                     duckdb::params![from_ns.div_euclid(1000), to_ns.div_euclid(1000)],
                 )?;
                 rows = rows.saturating_sub(n as u64);
-            }
-            StageMsg::V1Csv {
-                rows: body,
-                ntags,
-                reply,
-            } => {
-                let res = stage_v1_csv(conn, job, &body, ntags);
-                if let Ok(n) = res {
-                    rows += n;
-                }
-                let _ = reply.send(res);
             }
             StageMsg::Parquet { file, tags, reply } => {
                 let mut cols = vec!["time::TIMESTAMPTZ".to_owned()];
@@ -142,52 +105,6 @@ pub fn write_staging(
         }
     }
     Ok(rows)
-}
-
-/// Stages v1 CSV data rows through DuckDB's CSV reader. On failure the
-/// chunk is re-read by our own parser, whose message names the bad value.
-fn stage_v1_csv(conn: &Connection, job: &str, body: &[u8], ntags: usize) -> Result<u64, String> {
-    use std::io::Write;
-    let mut file = tempfile::Builder::new()
-        .prefix("duckhour-v1-")
-        .suffix(".csv")
-        .tempfile()
-        .map_err(|e| format!("temporary file: {e}"))?;
-    file.write_all(body)
-        .map_err(|e| format!("temporary file: {e}"))?;
-    let mut columns = vec![
-        "'name': 'VARCHAR'".to_owned(),
-        "'tags': 'VARCHAR'".into(),
-        "'t': 'BIGINT'".into(),
-        "'v': 'DOUBLE'".into(),
-    ];
-    let mut select = vec!["make_timestamp(t // 1000)::TIMESTAMPTZ".to_owned()];
-    for i in 0..ntags {
-        columns.push(format!("'tag{i}': 'VARCHAR'"));
-        select.push(format!("tag{i}"));
-    }
-    select.push("v".into());
-    let sql = format!(
-        "INSERT INTO {} SELECT {} FROM read_csv({}, header = false, auto_detect = false, delim = ',', quote = '\"', escape = '\"', columns = {{{}}}) WHERE v IS NOT NULL",
-        staging_table(job),
-        select.join(", "),
-        quote_literal(&file.path().display().to_string()),
-        columns.join(", ")
-    );
-    match conn.execute(&sql, []) {
-        Ok(n) => Ok(n as u64),
-        Err(e) => {
-            let mut parser = crate::sources::influxdb::csv::V1Csv::data_only(ntags);
-            for line in String::from_utf8_lossy(body).lines() {
-                match parser.line(line) {
-                    Err(crate::sources::influxdb::InfluxErrorKind::Parse(m)) => return Err(m),
-                    Err(k) => return Err(k.to_string()),
-                    Ok(_) => {}
-                }
-            }
-            Err(format!("DuckDB could not read the CSV: {e}"))
-        }
-    }
 }
 
 /// Runs the rendered SQL into `result_<job>`; returns its row count.

@@ -215,12 +215,12 @@ impl LineProtocolFile {
             let mut sink = PointSink::new(tx);
             me.scan(&job, b, &mut sink)?;
             sink.flush_blocking()?;
-            Ok::<u64, SourceError>(sink.rows)
+            Ok::<u64, SourceError>(sink.rows())
         });
         let rows = task
             .await
             .map_err(|e| self.err(format!("reader thread failed: {e}")))??;
-        out.rows += rows;
+        out.sent += rows;
         Ok(rows)
     }
 

@@ -4,8 +4,11 @@
 //! chunks, to the staging writer (see `duck.rs`) as they are parsed: nothing
 //! holds a whole response. A tagged enum, one variant per kind.
 
+pub mod columns;
 pub mod influxdb;
 pub mod lineproto;
+
+pub use columns::{Columns, CHUNK_ROWS};
 
 use tokio::sync::mpsc;
 
@@ -54,19 +57,10 @@ impl TagCache {
 /// What a source sends to the staging writer.
 #[derive(Debug)]
 pub enum StageMsg {
-    Rows(Vec<Point>),
+    /// Rows to append, column by column.
+    Columns(Columns),
     /// Forget rows with time in `[from_ns, to_ns)`: a sub-query is being retried.
-    Discard {
-        from_ns: i64,
-        to_ns: i64,
-    },
-    /// Stage InfluxDB v1 CSV data rows (`name,tags,time,value,<tags>`, no
-    /// header) with DuckDB's own CSV reader: much cheaper than row by row.
-    V1Csv {
-        rows: Vec<u8>,
-        ntags: usize,
-        reply: tokio::sync::oneshot::Sender<Result<u64, String>>,
-    },
+    Discard { from_ns: i64, to_ns: i64 },
     /// Stage a Parquet file with columns `time`, `value` and the tags (InfluxDB 3).
     Parquet {
         file: tempfile::NamedTempFile,
@@ -75,111 +69,82 @@ pub enum StageMsg {
     },
 }
 
-/// Points in chunks to the staging writer.
+/// Points in chunks to the staging writer. Sources parse into the chunk
+/// being filled (`columns`); full chunks go to the writer, which appends one
+/// while the source parses the next.
 pub struct PointSink {
     tx: mpsc::Sender<StageMsg>,
-    buf: Vec<Point>,
-    pub rows: u64,
-    /// Acknowledgements of CSV chunks the writer is still parsing.
-    pending: std::collections::VecDeque<tokio::sync::oneshot::Receiver<Result<u64, String>>>,
+    /// The chunk being filled; made on first use, when the tag count is known.
+    cols: Option<Columns>,
+    /// Rows handed to the staging writer.
+    sent: u64,
 }
-
-/// CSV chunks in flight: one parsing while the next downloads.
-const CSV_IN_FLIGHT: usize = 2;
-
-/// Rows per message to the writer.
-pub const CHUNK_ROWS: usize = 8192;
 
 impl PointSink {
     pub fn new(tx: mpsc::Sender<StageMsg>) -> PointSink {
         PointSink {
             tx,
-            buf: Vec::with_capacity(CHUNK_ROWS),
-            rows: 0,
-            pending: Default::default(),
+            cols: None,
+            sent: 0,
         }
     }
 
-    /// Sends a chunk of v1 CSV data rows; waits for older chunks so that at
-    /// most `CSV_IN_FLIGHT` are in flight. A chunk DuckDB rejects is an error
-    /// here, in the source that sent it.
-    pub async fn v1_csv(&mut self, rows: Vec<u8>, ntags: usize) -> Result<(), CsvError> {
-        let (reply, rx) = tokio::sync::oneshot::channel();
-        self.tx
-            .send(StageMsg::V1Csv { rows, ntags, reply })
-            .await
-            .map_err(|_| CsvError::Closed)?;
-        self.pending.push_back(rx);
-        while self.pending.len() > CSV_IN_FLIGHT {
-            self.ack_oldest().await?;
-        }
-        Ok(())
+    /// Rows taken so far: handed to staging or waiting in the chunk.
+    pub fn rows(&self) -> u64 {
+        self.sent + self.cols.as_ref().map_or(0, |c| c.len() as u64)
     }
 
-    /// Waits until every CSV chunk sent is staged.
-    pub async fn csv_done(&mut self) -> Result<(), CsvError> {
-        while !self.pending.is_empty() {
-            self.ack_oldest().await?;
-        }
-        Ok(())
-    }
-
-    async fn ack_oldest(&mut self) -> Result<(), CsvError> {
-        let Some(rx) = self.pending.pop_front() else {
-            return Ok(());
-        };
-        match rx.await {
-            Ok(Ok(n)) => {
-                self.rows += n;
-                Ok(())
-            }
-            Ok(Err(m)) => Err(CsvError::Rejected(m)),
-            Err(_) => Err(CsvError::Closed),
-        }
+    /// The chunk being filled, with `ntags` tag columns.
+    pub fn columns(&mut self, ntags: usize) -> &mut Columns {
+        self.cols.get_or_insert_with(|| Columns::new(ntags))
     }
 
     /// Buffers a point; `flush_if_full` sends full chunks.
     pub fn buffer(&mut self, p: Point) {
-        self.buf.push(p);
-        self.rows += 1;
+        self.columns(p.tags.len()).push_point(&p);
+    }
+
+    fn full(&self) -> bool {
+        self.cols.as_ref().is_some_and(|c| c.len() >= CHUNK_ROWS)
+    }
+
+    /// Takes the chunk's rows to send, counting them as sent.
+    fn take(&mut self) -> Option<Columns> {
+        let chunk = self.cols.as_mut().filter(|c| !c.is_empty())?.take();
+        self.sent += chunk.len() as u64;
+        Some(chunk)
     }
 
     pub async fn flush_if_full(&mut self) -> Result<(), SourceError> {
-        if self.buf.len() >= CHUNK_ROWS {
+        if self.full() {
             self.flush().await?;
+        }
+        Ok(())
+    }
+
+    pub async fn flush(&mut self) -> Result<(), SourceError> {
+        if let Some(chunk) = self.take() {
+            self.tx
+                .send(StageMsg::Columns(chunk))
+                .await
+                .map_err(|_| SourceError::StagingClosed)?;
         }
         Ok(())
     }
 
     /// For blocking sources (files), from a blocking thread.
     pub fn push_blocking(&mut self, p: Point) -> Result<(), SourceError> {
-        self.buf.push(p);
-        self.rows += 1;
-        if self.buf.len() >= CHUNK_ROWS {
-            let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK_ROWS));
-            self.tx
-                .blocking_send(StageMsg::Rows(chunk))
-                .map_err(|_| SourceError::StagingClosed)?;
+        self.buffer(p);
+        if self.full() {
+            self.flush_blocking()?;
         }
         Ok(())
     }
 
     pub fn flush_blocking(&mut self) -> Result<(), SourceError> {
-        if !self.buf.is_empty() {
-            let chunk = std::mem::take(&mut self.buf);
+        if let Some(chunk) = self.take() {
             self.tx
-                .blocking_send(StageMsg::Rows(chunk))
-                .map_err(|_| SourceError::StagingClosed)?;
-        }
-        Ok(())
-    }
-
-    pub async fn flush(&mut self) -> Result<(), SourceError> {
-        if !self.buf.is_empty() {
-            let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK_ROWS));
-            self.tx
-                .send(StageMsg::Rows(chunk))
-                .await
+                .blocking_send(StageMsg::Columns(chunk))
                 .map_err(|_| SourceError::StagingClosed)?;
         }
         Ok(())
@@ -202,7 +167,7 @@ impl PointSink {
             .map_err(|_| SourceError::StagingClosed)?;
         match rx.await {
             Ok(Ok(n)) => {
-                self.rows += n;
+                self.sent += n;
                 Ok(())
             }
             Ok(Err(m)) => Err(SourceError::Parquet(m)),
@@ -210,28 +175,27 @@ impl PointSink {
         }
     }
 
-    /// Drops buffered and staged rows of `[from_ns, to_ns)` before a retry.
+    /// Drops the rows of `[from_ns, to_ns)`, buffered and staged, before a
+    /// retry; `rows_taken` is how many the failed attempt took. Sub-queries
+    /// never overlap in time, so every row in the range is the attempt's.
     pub async fn discard(
         &mut self,
         from_ns: i64,
         to_ns: i64,
-        rows_sent: u64,
+        rows_taken: u64,
     ) -> Result<(), SourceError> {
-        self.buf
-            .retain(|p| p.time_ns < from_ns || p.time_ns >= to_ns);
-        self.rows -= rows_sent;
+        let mut buffered = 0;
+        if let Some(c) = self.cols.as_mut() {
+            let before = c.len();
+            c.discard(from_ns, to_ns);
+            buffered = (before - c.len()) as u64;
+        }
+        self.sent -= rows_taken - buffered;
         self.tx
             .send(StageMsg::Discard { from_ns, to_ns })
             .await
             .map_err(|_| SourceError::StagingClosed)
     }
-}
-
-/// Why a CSV chunk was not staged.
-#[derive(Debug)]
-pub enum CsvError {
-    Closed,
-    Rejected(String),
 }
 
 #[derive(Debug, thiserror::Error)]

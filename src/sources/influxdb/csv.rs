@@ -6,7 +6,7 @@
 //! and the tags follow in order; time is an integer in nanoseconds.
 
 use super::InfluxErrorKind;
-use crate::sources::{Point, TagCache};
+use crate::sources::Columns;
 
 /// Splits one CSV record (no embedded newlines) into fields, unquoting.
 pub fn split_record(line: &str, out: &mut Vec<String>) -> Result<(), String> {
@@ -48,184 +48,46 @@ pub fn split_record(line: &str, out: &mut Vec<String>) -> Result<(), String> {
     Ok(())
 }
 
-/// Incremental parser of a v1 CSV response.
-pub struct V1Csv {
+/// Incremental parser of a v1 CSV response, straight into columns.
+pub struct V1Parser {
     ntags: usize,
     want_header: bool,
     fields: Vec<String>,
-    tags: TagCache,
+    /// Where each field of the current row ends.
+    ends: Vec<usize>,
 }
 
-impl V1Csv {
-    pub fn new(ntags: usize) -> V1Csv {
-        V1Csv {
+impl V1Parser {
+    pub fn new(ntags: usize) -> V1Parser {
+        V1Parser {
             ntags,
             want_header: true,
             fields: Vec::new(),
-            tags: TagCache::default(),
+            ends: Vec::new(),
         }
     }
 
-    /// A parser for data rows only (headers already removed).
-    pub fn data_only(ntags: usize) -> V1Csv {
-        V1Csv {
-            want_header: false,
-            ..V1Csv::new(ntags)
-        }
-    }
-
-    /// One line of the body; a point when the line is a data row.
-    pub fn line(&mut self, line: &str) -> Result<Option<Point>, InfluxErrorKind> {
-        if line.is_empty() {
-            self.want_header = true;
-            return Ok(None);
-        }
-        if !self.want_header && !line.contains('"') {
-            return self.plain_row(line);
-        }
-        split_record(line, &mut self.fields).map_err(InfluxErrorKind::Parse)?;
-        if self.want_header {
-            if self.fields.len() < 4 + self.ntags || self.fields[..3] != ["name", "tags", "time"] {
-                return Err(InfluxErrorKind::Parse(format!(
-                    "unexpected CSV header `{}`",
-                    line.chars().take(120).collect::<String>()
-                )));
-            }
-            self.want_header = false;
-            return Ok(None);
-        }
-        if self.fields.len() < 4 + self.ntags {
-            return Err(InfluxErrorKind::Parse(format!("short CSV row `{line}`")));
-        }
-        let time_ns: i64 = self.fields[2]
-            .parse()
-            .map_err(|_| InfluxErrorKind::Parse(format!("bad time `{}`", self.fields[2])))?;
-        let raw = &self.fields[3];
-        if raw.is_empty() {
-            return Ok(None);
-        }
-        let value = parse_number(raw)?;
-        let mut tags = Vec::with_capacity(self.ntags);
-        for (i, t) in self.fields[4..4 + self.ntags].iter().enumerate() {
-            tags.push(self.tags.get(i, t));
-        }
-        Ok(Some(Point {
-            time_ns,
-            tags,
-            value,
-        }))
-    }
-
-    /// The common row without quotes, parsed without allocating per field.
-    fn plain_row(&mut self, line: &str) -> Result<Option<Point>, InfluxErrorKind> {
-        let mut it = line.split(',');
-        let short = || InfluxErrorKind::Parse(format!("short CSV row `{line}`"));
-        it.next().ok_or_else(short)?; // name
-        it.next().ok_or_else(short)?; // tags
-        let t = it.next().ok_or_else(short)?;
-        let time_ns: i64 = t
-            .parse()
-            .map_err(|_| InfluxErrorKind::Parse(format!("bad time `{t}`")))?;
-        let raw = it.next().ok_or_else(short)?;
-        if raw.is_empty() {
-            return Ok(None);
-        }
-        let value = parse_number(raw)?;
-        let mut tags = Vec::with_capacity(self.ntags);
-        for i in 0..self.ntags {
-            tags.push(self.tags.get(i, it.next().ok_or_else(short)?));
-        }
-        Ok(Some(Point {
-            time_ns,
-            tags,
-            value,
-        }))
-    }
-}
-
-/// A numeric field value; booleans and strings are refused with the value shown.
-pub fn parse_number(raw: &str) -> Result<f64, InfluxErrorKind> {
-    raw.parse::<f64>().map_err(|_| {
-        InfluxErrorKind::Parse(format!(
-            "value `{}` is not numeric",
-            raw.chars().take(40).collect::<String>()
-        ))
-    })
-}
-
-/// Offset just after the newline that ends the last data row before a blank
-/// line (`\n\n` or `\n\r\n`), if any.
-fn find_blank_line(bytes: &[u8]) -> Option<usize> {
-    if bytes.first() == Some(&b'\n') || bytes.starts_with(b"\r\n") {
-        return Some(0);
-    }
-    bytes
-        .windows(2)
-        .position(|w| w == b"\n\n" || w == b"\n\r")
-        .map(|i| i + 1)
-}
-
-/// Splits a v1 CSV body into chunks of data rows for DuckDB's CSV reader:
-/// checks each header (it may repeat after a blank line when a new series
-/// starts) and keeps only data lines.
-pub struct V1Chunker {
-    ntags: usize,
-    want_header: bool,
-    fields: Vec<String>,
-    pub buf: Vec<u8>,
-}
-
-impl V1Chunker {
-    pub fn new(ntags: usize) -> V1Chunker {
-        V1Chunker {
-            ntags,
-            want_header: true,
-            fields: Vec::new(),
-            buf: Vec::new(),
-        }
-    }
-
-    /// Takes every complete line of `bytes`; returns how many bytes it used.
-    /// Between headers, whole runs of data rows are copied at once: a header
-    /// can only follow a blank line.
-    pub fn feed(&mut self, bytes: &[u8]) -> Result<usize, InfluxErrorKind> {
-        let Some(last_nl) = bytes.iter().rposition(|&b| b == b'\n') else {
-            return Ok(0);
-        };
-        let complete = &bytes[..=last_nl];
+    /// Parses every complete line of `bytes` into `out`; returns how many
+    /// bytes it used (the rest is an incomplete last line).
+    pub fn feed(&mut self, bytes: &[u8], out: &mut Columns) -> Result<usize, InfluxErrorKind> {
         let mut at = 0;
-        while at < complete.len() {
-            if !self.want_header {
-                // Data rows up to the next blank line (or the end).
-                let run_end = find_blank_line(&complete[at..])
-                    .map(|i| at + i)
-                    .unwrap_or(complete.len());
-                if run_end > at {
-                    self.buf.extend_from_slice(&complete[at..run_end]);
-                    at = run_end;
-                    continue;
-                }
-            }
-            let nl = complete[at..]
-                .iter()
-                .position(|&b| b == b'\n')
-                .expect("complete lines")
-                + at;
-            let line = &complete[at..nl];
-            self.line(line.strip_suffix(b"\r").unwrap_or(line))?;
-            at = nl + 1;
+        while let Some(nl) = memchr::memchr(b'\n', &bytes[at..]) {
+            let line = &bytes[at..at + nl];
+            self.line(line.strip_suffix(b"\r").unwrap_or(line), out)?;
+            at += nl + 1;
         }
-        Ok(complete.len())
+        Ok(at)
     }
 
-    pub fn line(&mut self, line: &[u8]) -> Result<(), InfluxErrorKind> {
+    /// One line of the body (without its line end).
+    pub fn line(&mut self, line: &[u8], out: &mut Columns) -> Result<(), InfluxErrorKind> {
         if line.is_empty() {
+            // A new header follows whenever the series' columns change.
             self.want_header = true;
             return Ok(());
         }
         if self.want_header {
-            let text = std::str::from_utf8(line)
-                .map_err(|_| InfluxErrorKind::Parse("response is not UTF-8".into()))?;
+            let text = utf8(line)?;
             split_record(text, &mut self.fields).map_err(InfluxErrorKind::Parse)?;
             if self.fields.len() != 4 + self.ntags || self.fields[..3] != ["name", "tags", "time"] {
                 return Err(InfluxErrorKind::Parse(format!(
@@ -236,10 +98,130 @@ impl V1Chunker {
             self.want_header = false;
             return Ok(());
         }
-        self.buf.extend_from_slice(line);
-        self.buf.push(b'\n');
+        if self.plain_row(line, out)? {
+            return Ok(());
+        }
+        // Quoted fields (tags with commas or quotes): the general splitter.
+        split_record(utf8(line)?, &mut self.fields).map_err(InfluxErrorKind::Parse)?;
+        if self.fields.len() < 4 + self.ntags {
+            return Err(short_row(line));
+        }
+        let Some(value) = value(self.fields[3].as_bytes())? else {
+            return Ok(());
+        };
+        out.push(time(self.fields[2].as_bytes())?, value);
+        for i in 0..self.ntags {
+            let t = &self.fields[4 + i];
+            out.push_tag(i, (!t.is_empty()).then_some(t.as_str()));
+        }
         Ok(())
     }
+
+    /// The common row, without quoted fields, parsed in place; `false`
+    /// (nothing taken) when a field is quoted. InfluxDB quotes exactly the
+    /// fields holding a comma, a quote or a line end, so a field that does
+    /// not start with a quote has none.
+    fn plain_row(&mut self, line: &[u8], out: &mut Columns) -> Result<bool, InfluxErrorKind> {
+        let ntags = self.ntags;
+        let ends = &mut self.ends;
+        ends.clear();
+        let mut start = 0;
+        for (i, &b) in line.iter().enumerate() {
+            if b == b',' {
+                ends.push(i);
+                start = i + 1;
+            } else if b == b'"' && i == start {
+                return Ok(false);
+            }
+        }
+        ends.push(line.len());
+        if ends.len() < 4 + ntags {
+            return Err(short_row(line));
+        }
+        let field = |i: usize| &line[if i == 0 { 0 } else { ends[i - 1] + 1 }..ends[i]];
+        let Some(value) = value(field(3))? else {
+            return Ok(true);
+        };
+        let time = time(field(2))?;
+        if ntags == 0 {
+            out.push(time, value);
+            return Ok(true);
+        }
+        // The tags, checked once as a whole before the row is taken: split
+        // at ASCII commas, every part is UTF-8 too.
+        let first = ends[3] + 1;
+        let tags = utf8(&line[first..])?;
+        out.push(time, value);
+        for i in 0..ntags {
+            let tag = &tags[ends[3 + i] + 1 - first..ends[4 + i] - first];
+            out.push_tag(i, (!tag.is_empty()).then_some(tag));
+        }
+        Ok(true)
+    }
+}
+
+fn not_utf8() -> InfluxErrorKind {
+    InfluxErrorKind::Parse("response is not UTF-8".into())
+}
+
+fn utf8(bytes: &[u8]) -> Result<&str, InfluxErrorKind> {
+    std::str::from_utf8(bytes).map_err(|_| not_utf8())
+}
+
+fn short_row(line: &[u8]) -> InfluxErrorKind {
+    InfluxErrorKind::Parse(format!(
+        "short CSV row `{}`",
+        String::from_utf8_lossy(&line[..line.len().min(120)])
+    ))
+}
+
+/// Nanoseconds since the epoch: an optional minus and at most 19 digits.
+fn time(raw: &[u8]) -> Result<i64, InfluxErrorKind> {
+    let bad = || InfluxErrorKind::Parse(format!("bad time `{}`", String::from_utf8_lossy(raw)));
+    let (negative, digits) = match raw.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, raw),
+    };
+    if digits.is_empty() || digits.len() > 19 {
+        return Err(bad());
+    }
+    let mut n: i64 = 0;
+    for &c in digits {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            return Err(bad());
+        }
+        let d = i64::from(d);
+        n = n
+            .checked_mul(10)
+            .and_then(|n| {
+                if negative {
+                    n.checked_sub(d)
+                } else {
+                    n.checked_add(d)
+                }
+            })
+            .ok_or_else(bad)?;
+    }
+    Ok(n)
+}
+
+/// The field's value; `None` when the point lacks the field.
+fn value(raw: &[u8]) -> Result<Option<f64>, InfluxErrorKind> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    parse_number(utf8(raw)?).map(Some)
+}
+
+/// A numeric field value; booleans and strings are refused with the value shown.
+pub fn parse_number(raw: &str) -> Result<f64, InfluxErrorKind> {
+    raw.parse::<f64>().map_err(|_| {
+        InfluxErrorKind::Parse(format!(
+            "value `{}` is not numeric",
+            raw.chars().take(40).collect::<String>()
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -254,75 +236,92 @@ mod tests {
         assert!(split_record("\"open", &mut v).is_err());
     }
 
-    #[test]
-    fn v1_layout_with_header_changes() {
-        let body = "name,tags,time,co,station\nair,,1700000000000000000,1,\"St 1, North\"\nair,,1700000060000000000,0.25,\n\nname,tags,time,co,station\nair,,1700000120000000000,2,B\n";
-        let mut p = V1Csv::new(1);
-        let pts: Vec<Point> = body.lines().filter_map(|l| p.line(l).unwrap()).collect();
-        assert_eq!(
-            pts,
-            vec![
-                Point {
-                    time_ns: 1_700_000_000_000_000_000,
-                    tags: vec![Some("St 1, North".into())],
-                    value: 1.0
-                },
-                Point {
-                    time_ns: 1_700_000_060_000_000_000,
-                    tags: vec![None],
-                    value: 0.25
-                },
-                Point {
-                    time_ns: 1_700_000_120_000_000_000,
-                    tags: vec![Some("B".into())],
-                    value: 2.0
-                },
-            ]
-        );
+    /// Parses a body fed in two pieces cut at `cut`; the staged rows as
+    /// (time in microseconds, tags, value).
+    fn parse(body: &[u8], ntags: usize, cut: usize) -> Result<Vec<String>, InfluxErrorKind> {
+        let mut p = V1Parser::new(ntags);
+        let mut cols = Columns::new(ntags);
+        let mut carry = body[..cut].to_vec();
+        let used = p.feed(&carry, &mut cols)?;
+        carry.drain(..used);
+        carry.extend_from_slice(&body[cut..]);
+        let used = p.feed(&carry, &mut cols)?;
+        if used < carry.len() {
+            p.line(&carry[used..], &mut cols)?;
+        }
+        Ok(rows(cols))
+    }
+
+    fn rows(cols: Columns) -> Vec<String> {
+        use duckdb::arrow::array::{Array, Float64Array, StringArray, TimestampMicrosecondArray};
+        let b = cols.into_batch();
+        let n = b.num_columns();
+        let time = b
+            .column(0)
+            .as_any()
+            .downcast_ref::<TimestampMicrosecondArray>()
+            .unwrap();
+        let value = b
+            .column(n - 1)
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .unwrap();
+        (0..b.num_rows())
+            .map(|r| {
+                let tags: Vec<String> = (1..n - 1)
+                    .map(|c| {
+                        let a = b.column(c).as_any().downcast_ref::<StringArray>().unwrap();
+                        if a.is_null(r) {
+                            "<null>".into()
+                        } else {
+                            a.value(r).to_owned()
+                        }
+                    })
+                    .collect();
+                format!("{} {:?} {}", time.value(r), tags, value.value(r))
+            })
+            .collect()
     }
 
     #[test]
-    fn chunker_keeps_only_data_rows_and_checks_headers() {
-        let mut c = V1Chunker::new(1);
-        for l in [
-            "name,tags,time,co,station",
-            "air,,1,1,A",
-            "",
-            "name,tags,time,co,station",
-            "air,,2,2,\"B, c\"",
-        ] {
-            c.line(l.as_bytes()).unwrap();
+    fn v1_layout_with_header_changes_in_any_pieces() {
+        let body = b"name,tags,time,co,station\nair,,1700000000000000000,1,\"St 1, North\"\nair,,1700000060000000999,0.25,\nair,,1700000061000000000,,A\n\nname,tags,time,co,station\r\nair,,1700000120000000000,2,B\r\nair,,-1500,-3e-2,\"\"\"q\"\"\"";
+        let want = [
+            "1700000000000000 [\"St 1, North\"] 1",
+            "1700000060000000 [\"<null>\"] 0.25",
+            "1700000120000000 [\"B\"] 2",
+            "-2 [\"\\\"q\\\"\"] -0.03",
+        ];
+        // Every cut, as the network may deliver it.
+        for cut in 0..=body.len() {
+            assert_eq!(parse(body, 1, cut).unwrap(), want, "cut at {cut}");
         }
-        assert_eq!(c.buf, b"air,,1,1,A\nair,,2,2,\"B, c\"\n");
-        // The same body fed in arbitrary pieces, as the network delivers it.
-        let body = b"name,tags,time,co,station\nair,,1,1,A\nair,,3,3,A\n\nname,tags,time,co,station\nair,,2,2,\"B, c\"\n";
-        for cut in 1..body.len() {
-            let mut c = V1Chunker::new(1);
-            let mut carry = body[..cut].to_vec();
-            let used = c.feed(&carry).unwrap();
-            carry.drain(..used);
-            carry.extend_from_slice(&body[cut..]);
-            let used = c.feed(&carry).unwrap();
-            assert_eq!(used, carry.len());
-            assert_eq!(
-                c.buf, b"air,,1,1,A\nair,,3,3,A\nair,,2,2,\"B, c\"\n",
-                "cut at {cut}"
-            );
-        }
-        let mut c = V1Chunker::new(1);
-        assert!(c.line(b"name,tags,time,co").is_err());
     }
 
     #[test]
-    fn v1_rejects_non_numeric_and_bad_header() {
-        let mut p = V1Csv::new(0);
-        p.line("name,tags,time,co").unwrap();
-        assert!(p
-            .line("air,,1,true")
+    fn v1_without_tags_and_with_more_columns_than_asked() {
+        let body = b"name,tags,time,co\nair,,60000,1.5\n";
+        assert_eq!(parse(body, 0, 3).unwrap(), ["60 [] 1.5"]);
+        let body = b"name,tags,time,co,a,b\nair,,60000,1.5,x,\n";
+        assert_eq!(parse(body, 2, 3).unwrap(), ["60 [\"x\", \"<null>\"] 1.5"]);
+    }
+
+    #[test]
+    fn v1_rejects_bad_rows_and_headers_naming_the_value() {
+        let header = "name,tags,time,co,station\n";
+        let err = |body: &str| parse(body.as_bytes(), 1, 0).unwrap_err().to_string();
+        assert!(err(&format!("{header}air,,1,true,A\n")).contains("value `true` is not numeric"));
+        assert!(err(&format!("{header}air,,1x,1,A\n")).contains("bad time `1x`"));
+        assert!(err(&format!("{header}air,,99999999999999999999,1,A\n")).contains("bad time"));
+        assert!(err(&format!("{header}air,,1,1\n")).contains("short CSV row `air,,1,1`"));
+        assert!(err(&format!("{header}air,,\"1\",1\n")).contains("short CSV row"));
+        assert!(err("<html>\n").contains("unexpected CSV header `<html>`"));
+        assert!(err("name,tags,time,co\n").contains("unexpected CSV header"));
+        let mut bad = header.as_bytes().to_vec();
+        bad.extend_from_slice(b"air,,1,1,\xff\n");
+        assert!(parse(&bad, 1, 0)
             .unwrap_err()
             .to_string()
-            .contains("`true` is not numeric"));
-        let mut p = V1Csv::new(0);
-        assert!(p.line("<html>").is_err());
+            .contains("not UTF-8"));
     }
 }

@@ -283,7 +283,7 @@ impl Influx {
         for piece in self.pieces(b) {
             let mut attempt = 0;
             loop {
-                let before = out.rows;
+                let before = out.rows();
                 let res = match self.cfg.version {
                     1 => v1::fetch(conn, &query::influxql(&t, piece), job.tags.len(), out).await,
                     2 => {
@@ -303,14 +303,14 @@ impl Influx {
                 };
                 match res {
                     Ok(()) => {
-                        total += out.rows - before;
+                        total += out.rows() - before;
                         break;
                     }
                     Err(k) if k.transient() && attempt < self.cfg.retries => {
                         attempt += 1;
                         tracing::warn!(source = %self.name, range = %piece, attempt, error = %k, "retrying query");
                         let (from_ns, to_ns) = ns_range(piece);
-                        let sent = out.rows - before;
+                        let sent = out.rows() - before;
                         out.discard(from_ns, to_ns, sent).await?;
                         tokio::time::sleep(backoff(attempt)).await;
                     }

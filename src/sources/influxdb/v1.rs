@@ -2,12 +2,9 @@
 
 use futures_util::StreamExt;
 
-use super::csv::V1Chunker;
+use super::csv::V1Parser;
 use super::{status_error, transport, Conn, InfluxErrorKind};
-use crate::sources::{CsvError, PointSink};
-
-/// Bytes of data rows per chunk handed to DuckDB's CSV reader.
-const CHUNK_BYTES: usize = 4 << 20;
+use crate::sources::PointSink;
 
 /// Fails with `NoDatabase` unless the database exists. Asked in JSON,
 /// because a CSV response reports a missing database as an empty 200.
@@ -64,35 +61,32 @@ pub(crate) async fn fetch(
     if !resp.status().is_success() {
         return Err(status_error(resp).await);
     }
-    // Rows are cut into chunks at line ends as the body arrives; DuckDB parses
-    // one chunk while the next downloads.
-    let mut chunker = V1Chunker::new(ntags);
+    // Rows are parsed into columns as the body arrives; full chunks go to
+    // the staging writer, which appends one while the next is parsed.
+    let mut parser = V1Parser::new(ntags);
     let mut stream = resp.bytes_stream();
     let mut carry: Vec<u8> = Vec::new();
-    let staged = |e: CsvError| match e {
-        CsvError::Closed => InfluxErrorKind::StagingClosed,
-        CsvError::Rejected(m) => InfluxErrorKind::Parse(m),
-    };
+    let closed = |_| InfluxErrorKind::StagingClosed;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| match transport(&e, conn.timeout) {
             InfluxErrorKind::Timeout(s) => InfluxErrorKind::Timeout(s),
             other => InfluxErrorKind::Truncated(other.to_string()),
         })?;
-        carry.extend_from_slice(&chunk);
-        let start = chunker.feed(&carry)?;
-        carry.drain(..start);
-        if chunker.buf.len() >= CHUNK_BYTES {
-            let rows = std::mem::take(&mut chunker.buf);
-            out.v1_csv(rows, ntags).await.map_err(staged)?;
+        let cols = out.columns(ntags);
+        if carry.is_empty() {
+            // The usual case: no line cut by the previous chunk.
+            let used = parser.feed(&chunk, cols)?;
+            carry.extend_from_slice(&chunk[used..]);
+        } else {
+            carry.extend_from_slice(&chunk);
+            let used = parser.feed(&carry, cols)?;
+            carry.drain(..used);
         }
+        out.flush_if_full().await.map_err(closed)?;
     }
     if !carry.is_empty() {
-        let line = std::mem::take(&mut carry);
-        chunker.line(line.strip_suffix(b"\r").unwrap_or(&line))?;
+        let line = carry.strip_suffix(b"\r").unwrap_or(&carry);
+        parser.line(line, out.columns(ntags))?;
     }
-    if !chunker.buf.is_empty() {
-        let rows = std::mem::take(&mut chunker.buf);
-        out.v1_csv(rows, ntags).await.map_err(staged)?;
-    }
-    out.csv_done().await.map_err(staged)
+    out.flush().await.map_err(closed)
 }
