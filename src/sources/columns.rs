@@ -27,11 +27,14 @@ struct TagColumn {
 }
 
 impl TagColumn {
-    fn new() -> TagColumn {
+    fn with_capacity(rows: usize) -> TagColumn {
+        let mut offsets = Vec::with_capacity(rows + 1);
+        offsets.push(0);
         TagColumn {
-            bytes: Vec::new(),
-            offsets: vec![0],
-            valid: Vec::new(),
+            // Station names and the like: a dozen bytes.
+            bytes: Vec::with_capacity(rows * 12),
+            offsets,
+            valid: Vec::with_capacity(rows),
             nulls: 0,
         }
     }
@@ -76,10 +79,15 @@ pub struct Columns {
 
 impl Columns {
     pub fn new(ntags: usize) -> Columns {
+        Columns::with_capacity(ntags, 0)
+    }
+
+    /// Room for `rows` rows without growing (growing a column copies it).
+    pub fn with_capacity(ntags: usize, rows: usize) -> Columns {
         Columns {
-            time_us: Vec::new(),
-            value: Vec::new(),
-            tags: (0..ntags).map(|_| TagColumn::new()).collect(),
+            time_us: Vec::with_capacity(rows),
+            value: Vec::with_capacity(rows),
+            tags: (0..ntags).map(|_| TagColumn::with_capacity(rows)).collect(),
         }
     }
 
@@ -134,10 +142,11 @@ impl Columns {
         }
     }
 
-    /// Takes the rows, leaving an empty chunk with the same columns.
+    /// Takes the rows, leaving an empty chunk with the same columns and room
+    /// for as many rows.
     pub fn take(&mut self) -> Columns {
-        let ntags = self.ntags();
-        std::mem::replace(self, Columns::new(ntags))
+        let next = Columns::with_capacity(self.ntags(), self.time_us.capacity());
+        std::mem::replace(self, next)
     }
 
     /// The rows as an Arrow batch typed like the staging table:

@@ -96,7 +96,8 @@ impl PointSink {
 
     /// The chunk being filled, with `ntags` tag columns.
     pub fn columns(&mut self, ntags: usize) -> &mut Columns {
-        self.cols.get_or_insert_with(|| Columns::new(ntags))
+        self.cols
+            .get_or_insert_with(|| Columns::with_capacity(ntags, CHUNK_ROWS))
     }
 
     /// Buffers a point; `flush_if_full` sends full chunks.

@@ -70,29 +70,36 @@ impl V1Parser {
     /// Parses every complete line of `bytes` into `out`; returns how many
     /// bytes it used (the rest is an incomplete last line).
     pub fn feed(&mut self, bytes: &[u8], out: &mut Columns) -> Result<usize, InfluxErrorKind> {
-        let mut at = 0;
-        while let Some(nl) = memchr::memchr(b'\n', &bytes[at..]) {
-            let line = &bytes[at..at + nl];
-            self.line(line.strip_suffix(b"\r").unwrap_or(line), out)?;
-            at += nl + 1;
+        let Some(last) = memchr::memrchr(b'\n', bytes) else {
+            return Ok(0);
+        };
+        // Checked once for all these lines: a line end never cuts a character.
+        let text = utf8(&bytes[..last])?;
+        for line in text.split('\n') {
+            self.line(line, out)?;
         }
-        Ok(at)
+        Ok(last + 1)
     }
 
-    /// One line of the body (without its line end).
-    pub fn line(&mut self, line: &[u8], out: &mut Columns) -> Result<(), InfluxErrorKind> {
+    /// The body's last line, when it has no line end.
+    pub fn finish(&mut self, rest: &[u8], out: &mut Columns) -> Result<(), InfluxErrorKind> {
+        self.line(utf8(rest)?, out)
+    }
+
+    /// One line of the body, with or without its `\r`.
+    fn line(&mut self, line: &str, out: &mut Columns) -> Result<(), InfluxErrorKind> {
+        let line = line.strip_suffix('\r').unwrap_or(line);
         if line.is_empty() {
             // A new header follows whenever the series' columns change.
             self.want_header = true;
             return Ok(());
         }
         if self.want_header {
-            let text = utf8(line)?;
-            split_record(text, &mut self.fields).map_err(InfluxErrorKind::Parse)?;
+            split_record(line, &mut self.fields).map_err(InfluxErrorKind::Parse)?;
             if self.fields.len() != 4 + self.ntags || self.fields[..3] != ["name", "tags", "time"] {
                 return Err(InfluxErrorKind::Parse(format!(
                     "unexpected CSV header `{}`",
-                    text.chars().take(120).collect::<String>()
+                    line.chars().take(120).collect::<String>()
                 )));
             }
             self.want_header = false;
@@ -102,14 +109,14 @@ impl V1Parser {
             return Ok(());
         }
         // Quoted fields (tags with commas or quotes): the general splitter.
-        split_record(utf8(line)?, &mut self.fields).map_err(InfluxErrorKind::Parse)?;
+        split_record(line, &mut self.fields).map_err(InfluxErrorKind::Parse)?;
         if self.fields.len() < 4 + self.ntags {
             return Err(short_row(line));
         }
-        let Some(value) = value(self.fields[3].as_bytes())? else {
+        let Some(value) = value(&self.fields[3])? else {
             return Ok(());
         };
-        out.push(time(self.fields[2].as_bytes())?, value);
+        out.push(time(&self.fields[2])?, value);
         for i in 0..self.ntags {
             let t = &self.fields[4 + i];
             out.push_tag(i, (!t.is_empty()).then_some(t.as_str()));
@@ -121,12 +128,12 @@ impl V1Parser {
     /// (nothing taken) when a field is quoted. InfluxDB quotes exactly the
     /// fields holding a comma, a quote or a line end, so a field that does
     /// not start with a quote has none.
-    fn plain_row(&mut self, line: &[u8], out: &mut Columns) -> Result<bool, InfluxErrorKind> {
+    fn plain_row(&mut self, line: &str, out: &mut Columns) -> Result<bool, InfluxErrorKind> {
         let ntags = self.ntags;
         let ends = &mut self.ends;
         ends.clear();
         let mut start = 0;
-        for (i, &b) in line.iter().enumerate() {
+        for (i, &b) in line.as_bytes().iter().enumerate() {
             if b == b',' {
                 ends.push(i);
                 start = i + 1;
@@ -138,80 +145,110 @@ impl V1Parser {
         if ends.len() < 4 + ntags {
             return Err(short_row(line));
         }
+        // Commas are ASCII: every field boundary is a character boundary.
         let field = |i: usize| &line[if i == 0 { 0 } else { ends[i - 1] + 1 }..ends[i]];
         let Some(value) = value(field(3))? else {
             return Ok(true);
         };
-        let time = time(field(2))?;
-        if ntags == 0 {
-            out.push(time, value);
-            return Ok(true);
-        }
-        // The tags, checked once as a whole before the row is taken: split
-        // at ASCII commas, every part is UTF-8 too.
-        let first = ends[3] + 1;
-        let tags = utf8(&line[first..])?;
-        out.push(time, value);
+        out.push(time(field(2))?, value);
         for i in 0..ntags {
-            let tag = &tags[ends[3 + i] + 1 - first..ends[4 + i] - first];
+            let tag = field(4 + i);
             out.push_tag(i, (!tag.is_empty()).then_some(tag));
         }
         Ok(true)
     }
 }
 
-fn not_utf8() -> InfluxErrorKind {
-    InfluxErrorKind::Parse("response is not UTF-8".into())
-}
-
 fn utf8(bytes: &[u8]) -> Result<&str, InfluxErrorKind> {
-    std::str::from_utf8(bytes).map_err(|_| not_utf8())
+    std::str::from_utf8(bytes).map_err(|_| InfluxErrorKind::Parse("response is not UTF-8".into()))
 }
 
-fn short_row(line: &[u8]) -> InfluxErrorKind {
+fn short_row(line: &str) -> InfluxErrorKind {
     InfluxErrorKind::Parse(format!(
         "short CSV row `{}`",
-        String::from_utf8_lossy(&line[..line.len().min(120)])
+        line.chars().take(120).collect::<String>()
     ))
 }
 
 /// Nanoseconds since the epoch: an optional minus and at most 19 digits.
-fn time(raw: &[u8]) -> Result<i64, InfluxErrorKind> {
-    let bad = || InfluxErrorKind::Parse(format!("bad time `{}`", String::from_utf8_lossy(raw)));
-    let (negative, digits) = match raw.split_first() {
+fn time(raw: &str) -> Result<i64, InfluxErrorKind> {
+    let bad = || InfluxErrorKind::Parse(format!("bad time `{raw}`"));
+    let (negative, digits) = match raw.as_bytes().split_first() {
         Some((b'-', rest)) => (true, rest),
-        _ => (false, raw),
+        _ => (false, raw.as_bytes()),
     };
     if digits.is_empty() || digits.len() > 19 {
         return Err(bad());
     }
-    let mut n: i64 = 0;
-    for &c in digits {
+    // 18 digits cannot overflow; a 19th is added with a check.
+    let (head, last) = digits.split_at(digits.len().min(18));
+    let mut n: u64 = 0;
+    for &c in head {
         let d = c.wrapping_sub(b'0');
         if d > 9 {
             return Err(bad());
         }
-        let d = i64::from(d);
+        n = n * 10 + u64::from(d);
+    }
+    let mut n = n as i64;
+    if let Some(&c) = last.first() {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            return Err(bad());
+        }
         n = n
             .checked_mul(10)
-            .and_then(|n| {
-                if negative {
-                    n.checked_sub(d)
-                } else {
-                    n.checked_add(d)
-                }
-            })
+            .and_then(|n| n.checked_add(i64::from(d)))
             .ok_or_else(bad)?;
     }
-    Ok(n)
+    Ok(if negative { -n } else { n })
 }
 
 /// The field's value; `None` when the point lacks the field.
-fn value(raw: &[u8]) -> Result<Option<f64>, InfluxErrorKind> {
+fn value(raw: &str) -> Result<Option<f64>, InfluxErrorKind> {
     if raw.is_empty() {
         return Ok(None);
     }
-    parse_number(utf8(raw)?).map(Some)
+    if let Some(v) = short_decimal(raw) {
+        return Ok(Some(v));
+    }
+    parse_number(raw).map(Some)
+}
+
+/// `-?digits[.digits]` with at most 15 digits, exactly as `str::parse`
+/// rounds it: the digits as an integer (< 2^53, exact) divided by a power of
+/// ten (<= 10^15, exact) is one correctly rounded division. Anything else
+/// (exponents, long values, `inf`) is `None`, for the general parser.
+fn short_decimal(raw: &str) -> Option<f64> {
+    const POW10: [f64; 16] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+    ];
+    let (negative, b) = match raw.as_bytes().split_first()? {
+        (b'-', rest) => (true, rest),
+        _ => (false, raw.as_bytes()),
+    };
+    let (mut m, mut digits, mut scale, mut dot) = (0u64, 0usize, 0usize, false);
+    for &c in b {
+        if c == b'.' && !dot {
+            dot = true;
+            continue;
+        }
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        m = m * 10 + u64::from(d);
+        digits += 1;
+        scale += usize::from(dot);
+        if digits > 15 {
+            return None;
+        }
+    }
+    if digits == 0 {
+        return None;
+    }
+    let v = m as f64 / POW10[scale];
+    Some(if negative { -v } else { v })
 }
 
 /// A numeric field value; booleans and strings are refused with the value shown.
@@ -247,7 +284,7 @@ mod tests {
         carry.extend_from_slice(&body[cut..]);
         let used = p.feed(&carry, &mut cols)?;
         if used < carry.len() {
-            p.line(&carry[used..], &mut cols)?;
+            p.finish(&carry[used..], &mut cols)?;
         }
         Ok(rows(cols))
     }
@@ -296,6 +333,53 @@ mod tests {
         for cut in 0..=body.len() {
             assert_eq!(parse(body, 1, cut).unwrap(), want, "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn short_decimals_round_as_the_standard_parser() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..200_000 {
+            let digits = (next() % 15 + 1) as usize;
+            let m = next() % 10u64.pow(digits as u32);
+            let scale = (next() % (digits as u64 + 1)) as usize;
+            let mut t = format!("{m:0digits$}");
+            if scale > 0 {
+                t.insert(digits - scale, '.');
+            }
+            if next() % 2 == 0 {
+                t.insert(0, '-');
+            }
+            assert_eq!(value(&t).unwrap(), Some(t.parse::<f64>().unwrap()), "{t}");
+        }
+        for t in [
+            "1.",
+            ".5",
+            "-0",
+            "+1",
+            "1e3",
+            "1234567890.1234567",
+            "NaN",
+            "-inf",
+        ] {
+            assert_eq!(
+                value(t).unwrap().map(f64::to_bits),
+                Some(t.parse::<f64>().unwrap().to_bits()),
+                "{t}"
+            );
+        }
+        for t in ["-", ".", "1.2.3", "0x10", "true"] {
+            assert!(value(t).is_err(), "{t}");
+        }
+        assert_eq!(time("9223372036854775807").unwrap(), i64::MAX);
+        assert_eq!(time("-9223372036854775807").unwrap(), -i64::MAX);
+        assert!(time("9223372036854775808").is_err());
+        assert!(time("-").is_err());
     }
 
     #[test]

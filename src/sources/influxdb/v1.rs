@@ -85,8 +85,7 @@ pub(crate) async fn fetch(
         out.flush_if_full().await.map_err(closed)?;
     }
     if !carry.is_empty() {
-        let line = carry.strip_suffix(b"\r").unwrap_or(&carry);
-        parser.line(line, out.columns(ntags))?;
+        parser.finish(&carry, out.columns(ntags))?;
     }
     out.flush().await.map_err(closed)
 }
