@@ -45,7 +45,12 @@ pub fn backfill(config: &Config, a: &BackfillArgs, quiet: bool) -> Result<i32, E
 /// The async runtime every networked command uses.
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Error> {
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(
+            std::env::var("ZZW")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(2),
+        )
         .enable_all()
         .build()
         .map_err(|e| Error::Other(format!("cannot start the runtime: {e}")))

@@ -55,6 +55,8 @@ pub struct V1Parser {
     fields: Vec<String>,
     /// Where each field of the current row ends.
     ends: Vec<usize>,
+    /// The start of a line the last piece cut.
+    carry: Vec<u8>,
 }
 
 impl V1Parser {
@@ -64,26 +66,99 @@ impl V1Parser {
             want_header: true,
             fields: Vec::new(),
             ends: Vec::new(),
+            carry: Vec::new(),
         }
     }
 
-    /// Parses every complete line of `bytes` into `out`; returns how many
-    /// bytes it used (the rest is an incomplete last line).
-    pub fn feed(&mut self, bytes: &[u8], out: &mut Columns) -> Result<usize, InfluxErrorKind> {
-        let Some(last) = memchr::memrchr(b'\n', bytes) else {
-            return Ok(0);
+    /// Parses the next piece of the body, as the network delivers it.
+    pub fn push(&mut self, piece: &[u8], out: &mut Columns) -> Result<(), InfluxErrorKind> {
+        let mut rest = piece;
+        if !self.carry.is_empty() {
+            // Complete the line the previous piece cut, copying only it:
+            // pieces are a few KB, so most end mid-line.
+            let Some(nl) = memchr::memchr(b'\n', rest) else {
+                self.carry.extend_from_slice(rest);
+                return Ok(());
+            };
+            let mut line = std::mem::take(&mut self.carry);
+            line.extend_from_slice(&rest[..=nl]);
+            let res = utf8(&line).and_then(|l| self.lines(l, out));
+            line.clear();
+            self.carry = line;
+            res?;
+            rest = &rest[nl + 1..];
+        }
+        let Some(last) = memchr::memrchr(b'\n', rest) else {
+            self.carry.extend_from_slice(rest);
+            return Ok(());
         };
         // Checked once for all these lines: a line end never cuts a character.
-        let text = utf8(&bytes[..last])?;
-        for line in text.split('\n') {
-            self.line(line, out)?;
+        self.lines(utf8(&rest[..=last])?, out)?;
+        self.carry.extend_from_slice(&rest[last + 1..]);
+        Ok(())
+    }
+
+    /// Whole lines (`body` ends with a line end). One pass finds every comma,
+    /// quote and line end; a data row without quotes is taken from there,
+    /// anything else (headers, blank lines, quoted fields) goes to `line`.
+    /// InfluxDB quotes exactly the fields holding a comma, a quote or a line
+    /// end, so a row without a quote has none of these inside a field.
+    fn lines(&mut self, body: &str, out: &mut Columns) -> Result<(), InfluxErrorKind> {
+        let b = body.as_bytes();
+        let mut start = 0;
+        let mut quoted = false;
+        self.ends.clear();
+        for at in memchr::memchr3_iter(b',', b'\n', b'"', b) {
+            match b[at] {
+                b',' => self.ends.push(at),
+                b'"' => quoted = true,
+                _ => {
+                    let end = if at > start && b[at - 1] == b'\r' {
+                        at - 1
+                    } else {
+                        at
+                    };
+                    if quoted || self.want_header || end == start {
+                        self.line(&body[start..end], out)?;
+                    } else {
+                        self.ends.push(end);
+                        self.row(body, start, out)?;
+                    }
+                    self.ends.clear();
+                    quoted = false;
+                    start = at + 1;
+                }
+            }
         }
-        Ok(last + 1)
+        Ok(())
+    }
+
+    /// A data row of `body` from `start`, its fields ending at `self.ends`.
+    fn row(&mut self, body: &str, start: usize, out: &mut Columns) -> Result<(), InfluxErrorKind> {
+        let ends = &self.ends;
+        let line = || &body[start..*ends.last().expect("a row has an end")];
+        if ends.len() < 4 + self.ntags {
+            return Err(short_row(line()));
+        }
+        // Commas are ASCII: every field boundary is a character boundary.
+        let field = |i: usize| &body[if i == 0 { start } else { ends[i - 1] + 1 }..ends[i]];
+        let Some(value) = value(field(3))? else {
+            return Ok(());
+        };
+        out.push(time(field(2))?, value);
+        for i in 0..self.ntags {
+            let tag = field(4 + i);
+            out.push_tag(i, (!tag.is_empty()).then_some(tag));
+        }
+        Ok(())
     }
 
     /// The body's last line, when it has no line end.
-    pub fn finish(&mut self, rest: &[u8], out: &mut Columns) -> Result<(), InfluxErrorKind> {
-        self.line(utf8(rest)?, out)
+    pub fn finish(&mut self, out: &mut Columns) -> Result<(), InfluxErrorKind> {
+        if self.carry.is_empty() {
+            return Ok(());
+        }
+        self.push(b"\n", out)
     }
 
     /// One line of the body, with or without its `\r`.
@@ -105,9 +180,6 @@ impl V1Parser {
             self.want_header = false;
             return Ok(());
         }
-        if self.plain_row(line, out)? {
-            return Ok(());
-        }
         // Quoted fields (tags with commas or quotes): the general splitter.
         split_record(line, &mut self.fields).map_err(InfluxErrorKind::Parse)?;
         if self.fields.len() < 4 + self.ntags {
@@ -122,40 +194,6 @@ impl V1Parser {
             out.push_tag(i, (!t.is_empty()).then_some(t.as_str()));
         }
         Ok(())
-    }
-
-    /// The common row, without quoted fields, parsed in place; `false`
-    /// (nothing taken) when a field is quoted. InfluxDB quotes exactly the
-    /// fields holding a comma, a quote or a line end, so a field that does
-    /// not start with a quote has none.
-    fn plain_row(&mut self, line: &str, out: &mut Columns) -> Result<bool, InfluxErrorKind> {
-        let ntags = self.ntags;
-        let ends = &mut self.ends;
-        ends.clear();
-        let mut start = 0;
-        for (i, &b) in line.as_bytes().iter().enumerate() {
-            if b == b',' {
-                ends.push(i);
-                start = i + 1;
-            } else if b == b'"' && i == start {
-                return Ok(false);
-            }
-        }
-        ends.push(line.len());
-        if ends.len() < 4 + ntags {
-            return Err(short_row(line));
-        }
-        // Commas are ASCII: every field boundary is a character boundary.
-        let field = |i: usize| &line[if i == 0 { 0 } else { ends[i - 1] + 1 }..ends[i]];
-        let Some(value) = value(field(3))? else {
-            return Ok(true);
-        };
-        out.push(time(field(2))?, value);
-        for i in 0..ntags {
-            let tag = field(4 + i);
-            out.push_tag(i, (!tag.is_empty()).then_some(tag));
-        }
-        Ok(true)
     }
 }
 
@@ -278,14 +316,9 @@ mod tests {
     fn parse(body: &[u8], ntags: usize, cut: usize) -> Result<Vec<String>, InfluxErrorKind> {
         let mut p = V1Parser::new(ntags);
         let mut cols = Columns::new(ntags);
-        let mut carry = body[..cut].to_vec();
-        let used = p.feed(&carry, &mut cols)?;
-        carry.drain(..used);
-        carry.extend_from_slice(&body[cut..]);
-        let used = p.feed(&carry, &mut cols)?;
-        if used < carry.len() {
-            p.finish(&carry[used..], &mut cols)?;
-        }
+        p.push(&body[..cut], &mut cols)?;
+        p.push(&body[cut..], &mut cols)?;
+        p.finish(&mut cols)?;
         Ok(rows(cols))
     }
 
@@ -332,6 +365,16 @@ mod tests {
         // Every cut, as the network may deliver it.
         for cut in 0..=body.len() {
             assert_eq!(parse(body, 1, cut).unwrap(), want, "cut at {cut}");
+        }
+        // Pieces shorter than a line, so that lines span several.
+        for size in 1..8 {
+            let mut p = V1Parser::new(1);
+            let mut cols = Columns::new(1);
+            for piece in body.chunks(size) {
+                p.push(piece, &mut cols).unwrap();
+            }
+            p.finish(&mut cols).unwrap();
+            assert_eq!(rows(cols), want, "pieces of {size}");
         }
     }
 

@@ -65,27 +65,15 @@ pub(crate) async fn fetch(
     // the staging writer, which appends one while the next is parsed.
     let mut parser = V1Parser::new(ntags);
     let mut stream = resp.bytes_stream();
-    let mut carry: Vec<u8> = Vec::new();
     let closed = |_| InfluxErrorKind::StagingClosed;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| match transport(&e, conn.timeout) {
             InfluxErrorKind::Timeout(s) => InfluxErrorKind::Timeout(s),
             other => InfluxErrorKind::Truncated(other.to_string()),
         })?;
-        let cols = out.columns(ntags);
-        if carry.is_empty() {
-            // The usual case: no line cut by the previous chunk.
-            let used = parser.feed(&chunk, cols)?;
-            carry.extend_from_slice(&chunk[used..]);
-        } else {
-            carry.extend_from_slice(&chunk);
-            let used = parser.feed(&carry, cols)?;
-            carry.drain(..used);
-        }
+        parser.push(&chunk, out.columns(ntags))?;
         out.flush_if_full().await.map_err(closed)?;
     }
-    if !carry.is_empty() {
-        parser.finish(&carry, out.columns(ntags))?;
-    }
+    parser.finish(out.columns(ntags))?;
     out.flush().await.map_err(closed)
 }
