@@ -485,8 +485,12 @@ async fn download(sh: &Shared, job: &Job, batch: Batch, key: &str) -> Result<Sta
     drop(sink);
     tracing::debug!(ms = t0.elapsed().as_millis() as u64, "downloaded");
     if let Err(e) = extracted {
-        let _ = writer.await;
-        return Err(e.to_string());
+        // A failed staging append stops the source too ("staging stopped
+        // ..."): the writer's error is the cause worth reporting.
+        return Err(match writer.await {
+            Ok(Err(cause)) => cause.to_string(),
+            _ => e.to_string(),
+        });
     }
     Ok(writer)
 }
