@@ -1,15 +1,17 @@
-//! The embedded DuckDB: staging tables, the transform, and the blocking boundary.
+//! The embedded DuckDB: staging, the transform, and the blocking boundary.
 //!
 //! One in-memory database per process; each job works through its own
 //! connection (`try_clone`), so sinks attached once are visible to all jobs.
+//! A batch's staging is a view over its rows held in Rust (`crate::staged`).
 //! DuckDB calls block, so they run on blocking threads; the staging writer is
 //! one such thread, fed chunks by the source over a bounded channel, which
-//! overlaps parsing with appending and bounds memory.
+//! overlaps parsing with staging and bounds memory.
 
 use duckdb::Connection;
 use tokio::sync::mpsc;
 
-use crate::sources::StageMsg;
+use crate::sources::{Columns, StageMsg};
+use crate::staged::{self, Staged, StagedHandle};
 use crate::template::{quote_ident, quote_literal};
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +31,7 @@ pub fn open() -> Result<Connection, DuckError> {
     conn.execute_batch(
         "SET memory_limit = '512MB'; SET preserve_insertion_order = false; SET threads = 1;",
     )?;
+    staged::register(&conn)?;
     Ok(conn)
 }
 
@@ -42,69 +45,78 @@ pub fn result_table(job: &str) -> String {
     quote_ident(&format!("result_{job}"))
 }
 
-/// (Re)creates an empty staging table: `time TIMESTAMPTZ, <tags> VARCHAR, value DOUBLE`.
-pub fn create_staging(conn: &Connection, job: &str, tags: &[String]) -> Result<(), DuckError> {
-    let mut cols = vec!["time TIMESTAMPTZ NOT NULL".to_owned()];
-    cols.extend(tags.iter().map(|t| format!("{} VARCHAR", quote_ident(t))));
-    cols.push("value DOUBLE".into());
+/// Registers a batch's rows and (re)creates the view `stage_<key>` over
+/// them: `time TIMESTAMPTZ, <tags> VARCHAR, value DOUBLE`. The rows live as
+/// long as the handle.
+pub fn create_staging(
+    conn: &Connection,
+    key: &str,
+    tags: &[String],
+) -> Result<StagedHandle, DuckError> {
+    let handle = StagedHandle::new(tags);
     conn.execute_batch(&format!(
-        "CREATE OR REPLACE TABLE {} ({})",
-        staging_table(job),
-        cols.join(", ")
+        "CREATE OR REPLACE VIEW {} AS SELECT * FROM {}({})",
+        staging_table(key),
+        staged::FUNCTION,
+        handle.id()
     ))?;
-    Ok(())
+    Ok(handle)
 }
 
-/// Receives chunks until the channel closes; returns rows staged.
-/// Runs on a blocking thread.
+/// Receives chunks into `staged` until the channel closes; returns rows
+/// staged. Runs on a blocking thread (a Parquet file is read by DuckDB).
 pub fn write_staging(
     conn: &Connection,
-    job: &str,
+    staged: &Staged,
     mut rx: mpsc::Receiver<StageMsg>,
 ) -> Result<u64, DuckError> {
-    let table = format!("stage_{job}");
-    let mut rows = 0u64;
     while let Some(msg) = rx.blocking_recv() {
         match msg {
-            StageMsg::Columns(cols) => {
-                let n = cols.len() as u64;
-                let mut app = conn.appender(&table)?;
-                app.append_record_batch(cols.into_batch())?;
-                app.flush()?;
-                rows += n;
-            }
+            StageMsg::Columns(cols) => staged.push(cols),
             StageMsg::Discard { from_ns, to_ns } => {
-                let n = conn.execute(
-                    &format!(
-                        "DELETE FROM {} WHERE time >= make_timestamp(?::BIGINT)::TIMESTAMPTZ AND time < make_timestamp(?::BIGINT)::TIMESTAMPTZ",
-                        staging_table(job)
-                    ),
-                    duckdb::params![from_ns.div_euclid(1000), to_ns.div_euclid(1000)],
-                )?;
-                rows = rows.saturating_sub(n as u64);
+                staged.discard(from_ns, to_ns);
             }
             StageMsg::Parquet { file, tags, reply } => {
-                let mut cols = vec!["time::TIMESTAMPTZ".to_owned()];
-                cols.extend(tags.iter().map(|t| format!("{}::VARCHAR", quote_ident(t))));
-                cols.push("value::DOUBLE".into());
-                let sql = format!(
-                    "INSERT INTO {} SELECT {} FROM read_parquet({}) WHERE value IS NOT NULL",
-                    staging_table(job),
-                    cols.join(", "),
-                    quote_literal(&file.path().display().to_string())
-                );
-                let res = conn
-                    .execute(&sql, [])
-                    .map(|n| n as u64)
+                let res = read_parquet(conn, &file, &tags)
+                    .map(|cols| {
+                        let n = cols.len() as u64;
+                        staged.push(cols);
+                        n
+                    })
                     .map_err(|e| e.to_string());
-                if let Ok(n) = res {
-                    rows += n;
-                }
                 let _ = reply.send(res);
             }
         }
     }
-    Ok(rows)
+    Ok(staged.rows())
+}
+
+/// The rows of a Parquet file with columns `time`, `value` and the tags
+/// (InfluxDB 3), rows without a value left out.
+fn read_parquet(
+    conn: &Connection,
+    file: &tempfile::NamedTempFile,
+    tags: &[String],
+) -> Result<Columns, duckdb::Error> {
+    let mut cols = vec!["epoch_us(time::TIMESTAMPTZ)".to_owned()];
+    cols.extend(tags.iter().map(|t| format!("{}::VARCHAR", quote_ident(t))));
+    cols.push("value::DOUBLE".into());
+    let sql = format!(
+        "SELECT {} FROM read_parquet({}) WHERE value IS NOT NULL",
+        cols.join(", "),
+        quote_literal(&file.path().display().to_string())
+    );
+    let mut out = Columns::new(tags.len());
+    let mut stmt = conn.prepare(&sql)?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let time_us: i64 = r.get(0)?;
+        out.push(time_us.saturating_mul(1000), r.get(tags.len() + 1)?);
+        for i in 0..tags.len() {
+            out.push_tag(i, r.get::<_, Option<String>>(i + 1)?.as_deref());
+        }
+    }
+    Ok(out)
 }
 
 /// Runs the rendered SQL into `result_<job>`; returns its row count.
@@ -167,12 +179,105 @@ pub fn columns(conn: &Connection, table: &str) -> Result<Vec<String>, DuckError>
     Ok(names)
 }
 
-/// Drops a batch's staging table (`key`) and its job's result table.
+/// Drops a batch's staging view (`key`) and its job's result table.
 pub fn clear(conn: &Connection, key: &str, job: &str) -> Result<(), DuckError> {
     conn.execute_batch(&format!(
-        "DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {};",
+        "DROP VIEW IF EXISTS {}; DROP TABLE IF EXISTS {};",
         staging_table(key),
         result_table(job)
     ))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(conn: &Connection, sql: &str) -> Vec<String> {
+        let mut stmt = conn.prepare(sql).unwrap();
+        let out = stmt
+            .query_map([], |r| {
+                Ok(format!(
+                    "{} {} {}",
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Option<String>>(1)?.unwrap_or("<null>".into()),
+                    r.get::<_, f64>(2)?
+                ))
+            })
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        out
+    }
+
+    /// Chunks, a retry's discard and an InfluxDB 3 Parquet answer all end up
+    /// in the one staging view, typed as the templates expect.
+    #[test]
+    fn staging_view_holds_chunks_discards_and_parquet() {
+        let conn = open().unwrap();
+        let file = tempfile::Builder::new()
+            .suffix(".parquet")
+            .tempfile()
+            .unwrap();
+        conn.execute_batch(&format!(
+            "COPY (SELECT * FROM (VALUES \
+               (TIMESTAMP '2026-01-01 02:00:00', 'p', 7.5), \
+               (TIMESTAMP '2026-01-01 02:01:00', NULL, 8.0), \
+               (TIMESTAMP '2026-01-01 02:02:00', 'p', NULL)) t(time, station, value)) \
+             TO {} (FORMAT parquet)",
+            quote_literal(&file.path().display().to_string())
+        ))
+        .unwrap();
+        let tags = vec!["station".to_owned()];
+        let staged = create_staging(&conn, "co", &tags).unwrap();
+        let (tx, rx) = mpsc::channel(8);
+        let mut first = Columns::new(1);
+        for (min, tag, v) in [(0, Some("a"), 1.0), (1, Some("b"), 2.0), (60, None, 3.0)] {
+            first.push((1_767_225_600 + min * 60) * 1_000_000_000, v);
+            first.push_tag(0, tag);
+        }
+        tx.blocking_send(StageMsg::Columns(first)).unwrap();
+        // The retried sub-query covered the first minute only.
+        tx.blocking_send(StageMsg::Discard {
+            from_ns: 1_767_225_600_000_000_000,
+            to_ns: 1_767_225_660_000_000_000,
+        })
+        .unwrap();
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        tx.blocking_send(StageMsg::Parquet {
+            file,
+            tags: tags.clone(),
+            reply,
+        })
+        .unwrap();
+        drop(tx);
+        let n = write_staging(&conn, staged.staged(), rx).unwrap();
+        assert_eq!(answer.blocking_recv().unwrap(), Ok(2));
+        assert_eq!(n, 4);
+        assert_eq!(
+            rows(
+                &conn,
+                "SELECT epoch_us(time) // 1000000, station, value FROM stage_co ORDER BY time"
+            ),
+            [
+                "1767225660 b 2",
+                "1767229200 <null> 3",
+                "1767232800 p 7.5",
+                "1767232860 <null> 8"
+            ]
+        );
+        let types = rows(
+            &conn,
+            "SELECT 0, string_agg(data_type, ','), 0 FROM information_schema.columns WHERE table_name = 'stage_co'",
+        );
+        assert_eq!(types, ["0 TIMESTAMP WITH TIME ZONE,VARCHAR,DOUBLE 0"]);
+        // Once the batch is loaded (its handle dropped) the view reads nothing.
+        drop(staged);
+        let err = conn
+            .prepare("SELECT count(*) FROM stage_co")
+            .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no staged batch"), "{err}");
+    }
 }

@@ -29,6 +29,7 @@ pub mod secret;
 pub mod sinks;
 pub mod sources;
 pub mod spec;
+pub mod staged;
 pub mod state;
 pub mod template;
 

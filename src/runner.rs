@@ -21,6 +21,7 @@ use crate::secret::{EnvSecrets, SecretSource};
 use crate::sinks::Sink;
 use crate::sources::{PointSink, Source};
 use crate::spec::{Config, Hour, Job, Pipeline, StateConfig};
+use crate::staged::StagedHandle;
 use crate::state::{Holder, Lease, LedgerEntry, RunRecord, State};
 use crate::template::{RenderInput, Templates};
 
@@ -404,8 +405,9 @@ async fn job_batches(sh: &Arc<Shared>, job: &Job, lease: &Lease) -> Outcome {
                 h.abort();
             }
         };
-        let rows_in = match staged(writer).await {
-            Ok(n) => n,
+        // `_rows` keeps the batch's rows readable until it is loaded.
+        let (_rows, rows_in) = match staged(writer).await {
+            Ok(staged) => staged,
             Err(msg) => {
                 stop_next(&mut next);
                 fail(&mut out, msg);
@@ -464,10 +466,12 @@ async fn job_batches(sh: &Arc<Shared>, job: &Job, lease: &Lease) -> Outcome {
     out
 }
 
-/// Rows of a batch still being parsed into staging after the download ended.
-type Staging = tokio::task::JoinHandle<Result<u64, duck::DuckError>>;
+/// The staging writer of a batch still taking the last chunk after the
+/// download ended; it hands back the batch's rows (kept until the batch is
+/// loaded) and how many there are.
+type Staging = tokio::task::JoinHandle<(StagedHandle, Result<u64, duck::DuckError>)>;
 
-/// Downloads one batch into the staging table `key`. Returns once the
+/// Downloads one batch into the staging view `key`. Returns once the
 /// source has answered in full, with the staging writer still finishing the
 /// last chunk, so the next query can start at once.
 async fn download(sh: &Shared, job: &Job, batch: Batch, key: &str) -> Result<Staging, String> {
@@ -475,32 +479,34 @@ async fn download(sh: &Shared, job: &Job, batch: Batch, key: &str) -> Result<Sta
         let c = sh.conn.lock().unwrap_or_else(|p| p.into_inner());
         c.try_clone().map_err(|e| e.to_string())?
     };
-    duck::create_staging(&conn, key, &job.tags).map_err(|e| e.to_string())?;
+    let rows = duck::create_staging(&conn, key, &job.tags).map_err(|e| e.to_string())?;
     let (tx, rx) = mpsc::channel(4);
-    let key_owned = key.to_owned();
-    let writer = tokio::task::spawn_blocking(move || duck::write_staging(&conn, &key_owned, rx));
+    let writer = tokio::task::spawn_blocking(move || {
+        let n = duck::write_staging(&conn, rows.staged(), rx);
+        (rows, n)
+    });
     let mut sink = PointSink::new(tx);
     let t0 = Instant::now();
     let extracted = sh.source.extract(job, batch, &mut sink).await;
     drop(sink);
     tracing::debug!(ms = t0.elapsed().as_millis() as u64, "downloaded");
     if let Err(e) = extracted {
-        // A failed staging append stops the source too ("staging stopped
+        // A failed staging write stops the source too ("staging stopped
         // ..."): the writer's error is the cause worth reporting.
         return Err(match writer.await {
-            Ok(Err(cause)) => cause.to_string(),
+            Ok((_, Err(cause))) => cause.to_string(),
             _ => e.to_string(),
         });
     }
     Ok(writer)
 }
 
-/// Waits for the staging writer; rows staged.
-async fn staged(writer: Staging) -> Result<u64, String> {
-    writer
+/// Waits for the staging writer; the batch's rows and how many.
+async fn staged(writer: Staging) -> Result<(StagedHandle, u64), String> {
+    let (rows, n) = writer
         .await
-        .map_err(|e| format!("staging thread failed: {e}"))?
-        .map_err(|e| e.to_string())
+        .map_err(|e| format!("staging thread failed: {e}"))?;
+    Ok((rows, n.map_err(|e| e.to_string())?))
 }
 
 /// Transforms the staged batch and loads it into every sink; rows produced.

@@ -1,29 +1,23 @@
 //! Points in columns on their way to staging: times (microseconds), values,
-//! and one string column per tag, handed to DuckDB's appender as one Arrow
-//! batch. Sources parse straight into these: no allocation per row, no
-//! temporary file, no second parse by DuckDB.
-
-use std::sync::Arc;
-
-use duckdb::arrow::array::{ArrayRef, Float64Array, StringArray, TimestampMicrosecondArray};
-use duckdb::arrow::buffer::{NullBuffer, OffsetBuffer, ScalarBuffer};
-use duckdb::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-use duckdb::arrow::record_batch::RecordBatch;
+//! and one string column per tag, kept as a batch's staged rows and read by
+//! the transform through `crate::staged`'s table function. Sources parse
+//! straight into these: no allocation per row, no temporary file, no second
+//! parse by DuckDB.
 
 use super::Point;
 
 /// Rows per chunk sent to the staging writer: big enough that handing over
-/// costs little, small enough (~2 MB) to keep memory flat.
+/// costs little, small enough (~2 MB) that a batch's last, partly filled
+/// chunk wastes little while the batch waits to be loaded.
 pub const CHUNK_ROWS: usize = 65_536;
 
-/// One tag column: UTF-8 bytes back to back, Arrow offsets, and which rows
-/// have the tag.
+/// One tag column: UTF-8 bytes back to back, offsets, and which rows have
+/// the tag.
 #[derive(Debug, Clone)]
 struct TagColumn {
     bytes: Vec<u8>,
     offsets: Vec<i32>,
     valid: Vec<bool>,
-    nulls: usize,
 }
 
 impl TagColumn {
@@ -35,7 +29,6 @@ impl TagColumn {
             bytes: Vec::with_capacity(rows * 12),
             offsets,
             valid: Vec::with_capacity(rows),
-            nulls: 0,
         }
     }
 
@@ -47,7 +40,6 @@ impl TagColumn {
             }
             None => {
                 self.valid.push(false);
-                self.nulls += 1;
             }
         }
         self.offsets.push(self.bytes.len() as i32);
@@ -60,12 +52,6 @@ impl TagColumn {
         let (a, b) = (self.offsets[row] as usize, self.offsets[row + 1] as usize);
         // Only whole `&str`s are ever pushed.
         std::str::from_utf8(&self.bytes[a..b]).ok()
-    }
-
-    fn into_array(self) -> ArrayRef {
-        let nulls = (self.nulls > 0).then(|| NullBuffer::from(self.valid));
-        let offsets = OffsetBuffer::new(ScalarBuffer::from(self.offsets));
-        Arc::new(StringArray::new(offsets, self.bytes.into(), nulls))
     }
 }
 
@@ -101,6 +87,21 @@ impl Columns {
 
     pub fn ntags(&self) -> usize {
         self.tags.len()
+    }
+
+    /// Times in microseconds, one per row.
+    pub fn times(&self) -> &[i64] {
+        &self.time_us
+    }
+
+    /// Values, one per row.
+    pub fn values(&self) -> &[f64] {
+        &self.value
+    }
+
+    /// Row `row`'s tag of column `col` (`None`: the point lacks the tag).
+    pub fn tag(&self, col: usize, row: usize) -> Option<&str> {
+        self.tags[col].get(row)
     }
 
     /// Appends a row's time and value; its tags follow with `push_tag`, one
@@ -148,33 +149,11 @@ impl Columns {
         let next = Columns::with_capacity(self.ntags(), self.time_us.capacity());
         std::mem::replace(self, next)
     }
-
-    /// The rows as an Arrow batch typed like the staging table:
-    /// `time TIMESTAMPTZ, <tags> VARCHAR, value DOUBLE`.
-    pub fn into_batch(self) -> RecordBatch {
-        let mut fields = vec![Field::new(
-            "time",
-            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            false,
-        )];
-        let mut arrays: Vec<ArrayRef> = vec![Arc::new(
-            TimestampMicrosecondArray::from(self.time_us).with_timezone("UTC"),
-        )];
-        for (i, col) in self.tags.into_iter().enumerate() {
-            fields.push(Field::new(format!("tag{i}"), DataType::Utf8, true));
-            arrays.push(col.into_array());
-        }
-        fields.push(Field::new("value", DataType::Float64, false));
-        arrays.push(Arc::new(Float64Array::from(self.value)));
-        RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
-            .expect("columns of equal length, typed as declared")
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use duckdb::arrow::array::Array;
 
     fn sample() -> Columns {
         let mut c = Columns::new(2);
@@ -190,27 +169,19 @@ mod tests {
         c
     }
 
+    fn tags(c: &Columns, col: usize) -> Vec<Option<&str>> {
+        (0..c.len()).map(|r| c.tag(col, r)).collect()
+    }
+
     #[test]
-    fn batch_has_staging_types_and_values() {
-        let b = sample().into_batch();
-        assert_eq!(b.num_rows(), 3);
-        let time = b
-            .column(0)
-            .as_any()
-            .downcast_ref::<TimestampMicrosecondArray>()
-            .unwrap();
+    fn columns_keep_microseconds_tags_and_values() {
+        let c = sample();
+        assert_eq!(c.len(), 3);
         // Nanoseconds floor to microseconds, also before the epoch.
-        assert_eq!(time.values().to_vec(), vec![1, 2_000, -1]);
-        let a = b.column(1).as_any().downcast_ref::<StringArray>().unwrap();
-        assert_eq!(a.value(0), "A");
-        assert_eq!(a.value(1), "B");
-        assert!(a.is_null(2));
-        let t = b.column(2).as_any().downcast_ref::<StringArray>().unwrap();
-        assert!(t.is_null(0));
-        assert_eq!(t.value(1), "x");
-        assert_eq!(t.value(2), "");
-        let v = b.column(3).as_any().downcast_ref::<Float64Array>().unwrap();
-        assert_eq!(v.values().to_vec(), vec![1.5, 2.5, 3.5]);
+        assert_eq!(c.times(), &[1, 2_000, -1]);
+        assert_eq!(tags(&c, 0), vec![Some("A"), Some("B"), None]);
+        assert_eq!(tags(&c, 1), vec![None, Some("x"), Some("")]);
+        assert_eq!(c.values(), &[1.5, 2.5, 3.5]);
     }
 
     #[test]
@@ -218,12 +189,9 @@ mod tests {
         let mut c = sample();
         c.discard(0, 1_000_000);
         assert_eq!(c.len(), 2);
-        let b = c.into_batch();
-        let a = b.column(1).as_any().downcast_ref::<StringArray>().unwrap();
-        assert_eq!(a.value(0), "B");
-        assert!(a.is_null(1));
-        let t = b.column(2).as_any().downcast_ref::<StringArray>().unwrap();
-        assert_eq!(t.value(0), "x");
-        assert_eq!(t.value(1), "");
+        assert_eq!(c.times(), &[2_000, -1]);
+        assert_eq!(tags(&c, 0), vec![Some("B"), None]);
+        assert_eq!(tags(&c, 1), vec![Some("x"), Some("")]);
+        assert_eq!(c.values(), &[2.5, 3.5]);
     }
 }

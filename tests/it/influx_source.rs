@@ -51,7 +51,7 @@ fn job(measurement: &str, field: &str) -> Job {
     }
 }
 
-/// Extracts `batch` into a fresh staging table; returns the rows as text.
+/// Extracts `batch` into a fresh staging view; returns the rows as text.
 async fn stage(
     cfg: InfluxConfig,
     job: &Job,
@@ -60,15 +60,18 @@ async fn stage(
     let mut src = Source::new("aq", &SourceConfig::Influx(cfg));
     src.connect(&EnvSecrets).await?;
     let conn = duck::open().unwrap();
-    duck::create_staging(&conn, &job.name, &job.tags).unwrap();
+    let rows = duck::create_staging(&conn, &job.name, &job.tags).unwrap();
     let (tx, rx) = mpsc::channel(4);
     let wconn = conn.try_clone().unwrap();
-    let name = job.name.clone();
-    let writer = tokio::task::spawn_blocking(move || duck::write_staging(&wconn, &name, rx));
+    let writer = tokio::task::spawn_blocking(move || {
+        let n = duck::write_staging(&wconn, rows.staged(), rx);
+        (rows, n)
+    });
     let mut sink = PointSink::new(tx);
     let res = src.extract(job, batch, &mut sink).await;
     drop(sink);
-    let staged = writer.await.unwrap().unwrap();
+    let (_rows, staged) = writer.await.unwrap();
+    let staged = staged.unwrap();
     let n = res?;
     assert_eq!(n, staged, "rows counted by the source and by staging");
     let types = query(
@@ -305,10 +308,13 @@ async fn fetch_replayed_retrying(
         ..job("air q", "co")
     };
     let conn = duck::open().unwrap();
-    duck::create_staging(&conn, "x", &j.tags).unwrap();
+    let rows = duck::create_staging(&conn, "x", &j.tags).unwrap();
     let (tx, rx) = mpsc::channel(4);
     let wconn = conn.try_clone().unwrap();
-    let writer = tokio::task::spawn_blocking(move || duck::write_staging(&wconn, "x", rx));
+    let writer = tokio::task::spawn_blocking(move || {
+        let n = duck::write_staging(&wconn, rows.staged(), rx);
+        (rows, n)
+    });
     let mut sink = PointSink::new(tx);
     let batch = Batch {
         from: h("2023-11-14T22:00:00Z"),
@@ -316,7 +322,8 @@ async fn fetch_replayed_retrying(
     };
     let res = src.extract(&j, batch, &mut sink).await;
     drop(sink);
-    writer.await.unwrap().unwrap();
+    let (_rows, staged) = writer.await.unwrap();
+    staged.unwrap();
     res?;
     Ok(query(
         &conn,

@@ -324,32 +324,12 @@ mod tests {
     }
 
     fn rows(cols: Columns) -> Vec<String> {
-        use duckdb::arrow::array::{Array, Float64Array, StringArray, TimestampMicrosecondArray};
-        let b = cols.into_batch();
-        let n = b.num_columns();
-        let time = b
-            .column(0)
-            .as_any()
-            .downcast_ref::<TimestampMicrosecondArray>()
-            .unwrap();
-        let value = b
-            .column(n - 1)
-            .as_any()
-            .downcast_ref::<Float64Array>()
-            .unwrap();
-        (0..b.num_rows())
+        (0..cols.len())
             .map(|r| {
-                let tags: Vec<String> = (1..n - 1)
-                    .map(|c| {
-                        let a = b.column(c).as_any().downcast_ref::<StringArray>().unwrap();
-                        if a.is_null(r) {
-                            "<null>".into()
-                        } else {
-                            a.value(r).to_owned()
-                        }
-                    })
+                let tags: Vec<String> = (0..cols.ntags())
+                    .map(|c| cols.tag(c, r).unwrap_or("<null>").to_owned())
                     .collect();
-                format!("{} {:?} {}", time.value(r), tags, value.value(r))
+                format!("{} {:?} {}", cols.times()[r], tags, cols.values()[r])
             })
             .collect()
     }

@@ -1,0 +1,263 @@
+//! A batch's staged rows: kept in Rust as the source parsed them, and read
+//! by the transform through the table function `duckhour_staged(id)`, so
+//! DuckDB never appends them to a table of its own (no column statistics,
+//! no string storage, and nothing of the batch left in the database once
+//! it is loaded). The registry maps ids to batches; a `StagedHandle` owns
+//! its entry and removes it when dropped.
+
+use std::collections::BTreeMap;
+use std::error::Error;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use duckdb::core::{DataChunkHandle, Inserter, LogicalTypeHandle, LogicalTypeId};
+use duckdb::vtab::{BindInfo, InitInfo, TableFunctionInfo, VTab};
+use duckdb::Connection;
+
+use crate::sources::Columns;
+
+/// The table function's name.
+pub const FUNCTION: &str = "duckhour_staged";
+
+/// One batch's rows, chunk by chunk, and its tag names (column names).
+#[derive(Debug)]
+pub struct Staged {
+    tags: Vec<String>,
+    chunks: Mutex<Vec<Columns>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Staged {
+    pub fn push(&self, cols: Columns) {
+        if !cols.is_empty() {
+            lock(&self.chunks).push(cols);
+        }
+    }
+
+    /// Drops rows with time in `[from_ns, to_ns)`; returns how many.
+    pub fn discard(&self, from_ns: i64, to_ns: i64) -> u64 {
+        let mut dropped = 0;
+        for c in lock(&self.chunks).iter_mut() {
+            let before = c.len();
+            c.discard(from_ns, to_ns);
+            dropped += (before - c.len()) as u64;
+        }
+        dropped
+    }
+
+    pub fn rows(&self) -> u64 {
+        lock(&self.chunks).iter().map(|c| c.len() as u64).sum()
+    }
+}
+
+static REGISTRY: Mutex<BTreeMap<u64, Arc<Staged>>> = Mutex::new(BTreeMap::new());
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A registered batch; dropping it unregisters the batch (a query already
+/// reading it keeps its own reference).
+#[derive(Debug)]
+pub struct StagedHandle {
+    id: u64,
+    staged: Arc<Staged>,
+}
+
+impl StagedHandle {
+    pub fn new(tags: &[String]) -> StagedHandle {
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let staged = Arc::new(Staged {
+            tags: tags.to_vec(),
+            chunks: Mutex::new(Vec::new()),
+        });
+        lock(&REGISTRY).insert(id, staged.clone());
+        StagedHandle { id, staged }
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub fn staged(&self) -> &Staged {
+        &self.staged
+    }
+}
+
+impl Drop for StagedHandle {
+    fn drop(&mut self) {
+        lock(&REGISTRY).remove(&self.id);
+    }
+}
+
+/// Registers `duckhour_staged(id)` with the database of `conn`.
+pub fn register(conn: &Connection) -> duckdb::Result<()> {
+    conn.register_table_function::<StagedScan>(FUNCTION)
+}
+
+/// The scan: `time TIMESTAMPTZ, <tags> VARCHAR, value DOUBLE`.
+struct StagedScan;
+
+/// Where the scan is: chunk, and row within it.
+#[derive(Default)]
+struct Cursor {
+    chunk: usize,
+    row: usize,
+}
+
+impl VTab for StagedScan {
+    type BindData = Arc<Staged>;
+    type InitData = Mutex<Cursor>;
+
+    fn bind(bind: &BindInfo) -> Result<Self::BindData, Box<dyn Error>> {
+        let id = bind.get_parameter(0).to_int64();
+        let staged = u64::try_from(id)
+            .ok()
+            .and_then(|id| lock(&REGISTRY).get(&id).cloned())
+            .ok_or_else(|| format!("no staged batch {id} (it was loaded or abandoned)"))?;
+        bind.add_result_column("time", LogicalTypeHandle::from(LogicalTypeId::TimestampTZ));
+        for t in &staged.tags {
+            bind.add_result_column(t, LogicalTypeHandle::from(LogicalTypeId::Varchar));
+        }
+        bind.add_result_column("value", LogicalTypeHandle::from(LogicalTypeId::Double));
+        Ok(staged)
+    }
+
+    fn init(_: &InitInfo) -> Result<Self::InitData, Box<dyn Error>> {
+        Ok(Mutex::new(Cursor::default()))
+    }
+
+    fn func(
+        info: &TableFunctionInfo<Self>,
+        output: &mut DataChunkHandle,
+    ) -> Result<(), Box<dyn Error>> {
+        let staged = info.get_bind_data();
+        let mut at = lock(info.get_init_data());
+        let chunks = lock(&staged.chunks);
+        while at.chunk < chunks.len() && at.row >= chunks[at.chunk].len() {
+            at.chunk += 1;
+            at.row = 0;
+        }
+        let Some(c) = chunks.get(at.chunk) else {
+            output.set_len(0);
+            return Ok(());
+        };
+        let mut time = output.flat_vector(0);
+        let n = (c.len() - at.row).min(time.capacity());
+        let rows = at.row..at.row + n;
+        // SAFETY: column 0 was declared TIMESTAMPTZ (stored as i64
+        // microseconds), `n` is within the vector's capacity, and `time` is
+        // the only reference to its storage.
+        unsafe { time.as_mut_slice_with_len::<i64>(n) }.copy_from_slice(&c.times()[rows.clone()]);
+        for col in 0..staged.tags.len() {
+            let mut v = output.flat_vector(col + 1);
+            for (i, row) in rows.clone().enumerate() {
+                match c.tag(col, row) {
+                    Some(s) => v.insert(i, s),
+                    None => v.set_null(i),
+                }
+            }
+        }
+        let mut value = output.flat_vector(staged.tags.len() + 1);
+        // SAFETY: the last column was declared DOUBLE (f64), `n` is within
+        // the vector's capacity, and `value` is the only reference to it.
+        unsafe { value.as_mut_slice_with_len::<f64>(n) }.copy_from_slice(&c.values()[rows]);
+        output.set_len(n);
+        at.row += n;
+        Ok(())
+    }
+
+    fn parameters() -> Option<Vec<LogicalTypeHandle>> {
+        Some(vec![LogicalTypeHandle::from(LogicalTypeId::Bigint)])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(rows: &[(i64, Option<&str>, f64)]) -> Columns {
+        let mut c = Columns::new(1);
+        for (t, tag, v) in rows {
+            c.push(t * 1_000_000_000, *v);
+            c.push_tag(0, *tag);
+        }
+        c
+    }
+
+    #[test]
+    fn scans_every_chunk_with_nulls_and_discards() {
+        let conn = Connection::open_in_memory().unwrap();
+        register(&conn).unwrap();
+        let h = StagedHandle::new(&["station".to_owned()]);
+        h.staged()
+            .push(chunk(&[(60, Some("a"), 1.5), (120, None, 2.5)]));
+        h.staged().push(Columns::new(1));
+        // More rows than one DuckDB vector, and a long string (not inlined).
+        let long = "station-with-a-name-longer-than-twelve-bytes";
+        let big: Vec<(i64, Option<&str>, f64)> = (0..5000)
+            .map(|i| (3600 + i, Some(long), i as f64))
+            .collect();
+        h.staged().push(chunk(&big));
+        assert_eq!(h.staged().discard(3_600_000_000_000, 3_610_000_000_000), 10);
+        assert_eq!(h.staged().rows(), 2 + 4990);
+        let sql = format!(
+            "SELECT count(*), count(station), sum(value), min(epoch_us(time)), max(epoch_us(time)), \
+             count(DISTINCT station), max(length(station)) FROM {FUNCTION}({})",
+            h.id()
+        );
+        let got: (i64, i64, f64, i64, i64, i64, i64) = conn
+            .query_row(&sql, [], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                ))
+            })
+            .unwrap();
+        let sum_big: f64 = (10..5000).map(|i| i as f64).sum();
+        assert_eq!(
+            got,
+            (
+                4992,
+                4991,
+                4.0 + sum_big,
+                60_000_000,
+                8_599_000_000,
+                2,
+                long.len() as i64
+            )
+        );
+        let (ty, station): (String, Option<String>) = conn
+            .query_row(
+                &format!(
+                    "SELECT typeof(time), station FROM {FUNCTION}({}) WHERE value = 2.5",
+                    h.id()
+                ),
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((ty.as_str(), station), ("TIMESTAMP WITH TIME ZONE", None));
+    }
+
+    #[test]
+    fn a_dropped_handle_is_gone() {
+        let conn = Connection::open_in_memory().unwrap();
+        register(&conn).unwrap();
+        let h = StagedHandle::new(&[]);
+        let id = h.id();
+        drop(h);
+        let err = conn
+            .query_row(&format!("SELECT count(*) FROM {FUNCTION}({id})"), [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&format!("no staged batch {id}")), "{err}");
+    }
+}
