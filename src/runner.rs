@@ -326,7 +326,7 @@ async fn run_job(sh: Arc<Shared>, job: &Job, lease: &Lease) -> Outcome {
     outcome
 }
 
-/// The staging table of a job's `i`-th batch: two alternate, so the next
+/// The staging view of a job's `i`-th batch: two alternate, so the next
 /// batch can be extracted while this one is transformed and loaded. (`#`
 /// cannot appear in a job name.)
 fn staging_key(job: &str, i: usize) -> String {
@@ -352,7 +352,7 @@ fn prefetch(sh: &Arc<Shared>, job: &Job, batch: Batch, i: usize) -> Prefetch {
 
 /// The batches of one job, in order; stops at the first failure. As soon as
 /// a batch's download ends, the next one's begins (into the other staging
-/// table), so the source stays busy while this batch's last chunk is parsed,
+/// view), so the source stays busy while this batch's last chunk is parsed,
 /// transformed and loaded; loads, ledger and checkpoint stay strictly in order.
 async fn job_batches(sh: &Arc<Shared>, job: &Job, lease: &Lease) -> Outcome {
     let pipeline = &sh.pipeline.name;

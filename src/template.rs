@@ -2,7 +2,7 @@
 //!
 //! Templates see `window_start`, `window_end` (RFC 3339 UTC), `job` (name,
 //! measurement, field, tags, table, params), `pipeline`, `source`, `params`,
-//! `tags` and `staging` (the staging table, already quoted). Filters:
+//! `tags` and `staging` (the staging view, already quoted). Filters:
 //! `ident` quotes an identifier, `sqlstr` a string literal, `ts` makes a
 //! `TIMESTAMPTZ` literal. Undefined variables are errors, so a typo in a
 //! template fails `validate` instead of producing wrong SQL.
