@@ -64,12 +64,9 @@ pub fn create_staging(
 }
 
 /// Receives chunks into `staged` until the channel closes; returns rows
-/// staged. Runs on a blocking thread (a Parquet file is read by DuckDB).
-pub fn write_staging(
-    conn: &Connection,
-    staged: &Staged,
-    mut rx: mpsc::Receiver<StageMsg>,
-) -> Result<u64, DuckError> {
+/// staged. Runs on a blocking thread (a Parquet file is read by DuckDB; its
+/// error goes back to the source, which reports it).
+pub fn write_staging(conn: &Connection, staged: &Staged, mut rx: mpsc::Receiver<StageMsg>) -> u64 {
     while let Some(msg) = rx.blocking_recv() {
         match msg {
             StageMsg::Columns(cols) => staged.push(cols),
@@ -88,7 +85,7 @@ pub fn write_staging(
             }
         }
     }
-    Ok(staged.rows())
+    staged.rows()
 }
 
 /// The rows of a Parquet file with columns `time`, `value` and the tags
@@ -251,7 +248,7 @@ mod tests {
         })
         .unwrap();
         drop(tx);
-        let n = write_staging(&conn, staged.staged(), rx).unwrap();
+        let n = write_staging(&conn, staged.staged(), rx);
         assert_eq!(answer.blocking_recv().unwrap(), Ok(2));
         assert_eq!(n, 4);
         assert_eq!(

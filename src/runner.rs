@@ -469,7 +469,7 @@ async fn job_batches(sh: &Arc<Shared>, job: &Job, lease: &Lease) -> Outcome {
 /// The staging writer of a batch still taking the last chunk after the
 /// download ended; it hands back the batch's rows (kept until the batch is
 /// loaded) and how many there are.
-type Staging = tokio::task::JoinHandle<(StagedHandle, Result<u64, duck::DuckError>)>;
+type Staging = tokio::task::JoinHandle<(StagedHandle, u64)>;
 
 /// Downloads one batch into the staging view `key`. Returns once the
 /// source has answered in full, with the staging writer still finishing the
@@ -490,23 +490,15 @@ async fn download(sh: &Shared, job: &Job, batch: Batch, key: &str) -> Result<Sta
     let extracted = sh.source.extract(job, batch, &mut sink).await;
     drop(sink);
     tracing::debug!(ms = t0.elapsed().as_millis() as u64, "downloaded");
-    if let Err(e) = extracted {
-        // A failed staging write stops the source too ("staging stopped
-        // ..."): the writer's error is the cause worth reporting.
-        return Err(match writer.await {
-            Ok((_, Err(cause))) => cause.to_string(),
-            _ => e.to_string(),
-        });
-    }
+    extracted.map_err(|e| e.to_string())?;
     Ok(writer)
 }
 
 /// Waits for the staging writer; the batch's rows and how many.
 async fn staged(writer: Staging) -> Result<(StagedHandle, u64), String> {
-    let (rows, n) = writer
+    writer
         .await
-        .map_err(|e| format!("staging thread failed: {e}"))?;
-    Ok((rows, n.map_err(|e| e.to_string())?))
+        .map_err(|e| format!("staging thread failed: {e}"))
 }
 
 /// Transforms the staged batch and loads it into every sink; rows produced.

@@ -71,7 +71,6 @@ async fn stage(
     let res = src.extract(job, batch, &mut sink).await;
     drop(sink);
     let (_rows, staged) = writer.await.unwrap();
-    let staged = staged.unwrap();
     let n = res?;
     assert_eq!(n, staged, "rows counted by the source and by staging");
     let types = query(
@@ -322,8 +321,7 @@ async fn fetch_replayed_retrying(
     };
     let res = src.extract(&j, batch, &mut sink).await;
     drop(sink);
-    let (_rows, staged) = writer.await.unwrap();
-    staged.unwrap();
+    let (_rows, _) = writer.await.unwrap();
     res?;
     Ok(query(
         &conn,
