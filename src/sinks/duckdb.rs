@@ -25,19 +25,27 @@ use crate::template::{quote_ident, quote_literal};
 ///
 /// DuckDB keeps the rows committed to a file uncompressed in memory until it
 /// checkpoints the file (at 16 MB of WAL: about 200,000 rows of the
-/// benchmark's hourly table), and keeps the blocks a checkpoint wrote cached until its memory
-/// limit: both grew with the length of a backfill (peak RSS 75 MB for a
-/// month, 98 MB for three). Reopening the file drops both.
+/// benchmark's hourly table), and keeps the blocks a checkpoint wrote cached
+/// until its memory limit: both grew with the length of a backfill (peak
+/// RSS 75 MB for a month, 98 MB for three). Reopening the file drops both,
+/// so a run holds at most this many sink rows (~5 MB) whatever its range.
 ///
-/// Why three-quarters of DuckDB's row group (122,880 rows): the rows loaded
-/// between two reopenings become a row group of their own, and a checkpoint
-/// merges adjacent row groups whenever up to four of them fit into fewer
+/// Why three-quarters of [`ROW_GROUP_ROWS`]: the rows loaded between two
+/// reopenings become a row group of their own, and a checkpoint merges
+/// adjacent row groups whenever up to four of them fit into fewer
 /// (`RowGroupCollection::ScheduleVacuumTasks`), rewriting them uncompressed
-/// in memory (RSS spikes of 15-60 MB measured with 20,000, 40,960 and
-/// 81,920 rows). Four groups of
-/// more than 92,160 rows never fit into three, so they are left alone.
-/// Measured with `scripts/bench`.
-pub const REOPEN_ROWS: u64 = 92_160;
+/// in memory (RSS spikes of 15-60 MB measured with 20,000 to 81,920 rows
+/// and 122,880-row groups). Four groups of more than three-quarters never
+/// fit into three, so they are left alone. Measured with `scripts/bench`.
+pub const REOPEN_ROWS: u64 = 46_080;
+
+/// Row group size of a local file while duckhour writes it (DuckDB's
+/// default: 122,880). Half, so that [`REOPEN_ROWS`] is small enough for a
+/// month's backfill (~86,000 rows in the benchmark) to reopen too: a month
+/// then peaks like three months (70-73 MB against 70-75 MB; with 92,160
+/// rows and default groups, 69-74 against 77-79). Groups of ~47,000 rows
+/// cost a little more metadata; any DuckDB reads them.
+pub const ROW_GROUP_ROWS: u64 = 61_440;
 
 pub struct DuckSink {
     name: String,
@@ -149,7 +157,7 @@ impl DuckSink {
                 }
             }
             let attach = format!(
-                "ATTACH {} AS {}",
+                "ATTACH {} AS {} (ROW_GROUP_SIZE {ROW_GROUP_ROWS})",
                 quote_literal(&file.display().to_string()),
                 quote_ident(&self.alias)
             );
@@ -287,20 +295,20 @@ mod tests {
         let wal = dir.path().join("wh.duckdb.wal");
         let wal_len = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
 
-        // 90,000 rows: below the threshold, so they wait in the WAL.
-        result(&conn, "2026-01-01T00:00:00Z", 4500);
+        // 40,000 rows: below the threshold, so they wait in the WAL.
+        result(&conn, "2026-01-01T00:00:00Z", 2000);
         let n = sink
-            .load(&conn, "co", "hourly", batch("2026-01-01T00:00:00Z", 4500))
+            .load(&conn, "co", "hourly", batch("2026-01-01T00:00:00Z", 2000))
             .unwrap();
-        assert_eq!(n, 90_000);
-        assert!(wal_len() > 1_000_000, "WAL holds the rows: {}", wal_len());
+        assert_eq!(n, 40_000);
+        assert!(wal_len() > 500_000, "WAL holds the rows: {}", wal_len());
 
-        // 4,000 more cross 92,160: checkpointed and reopened.
-        result(&conn, "2026-07-08T12:00:00Z", 200);
+        // 8,000 more cross 46,080: checkpointed and reopened.
+        result(&conn, "2026-04-01T00:00:00Z", 400);
         let n = sink
-            .load(&conn, "co", "hourly", batch("2026-07-08T12:00:00Z", 200))
+            .load(&conn, "co", "hourly", batch("2026-04-01T00:00:00Z", 400))
             .unwrap();
-        assert_eq!(n, 4_000);
+        assert_eq!(n, 8_000);
         assert_eq!(wal_len(), 0);
         assert_eq!(*sink.loaded.lock().unwrap(), 0);
 
@@ -308,18 +316,18 @@ mod tests {
         // replaces its hours.
         let other = conn.try_clone().unwrap();
         for _ in 0..2 {
-            result(&other, "2026-07-20T00:00:00Z", 10);
-            sink.load(&other, "co", "hourly", batch("2026-07-20T00:00:00Z", 10))
+            result(&other, "2026-05-01T00:00:00Z", 10);
+            sink.load(&other, "co", "hourly", batch("2026-05-01T00:00:00Z", 10))
                 .unwrap();
         }
         let t = "sink_wh.main.hourly";
-        assert_eq!(count(&conn, &format!("SELECT count(*) FROM {t}")), 94_200);
+        assert_eq!(count(&conn, &format!("SELECT count(*) FROM {t}")), 48_200);
         assert_eq!(
             count(
                 &conn,
                 &format!("SELECT count(DISTINCT (station, hour_start)) FROM {t}")
             ),
-            94_200
+            48_200
         );
         assert_eq!(*sink.loaded.lock().unwrap(), 400);
     }
