@@ -42,8 +42,9 @@ pub const REOPEN_ROWS: u64 = 46_080;
 /// Row group size of a local file while duckhour writes it (DuckDB's
 /// default: 122,880). Half, so that [`REOPEN_ROWS`] is small enough for a
 /// month's backfill (~86,000 rows in the benchmark) to reopen too: a month
-/// then peaks like three months (70-73 MB against 70-75 MB; with 92,160
-/// rows and default groups, 69-74 against 77-79). Groups of ~47,000 rows
+/// then peaks within a few MB of three months (67-73 MB against 72-76 in
+/// six alternating rounds; with 92,160 rows and default groups, 69-74
+/// against 77-79). Groups of ~47,000 rows
 /// cost a little more metadata; any DuckDB reads them.
 pub const ROW_GROUP_ROWS: u64 = 61_440;
 
