@@ -156,11 +156,25 @@ impl Columns {
         }
     }
 
+    /// Rows the chunk has room for without growing.
+    pub fn capacity(&self) -> usize {
+        self.time_us.capacity()
+    }
+
     /// Takes the rows, leaving an empty chunk with the same columns and room
-    /// for as many rows.
-    pub fn take(&mut self) -> Columns {
-        let next = Columns::with_capacity(self.ntags(), self.time_us.capacity());
-        std::mem::replace(self, next)
+    /// for `rows` rows.
+    pub fn take(&mut self, rows: usize) -> Columns {
+        std::mem::replace(self, Columns::with_capacity(self.ntags(), rows))
+    }
+
+    /// Gives back the room beyond the rows (a batch's last chunk is kept,
+    /// mostly empty, until the batch is transformed).
+    pub fn shrink_to_fit(&mut self) {
+        self.time_us.shrink_to_fit();
+        self.value.shrink_to_fit();
+        for t in &mut self.tags {
+            t.codes.shrink_to_fit();
+        }
     }
 }
 

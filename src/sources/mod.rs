@@ -69,6 +69,15 @@ pub enum StageMsg {
     },
 }
 
+/// Rows a source may add to a full chunk before it checks `flush_if_full`:
+/// it parses a network piece at a time (InfluxDB sends ~3 KB, ~50 rows).
+const PIECE_ROWS: usize = 4_096;
+
+/// Room a chunk is made with: full at [`CHUNK_ROWS`], plus a piece's rows,
+/// so the last piece never makes a column grow (which doubled it: a chunk
+/// then held room for 131,072 rows, and so did every later one).
+const CHUNK_ROOM: usize = CHUNK_ROWS + PIECE_ROWS;
+
 /// Points in chunks to the staging writer. Sources parse into the chunk
 /// being filled (`columns`); full chunks go to the writer, which appends one
 /// while the source parses the next.
@@ -97,7 +106,7 @@ impl PointSink {
     /// The chunk being filled, with `ntags` tag columns.
     pub fn columns(&mut self, ntags: usize) -> &mut Columns {
         self.cols
-            .get_or_insert_with(|| Columns::with_capacity(ntags, CHUNK_ROWS))
+            .get_or_insert_with(|| Columns::with_capacity(ntags, CHUNK_ROOM))
     }
 
     /// Buffers a point; `flush_if_full` sends full chunks.
@@ -109,9 +118,18 @@ impl PointSink {
         self.cols.as_ref().is_some_and(|c| c.len() >= CHUNK_ROWS)
     }
 
-    /// Takes the chunk's rows to send, counting them as sent.
+    /// Takes the chunk's rows to send, counting them as sent. A chunk with
+    /// much room left (a batch's last) gives it back first: it is kept
+    /// until the batch is transformed.
     fn take(&mut self) -> Option<Columns> {
-        let chunk = self.cols.as_mut().filter(|c| !c.is_empty())?.take();
+        let mut chunk = self
+            .cols
+            .as_mut()
+            .filter(|c| !c.is_empty())?
+            .take(CHUNK_ROOM);
+        if chunk.capacity() - chunk.len() > PIECE_ROWS {
+            chunk.shrink_to_fit();
+        }
         self.sent += chunk.len() as u64;
         Some(chunk)
     }
@@ -277,5 +295,46 @@ impl Source {
             Source::Influx(s) => s.extract(job, batch, out).await,
             Source::LineProtocol(s) => s.extract(job, batch, out).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_keep_their_room_and_the_last_one_gives_back_the_rest() {
+        let (tx, mut rx) = mpsc::channel(4);
+        let mut sink = PointSink::new(tx);
+        // A piece of 100 rows crosses a full chunk before the check.
+        for i in 0..CHUNK_ROWS + 100 {
+            let c = sink.columns(1);
+            c.push(i as i64 * 1_000, 1.0);
+            c.push_tag(0, Some("station-01"));
+        }
+        assert_eq!(sink.columns(1).capacity(), CHUNK_ROOM);
+        sink.flush_blocking().unwrap();
+        // The last chunk: 10 rows, with room for 10.
+        for i in 0..10 {
+            let c = sink.columns(1);
+            c.push(i * 1_000, 2.0);
+            c.push_tag(0, None);
+        }
+        assert_eq!(sink.columns(1).capacity(), CHUNK_ROOM);
+        sink.flush_blocking().unwrap();
+        assert_eq!(sink.rows(), CHUNK_ROWS as u64 + 110);
+        let StageMsg::Columns(full) = rx.blocking_recv().unwrap() else {
+            panic!("expected a chunk")
+        };
+        assert_eq!(
+            (full.len(), full.capacity()),
+            (CHUNK_ROWS + 100, CHUNK_ROOM)
+        );
+        let StageMsg::Columns(last) = rx.blocking_recv().unwrap() else {
+            panic!("expected a chunk")
+        };
+        assert_eq!((last.len(), last.capacity()), (10, 10));
+        assert_eq!(last.tag(0, 9), None);
+        assert_eq!(last.values()[9], 2.0);
     }
 }
