@@ -405,8 +405,7 @@ async fn job_batches(sh: &Arc<Shared>, job: &Job, lease: &Lease) -> Outcome {
                 h.abort();
             }
         };
-        // `_rows` keeps the batch's rows readable until it is loaded.
-        let (_rows, rows_in) = match staged(writer).await {
+        let (rows, rows_in) = match staged(writer).await {
             Ok(staged) => staged,
             Err(msg) => {
                 stop_next(&mut next);
@@ -415,7 +414,7 @@ async fn job_batches(sh: &Arc<Shared>, job: &Job, lease: &Lease) -> Outcome {
             }
         };
         let span = info_span!("batch", from = %batch.from, to = %batch.to);
-        let loaded = transform_load(sh, job, *batch, &staging_key(&job.name, i))
+        let loaded = transform_load(sh, job, *batch, &staging_key(&job.name, i), rows)
             .instrument(span.clone())
             .await;
         match loaded {
@@ -468,7 +467,7 @@ async fn job_batches(sh: &Arc<Shared>, job: &Job, lease: &Lease) -> Outcome {
 
 /// The staging writer of a batch still taking the last chunk after the
 /// download ended; it hands back the batch's rows (kept until the batch is
-/// loaded) and how many there are.
+/// transformed) and how many there are.
 type Staging = tokio::task::JoinHandle<(StagedHandle, u64)>;
 
 /// Downloads one batch into the staging view `key`. Returns once the
@@ -502,7 +501,16 @@ async fn staged(writer: Staging) -> Result<(StagedHandle, u64), String> {
 }
 
 /// Transforms the staged batch and loads it into every sink; rows produced.
-async fn transform_load(sh: &Shared, job: &Job, batch: Batch, key: &str) -> Result<u64, String> {
+/// The batch's rows (`staged`) are dropped as soon as the transform has
+/// read them, so a job waiting for a sink holds only its result and the
+/// next batch.
+async fn transform_load(
+    sh: &Shared,
+    job: &Job,
+    batch: Batch,
+    key: &str,
+    staged: StagedHandle,
+) -> Result<u64, String> {
     let conn = {
         let c = sh.conn.lock().unwrap_or_else(|p| p.into_inner());
         c.try_clone().map_err(|e| e.to_string())?
@@ -521,6 +529,7 @@ async fn transform_load(sh: &Shared, job: &Job, batch: Batch, key: &str) -> Resu
         .map_err(|d| d.to_string())?;
     let rows_out = tokio::task::block_in_place(|| duck::transform(&conn, &job.name, &sql))
         .map_err(|e| e.to_string())?;
+    drop(staged);
 
     let per_hour = tokio::task::block_in_place(|| duck::rows_per_hour(&conn, &job.name))
         .map_err(|e| e.to_string())?;
