@@ -28,7 +28,8 @@ use crate::template::{quote_ident, quote_literal};
 /// benchmark's hourly table), and keeps the blocks a checkpoint wrote cached
 /// until its memory limit: both grew with the length of a backfill (peak
 /// RSS 75 MB for a month, 98 MB for three). Reopening the file drops both,
-/// so a run holds at most this many sink rows (~5 MB) whatever its range.
+/// so a run holds at most this many sink rows (about one 256 KB block a
+/// column) whatever its range.
 ///
 /// Why three-quarters of [`ROW_GROUP_ROWS`]: the rows loaded between two
 /// reopenings become a row group of their own, and a checkpoint merges
@@ -37,16 +38,18 @@ use crate::template::{quote_ident, quote_literal};
 /// in memory (RSS spikes of 15-60 MB measured with 20,000 to 81,920 rows
 /// and 122,880-row groups). Four groups of more than three-quarters never
 /// fit into three, so they are left alone. Measured with `scripts/bench`.
-pub const REOPEN_ROWS: u64 = 46_080;
+pub const REOPEN_ROWS: u64 = 23_040;
 
 /// Row group size of a local file while duckhour writes it (DuckDB's
-/// default: 122,880). Half, so that [`REOPEN_ROWS`] is small enough for a
-/// month's backfill (~86,000 rows in the benchmark) to reopen too: a month
-/// then peaks within a few MB of three months (67-73 MB against 72-76 in
-/// six alternating rounds; with 92,160 rows and default groups, 69-74
-/// against 77-79). Groups of ~47,000 rows
-/// cost a little more metadata; any DuckDB reads them.
-pub const ROW_GROUP_ROWS: u64 = 61_440;
+/// default: 122,880). A quarter, so that [`REOPEN_ROWS`] is small: the
+/// sink's share of the peak is then about one block a column, and a
+/// month's backfill (~86,000 rows in the benchmark) reopens three times,
+/// like longer ranges do (anonymous memory 24-29 MB for a month against
+/// 27-30 for three months, eight alternating rounds; with 46,080 rows in
+/// 61,440-row groups, 28-31 against 30-34 in four). Groups of ~23,400 rows
+/// cost a little more metadata and compress a little less; any DuckDB
+/// reads them.
+pub const ROW_GROUP_ROWS: u64 = 30_720;
 
 pub struct DuckSink {
     name: String,
@@ -296,20 +299,20 @@ mod tests {
         let wal = dir.path().join("wh.duckdb.wal");
         let wal_len = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
 
-        // 40,000 rows: below the threshold, so they wait in the WAL.
-        result(&conn, "2026-01-01T00:00:00Z", 2000);
+        // 20,000 rows: below the threshold, so they wait in the WAL.
+        result(&conn, "2026-01-01T00:00:00Z", 1000);
         let n = sink
-            .load(&conn, "co", "hourly", batch("2026-01-01T00:00:00Z", 2000))
+            .load(&conn, "co", "hourly", batch("2026-01-01T00:00:00Z", 1000))
             .unwrap();
-        assert_eq!(n, 40_000);
-        assert!(wal_len() > 500_000, "WAL holds the rows: {}", wal_len());
+        assert_eq!(n, 20_000);
+        assert!(wal_len() > 250_000, "WAL holds the rows: {}", wal_len());
 
-        // 8,000 more cross 46,080: checkpointed and reopened.
-        result(&conn, "2026-04-01T00:00:00Z", 400);
+        // 4,000 more cross 23,040: checkpointed and reopened.
+        result(&conn, "2026-04-01T00:00:00Z", 200);
         let n = sink
-            .load(&conn, "co", "hourly", batch("2026-04-01T00:00:00Z", 400))
+            .load(&conn, "co", "hourly", batch("2026-04-01T00:00:00Z", 200))
             .unwrap();
-        assert_eq!(n, 8_000);
+        assert_eq!(n, 4_000);
         assert_eq!(wal_len(), 0);
         assert_eq!(*sink.loaded.lock().unwrap(), 0);
 
@@ -322,13 +325,13 @@ mod tests {
                 .unwrap();
         }
         let t = "sink_wh.main.hourly";
-        assert_eq!(count(&conn, &format!("SELECT count(*) FROM {t}")), 48_200);
+        assert_eq!(count(&conn, &format!("SELECT count(*) FROM {t}")), 24_200);
         assert_eq!(
             count(
                 &conn,
                 &format!("SELECT count(DISTINCT (station, hour_start)) FROM {t}")
             ),
-            48_200
+            24_200
         );
         assert_eq!(*sink.loaded.lock().unwrap(), 400);
     }
