@@ -9,7 +9,7 @@ fn main() {
     // keep it flat. Blocks of 256 KiB and more (staged columns, DuckDB's
     // buffers) are mapped and unmapped on their own: otherwise glibc raises
     // that threshold after the first free and serves them from the heap,
-    // where a batch's columns, kept until it is loaded, leave holes (peak RSS
+    // where a batch's columns, kept until it is transformed, leave holes (peak RSS
     // for a month 126-130 MB instead of 75-76). Measured with scripts/bench.
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     unsafe {

@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use super::Point;
 
 /// Rows per chunk sent to the staging writer: big enough that handing over
-/// costs little, small enough (~1.3 MB with one tag) that a batch's last,
-/// partly filled chunk wastes little while the batch waits to be loaded.
+/// costs little, small enough (~1.3 MB with one tag) that a chunk being
+/// filled beside a batch's staged ones adds little.
 pub const CHUNK_ROWS: usize = 65_536;
 
 /// One tag column, dictionary-encoded: a code per row into the chunk's
