@@ -67,6 +67,10 @@ pub enum Command {
 pub struct ServeArgs {
     /// Pipelines to serve; default every pipeline with a `schedule`.
     pub pipelines: Vec<String>,
+    /// Pretend the current time is this when serving starts (RFC 3339);
+    /// the clock then runs on from there (replays, tests).
+    #[arg(long)]
+    pub now: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -105,6 +109,10 @@ pub struct RunArgs {
     /// Wait for a job's lease instead of failing when another run holds it.
     #[arg(long)]
     pub wait: bool,
+    /// Replace hours the source returned nothing for (their rows in the
+    /// sinks are deleted); by default such hours are kept as the sinks hold them.
+    #[arg(long)]
+    pub replace_empty: bool,
 }
 
 #[derive(Debug, Args)]
@@ -125,6 +133,10 @@ pub struct BackfillArgs {
     /// Wait for a job's lease instead of failing when another run holds it.
     #[arg(long)]
     pub wait: bool,
+    /// Replace hours the source returned nothing for (their rows in the
+    /// sinks are deleted); by default such hours are kept as the sinks hold them.
+    #[arg(long)]
+    pub replace_empty: bool,
 }
 
 #[derive(Debug, Args)]

@@ -22,6 +22,16 @@ pub enum DuckError {
     Transform { job: String, message: String },
     #[error("the SQL of job `{job}` must return columns {missing}")]
     MissingColumns { job: String, missing: String },
+    /// A result row the sinks would not replace on the next load: loading it
+    /// would duplicate it on every rerun.
+    #[error("template `{template}` of job `{job}` broke the result contract: column `{column}`: {rule}; first offending row: {row}; no sink was written")]
+    Contract {
+        template: String,
+        job: String,
+        column: &'static str,
+        rule: String,
+        row: String,
+    },
 }
 
 /// Opens the process's in-memory database.
@@ -116,8 +126,19 @@ fn read_parquet(
     Ok(out)
 }
 
-/// Runs the rendered SQL into `result_<job>`; returns its row count.
-pub fn transform(conn: &Connection, job: &str, sql: &str) -> Result<u64, DuckError> {
+/// Rows of `result_<job>`.
+pub fn rows(conn: &Connection, job: &str) -> Result<u64, DuckError> {
+    let n: i64 = conn.query_row(
+        &format!("SELECT count(*) FROM {}", result_table(job)),
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(n as u64)
+}
+
+/// Runs the rendered SQL into `result_<job>`, which must have the columns
+/// the sinks replace by.
+pub fn transform(conn: &Connection, job: &str, sql: &str) -> Result<(), DuckError> {
     let create = format!("CREATE OR REPLACE TABLE {} AS {}", result_table(job), sql);
     conn.execute_batch(&create)
         .map_err(|e| DuckError::Transform {
@@ -135,12 +156,84 @@ pub fn transform(conn: &Connection, job: &str, sql: &str) -> Result<u64, DuckErr
             missing: missing.join(", "),
         });
     }
-    let n: i64 = conn.query_row(
-        &format!("SELECT count(*) FROM {}", result_table(job)),
-        [],
-        |r| r.get(0),
-    )?;
-    Ok(n as u64)
+    Ok(())
+}
+
+/// Checks the contract every result row keeps, with one query over the
+/// result: `pollutant` is the job's name and `hour_start` lies in the batch.
+/// Sinks replace exactly `(job, batch hours)`, so a row outside that key
+/// would survive every rerun beside its new copy.
+pub fn check_contract(
+    conn: &Connection,
+    job: &crate::spec::Job,
+    batch: crate::plan::Batch,
+) -> Result<(), DuckError> {
+    let name = quote_literal(&job.name);
+    let from = quote_literal(&batch.from.to_string());
+    let to = quote_literal(&batch.to.to_string());
+    let bad_pollutant = format!("pollutant::VARCHAR IS DISTINCT FROM {name}");
+    let in_batch = format!("hour_start >= {from}::TIMESTAMPTZ AND hour_start < {to}::TIMESTAMPTZ");
+    let sql = format!(
+        "SELECT {bad_pollutant}, duckhour_row::VARCHAR FROM {} duckhour_row \
+         WHERE {bad_pollutant} OR hour_start IS NULL OR NOT ({in_batch}) LIMIT 1",
+        result_table(&job.name)
+    );
+    let contract = |column, rule: String, row| DuckError::Contract {
+        template: job.template.clone(),
+        job: job.name.clone(),
+        column,
+        rule,
+        row,
+    };
+    let first: Option<(bool, String)> =
+        match conn.query_row(&sql, [], |r| Ok((r.get(0)?, r.get(1)?))) {
+            Ok(v) => Some(v),
+            Err(duckdb::Error::QueryReturnedNoRows) => None,
+            Err(e) => {
+                return Err(contract(
+                    "hour_start",
+                    format!("must be a timestamp comparable with the batch's hours ({e})"),
+                    "?".into(),
+                ))
+            }
+        };
+    match first {
+        None => Ok(()),
+        Some((true, row)) => Err(contract(
+            "pollutant",
+            format!("every row must have {name} (the job's name)"),
+            row,
+        )),
+        Some((false, row)) => Err(contract(
+            "hour_start",
+            format!(
+                "every row must be in the batch [{}, {})",
+                batch.from, batch.to
+            ),
+            row,
+        )),
+    }
+}
+
+/// Drops the result's rows outside `scope` (hours the source returned
+/// nothing for): the sinks keep what they hold there, so loading a row
+/// for such an hour would duplicate it.
+pub fn keep_scope(
+    conn: &Connection,
+    job: &str,
+    scope: &crate::plan::Scope,
+) -> Result<(), DuckError> {
+    if scope.kept_hours() == 0 {
+        return Ok(());
+    }
+    let keep = scope.predicate("hour_start", |h| {
+        format!("{}::TIMESTAMPTZ", quote_literal(&h.to_string()))
+    });
+    conn.execute_batch(&format!(
+        "DELETE FROM {} WHERE NOT {keep}",
+        result_table(job)
+    ))?;
+    Ok(())
 }
 
 /// Rows of `result_<job>` per hour, for the ledger.
@@ -276,5 +369,56 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("no staged batch"), "{err}");
+    }
+
+    fn job(name: &str) -> crate::spec::Job {
+        crate::spec::Job {
+            name: name.into(),
+            measurement: "m".into(),
+            field: name.into(),
+            tags: vec!["station".into()],
+            template: "t.sql".into(),
+            table: "hourly".into(),
+            params: Default::default(),
+        }
+    }
+
+    /// One query finds the first row a sink would not replace, and says why.
+    #[test]
+    fn result_contract_names_column_rule_and_row() {
+        let conn = open().unwrap();
+        let from = crate::spec::Hour::parse("2026-01-01T00:00:00Z").unwrap();
+        let batch = crate::plan::Batch {
+            from,
+            to: from.plus(2),
+        };
+        let make = |rows: &str| {
+            conn.execute_batch(&format!(
+                "CREATE OR REPLACE TABLE result_co AS SELECT * FROM (VALUES {rows}) t(pollutant, station, hour_start)"
+            ))
+            .unwrap()
+        };
+        make("('co', 'a', '2026-01-01 00:00:00+00'::TIMESTAMPTZ), ('co', 'b', '2026-01-01 01:00:00+00'::TIMESTAMPTZ)");
+        check_contract(&conn, &job("co"), batch).unwrap();
+        make("('co', 'a', '2026-01-01 00:00:00+00'::TIMESTAMPTZ), ('CO', 'b', '2026-01-01 01:00:00+00'::TIMESTAMPTZ)");
+        let e = check_contract(&conn, &job("co"), batch)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("template `t.sql` of job `co` broke the result contract: column `pollutant`: every row must have 'co' (the job's name); first offending row: {")
+                && e.contains("CO")
+                && e.ends_with("; no sink was written"),
+            "{e}"
+        );
+        make("('co', 'a', '2026-01-01 02:00:00+00'::TIMESTAMPTZ)");
+        let e = check_contract(&conn, &job("co"), batch)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("column `hour_start`: every row must be in the batch [2026-01-01T00:00:00Z, 2026-01-01T02:00:00Z)"), "{e}");
+        make("('co', 'a', NULL::TIMESTAMPTZ)");
+        let e = check_contract(&conn, &job("co"), batch)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("column `hour_start`"), "{e}");
     }
 }

@@ -1,7 +1,10 @@
-//! The top-level error, its exit code, and the one place that prints errors.
+//! The top-level error, its exit code, and the one place that prints errors;
+//! and [`JobError`], why one job failed, carried unchanged from the job to
+//! the report, the run record and the exit code.
 //!
 //! Exit codes scripts can rely on: 0 success, 1 a job failed (or a service
-//! could not be reached), 2 bad usage or a bad spec.
+//! could not be reached; the run record's `error_kind` says which cause),
+//! 2 bad usage or a bad spec.
 
 use crate::spec::Diagnostic;
 
@@ -37,6 +40,95 @@ impl Error {
     }
 }
 
+/// Why one job failed. Each message names what failed (the source or sink,
+/// the template, the lease) and the hours; none carries a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JobError {
+    /// Another runner holds the job's lease; nothing was done.
+    #[error("{0}")]
+    LeaseBusy(String),
+    /// The lease could not be proven valid any more (expired locally,
+    /// or the server answered it is gone): the job stopped before its next
+    /// write to any sink, ledger or block.
+    #[error("{0}")]
+    LeaseLost(String),
+    /// The source failed (its name and the hours are in the message).
+    #[error("{0}")]
+    Source(String),
+    /// A sink failed to set up (`hours` is `None`) or to load those hours;
+    /// the checkpoint did not move.
+    #[error("{message}")]
+    Sink {
+        sink: String,
+        hours: Option<String>,
+        message: String,
+    },
+    /// The template did not render, its SQL failed, or its result broke
+    /// the contract (`pollutant` = the job, `hour_start` in the batch).
+    #[error("{0}")]
+    Template(String),
+    /// The state store (checkpoint, ledger) failed.
+    #[error("{0}")]
+    State(String),
+    /// Anything else (the embedded database, a task that died).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl JobError {
+    /// A short, stable name for records and scripts: `lease_busy`,
+    /// `lease_lost`, `source`, `sink`, `template`, `state`, `internal`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            JobError::LeaseBusy(_) => "lease_busy",
+            JobError::LeaseLost(_) => "lease_lost",
+            JobError::Source(_) => "source",
+            JobError::Sink { .. } => "sink",
+            JobError::Template(_) => "template",
+            JobError::State(_) => "state",
+            JobError::Internal(_) => "internal",
+        }
+    }
+}
+
+impl From<crate::state::StateError> for JobError {
+    fn from(e: crate::state::StateError) -> JobError {
+        use crate::state::StateError;
+        let message = crate::secret::redact(&e.to_string()).into_owned();
+        match e {
+            StateError::Busy { .. } => JobError::LeaseBusy(message),
+            StateError::LeaseLost { .. } => JobError::LeaseLost(message),
+            _ => JobError::State(message),
+        }
+    }
+}
+
+impl From<crate::sinks::SinkError> for JobError {
+    fn from(e: crate::sinks::SinkError) -> JobError {
+        use crate::sinks::SinkError;
+        let (sink, hours) = match &e {
+            SinkError::Setup { sink, .. } => (sink.clone(), None),
+            SinkError::Load { sink, range, .. } => (sink.clone(), Some(range.clone())),
+        };
+        JobError::Sink {
+            sink,
+            hours,
+            message: crate::secret::redact(&e.to_string()).into_owned(),
+        }
+    }
+}
+
+impl From<crate::duck::DuckError> for JobError {
+    fn from(e: crate::duck::DuckError) -> JobError {
+        use crate::duck::DuckError;
+        let message = crate::secret::redact(&e.to_string()).into_owned();
+        match e {
+            DuckError::Db(_) => JobError::Internal(message),
+            _ => JobError::Template(message),
+        }
+    }
+}
+
 fn render_diagnostics(ds: &[Diagnostic]) -> String {
     let mut out = ds
         .iter()
@@ -49,11 +141,13 @@ fn render_diagnostics(ds: &[Diagnostic]) -> String {
     out
 }
 
-/// Prints `e` on stderr and returns its exit code.
+/// Prints `e` on stderr (with every known secret redacted) and returns its exit code.
 pub fn report(e: &Error) -> i32 {
+    let text = e.to_string();
+    let text = crate::secret::redact(&text);
     match e {
-        Error::Spec(_) => eprintln!("{e}"),
-        _ => eprintln!("error: {e}"),
+        Error::Spec(_) => eprintln!("{text}"),
+        _ => eprintln!("error: {text}"),
     }
     e.exit_code()
 }

@@ -3,8 +3,13 @@
 
 use std::time::Duration;
 
-/// The URL as shown in messages: no user info, no query string.
+/// The URL as shown in messages: no user info, no query string. A value
+/// still holding `${env:…}`/`${secret:…}` references is shown as written
+/// (the references name variables, not values).
 pub fn shown_url(url: &str) -> String {
+    if crate::secret::has_references(url) {
+        return crate::secret::redact(url).into_owned();
+    }
     match reqwest::Url::parse(url) {
         Ok(mut u) => {
             let _ = u.set_username("");

@@ -22,6 +22,11 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // A panic message may quote a value (a service's answer, a connection
+    // string): print it through the same redaction as every other message.
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("{}", duckhour::secret::redact(&info.to_string()));
+    }));
     let cli = duckhour::cli::Cli::parse();
     std::process::exit(duckhour::run(cli));
 }

@@ -29,6 +29,67 @@ impl std::fmt::Display for Batch {
     }
 }
 
+/// The hours one load replaces in every sink: the batch's hours less those
+/// the source returned no row for (raw data expires; the sinks' rows are
+/// then the only copy), as contiguous ranges. With `replace_empty`, all of
+/// the batch's hours.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    pub batch: Batch,
+    pub ranges: Vec<Batch>,
+}
+
+impl Scope {
+    /// `with_rows`: the hours (as [`Hour`]s) the source returned rows for.
+    pub fn new(
+        batch: Batch,
+        with_rows: &std::collections::BTreeSet<Hour>,
+        replace_empty: bool,
+    ) -> Scope {
+        if replace_empty {
+            return Scope {
+                batch,
+                ranges: vec![batch],
+            };
+        }
+        let mut ranges: Vec<Batch> = Vec::new();
+        for h in batch.each_hour().filter(|h| with_rows.contains(h)) {
+            match ranges.last_mut() {
+                Some(r) if r.to == h => r.to = h.plus(1),
+                _ => ranges.push(Batch {
+                    from: h,
+                    to: h.plus(1),
+                }),
+            }
+        }
+        Scope { batch, ranges }
+    }
+
+    /// Whether the load replaces hour `h`.
+    pub fn contains(&self, h: Hour) -> bool {
+        self.ranges.iter().any(|r| r.from <= h && h < r.to)
+    }
+
+    /// The batch's hours left as the sinks hold them.
+    pub fn kept_hours(&self) -> i64 {
+        self.batch.hours() - self.ranges.iter().map(Batch::hours).sum::<i64>()
+    }
+
+    /// `(col >= a AND col < b) OR ...` over the ranges, with `lit` writing
+    /// an hour as a literal of the sink's dialect; `FALSE` when none.
+    pub fn predicate(&self, col: &str, lit: impl Fn(Hour) -> String) -> String {
+        if self.ranges.is_empty() {
+            return "FALSE".into();
+        }
+        let parts: Vec<String> = self
+            .ranges
+            .iter()
+            .map(|r| format!("({col} >= {} AND {col} < {})", lit(r.from), lit(r.to)))
+            .collect();
+        format!("({})", parts.join(" OR "))
+    }
+}
+
 /// What one job will do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
@@ -303,5 +364,32 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn scope_leaves_out_hours_without_source_rows() {
+        let b = Batch {
+            from: h("2026-01-01T00:00:00Z"),
+            to: h("2026-01-01T06:00:00Z"),
+        };
+        let rows: std::collections::BTreeSet<Hour> =
+            [0, 1, 3, 5].into_iter().map(|i| b.from.plus(i)).collect();
+        let s = Scope::new(b, &rows, false);
+        let r = |f: i64, t: i64| Batch {
+            from: b.from.plus(f),
+            to: b.from.plus(t),
+        };
+        assert_eq!(s.ranges, vec![r(0, 2), r(3, 4), r(5, 6)]);
+        assert_eq!(s.kept_hours(), 2);
+        assert!(s.contains(b.from.plus(1)) && !s.contains(b.from.plus(2)));
+        assert_eq!(
+            s.predicate("h", |x| format!("'{x}'")),
+            "((h >= '2026-01-01T00:00:00Z' AND h < '2026-01-01T02:00:00Z') OR (h >= '2026-01-01T03:00:00Z' AND h < '2026-01-01T04:00:00Z') OR (h >= '2026-01-01T05:00:00Z' AND h < '2026-01-01T06:00:00Z'))"
+        );
+        let none = Scope::new(b, &Default::default(), false);
+        assert_eq!((none.ranges.len(), none.kept_hours()), (0, 6));
+        assert_eq!(none.predicate("h", |x| x.to_string()), "FALSE");
+        let all = Scope::new(b, &Default::default(), true);
+        assert_eq!((all.kept_hours(), all.ranges), (0, vec![b]));
     }
 }

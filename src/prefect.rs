@@ -87,6 +87,10 @@ pub enum Take {
     Leased(String),
     /// Held by someone else; the server's hint for when to ask again.
     Busy(Option<Duration>),
+    /// Held, but an earlier attempt of this same request may have reached
+    /// the server (it timed out or got a 5xx): the holder may be our own
+    /// orphaned slot, which frees itself when its lease expires.
+    BusyAfterRetry(Option<Duration>),
 }
 
 /// A block document name is `^[a-z0-9-]+$`.
@@ -104,12 +108,15 @@ pub struct Client {
     server: String,
     key: Option<Secret>,
     budget: Duration,
+    timeout: Duration,
 }
 
 struct Reply {
     status: StatusCode,
     headers: reqwest::header::HeaderMap,
     body: bytes::Bytes,
+    /// An earlier attempt of this call may have reached the server.
+    retried: bool,
 }
 
 impl Reply {
@@ -221,12 +228,20 @@ impl Client {
             server: shown_url(base),
             key,
             budget: RETRY_BUDGET,
+            timeout: REQUEST_TIMEOUT,
         }
     }
 
     /// How long each call keeps retrying (default [`RETRY_BUDGET`]).
     pub fn with_retry_budget(mut self, budget: Duration) -> Client {
         self.budget = budget;
+        self
+    }
+
+    /// How long one attempt may take (default 30 s); lease renewals use
+    /// less, so that one bad round cannot outlast the lease.
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Client {
+        self.timeout = timeout;
         self
     }
 
@@ -250,7 +265,10 @@ impl Client {
         let t0 = Instant::now();
         let mut attempt = 0;
         loop {
-            let mut rb = self.http.request(method.clone(), &url);
+            let mut rb = self
+                .http
+                .request(method.clone(), &url)
+                .timeout(self.timeout);
             if let Some(k) = &self.key {
                 rb = rb.bearer_auth(k.expose());
             }
@@ -280,6 +298,7 @@ impl Client {
                             status,
                             headers,
                             body,
+                            retried: attempt > 0,
                         });
                     }
                     let wait = retry_after(&headers)
@@ -525,6 +544,7 @@ impl Client {
                     .ok_or_else(|| self.err(&what, ErrorKind::Protocol("no `lease_id`".into())))?;
                 Ok(Take::Leased(id.to_owned()))
             }
+            423 if r.retried => Ok(Take::BusyAfterRetry(retry_after(&r.headers))),
             423 => Ok(Take::Busy(retry_after(&r.headers))),
             _ => Err(self.err(&what, status_kind(r.status, &r.body))),
         }

@@ -16,7 +16,8 @@ use tokio::sync::{mpsc, Semaphore};
 use tracing::{info, info_span, warn, Instrument};
 
 use crate::duck;
-use crate::plan::{self, Batch, Plan, Settings};
+use crate::error::JobError;
+use crate::plan::{self, Batch, Plan, Scope, Settings};
 use crate::secret::{EnvSecrets, SecretSource};
 use crate::sinks::Sink;
 use crate::sources::{PointSink, Source};
@@ -43,6 +44,9 @@ pub struct Options {
     pub stop: Arc<AtomicBool>,
     /// Draw a progress line on stderr.
     pub progress: bool,
+    /// Replace hours the source returned nothing for (`--replace-empty`);
+    /// the pipeline's `replace_empty` also turns it on.
+    pub replace_empty: bool,
 }
 
 /// What happened to one job.
@@ -57,14 +61,16 @@ pub struct Outcome {
     pub batches: usize,
     pub rows_in: u64,
     pub rows_out: u64,
+    /// Hours the source returned no row for, left in the sinks as they were.
+    pub empty_hours: i64,
     pub checkpoint: Option<Hour>,
-    pub error: Option<String>,
+    pub error: Option<JobError>,
     /// Stopped early on request; what was done is committed.
     pub stopped: bool,
 }
 
 impl Outcome {
-    fn failed(job: &str, error: String) -> Outcome {
+    fn failed(job: &str, error: JobError) -> Outcome {
         Outcome {
             job: job.to_owned(),
             ok: false,
@@ -75,6 +81,7 @@ impl Outcome {
             batches: 0,
             rows_in: 0,
             rows_out: 0,
+            empty_hours: 0,
             checkpoint: None,
             error: Some(error),
             stopped: false,
@@ -135,12 +142,47 @@ pub async fn run(config: &Config, pipeline: &Pipeline, opts: Options) -> Vec<Out
             .filter(|j| opts.jobs.is_empty() || opts.jobs.contains(&j.name))
             .cloned()
             .collect();
+        let t0 = Instant::now();
+        let names: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
+        info!(mode = %mode_text(opts.mode), jobs = %names.join(","), "run started");
+        let outcomes = run_jobs(config, pipeline, opts, run_id, jobs).await;
+        let failed = outcomes.iter().filter(|o| !o.ok).count();
+        info!(
+            jobs = outcomes.len(),
+            failed,
+            hours = outcomes.iter().map(|o| o.hours).sum::<i64>(),
+            rows = outcomes.iter().map(|o| o.rows_out).sum::<u64>(),
+            ms = t0.elapsed().as_millis() as u64,
+            "run finished"
+        );
+        outcomes
+    }
+    .instrument(span)
+    .await
+}
+
+/// `run` or `backfill [from, to)`, for logs.
+fn mode_text(mode: Mode) -> String {
+    match mode {
+        Mode::Run => "run".into(),
+        Mode::Backfill { from, to } => format!("backfill [{from}, {to})"),
+    }
+}
+
+async fn run_jobs(
+    config: &Config,
+    pipeline: &Pipeline,
+    opts: Options,
+    run_id: String,
+    jobs: Vec<Job>,
+) -> Vec<Outcome> {
+    {
         let state = match State::open(&pipeline.state) {
             Ok(s) => s,
             Err(e) => {
                 return jobs
                     .iter()
-                    .map(|j| Outcome::failed(&j.name, e.to_string()))
+                    .map(|j| Outcome::failed(&j.name, JobError::from(e.clone())))
                     .collect()
             }
         };
@@ -161,7 +203,7 @@ pub async fn run(config: &Config, pipeline: &Pipeline, opts: Options) -> Vec<Out
             {
                 Ok(lease) => leased.push((job, lease)),
                 // Busy: not our run to record; the holder records its own.
-                Err(e) => outcomes.push(Outcome::failed(&job.name, e.to_string())),
+                Err(e) => outcomes.push(Outcome::failed(&job.name, e.into())),
             }
         }
         if leased.is_empty() {
@@ -173,9 +215,9 @@ pub async fn run(config: &Config, pipeline: &Pipeline, opts: Options) -> Vec<Out
         };
         let shared = match setup(config, pipeline, state, run_id.clone(), opts).await {
             Ok(s) => Arc::new(s),
-            Err((state, msg)) => {
+            Err((state, err)) => {
                 for (job, lease) in leased {
-                    let o = Outcome::failed(&job.name, msg.clone());
+                    let o = Outcome::failed(&job.name, err.clone());
                     record(&state, &pipeline.name, &run_id, kind, &o, Utc::now()).await;
                     lease.release().await;
                     outcomes.push(o);
@@ -209,18 +251,15 @@ pub async fn run(config: &Config, pipeline: &Pipeline, opts: Options) -> Vec<Out
             ));
         }
         for (name, h) in handles {
-            outcomes.push(
-                h.await
-                    .unwrap_or_else(|e| Outcome::failed(&name, format!("job task failed: {e}"))),
-            );
+            outcomes.push(h.await.unwrap_or_else(|e| {
+                Outcome::failed(&name, JobError::Internal(format!("job task failed: {e}")))
+            }));
         }
         shared.progress.finish();
         // Report in the pipeline's job order.
         outcomes.sort_by_key(|o| pipeline.jobs.iter().position(|j| j.name == o.job));
         outcomes
     }
-    .instrument(span)
-    .await
 }
 
 async fn setup(
@@ -229,11 +268,11 @@ async fn setup(
     state: State,
     run_id: String,
     opts: Options,
-) -> Result<Shared, (State, String)> {
+) -> Result<Shared, (State, JobError)> {
     let mut source = Source::new(&pipeline.source, &config.sources[&pipeline.source]);
     let conn = match duck::open() {
         Ok(c) => c,
-        Err(e) => return Err((state, e.to_string())),
+        Err(e) => return Err((state, e.into())),
     };
     let home = match &pipeline.state {
         StateConfig::Local { dir } => dir.join("duckdb-home"),
@@ -253,7 +292,7 @@ async fn setup(
     let secrets: Box<dyn SecretSource + Send + Sync> = match state.prefect() {
         Some(p) if !names.is_empty() => match p.secrets(&names).await {
             Ok(s) => Box::new(s),
-            Err(e) => return Err((state, e.to_string())),
+            Err(e) => return Err((state, e.into())),
         },
         _ => Box::new(EnvSecrets),
     };
@@ -262,12 +301,13 @@ async fn setup(
     for name in &pipeline.sinks {
         let mut sink = Sink::new(name, &config.sinks[name], &config.dir);
         if let Err(e) = sink.prepare(&conn, secrets.as_ref(), &home).await {
-            return Err((state, e.to_string()));
+            return Err((state, e.into()));
         }
         sinks.push(sink);
     }
     if let Err(e) = source.connect(secrets.as_ref()).await {
-        return Err((state, e.to_string()));
+        let message = crate::secret::redact(&e.to_string()).into_owned();
+        return Err((state, JobError::Source(message)));
     }
     Ok(Shared {
         pipeline: pipeline.clone(),
@@ -298,7 +338,11 @@ async fn record(
         ok: o.ok,
         hours: o.hours,
         rows: o.rows_out,
-        error: o.error.clone(),
+        error: o
+            .error
+            .as_ref()
+            .map(|e| crate::secret::redact(&e.to_string()).into_owned()),
+        error_kind: o.error.as_ref().map(|e| e.kind().to_owned()),
     };
     if let Err(e) = state.record_run(pipeline, &o.job, &rec).await {
         warn!(job = %o.job, error = %e, "could not record the run");
@@ -314,12 +358,25 @@ async fn run_job(sh: Arc<Shared>, job: &Job, lease: &Lease) -> Outcome {
         Mode::Run => "run",
         Mode::Backfill { .. } => "backfill",
     };
-    record(&sh.state, pipeline, &sh.run_id, kind, &outcome, started).await;
+    // A lost lease means another runner may own the job's block now.
+    match lease.check() {
+        Ok(()) => record(&sh.state, pipeline, &sh.run_id, kind, &outcome, started).await,
+        Err(_) => warn!(job = %job.name, "lease lost: this run is not recorded"),
+    }
+    let result = match (&outcome.error, outcome.stopped) {
+        (Some(e), _) => e.kind(),
+        (None, true) => "stopped",
+        (None, false) => "ok",
+    };
     info!(
         ok = outcome.ok,
+        outcome = result,
         hours = outcome.hours,
+        empty_hours = outcome.empty_hours,
         rows_in = outcome.rows_in,
         rows_out = outcome.rows_out,
+        checkpoint = %outcome.checkpoint.map_or_else(|| "none".to_owned(), |c| c.to_string()),
+        error = %outcome.error.as_ref().map_or_else(String::new, |e| e.to_string()),
         ms = t0.elapsed().as_millis() as u64,
         "job finished"
     );
@@ -337,7 +394,7 @@ fn staging_key(job: &str, i: usize) -> String {
     }
 }
 
-type Prefetch = tokio::task::JoinHandle<Result<Staging, String>>;
+type Prefetch = tokio::task::JoinHandle<Result<Staging, JobError>>;
 
 /// Starts downloading batch `i` in the background.
 fn prefetch(sh: &Arc<Shared>, job: &Job, batch: Batch, i: usize) -> Prefetch {
@@ -356,22 +413,28 @@ fn prefetch(sh: &Arc<Shared>, job: &Job, batch: Batch, i: usize) -> Prefetch {
 /// transformed and loaded; loads, ledger and checkpoint stay strictly in order.
 async fn job_batches(sh: &Arc<Shared>, job: &Job, lease: &Lease) -> Outcome {
     let pipeline = &sh.pipeline.name;
-    let fail = |o: &mut Outcome, msg: String| {
+    let fail = |o: &mut Outcome, msg: JobError| {
         o.ok = false;
         o.error = Some(msg);
     };
-    let mut out = Outcome::failed(&job.name, String::new());
+    let mut out = Outcome::failed(&job.name, JobError::Internal(String::new()));
     out.ok = true;
     out.error = None;
     let mut checkpoint = match sh.state.checkpoint(pipeline, &job.name).await {
         Ok(c) => c,
         Err(e) => {
-            fail(&mut out, e.to_string());
+            fail(&mut out, e.into());
             return out;
         }
     };
     out.checkpoint = checkpoint;
     let plan = plan_for(&sh.pipeline, sh.opts.mode, sh.opts.now, checkpoint);
+    info!(
+        hours = plan.total_hours(),
+        batches = plan.batches.len(),
+        checkpoint = %checkpoint.map_or_else(|| "none".to_owned(), |c| c.to_string()),
+        "job started"
+    );
     out.new_hours = plan.new_hours;
     out.redo_hours = plan.redo_hours;
     out.left_hours = plan.left_hours;
@@ -391,7 +454,10 @@ async fn job_batches(sh: &Arc<Shared>, job: &Job, lease: &Lease) -> Outcome {
                 return out;
             }
             Err(e) => {
-                fail(&mut out, format!("extract task failed: {e}"));
+                fail(
+                    &mut out,
+                    JobError::Internal(format!("extract task failed: {e}")),
+                );
                 return out;
             }
         };
@@ -414,21 +480,29 @@ async fn job_batches(sh: &Arc<Shared>, job: &Job, lease: &Lease) -> Outcome {
             }
         };
         let span = info_span!("batch", from = %batch.from, to = %batch.to);
-        let loaded = transform_load(sh, job, *batch, &staging_key(&job.name, i), rows)
+        let loaded = transform_load(sh, job, lease, *batch, &staging_key(&job.name, i), rows)
             .instrument(span.clone())
             .await;
         match loaded {
-            Ok(rows_out) => {
+            Ok(Loaded { rows_out, kept }) => {
                 span.in_scope(|| {
                     info!(
                         rows_in,
                         rows_out,
+                        empty_hours = kept,
                         ms = t0.elapsed().as_millis() as u64,
                         "batch loaded"
-                    )
+                    );
+                    if kept > 0 {
+                        info!(
+                            empty_hours = kept,
+                            "{kept} hours empty at the source: kept what the sinks hold"
+                        );
+                    }
                 });
                 out.rows_in += rows_in;
                 out.rows_out += rows_out;
+                out.empty_hours += kept;
                 out.hours += batch.hours();
                 out.batches += 1;
                 sh.progress.batch_done(batch.hours(), rows_in);
@@ -449,7 +523,7 @@ async fn job_batches(sh: &Arc<Shared>, job: &Job, lease: &Lease) -> Outcome {
                 };
                 if let Err(e) = moved {
                     stop_next(&mut next);
-                    fail(&mut out, e.to_string());
+                    fail(&mut out, e.into());
                     return out;
                 }
             }
@@ -473,12 +547,13 @@ type Staging = tokio::task::JoinHandle<(StagedHandle, u64)>;
 /// Downloads one batch into the staging view `key`. Returns once the
 /// source has answered in full, with the staging writer still finishing the
 /// last chunk, so the next query can start at once.
-async fn download(sh: &Shared, job: &Job, batch: Batch, key: &str) -> Result<Staging, String> {
+async fn download(sh: &Shared, job: &Job, batch: Batch, key: &str) -> Result<Staging, JobError> {
     let conn = {
         let c = sh.conn.lock().unwrap_or_else(|p| p.into_inner());
-        c.try_clone().map_err(|e| e.to_string())?
+        c.try_clone()
+            .map_err(|e| JobError::Internal(e.to_string()))?
     };
-    let rows = duck::create_staging(&conn, key, &job.tags).map_err(|e| e.to_string())?;
+    let rows = duck::create_staging(&conn, key, &job.tags)?;
     let (tx, rx) = mpsc::channel(4);
     let writer = tokio::task::spawn_blocking(move || {
         let n = duck::write_staging(&conn, rows.staged(), rx);
@@ -489,31 +564,44 @@ async fn download(sh: &Shared, job: &Job, batch: Batch, key: &str) -> Result<Sta
     let extracted = sh.source.extract(job, batch, &mut sink).await;
     drop(sink);
     tracing::debug!(ms = t0.elapsed().as_millis() as u64, "downloaded");
-    extracted.map_err(|e| e.to_string())?;
+    extracted.map_err(|e| JobError::Source(crate::secret::redact(&e.to_string()).into_owned()))?;
     Ok(writer)
 }
 
 /// Waits for the staging writer; the batch's rows and how many.
-async fn staged(writer: Staging) -> Result<(StagedHandle, u64), String> {
+async fn staged(writer: Staging) -> Result<(StagedHandle, u64), JobError> {
     writer
         .await
-        .map_err(|e| format!("staging thread failed: {e}"))
+        .map_err(|e| JobError::Internal(format!("staging thread failed: {e}")))
 }
 
-/// Transforms the staged batch and loads it into every sink; rows produced.
+/// What one batch's load did.
+struct Loaded {
+    /// Rows the transform produced and the sinks got.
+    rows_out: u64,
+    /// Hours the source returned nothing for, left as the sinks hold them.
+    kept: i64,
+}
+
+/// Transforms the staged batch and loads it into every sink.
 /// The batch's rows (`staged`) are dropped as soon as the transform has
 /// read them, so a job waiting for a sink holds only its result and the
-/// next batch.
+/// next batch. Before any sink is touched, the result must keep the
+/// contract (`pollutant` = the job, `hour_start` in the batch), and rows of
+/// hours the source returned nothing for are left out: those hours stay as
+/// the sinks hold them unless `replace_empty`.
 async fn transform_load(
     sh: &Shared,
     job: &Job,
+    lease: &Lease,
     batch: Batch,
     key: &str,
     staged: StagedHandle,
-) -> Result<u64, String> {
+) -> Result<Loaded, JobError> {
     let conn = {
         let c = sh.conn.lock().unwrap_or_else(|p| p.into_inner());
-        c.try_clone().map_err(|e| e.to_string())?
+        c.try_clone()
+            .map_err(|e| JobError::Internal(e.to_string()))?
     };
     let staging = duck::staging_table(key);
     let sql = sh
@@ -526,19 +614,32 @@ async fn transform_load(
             window_end: batch.to,
             staging: &staging,
         })
-        .map_err(|d| d.to_string())?;
-    let rows_out = tokio::task::block_in_place(|| duck::transform(&conn, &job.name, &sql))
-        .map_err(|e| e.to_string())?;
-    drop(staged);
+        .map_err(|d| JobError::Template(d.to_string()))?;
+    let with_rows = staged.staged().hours();
+    let replace_empty = sh.opts.replace_empty || sh.pipeline.replace_empty;
+    let scope = Scope::new(batch, &with_rows, replace_empty);
+    let rows_out = tokio::task::block_in_place(|| {
+        duck::transform(&conn, &job.name, &sql)?;
+        drop(staged);
+        duck::check_contract(&conn, job, batch)?;
+        duck::keep_scope(&conn, &job.name, &scope)?;
+        duck::rows(&conn, &job.name)
+    })?;
 
-    let per_hour = tokio::task::block_in_place(|| duck::rows_per_hour(&conn, &job.name))
-        .map_err(|e| e.to_string())?;
+    let per_hour = tokio::task::block_in_place(|| duck::rows_per_hour(&conn, &job.name))?;
     for sink in &sh.sinks {
-        let loaded = match tokio::task::block_in_place(|| {
-            sink.unload(&conn, &job.name, &job.table, batch)
-        }) {
-            Ok(u) => sink.finish(u, job, batch, &sh.run_id).await,
-            Err(e) => Err(e),
+        // Every write asks the lease first: once it may have expired,
+        // another runner may be writing the same hours.
+        lease.check()?;
+        // Nothing to replace: every hour was empty at the source.
+        let loaded = if scope.ranges.is_empty() {
+            Ok(0)
+        } else {
+            match tokio::task::block_in_place(|| sink.unload(&conn, &job.name, &job.table, &scope))
+            {
+                Ok(u) => sink.finish(u, job, &scope, &sh.run_id).await,
+                Err(e) => Err(e),
+            }
         };
         let ok = loaded.is_ok();
         let at = Utc::now();
@@ -553,19 +654,25 @@ async fn transform_load(
                     0
                 },
                 ok,
+                empty: !scope.contains(hour),
                 at,
                 run_id: sh.run_id.clone(),
             })
             .collect();
-        let recorded = sh
-            .state
-            .append_ledger(&sh.pipeline.name, &job.name, &entries)
-            .await;
-        if let Err(e) = loaded {
-            return Err(e.to_string());
-        }
-        recorded.map_err(|e| e.to_string())?;
+        let recorded = match lease.check() {
+            Ok(()) => {
+                sh.state
+                    .append_ledger(&sh.pipeline.name, &job.name, &entries)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        loaded?;
+        recorded?;
     }
     let _ = duck::clear(&conn, key, &job.name);
-    Ok(rows_out)
+    Ok(Loaded {
+        rows_out,
+        kept: scope.kept_hours(),
+    })
 }

@@ -4,8 +4,119 @@
 //! `Debug` and `Display` print `**REDACTED**`, so it cannot leak through a log
 //! line, an error or a panic message by accident. Errors name the reference,
 //! never a value.
+//!
+//! A secret can still reach text another way: a service echoing it in an
+//! error, a connection string (`md:db?motherduck_token=…`) shown whole. So
+//! every value resolved from `${secret:}`, or from `${env:}` in a
+//! credential position, and every key-like parameter of a connection
+//! string, is also registered here, and [`redact`] removes them from any
+//! text before it is printed, logged or stored (the reporter, the log
+//! writer, run records, the panic hook).
 
+use std::borrow::Cow;
 use std::fmt;
+use std::sync::RwLock;
+
+/// What a redacted value is shown as.
+pub const REDACTED: &str = "**REDACTED**";
+
+/// Values shorter than this are not registered: redacting every `abc` in
+/// every message would make messages unreadable, and such a value is no
+/// credential worth the name.
+const MIN_REGISTERED: usize = 4;
+
+/// Values known to be secret, longest first (so a value containing another
+/// is replaced whole).
+static KNOWN: RwLock<Vec<String>> = RwLock::new(Vec::new());
+
+/// Remembers `value` as secret for [`redact`].
+pub fn register(value: &str) {
+    let value = value.trim();
+    if value.len() < MIN_REGISTERED {
+        return;
+    }
+    let mut known = KNOWN.write().unwrap_or_else(|p| p.into_inner());
+    if !known.iter().any(|k| k == value) {
+        known.push(value.to_owned());
+        known.sort_by_key(|k| std::cmp::Reverse(k.len()));
+    }
+}
+
+/// Whether a parameter name looks like it carries a credential.
+fn key_like(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    [
+        "token",
+        "password",
+        "passwd",
+        "pwd",
+        "secret",
+        "key",
+        "credential",
+        "auth",
+        "signature",
+    ]
+    .iter()
+    .any(|k| n.contains(k))
+}
+
+/// The `(start, end)` byte ranges of key-like parameter values in `text`
+/// (`…?motherduck_token=abc&x=1`, `password=…;`).
+fn param_values(text: &str) -> Vec<(usize, usize)> {
+    let b = text.as_bytes();
+    let mut out = Vec::new();
+    for (i, _) in text.match_indices('=') {
+        let mut k = i;
+        while k > 0 && (b[k - 1].is_ascii_alphanumeric() || b"_-.".contains(&b[k - 1])) {
+            k -= 1;
+        }
+        if k == i || !key_like(&text[k..i]) {
+            continue;
+        }
+        let start = i + 1;
+        let end = text[start..]
+            .find(|c: char| c.is_whitespace() || "&;`'\",)}]".contains(c))
+            .map_or(text.len(), |e| start + e);
+        if end > start {
+            out.push((start, end));
+        }
+    }
+    out
+}
+
+/// Registers the key-like parameters of a connection string (a DuckDB
+/// path such as `md:db?motherduck_token=…`).
+pub fn register_params(conn: &str) {
+    for (s, e) in param_values(conn) {
+        register(&conn[s..e]);
+    }
+}
+
+/// `text` with every registered secret and every key-like parameter value
+/// replaced by [`REDACTED`].
+pub fn redact(text: &str) -> Cow<'_, str> {
+    let known = KNOWN.read().unwrap_or_else(|p| p.into_inner());
+    let params = param_values(text);
+    if params.is_empty() && !known.iter().any(|k| text.contains(k.as_str())) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    for (s, e) in params {
+        if s >= at {
+            out.push_str(&text[at..s]);
+            out.push_str(REDACTED);
+            at = e;
+        }
+    }
+    out.push_str(&text[at..]);
+    for k in known.iter() {
+        if out.contains(k.as_str()) {
+            out = out.replace(k.as_str(), REDACTED);
+        }
+    }
+    Cow::Owned(out)
+}
 
 /// A value that must never be printed.
 #[derive(Clone, PartialEq, Eq)]
@@ -172,8 +283,16 @@ pub fn has_references(value: &str) -> bool {
     value.contains("${")
 }
 
+/// Whether the field `what` names ("sink `md`: `token`") holds a credential.
+fn credential_position(what: &str) -> bool {
+    ["`token`", "`password`", "`api_key`", "`credentials`"]
+        .iter()
+        .any(|k| what.contains(k))
+}
+
 /// Resolves every reference in `value`. `what` names the field for errors,
-/// e.g. "source `influx`: `token`".
+/// e.g. "source `influx`: `token`". Values from `${secret:}`, and from
+/// `${env:}` in a credential position, are registered for [`redact`].
 pub fn resolve(
     value: &str,
     what: &str,
@@ -188,7 +307,12 @@ pub fn resolve(
         let inner = &after[..end];
         match inner.split_once(':') {
             Some(("env", n)) => match std::env::var(n) {
-                Ok(v) => out.push_str(&v),
+                Ok(v) => {
+                    if credential_position(what) {
+                        register(&v);
+                    }
+                    out.push_str(&v)
+                }
                 Err(_) => {
                     return Err(ResolveError::MissingEnv {
                         what: what.to_owned(),
@@ -197,7 +321,10 @@ pub fn resolve(
                 }
             },
             Some(("secret", n)) => match secrets.secret(n)? {
-                Some(v) => out.push_str(v.expose()),
+                Some(v) => {
+                    register(v.expose());
+                    out.push_str(v.expose())
+                }
                 None => {
                     return Err(ResolveError::MissingSecret {
                         what: what.to_owned(),
@@ -293,6 +420,30 @@ mod tests {
             secret_names(["${secret:a}${env:B}", "${secret:a}", "${secret:c}"]),
             vec!["a".to_owned(), "c".to_owned()]
         );
+    }
+
+    #[test]
+    fn redacts_registered_values_and_key_like_parameters() {
+        register("s3cr3t-value-1");
+        register("abc"); // too short to be worth it
+        assert_eq!(
+            redact("failed: s3cr3t-value-1 was refused; abc"),
+            "failed: **REDACTED** was refused; abc"
+        );
+        assert_eq!(
+            redact("cannot attach `md:air?motherduck_token=eyJhbG.x-y&saas_mode=true`: 401"),
+            "cannot attach `md:air?motherduck_token=**REDACTED**&saas_mode=true`: 401"
+        );
+        assert_eq!(
+            redact("host=h;Password=p4ss;user=u"),
+            "host=h;Password=**REDACTED**;user=u"
+        );
+        assert_eq!(redact("a=1 b=2"), "a=1 b=2");
+        register_params("md:x?MOTHERDUCK_TOKEN=tok-from-path");
+        assert_eq!(redact("echo tok-from-path"), "echo **REDACTED**");
+        // Resolving a secret registers it.
+        let v = resolve("${secret:tok}", "sink `b`: `path`", &Fixed).unwrap();
+        assert_eq!(redact(&format!("x {} y", v.expose())), "x **REDACTED** y");
     }
 
     #[test]

@@ -51,6 +51,26 @@ impl Staged {
     pub fn rows(&self) -> u64 {
         lock(&self.chunks).iter().map(|c| c.len() as u64).sum()
     }
+
+    /// The UTC hours that hold at least one row: an hour the source
+    /// returned nothing for is left in the sinks as it is.
+    pub fn hours(&self) -> std::collections::BTreeSet<crate::spec::Hour> {
+        const HOUR_US: i64 = 3_600_000_000;
+        let mut out = std::collections::BTreeSet::new();
+        for c in lock(&self.chunks).iter() {
+            let mut last = None;
+            for &t in c.times() {
+                let h = t.div_euclid(HOUR_US);
+                if last != Some(h) {
+                    last = Some(h);
+                    if let Some(t) = chrono::DateTime::from_timestamp(h * 3600, 0) {
+                        out.insert(crate::spec::Hour(t));
+                    }
+                }
+            }
+        }
+        out
+    }
 }
 
 static REGISTRY: Mutex<BTreeMap<u64, Arc<Staged>>> = Mutex::new(BTreeMap::new());

@@ -23,6 +23,7 @@ pub fn run(config: &Config, a: &RunArgs, quiet: bool) -> Result<i32, Error> {
         wait: a.wait,
         stop: Default::default(),
         progress: progress_wanted(quiet),
+        replace_empty: a.replace_empty,
     };
     execute(config, p, opts)
 }
@@ -38,6 +39,7 @@ pub fn backfill(config: &Config, a: &BackfillArgs, quiet: bool) -> Result<i32, E
         wait: a.wait,
         stop: Default::default(),
         progress: progress_wanted(quiet),
+        replace_empty: a.replace_empty,
     };
     execute(config, p, opts)
 }
@@ -45,12 +47,8 @@ pub fn backfill(config: &Config, a: &BackfillArgs, quiet: bool) -> Result<i32, E
 /// The async runtime every networked command uses.
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Error> {
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(
-            std::env::var("ZZW")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(2),
-        )
+        // Two workers: what every published scripts/bench number ran with.
+        .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| Error::Other(format!("cannot start the runtime: {e}")))
@@ -81,9 +79,12 @@ pub(crate) fn finish(
     if failed > 0 {
         // Jobs that failed for the same reason (a sink or source that could
         // not be set up) are reported once.
-        let mut by_error: Vec<(&str, Vec<&str>)> = Vec::new();
+        let mut by_error: Vec<(String, Vec<&str>)> = Vec::new();
         for o in outcomes.iter().filter(|o| !o.ok) {
-            let e = o.error.as_deref().unwrap_or("failed");
+            let e = o
+                .error
+                .as_ref()
+                .map_or_else(|| "failed".to_owned(), |e| e.to_string());
             match by_error.iter_mut().find(|(m, _)| *m == e) {
                 Some((_, jobs)) => jobs.push(&o.job),
                 None => by_error.push((e, vec![&o.job])),
@@ -92,6 +93,7 @@ pub(crate) fn finish(
         for (e, jobs) in by_error {
             let names: Vec<String> = jobs.iter().map(|j| format!("`{j}`")).collect();
             let noun = if jobs.len() == 1 { "job" } else { "jobs" };
+            let e = crate::secret::redact(&e).into_owned();
             eprintln!("error: {noun} {}: {e}", names.join(", "));
         }
         return Err(Error::JobsFailed {
@@ -120,6 +122,12 @@ fn print_report(config: &Config, p: &Pipeline, verb: &str, outcomes: &[Outcome])
             "  {:width$}  {status:6}  {} hours ({} new, {} redone) in {} batches, {} rows in, {} rows out, checkpoint {cp}",
             o.job, o.hours, o.new_hours, o.redo_hours, o.batches, o.rows_in, o.rows_out
         );
+        if o.empty_hours > 0 {
+            line.push_str(&format!(
+                "; {} hours empty at the source: kept what the sinks hold",
+                o.empty_hours
+            ));
+        }
         if o.left_hours > 0 {
             line.push_str(&format!("; {} hours left for the next run", o.left_hours));
         }

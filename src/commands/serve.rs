@@ -42,6 +42,12 @@ pub fn serve(config: &Config, a: &ServeArgs, quiet: bool) -> Result<i32, Error> 
     if served.is_empty() {
         return Err(Error::Usage("no pipeline has a `schedule` to serve".into()));
     }
+    // `--now` shifts the clock; it then runs on at the real pace.
+    let offset = match &a.now {
+        Some(_) => super::now(&a.now)? - Utc::now(),
+        None => chrono::Duration::zero(),
+    };
+    let clock = move || Utc::now() + offset;
     let rt = super::run::runtime()?;
     rt.block_on(async {
         let stop = Arc::new(AtomicBool::new(false));
@@ -59,13 +65,13 @@ pub fn serve(config: &Config, a: &ServeArgs, quiet: bool) -> Result<i32, Error> 
             });
         }
         // Everything is due at start: catch up after downtime.
-        let mut due: Vec<chrono::DateTime<Utc>> = served.iter().map(|_| Utc::now()).collect();
+        let mut due: Vec<chrono::DateTime<Utc>> = served.iter().map(|_| clock()).collect();
         let mut failures = 0usize;
         let zones: Vec<String> = served.iter().map(|(p, _)| format!("{} ({})", p.name, p.timezone.name())).collect();
         println!("serving {}; stop with Ctrl-C or SIGTERM", zones.join(", "));
         loop {
             let (i, at) = due.iter().enumerate().min_by_key(|(_, t)| **t).map(|(i, t)| (i, *t)).expect("non-empty");
-            let wait = (at - Utc::now()).to_std().unwrap_or_default();
+            let wait = (at - clock()).to_std().unwrap_or_default();
             let notified = wake.notified();
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {},
@@ -76,12 +82,13 @@ pub fn serve(config: &Config, a: &ServeArgs, quiet: bool) -> Result<i32, Error> 
             }
             let (p, cron) = &served[i];
             let opts = Options {
-                now: Utc::now(),
+                now: clock(),
                 jobs: Vec::new(),
                 mode: Mode::Run,
                 wait: false,
                 stop: stop.clone(),
                 progress: super::run::progress_wanted(quiet),
+                replace_empty: false,
             };
             info!(pipeline = %p.name, "scheduled run");
             let outcomes = runner::run(config, p, opts).await;
@@ -91,7 +98,7 @@ pub fn serve(config: &Config, a: &ServeArgs, quiet: bool) -> Result<i32, Error> 
             if stop.load(Ordering::SeqCst) {
                 break;
             }
-            due[i] = cron.next_after_in(Utc::now(), &p.timezone).unwrap_or(chrono::DateTime::<Utc>::MAX_UTC);
+            due[i] = cron.next_after_in(clock(), &p.timezone).unwrap_or(chrono::DateTime::<Utc>::MAX_UTC);
             println!("next run of `{}` at {}", p.name, due[i].format("%Y-%m-%dT%H:%M:%SZ"));
         }
         println!("stopped");

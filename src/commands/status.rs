@@ -42,6 +42,20 @@ pub fn gaps(p: &Pipeline, ledger: &[LedgerEntry], checkpoint: Option<Hour>) -> V
     out
 }
 
+/// Hours whose latest load found nothing at the source, so the sinks kept
+/// what they held (an older load's rows, or none).
+pub fn empty_at_source(ledger: &[LedgerEntry]) -> Vec<Hour> {
+    // The ledger is in the order loads happened: the last entry of an hour wins.
+    let mut last: BTreeMap<Hour, bool> = BTreeMap::new();
+    for e in ledger.iter().filter(|e| e.ok) {
+        last.insert(e.hour, e.empty);
+    }
+    last.into_iter()
+        .filter(|(_, e)| *e)
+        .map(|(h, _)| h)
+        .collect()
+}
+
 /// `a..b, c` for runs of consecutive hours.
 fn ranges(hours: &[Hour]) -> String {
     let mut parts = Vec::new();
@@ -108,6 +122,14 @@ async fn report(
                     ranges(&g)
                 );
             }
+            let empty = empty_at_source(&ledger);
+            if !empty.is_empty() {
+                println!(
+                    "    empty at the source: {} hours, kept as the sinks held them: {}",
+                    empty.len(),
+                    ranges(&empty)
+                );
+            }
             for r in state.runs(&p.name, &job.name, 3).await? {
                 let secs = (r.finished - r.started).num_milliseconds() as f64 / 1000.0;
                 let outcome = if r.ok { "ok" } else { "failed" };
@@ -119,7 +141,12 @@ async fn report(
                     r.rows
                 );
                 if let Some(e) = &r.error {
-                    line.push_str(&format!(" — {e}"));
+                    // Records written before redaction existed may hold a connection string.
+                    let e = crate::secret::redact(e);
+                    match &r.error_kind {
+                        Some(kind) => line.push_str(&format!(" — {kind}: {e}")),
+                        None => line.push_str(&format!(" — {e}")),
+                    }
                 }
                 println!("{line}");
             }

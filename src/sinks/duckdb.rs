@@ -17,7 +17,7 @@ use ::duckdb::Connection;
 
 use super::SinkError;
 use crate::duck::result_table;
-use crate::plan::Batch;
+use crate::plan::Scope;
 use crate::secret::{resolve, SecretSource};
 use crate::template::{quote_ident, quote_literal};
 
@@ -105,14 +105,47 @@ impl DuckSink {
         let path =
             resolve(&self.path, "`path`", secrets).map_err(|e| self.setup_err(e.to_string()))?;
         let path = path.expose().to_owned();
-        if let Some(db) = path.strip_prefix("md:") {
-            let Some(token) = &self.token else {
+        // A connection string may carry a token (`md:db?motherduck_token=…`,
+        // documented by MotherDuck): its key-like parameters are secrets.
+        crate::secret::register_params(&path);
+        if let Some(rest) = path.strip_prefix("md:") {
+            let (db, params) = split_params(rest);
+            let shown = format!("md:{db}");
+            let token = match &self.token {
+                Some(t) => Some(
+                    resolve(t, "`token`", secrets).map_err(|e| self.setup_err(e.to_string()))?,
+                ),
+                None => params
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case("motherduck_token"))
+                    .map(|(_, v)| crate::secret::Secret::new(v.clone()))
+                    .or_else(|| {
+                        ["motherduck_token", "MOTHERDUCK_TOKEN"]
+                            .iter()
+                            .find_map(|n| std::env::var(n).ok())
+                            .filter(|v| !v.is_empty())
+                            .map(|v| {
+                                crate::secret::register(&v);
+                                crate::secret::Secret::new(v)
+                            })
+                    }),
+            };
+            let Some(token) = token else {
                 return Err(self.setup_err(format!(
-                    "MotherDuck (`{path}`) needs `token` (e.g. `token: ${{secret:motherduck-token}}`)"
+                    "MotherDuck (`{shown}`) needs a token: `token:` (e.g. `token: ${{secret:motherduck-token}}`), `?motherduck_token=` in `path`, or the `motherduck_token` environment variable"
                 )));
             };
-            let token =
-                resolve(token, "`token`", secrets).map_err(|e| self.setup_err(e.to_string()))?;
+            // Other parameters (e.g. `saas_mode=true`) stay on the ATTACH.
+            let rest_params: Vec<String> = params
+                .iter()
+                .filter(|(k, _)| !k.eq_ignore_ascii_case("motherduck_token"))
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            let target = if rest_params.is_empty() {
+                shown.clone()
+            } else {
+                format!("{shown}?{}", rest_params.join("&"))
+            };
             std::fs::create_dir_all(home)
                 .map_err(|e| self.setup_err(format!("home directory {}: {e}", home.display())))?;
             // The extension needs a writable home; the token is passed as a setting, never in SQL text we log.
@@ -128,26 +161,38 @@ impl DuckSink {
                 .map_err(|e| {
                     self.setup_err(format!("cannot load the MotherDuck extension: {e}"))
                 })?;
-            // Errors are scrubbed of the token in case one echoes the statement.
             conn.execute_batch(&format!(
                 "SET motherduck_token = {}",
                 quote_literal(token.expose())
             ))
-            .map_err(|e| {
-                let reason = scrub(&e.to_string(), token.expose());
-                self.setup_err(format!("cannot set the MotherDuck token: {reason}"))
-            })?;
-            conn.execute_batch(&format!(
+            .map_err(|e| self.setup_err(format!("cannot set the MotherDuck token: {e}")))?;
+            let attached = conn.execute_batch(&format!(
                 "ATTACH {} AS {}",
-                quote_literal(&format!("md:{db}")),
+                quote_literal(&target),
                 quote_ident(&self.alias)
-            ))
-            .map_err(|e| {
-                self.setup_err(format!(
-                    "cannot attach MotherDuck database `{db}`: {}",
-                    scrub(&e.to_string(), token.expose())
-                ))
+            ));
+            // The token was needed to connect; templates run on this
+            // database and must not read it back (`current_setting`).
+            let hidden = conn
+                .execute_batch("RESET GLOBAL motherduck_token")
+                .and_then(|_| {
+                    conn.query_row(
+                        "SELECT current_setting('motherduck_token')::VARCHAR",
+                        [],
+                        |r| r.get::<_, Option<String>>(0),
+                    )
+                });
+            attached.map_err(|e| {
+                self.setup_err(format!("cannot attach MotherDuck database `{shown}`: {e}"))
             })?;
+            match hidden {
+                Ok(v) if v.as_deref() != Some(token.expose()) => {}
+                _ => {
+                    return Err(self.setup_err(
+                        "cannot clear the MotherDuck token from the session after attaching: templates could read it",
+                    ))
+                }
+            }
         } else {
             let file = if Path::new(&path).is_absolute() {
                 PathBuf::from(&path)
@@ -165,8 +210,12 @@ impl DuckSink {
                 quote_literal(&file.display().to_string()),
                 quote_ident(&self.alias)
             );
-            conn.execute_batch(&attach)
-                .map_err(|e| self.setup_err(format!("cannot open {}: {e}", file.display())))?;
+            conn.execute_batch(&attach).map_err(|e| {
+                self.setup_err(format!(
+                    "cannot open {}: {e}",
+                    crate::secret::redact(&file.display().to_string())
+                ))
+            })?;
             self.reattach = Some(attach);
         }
         conn.execute_batch(&format!(
@@ -192,11 +241,11 @@ impl DuckSink {
         conn: &Connection,
         job: &str,
         table: &str,
-        b: Batch,
+        scope: &Scope,
     ) -> Result<u64, SinkError> {
         let err = |message: String| SinkError::Load {
             sink: self.name.clone(),
-            range: b.to_string(),
+            range: scope.batch.to_string(),
             message,
         };
         let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
@@ -206,11 +255,12 @@ impl DuckSink {
             "CREATE TABLE IF NOT EXISTS {target} AS SELECT * FROM {result} LIMIT 0"
         ))
         .map_err(|e| err(e.to_string()))?;
-        let from = quote_literal(&b.from.to_string());
-        let to = quote_literal(&b.to.to_string());
+        let hours = scope.predicate("hour_start", |h| {
+            format!("{}::TIMESTAMPTZ", quote_literal(&h.to_string()))
+        });
         let sql = format!(
             "BEGIN TRANSACTION;
-             DELETE FROM {target} WHERE pollutant = {job_lit} AND hour_start >= {from}::TIMESTAMPTZ AND hour_start < {to}::TIMESTAMPTZ;
+             DELETE FROM {target} WHERE pollutant = {job_lit} AND {hours};
              INSERT INTO {target} BY NAME SELECT * FROM {result};
              COMMIT;",
             job_lit = quote_literal(job),
@@ -240,12 +290,20 @@ impl DuckSink {
     }
 }
 
-/// Removes a secret from a message that might echo it.
-fn scrub(message: &str, secret: &str) -> String {
-    if secret.is_empty() {
-        message.to_owned()
-    } else {
-        message.replace(secret, "**REDACTED**")
+/// `db?k=v&k2=v2` into the database and its parameters.
+fn split_params(s: &str) -> (&str, Vec<(String, String)>) {
+    match s.split_once('?') {
+        None => (s, Vec::new()),
+        Some((db, q)) => (
+            db,
+            q.split('&')
+                .filter(|p| !p.is_empty())
+                .map(|p| match p.split_once('=') {
+                    Some((k, v)) => (k.to_owned(), v.to_owned()),
+                    None => (p.to_owned(), String::new()),
+                })
+                .collect(),
+        ),
     }
 }
 
@@ -269,12 +327,13 @@ mod tests {
         .unwrap();
     }
 
-    fn batch(from: &str, hours: i64) -> Batch {
+    fn batch(from: &str, hours: i64) -> Scope {
         let from = Hour::parse(from).unwrap();
-        Batch {
+        let b = crate::plan::Batch {
             from,
             to: from.plus(hours),
-        }
+        };
+        Scope::new(b, &Default::default(), true)
     }
 
     fn count(conn: &Connection, sql: &str) -> i64 {
@@ -302,7 +361,7 @@ mod tests {
         // 20,000 rows: below the threshold, so they wait in the WAL.
         result(&conn, "2026-01-01T00:00:00Z", 1000);
         let n = sink
-            .load(&conn, "co", "hourly", batch("2026-01-01T00:00:00Z", 1000))
+            .load(&conn, "co", "hourly", &batch("2026-01-01T00:00:00Z", 1000))
             .unwrap();
         assert_eq!(n, 20_000);
         assert!(wal_len() > 250_000, "WAL holds the rows: {}", wal_len());
@@ -310,7 +369,7 @@ mod tests {
         // 4,000 more cross 23,040: checkpointed and reopened.
         result(&conn, "2026-04-01T00:00:00Z", 200);
         let n = sink
-            .load(&conn, "co", "hourly", batch("2026-04-01T00:00:00Z", 200))
+            .load(&conn, "co", "hourly", &batch("2026-04-01T00:00:00Z", 200))
             .unwrap();
         assert_eq!(n, 4_000);
         assert_eq!(wal_len(), 0);
@@ -321,7 +380,7 @@ mod tests {
         let other = conn.try_clone().unwrap();
         for _ in 0..2 {
             result(&other, "2026-05-01T00:00:00Z", 10);
-            sink.load(&other, "co", "hourly", batch("2026-05-01T00:00:00Z", 10))
+            sink.load(&other, "co", "hourly", &batch("2026-05-01T00:00:00Z", 10))
                 .unwrap();
         }
         let t = "sink_wh.main.hourly";
@@ -334,5 +393,20 @@ mod tests {
             24_200
         );
         assert_eq!(*sink.loaded.lock().unwrap(), 400);
+    }
+
+    #[test]
+    fn connection_string_parameters() {
+        assert_eq!(split_params("aq"), ("aq", vec![]));
+        assert_eq!(
+            split_params("aq?motherduck_token=t0k&saas_mode=true"),
+            (
+                "aq",
+                vec![
+                    ("motherduck_token".to_owned(), "t0k".to_owned()),
+                    ("saas_mode".to_owned(), "true".to_owned())
+                ]
+            )
+        );
     }
 }

@@ -2,15 +2,17 @@
 //! of one batch, atomically, so any hour can be redone any number of times.
 //!
 //! The result of a batch's SQL sits in the in-memory table `result_<job>`;
-//! a sink copies it out. The SQL must return `pollutant` (the job name) and
-//! `hour_start`, which scope the replacement.
+//! a sink copies it out. Every row has `pollutant` = the job's name and an
+//! `hour_start` inside the [`Scope`] (checked before any sink is touched),
+//! which is exactly what a load replaces: the batch's hours, less those the
+//! source returned nothing for unless the user asked to replace them.
 
 pub mod bigquery;
 pub mod duckdb;
 
 use ::duckdb::Connection;
 
-use crate::plan::Batch;
+use crate::plan::Scope;
 use crate::secret::SecretSource;
 use crate::spec::SinkConfig;
 
@@ -96,33 +98,33 @@ impl Sink {
     }
 
     /// Step one of a load, with the connection: a DuckDB sink replaces
-    /// `(job, batch hours)` with `result_<job>` here; BigQuery reads the rows.
+    /// `(job, scope hours)` with `result_<job>` here; BigQuery reads the rows.
     pub fn unload(
         &self,
         conn: &Connection,
         job: &str,
         table: &str,
-        batch: Batch,
+        scope: &Scope,
     ) -> Result<Unloaded, SinkError> {
         match self {
-            Sink::Duck(s) => s.load(conn, job, table, batch).map(Unloaded::Done),
+            Sink::Duck(s) => s.load(conn, job, table, scope).map(Unloaded::Done),
             Sink::BigQuery(s) => s.read(conn, job).map(Unloaded::Rows),
         }
     }
 
-    /// Step two, without the connection: BigQuery replaces `(job, batch
+    /// Step two, without the connection: BigQuery replaces `(job, scope
     /// hours)` with the rows. Returns rows written.
     pub async fn finish(
         &self,
         unloaded: Unloaded,
         job: &crate::spec::Job,
-        batch: Batch,
+        scope: &Scope,
         run_id: &str,
     ) -> Result<u64, SinkError> {
         match (self, unloaded) {
             (_, Unloaded::Done(n)) => Ok(n),
             (Sink::BigQuery(s), Unloaded::Rows(rows)) => {
-                s.load(rows, &job.name, &job.tags, &job.table, batch, run_id)
+                s.load(rows, &job.name, &job.tags, &job.table, scope, run_id)
                     .await
             }
             (Sink::Duck(_), Unloaded::Rows(_)) => unreachable!("DuckDB sinks load in unload()"),

@@ -32,6 +32,8 @@ pub enum StateConfig {
         url: String,
         api_key: Option<String>,
         block_name: String,
+        /// How long a lease lasts unless renewed.
+        lease: std::time::Duration,
     },
 }
 
@@ -132,6 +134,7 @@ impl SinkConfig {
     pub fn describe(&self) -> String {
         match self {
             SinkConfig::Duckdb { path, schema, .. } => {
+                let path = crate::secret::redact(path);
                 format!("{} {path} schema {schema}", self.kind())
             }
             SinkConfig::Bigquery {
@@ -162,6 +165,8 @@ pub struct Pipeline {
     pub max_hours_per_run: u32,
     pub batch_hours: u32,
     pub concurrency: u32,
+    /// Replace hours the source returned nothing for (default: keep them).
+    pub replace_empty: bool,
     pub schedule: Option<String>,
     /// Time zone of `schedule`.
     pub timezone: chrono_tz::Tz,

@@ -12,7 +12,7 @@ pub use config::*;
 pub use diag::{did_you_mean, suggest, Diagnostic};
 pub use load::{load, parse, Loaded};
 pub use types::V3Format;
-pub use validate::{is_identifier, validate};
+pub use validate::{bigquery_id, bigquery_project, is_identifier, validate};
 pub use values::{parse_time, Duration, Hour, Span};
 
 use std::path::Path;

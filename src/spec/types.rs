@@ -65,6 +65,11 @@ pub struct StateSpec {
     /// Default `{pipeline}-{job}`.
     #[serde(default)]
     pub block_name: Option<String>,
+    /// prefect: how long a job's lease lasts unless renewed (renewed every
+    /// quarter of it; a runner that could not renew for three quarters
+    /// stops before its next write). 60 s to 1 day. Default `2m`.
+    #[serde(default)]
+    pub lease: Option<Spanned<super::values::Duration>>,
 }
 
 /// Source kinds.
@@ -163,12 +168,13 @@ pub struct SinkSpec {
     /// duckdb: schema of the target table. Default `main`.
     #[serde(default)]
     pub schema: Option<String>,
-    /// bigquery: project id.
+    /// bigquery: project id (6-30 lowercase letters, digits and `-`,
+    /// starting with a letter), or `${env:...}`.
     #[serde(default)]
-    pub project: Option<String>,
-    /// bigquery: dataset id.
+    pub project: Option<Spanned<String>>,
+    /// bigquery: dataset id (letters, digits and `_`, at most 1,024).
     #[serde(default)]
-    pub dataset: Option<String>,
+    pub dataset: Option<Spanned<String>>,
     /// bigquery: dataset location, e.g. `EU`.
     #[serde(default)]
     pub location: Option<String>,
@@ -181,10 +187,10 @@ pub struct SinkSpec {
     /// requests carry no credentials.
     #[serde(default)]
     pub endpoint: Option<String>,
-    /// bigquery: target table for every job of the pipelines using this sink.
-    /// Default: the job's `table`.
+    /// bigquery: target table for every job of the pipelines using this sink
+    /// (letters, digits and `_`, at most 1,024). Default: the job's `table`.
     #[serde(default)]
-    pub table: Option<String>,
+    pub table: Option<Spanned<String>>,
 }
 
 /// An entry of `pipelines:`. Its scalar fields are the defaults of its jobs.
@@ -225,6 +231,11 @@ pub struct PipelineSpec {
     /// Most hours per extract and per load (a week: a month of catch-up is 5 batches). Default 168.
     #[serde(default)]
     pub batch_hours: Option<Spanned<u32>>,
+    /// Replace hours the source returned no row for (deleting what the sinks
+    /// hold for them), as `--replace-empty` does. Default false: such hours
+    /// are kept, since raw data expires and the aggregates are then the only copy.
+    #[serde(default)]
+    pub replace_empty: bool,
     /// Jobs run at the same time. Default 2.
     #[serde(default)]
     pub concurrency: Option<Spanned<u32>>,

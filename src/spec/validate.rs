@@ -178,6 +178,9 @@ fn state_config(c: &mut Checker, s: &Spanned<StateSpec>, dir: &Path) -> StateCon
                     );
                 }
             }
+            if v.lease.is_some() {
+                c.err(span, "state: `lease` is only used by `type: prefect`");
+            }
             StateConfig::Local {
                 dir: rel(dir, v.path.as_deref().unwrap_or(".duckhour")),
             }
@@ -196,8 +199,23 @@ fn state_config(c: &mut Checker, s: &Spanned<StateSpec>, dir: &Path) -> StateCon
                     String::new()
                 }
             };
+            // Prefect takes lease durations of 60 s to 1 day.
+            let lease = match &v.lease {
+                None => std::time::Duration::from_secs(120),
+                Some(l) if (60..=86_400).contains(&l.value.secs()) => {
+                    std::time::Duration::from_secs(l.value.secs())
+                }
+                Some(l) => {
+                    c.err(
+                        l.into(),
+                        format!("state: `lease` must be 60s to 1d, not {}", l.value),
+                    );
+                    std::time::Duration::from_secs(120)
+                }
+            };
             StateConfig::Prefect {
                 url,
+                lease,
                 api_key: v.api_key.clone(),
                 block_name: v
                     .block_name
@@ -314,7 +332,7 @@ fn sink_config(c: &mut Checker, name: &str, s: &Spanned<SinkSpec>) -> Option<Sin
     for (key, val) in [
         ("token", v.token.as_deref()),
         ("credentials", v.credentials.as_deref()),
-        ("project", v.project.as_deref()),
+        ("project", v.project.as_ref().map(|p| p.value.as_str())),
         ("endpoint", v.endpoint.as_deref()),
     ] {
         if let Some(val) = val {
@@ -342,13 +360,35 @@ fn sink_config(c: &mut Checker, name: &str, s: &Spanned<SinkSpec>) -> Option<Sin
                 );
                 return None;
             };
+            // BigQuery refuses these names at run time; the emulator does
+            // not, so they are checked here against the documented rules.
+            if !crate::secret::has_references(&project.value) && !bigquery_project(&project.value) {
+                c.err(
+                    project.into(),
+                    format!("sink `{name}`: `project` `{}` is not a BigQuery project id: 6 to 30 lowercase letters, digits and `-`, starting with a letter and not ending with `-` (a domain-scoped `example.com:my-project` is allowed)", project.value),
+                );
+            }
+            if !bigquery_id(&dataset.value) {
+                c.err(
+                    dataset.into(),
+                    format!("sink `{name}`: `dataset` `{}` is not a BigQuery dataset id: letters, digits and `_`, at most 1,024", dataset.value),
+                );
+            }
+            if let Some(t) = &v.table {
+                if !bigquery_id(&t.value) || !is_identifier(&t.value) {
+                    c.err(
+                        t.into(),
+                        format!("sink `{name}`: `table` `{}` must be letters, digits and `_`, not starting with a digit, at most 1,024", t.value),
+                    );
+                }
+            }
             Some(SinkConfig::Bigquery {
-                project: project.clone(),
-                dataset: dataset.clone(),
+                project: project.value.clone(),
+                dataset: dataset.value.clone(),
                 location: v.location.clone(),
                 credentials: v.credentials.clone(),
                 endpoint: v.endpoint.clone(),
-                table: v.table.clone(),
+                table: v.table.as_ref().map(|t| t.value.clone()),
             })
         }
     }
@@ -536,6 +576,7 @@ fn pipeline_config(
         max_hours_per_run,
         batch_hours,
         concurrency,
+        replace_empty: v.replace_empty,
         schedule: v.schedule.as_ref().map(|s| s.value.clone()),
         timezone,
         jobs,
@@ -592,6 +633,37 @@ fn rel(dir: &Path, p: &str) -> std::path::PathBuf {
     }
 }
 
+/// A BigQuery dataset (or table) id as duckhour writes them: letters,
+/// digits and `_`, 1 to 1,024 characters (BigQuery REST reference, `datasetId`).
+pub fn bigquery_id(s: &str) -> bool {
+    (1..=1024).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// A Google Cloud project id: 6 to 30 lowercase letters, digits and `-`,
+/// starting with a letter, not ending with `-`; optionally domain-scoped
+/// (`example.com:my-project`).
+pub fn bigquery_project(s: &str) -> bool {
+    let id = match s.rsplit_once(':') {
+        Some((domain, id)) => {
+            if domain.is_empty()
+                || !domain
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || ".-".contains(c))
+            {
+                return false;
+            }
+            id
+        }
+        None => s,
+    };
+    (6..=30).contains(&id.len())
+        && id.starts_with(|c: char| c.is_ascii_lowercase())
+        && !id.ends_with('-')
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
 /// A plain SQL identifier: we quote it anyway, but a simple one keeps every sink happy.
 pub fn is_identifier(s: &str) -> bool {
     let mut chars = s.chars();
@@ -602,6 +674,23 @@ pub fn is_identifier(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bigquery_names() {
+        assert!(bigquery_project("duckhour-it") && bigquery_project("example.com:air-quality-1"));
+        for bad in [
+            "short",
+            "Upper-case",
+            "ends-with-",
+            "1starts-digit",
+            "has_underscore",
+            "a-very-long-project-id-over-30-chars",
+        ] {
+            assert!(!bigquery_project(bad), "{bad}");
+        }
+        assert!(bigquery_id("air_quality_2") && bigquery_id(&"d".repeat(1024)));
+        assert!(!bigquery_id("air-quality") && !bigquery_id("") && !bigquery_id(&"d".repeat(1025)));
+    }
 
     #[test]
     fn identifiers() {

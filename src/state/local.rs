@@ -244,6 +244,7 @@ mod tests {
             sink: "a".into(),
             rows: 3,
             ok: true,
+            empty: false,
             at: Utc::now(),
             run_id: "r".into(),
         };

@@ -20,7 +20,7 @@ use crate::prefect::{Client, PrefectError};
 use crate::secret::{self, EnvSecrets};
 use crate::spec::{Hour, StateConfig};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StateError {
     #[error("state store {path}: {message}")]
     Io { path: PathBuf, message: String },
@@ -30,7 +30,7 @@ pub enum StateError {
         job: String,
         holder: String,
     },
-    #[error("job `{job}` of pipeline `{pipeline}` lost its lease ({lease}: expired or revoked); stopped before moving its checkpoint")]
+    #[error("job `{job}` of pipeline `{pipeline}` lost its lease ({lease}); stopped before its next write")]
     LeaseLost {
         pipeline: String,
         job: String,
@@ -52,6 +52,10 @@ pub struct LedgerEntry {
     /// Rows of that hour written to the sink.
     pub rows: u64,
     pub ok: bool,
+    /// The source returned no row for this hour, so the sink was left as
+    /// it was (it may hold rows loaded before the raw data expired).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub empty: bool,
     pub at: DateTime<Utc>,
     pub run_id: String,
 }
@@ -67,7 +71,12 @@ pub struct RunRecord {
     pub ok: bool,
     pub hours: i64,
     pub rows: u64,
+    /// What failed, redacted of every known secret.
     pub error: Option<String>,
+    /// [`crate::error::JobError::kind`] of the failure: `lease_busy`,
+    /// `lease_lost`, `source`, `sink`, `template`, `state`, `internal`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<String>,
 }
 
 /// Who holds a lease, written beside it for the next runner to read.
@@ -119,6 +128,7 @@ impl State {
                 url,
                 api_key,
                 block_name,
+                lease,
             } => {
                 let cfg = |e: secret::ResolveError| StateError::Config(e.to_string());
                 let url = secret::resolve(url, "state `url`", &EnvSecrets).map_err(cfg)?;
@@ -138,6 +148,7 @@ impl State {
                 Ok(State::Prefect(Box::new(PrefectState::new(
                     Client::new(url, key).with_retry_budget(budget),
                     block_name.clone(),
+                    *lease,
                 ))))
             }
         }
@@ -254,6 +265,16 @@ pub enum Lease {
 }
 
 impl Lease {
+    /// Whether the job may still write (to a sink, the ledger, its block):
+    /// a Prefect lease is trusted until three quarters of its duration
+    /// after its last renewal, or until the server says it is gone.
+    pub fn check(&self) -> Result<(), StateError> {
+        match self {
+            Lease::Local(_) => Ok(()),
+            Lease::Prefect(l) => l.check(),
+        }
+    }
+
     /// Checks the lease is still ours before a checkpoint moves.
     pub async fn confirm(&self) -> Result<(), StateError> {
         match self {

@@ -11,6 +11,8 @@
 //!   when and by which run, and the last failure;
 //! - `ledger`: per sink the hours it has, as merged `[from, to)` ranges (a
 //!   year of hourly loads is one range);
+//! - `empty_at_source`: hours whose latest load found nothing at the source
+//!   (the sinks kept what they held), as merged ranges;
 //! - `runs` (the last [`KEEP_RUNS`]) and `last_run`;
 //! - `lease`: who holds (or last held) the job's lease.
 //!
@@ -21,7 +23,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde_json::{json, Map, Value};
@@ -33,26 +35,43 @@ use crate::spec::Hour;
 
 /// Runs kept in `metadata.runs`.
 pub const KEEP_RUNS: usize = 20;
-/// A lease lasts this long unless renewed; a crashed runner blocks the job for at most this.
+/// A lease lasts this long unless renewed (`state.lease`); a crashed runner
+/// blocks the job for at most this.
 pub const LEASE_TTL: Duration = Duration::from_secs(120);
-const RENEW_EVERY: Duration = Duration::from_secs(30);
+
+/// How a lease of `ttl` is kept: renewed every quarter of it, each renewal
+/// given at most a quarter to answer; and trusted for three quarters after
+/// the start of the last renewal that succeeded. The server expires it a
+/// quarter later, so a runner that could not renew stops writing before
+/// anyone else can take the job.
+fn quarter(ttl: Duration) -> Duration {
+    ttl / 4
+}
 
 #[derive(Debug)]
 pub struct PrefectState {
     client: Client,
     block_name: String,
+    lease_ttl: Duration,
     ids: tokio::sync::OnceCell<SchemaIds>,
     docs: tokio::sync::Mutex<HashMap<String, BlockDoc>>,
 }
 
-/// A held lease, renewed in the background until released.
+/// A held lease, renewed in the background until released. Its expiry is
+/// known locally: every write of the job asks [`PrefectLease::check`] first.
 #[derive(Debug)]
 pub struct PrefectLease {
+    /// For renewals: short timeouts (see [`quarter`]).
     client: Client,
+    /// For the release, with the store's usual retries.
+    release_client: Client,
     id: String,
     limit: String,
     pipeline: String,
     job: String,
+    ttl: Duration,
+    /// Until when the lease may be trusted without another renewal.
+    trusted_until: Arc<std::sync::Mutex<Instant>>,
     lost: Arc<AtomicBool>,
     renewer: tokio::task::JoinHandle<()>,
 }
@@ -105,6 +124,24 @@ fn read_ranges(v: Option<&Value>) -> Vec<(Hour, Hour)> {
         .collect()
 }
 
+/// Removes hour `h` from merged, sorted ranges.
+fn remove_hour(ranges: &mut Vec<(Hour, Hour)>, h: Hour) {
+    let mut out = Vec::with_capacity(ranges.len() + 1);
+    for &(from, to) in ranges.iter() {
+        if from <= h && h < to {
+            if from < h {
+                out.push((from, h));
+            }
+            if h.plus(1) < to {
+                out.push((h.plus(1), to));
+            }
+        } else {
+            out.push((from, to));
+        }
+    }
+    *ranges = out;
+}
+
 fn write_ranges(r: &[(Hour, Hour)]) -> Value {
     Value::Array(
         r.iter()
@@ -122,10 +159,11 @@ fn object<'a>(m: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<String, V
 }
 
 impl PrefectState {
-    pub fn new(client: Client, block_name: String) -> PrefectState {
+    pub fn new(client: Client, block_name: String, lease_ttl: Duration) -> PrefectState {
         PrefectState {
             client,
             block_name,
+            lease_ttl,
             ids: tokio::sync::OnceCell::new(),
             docs: tokio::sync::Mutex::new(HashMap::new()),
         }
@@ -258,6 +296,21 @@ impl PrefectState {
         }
         self.modify(pipeline, job, |d| {
             let meta = object(d, "metadata");
+            // Hours whose latest load found nothing at the source (the
+            // sinks kept what they held), as merged ranges.
+            let mut empty = read_ranges(meta.get("empty_at_source"));
+            for e in entries.iter().filter(|e| e.ok) {
+                if e.empty {
+                    merge_range(&mut empty, e.hour, e.hour.plus(1));
+                } else {
+                    remove_hour(&mut empty, e.hour);
+                }
+            }
+            if empty.is_empty() {
+                meta.remove("empty_at_source");
+            } else {
+                meta.insert("empty_at_source".into(), write_ranges(&empty));
+            }
             let mut by_sink: HashMap<&str, Vec<&LedgerEntry>> = HashMap::new();
             for e in entries {
                 by_sink.entry(e.sink.as_str()).or_default().push(e);
@@ -313,6 +366,7 @@ impl PrefectState {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
+        let empty = read_ranges(doc.data.pointer("/metadata/empty_at_source"));
         if let Some(Value::Object(ledger)) = doc.data.pointer("/metadata/ledger") {
             for (sink, v) in ledger {
                 for (from, to) in read_ranges(Some(v)) {
@@ -323,6 +377,7 @@ impl PrefectState {
                             sink: sink.clone(),
                             rows: 0,
                             ok: true,
+                            empty: empty.iter().any(|(f, t)| *f <= h && h < *t),
                             at: DateTime::<Utc>::UNIX_EPOCH,
                             run_id: String::new(),
                         });
@@ -401,48 +456,76 @@ impl PrefectState {
         wait: bool,
     ) -> Result<PrefectLease, StateError> {
         let limit = format!("duckhour-{}", self.name(pipeline, job));
+        let ttl = self.lease_ttl;
         self.client.ensure_limit(&limit).await?;
-        let id = loop {
-            match self.client.take_lease(&limit, LEASE_TTL).await {
-                Ok(Take::Leased(id)) => break id,
-                Ok(Take::Busy(hint)) if wait => {
-                    let pause = hint
-                        .unwrap_or(Duration::from_secs(2))
-                        .clamp(Duration::from_millis(200), Duration::from_secs(10));
-                    tokio::time::sleep(pause).await;
+        // Set when an attempt may have taken a slot whose answer we lost:
+        // until that orphan expires, "busy" may mean ourselves.
+        let mut own_orphan_until: Option<Instant> = None;
+        let (id, taken_at) = loop {
+            let started = Instant::now();
+            let busy = match self.client.take_lease(&limit, ttl).await {
+                Ok(Take::Leased(id)) => break (id, started),
+                Ok(Take::BusyAfterRetry(hint)) => {
+                    // The server frees an expired slot on its repossessor's
+                    // next round (every 15 s by default), not at the instant.
+                    own_orphan_until.get_or_insert(started + ttl + Duration::from_secs(20));
+                    hint
                 }
-                Ok(Take::Busy(_)) => {
-                    let name = self.name(pipeline, job);
-                    let holder = self
-                        .fetch(&name)
-                        .await
-                        .ok()
-                        .flatten()
-                        .and_then(|d| d.data.pointer("/metadata/lease").cloned())
-                        .and_then(|v| serde_json::from_value::<Holder>(v).ok())
-                        .map(|h| format!("{h} (prefect limit `{limit}`)"))
-                        .unwrap_or_else(|| format!("another runner (prefect limit `{limit}`)"));
-                    return Err(StateError::Busy {
-                        pipeline: pipeline.into(),
-                        job: job.into(),
-                        holder,
-                    });
-                }
+                Ok(Take::Busy(hint)) => hint,
                 // The limit vanished between create and take: make it again.
                 Err(e) if e.kind == ErrorKind::NotFound => {
                     self.client.ensure_limit(&limit).await?;
+                    continue;
                 }
                 Err(e) => return Err(e.into()),
+            };
+            let maybe_ours = own_orphan_until.is_some_and(|t| Instant::now() < t);
+            if wait || maybe_ours {
+                let pause = busy
+                    .unwrap_or(Duration::from_secs(2))
+                    .clamp(Duration::from_millis(200), Duration::from_secs(10));
+                tokio::time::sleep(pause).await;
+                continue;
             }
+            let name = self.name(pipeline, job);
+            let holder = self
+                .fetch(&name)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|d| d.data.pointer("/metadata/lease").cloned())
+                .and_then(|v| serde_json::from_value::<Holder>(v).ok())
+                .map(|h| format!("{h} (prefect limit `{limit}`)"))
+                .unwrap_or_else(|| format!("another runner (prefect limit `{limit}`)"));
+            return Err(StateError::Busy {
+                pipeline: pipeline.into(),
+                job: job.into(),
+                holder,
+            });
         };
         let lost = Arc::new(AtomicBool::new(false));
-        let renewer = tokio::spawn(renew_loop(self.client.clone(), id.clone(), lost.clone()));
+        let trusted_until = Arc::new(std::sync::Mutex::new(taken_at + ttl - quarter(ttl)));
+        let renewals = self
+            .client
+            .clone()
+            .with_retry_budget(quarter(ttl) / 2)
+            .with_request_timeout(quarter(ttl) / 2);
+        let renewer = tokio::spawn(renew_loop(
+            renewals.clone(),
+            id.clone(),
+            ttl,
+            trusted_until.clone(),
+            lost.clone(),
+        ));
         let lease = PrefectLease {
-            client: self.client.clone(),
+            client: renewals,
+            release_client: self.client.clone(),
             id,
             limit,
             pipeline: pipeline.into(),
             job: job.into(),
+            ttl,
+            trusted_until,
             lost,
             renewer,
         };
@@ -467,42 +550,76 @@ pub fn block_name(template: &str, pipeline: &str, job: &str) -> String {
         .replace("{job}", job)
 }
 
-async fn renew_loop(client: Client, id: String, lost: Arc<AtomicBool>) {
+async fn renew_loop(
+    client: Client,
+    id: String,
+    ttl: Duration,
+    trusted_until: Arc<std::sync::Mutex<Instant>>,
+    lost: Arc<AtomicBool>,
+) {
     loop {
-        tokio::time::sleep(RENEW_EVERY).await;
-        match client.renew_lease(&id, LEASE_TTL).await {
-            Ok(true) => {}
+        tokio::time::sleep(quarter(ttl)).await;
+        let started = Instant::now();
+        match client.renew_lease(&id, ttl).await {
+            Ok(true) => {
+                *trusted_until.lock().unwrap_or_else(|p| p.into_inner()) =
+                    started + ttl - quarter(ttl);
+            }
             Ok(false) => {
                 tracing::warn!(lease = %id, "lease lost (expired or revoked)");
                 lost.store(true, Ordering::SeqCst);
                 return;
             }
-            // Transient: the next renewal (or the check before a checkpoint) decides.
+            // Transient: the next round may pass; `check` decides by the clock.
             Err(e) => tracing::warn!(error = %e, "could not renew the lease"),
         }
     }
 }
 
 impl PrefectLease {
-    fn lost_error(&self) -> StateError {
+    fn lost_error(&self, why: &str) -> StateError {
         StateError::LeaseLost {
             pipeline: self.pipeline.clone(),
             job: self.job.clone(),
-            lease: format!("prefect limit `{}`", self.limit),
+            lease: format!("prefect limit `{}`: {why}", self.limit),
         }
     }
 
-    /// Renews now: `LeaseLost` when the lease is gone, so the caller stops
-    /// before writing its checkpoint.
-    pub async fn confirm(&self) -> Result<(), StateError> {
+    /// `LeaseLost` once the server said the lease is gone, or once the last
+    /// successful renewal is three quarters of the lease old: the caller
+    /// must not write to any sink, ledger or block after that.
+    pub fn check(&self) -> Result<(), StateError> {
         if self.lost.load(Ordering::SeqCst) {
-            return Err(self.lost_error());
+            return Err(self.lost_error("expired or revoked"));
         }
-        match self.client.renew_lease(&self.id, LEASE_TTL).await? {
-            true => Ok(()),
-            false => {
+        let until = *self.trusted_until.lock().unwrap_or_else(|p| p.into_inner());
+        if Instant::now() >= until {
+            self.lost.store(true, Ordering::SeqCst);
+            let secs = (self.ttl - quarter(self.ttl)).as_secs();
+            return Err(self.lost_error(&format!("not renewed for {secs}s, it may have expired")));
+        }
+        Ok(())
+    }
+
+    /// Renews now, before a checkpoint moves: `LeaseLost` when the lease is
+    /// gone. A renewal that cannot get through leaves the decision to the
+    /// local clock ([`check`](Self::check)).
+    pub async fn confirm(&self) -> Result<(), StateError> {
+        self.check()?;
+        let started = Instant::now();
+        match self.client.renew_lease(&self.id, self.ttl).await {
+            Ok(true) => {
+                *self.trusted_until.lock().unwrap_or_else(|p| p.into_inner()) =
+                    started + self.ttl - quarter(self.ttl);
+                Ok(())
+            }
+            Ok(false) => {
                 self.lost.store(true, Ordering::SeqCst);
-                Err(self.lost_error())
+                Err(self.lost_error("expired or revoked"))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not renew the lease before the checkpoint");
+                self.check()
             }
         }
     }
@@ -513,7 +630,7 @@ impl PrefectLease {
         if self.lost.load(Ordering::SeqCst) {
             return;
         }
-        if let Err(e) = self.client.release_lease(&self.id).await {
+        if let Err(e) = self.release_client.release_lease(&self.id).await {
             tracing::warn!(error = %e, "could not release the lease; it expires by itself");
         }
     }
@@ -566,6 +683,15 @@ mod tests {
             ])
         );
         assert_eq!(read_ranges(Some(&v)), r);
+        remove_hour(&mut r, h("2026-01-01T03:00:00Z"));
+        remove_hour(&mut r, h("2026-01-03T00:00:00Z"));
+        assert_eq!(
+            write_ranges(&r),
+            json!([
+                ["2026-01-01T00:00:00Z", "2026-01-01T03:00:00Z"],
+                ["2026-01-01T04:00:00Z", "2026-01-02T05:00:00Z"]
+            ])
+        );
     }
 
     #[test]

@@ -11,9 +11,9 @@ use base64::Engine;
 
 use crate::util::{bigquery, influx, prefect, Ws};
 
-const PROJECT: &str = "duckhour-it";
+pub(crate) const PROJECT: &str = "duckhour-it";
 
-fn spec(db: &str, dataset: &str, state: &str, bq_extra: &str) -> String {
+pub(crate) fn spec(db: &str, dataset: &str, state: &str, bq_extra: &str) -> String {
     format!(
         "state: {state}
 sources:
@@ -53,7 +53,7 @@ fn env() -> Vec<(&'static str, String)> {
     ]
 }
 
-fn run(ws: &Ws, args: &[&str], extra: &[(&str, &str)]) -> crate::util::Out {
+pub(crate) fn run(ws: &Ws, args: &[&str], extra: &[(&str, &str)]) -> crate::util::Out {
     let owned = env();
     let mut all: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
     all.extend_from_slice(extra);
@@ -64,14 +64,14 @@ fn run(ws: &Ws, args: &[&str], extra: &[(&str, &str)]) -> crate::util::Out {
 const SUMMARY: &str = "SELECT pollutant, COUNT(*), COUNT(DISTINCT CONCAT(station, CAST(hour_start AS STRING))), \
      CAST(ROUND(SUM(avg) * 1000) AS INT64), SUM(n_minutes) FROM {t} GROUP BY pollutant ORDER BY pollutant";
 
-fn bq_summary(dataset: &str) -> Vec<Vec<String>> {
+pub(crate) fn bq_summary(dataset: &str) -> Vec<Vec<String>> {
     bigquery().query(
         PROJECT,
         &SUMMARY.replace("{t}", &format!("`{PROJECT}.{dataset}.pollutant_hourly`")),
     )
 }
 
-fn duck_summary(ws: &Ws) -> Vec<Vec<String>> {
+pub(crate) fn duck_summary(ws: &Ws) -> Vec<Vec<String>> {
     ws.query(
         "wh.duckdb",
         &SUMMARY

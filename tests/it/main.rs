@@ -3,6 +3,7 @@
 mod bigquery_sink;
 mod dry_run;
 mod engine;
+mod guarantees;
 mod influx_source;
 mod ops;
 mod prefect_client;

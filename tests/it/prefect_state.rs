@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::util::{influx_auth, prefect, Prefect, Ws};
+use crate::util::{influx_auth, prefect, Act, Prefect, Recorder, Seen, Ws};
 
 /// A spec over the shipped sample day with Prefect state; `name` keeps the
 /// block and limit names of each test apart on the shared server.
@@ -353,7 +353,7 @@ fn a_revoked_lease_stops_the_job_before_its_checkpoint() {
     let out = finish(child);
     assert_eq!(out.code, 1, "{out:?}");
     assert!(
-        out.stderr.contains("job `co` of pipeline `lost` lost its lease (prefect limit `duckhour-lost-co`: expired or revoked); stopped before moving its checkpoint"),
+        out.stderr.contains("job `co` of pipeline `lost` lost its lease (prefect limit `duckhour-lost-co`: expired or revoked); stopped before its next write"),
         "{}",
         out.stderr
     );
@@ -380,13 +380,7 @@ fn a_revoked_lease_stops_the_job_before_its_checkpoint() {
         "{loaded} hours loaded, checkpoint {cp}"
     );
     // The next run takes over from the checkpoint and finishes the job.
-    let out = run(&ws, p, &["run", "lost", "--now", "2026-11-22T00:10:00Z"]);
-    assert_eq!(out.code, 0, "{out:?}");
-    assert_eq!(rows_by_job(&ws), vec![vec!["co", "24", "71"]]);
-    assert_eq!(
-        p.checkpoint("lost-co").as_deref(),
-        Some("2026-11-21T23:00:00Z")
-    );
+    next_run_completes(&ws, p, "lost", &["co"]);
 }
 
 #[test]
@@ -441,18 +435,149 @@ fn server_restarted_mid_run() {
         }
     }
     // Whatever happened, the next run completes with exact rows.
-    let out = run(&ws, &p, &["run", "rs", "--now", "2026-11-22T00:10:00Z"]);
+    next_run_completes(&ws, &p, "rs", &["co", "no2"]);
+}
+
+/// The next run (waiting for the lease if needed) completes the pipeline's
+/// two days: every job has its 24 hours and 71 rows, checkpoint at the end.
+fn next_run_completes(ws: &Ws, p: &Prefect, pipeline: &str, jobs: &[&str]) {
+    let out = run(
+        ws,
+        p,
+        &["run", pipeline, "--wait", "--now", "2026-11-22T00:10:00Z"],
+    );
     assert_eq!(out.code, 0, "{out:?}");
-    assert_eq!(
-        rows_by_job(&ws),
-        vec![vec!["co", "24", "71"], vec!["no2", "24", "71"]]
+    let want: Vec<Vec<String>> = jobs
+        .iter()
+        .map(|j| vec![j.to_string(), "24".into(), "71".into()])
+        .collect();
+    assert_eq!(rows_by_job(ws), want);
+    for j in jobs {
+        assert_eq!(
+            p.checkpoint(&format!("{pipeline}-{j}")).as_deref(),
+            Some("2026-11-21T23:00:00Z"),
+            "{j}"
+        );
+    }
+}
+
+/// Renewals dropped by a proxy while the run goes on (block writes slowed
+/// so that the run outlasts its lease): the runner stops before its next
+/// write once its last renewal is three quarters of the lease old, before
+/// the server can give the job to anyone else; a second runner then takes
+/// the job and the rows and checkpoint are exact. On today's main the
+/// runner kept writing its ledger and run record from its cached document.
+#[test]
+fn a_runner_that_cannot_renew_stops_writing_before_its_lease_expires() {
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    let p = prefect();
+    let dropping = std::sync::Arc::new(AtomicBool::new(false));
+    let d = dropping.clone();
+    let rec = Recorder::start(
+        p.url.trim_end_matches("/api"),
+        Box::new(move |s: &Seen| {
+            if s.path.contains("/renew") && d.load(SeqCst) {
+                return Act::Answer(503, r#"{"detail":"renewal dropped by the test"}"#.into());
+            }
+            if s.method == "PATCH" && s.path.contains("/block_documents/") {
+                std::thread::sleep(Duration::from_millis(1000));
+            }
+            Act::Forward
+        }),
     );
-    assert_eq!(
-        p.checkpoint("rs-co").as_deref(),
-        Some("2026-11-21T23:00:00Z")
+    let ws = Ws::new(&spec("expiry", "  lease: 60s", 1, &["co"]));
+    let via_proxy = format!("{}/api", rec.url);
+    let child = ws
+        .cmd(&[
+            "backfill",
+            "expiry",
+            "--from",
+            "2026-11-20T00:00:00Z",
+            "--to",
+            "2026-11-22T00:00:00Z",
+            "--now",
+            "2026-11-22T00:10:00Z",
+        ])
+        .env("PREFECT_API_URL", &via_proxy)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(90, "a few batches", || {
+        p.checkpoint("expiry-co")
+            .is_some_and(|c| c.as_str() >= "2026-11-20T02:00:00Z")
+    });
+    dropping.store(true, SeqCst);
+    let dropped_at = Instant::now();
+    let out = finish(child);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("error: job `co`: job `co` of pipeline `expiry` lost its lease (prefect limit `duckhour-expiry-co`: not renewed for 45s, it may have expired); stopped before its next write"),
+        "{out:?}"
     );
-    assert_eq!(
-        p.checkpoint("rs-no2").as_deref(),
-        Some("2026-11-21T23:00:00Z")
+    let seen = rec.seen();
+    let last_renewal = seen
+        .iter()
+        .filter(|s| s.path.contains("/renew") && (200..300).contains(&s.status))
+        .map(|s| s.at)
+        .max()
+        .expect("renewals before the drop");
+    let last_write = seen
+        .iter()
+        .filter(|s| s.method != "GET" && s.path.contains("/block_documents"))
+        .map(|s| s.at)
+        .max()
+        .unwrap();
+    // It went on while the lease was good, and wrote nothing once it may
+    // have expired (the server keeps it 60 s after the last renewal).
+    assert!(last_write > dropped_at, "no write after the drop");
+    let margin = last_renewal + Duration::from_secs(60) - last_write;
+    eprintln!("last block write {margin:?} before the lease could expire");
+    assert!(
+        last_write < last_renewal + Duration::from_secs(47),
+        "wrote {:?} after its last renewal",
+        last_write - last_renewal
     );
+    let cp = p.checkpoint("expiry-co").unwrap();
+    assert!(cp.as_str() < "2026-11-21T23:00:00Z", "{cp}");
+    // A second runner takes the job once the server lets the lease go.
+    next_run_completes(&ws, p, "expiry", &["co"]);
+}
+
+/// The server grants the lease but its answer is lost (the client sees a
+/// 503 and retries): the retry meets the runner's own orphaned slot (423).
+/// The runner keeps trying until that slot expires instead of reporting
+/// itself as "another runner", and then runs the job.
+#[test]
+fn a_lease_granted_but_not_answered_does_not_block_its_own_runner() {
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    let p = prefect();
+    let first = std::sync::Arc::new(AtomicBool::new(true));
+    let f = first.clone();
+    let rec = Recorder::start(
+        p.url.trim_end_matches("/api"),
+        Box::new(move |s: &Seen| {
+            if s.path.ends_with("/increment-with-lease") && f.swap(false, SeqCst) {
+                return Act::ForwardThenAnswer(503, r#"{"detail":"Service Unavailable"}"#.into());
+            }
+            Act::Forward
+        }),
+    );
+    let ws = Ws::new(&spec("orphan", "  lease: 60s", 24, &["co"]));
+    let via_proxy = format!("{}/api", rec.url);
+    let out = ws.run_env(
+        &["run", "orphan", "--now", "2026-11-21T00:10:00Z"],
+        &[("PREFECT_API_URL", &via_proxy)],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(rows_by_job(&ws), vec![vec!["co", "24", "71"]]);
+    let takes: Vec<u16> = rec
+        .seen()
+        .iter()
+        .filter(|s| s.path.ends_with("/increment-with-lease"))
+        .map(|s| s.status)
+        .collect();
+    assert_eq!(takes.first(), Some(&503), "{takes:?}");
+    assert!(takes.contains(&423), "{takes:?}");
+    assert_eq!(takes.last(), Some(&200), "{takes:?}");
 }

@@ -210,3 +210,26 @@ fn prefect_block_names_must_be_valid_and_distinct() {
         "{out:?}"
     );
 }
+
+/// Names BigQuery would refuse (the emulator takes any) fail `validate`,
+/// each pointing at its line.
+#[test]
+fn bigquery_names_bigquery_would_refuse() {
+    let out = validate_with(
+        "    path: out.duckdb\n",
+        "    path: out.duckdb\n  bq:\n    type: bigquery\n    project: My_Project\n    dataset: air-quality\n    table: hourly.v2\n",
+    );
+    assert_error(
+        out,
+        "error: sink `bq`: `project` `My_Project` is not a BigQuery project id: 6 to 30 lowercase letters, digits and `-`, starting with a letter and not ending with `-` (a domain-scoped `example.com:my-project` is allowed)\n  --> pipelines.yaml:11:14\n   |\n11 |     project: My_Project\n   |              ^\n\n\
+error: sink `bq`: `dataset` `air-quality` is not a BigQuery dataset id: letters, digits and `_`, at most 1,024\n  --> pipelines.yaml:12:14\n   |\n12 |     dataset: air-quality\n   |              ^\n\n\
+error: sink `bq`: `table` `hourly.v2` must be letters, digits and `_`, not starting with a digit, at most 1,024\n  --> pipelines.yaml:13:12\n   |\n13 |     table: hourly.v2\n   |            ^\n\n3 errors\n",
+    );
+    // A project from the environment is checked when the run resolves it, not here.
+    let ws = Ws::new(&BASE.replacen(
+        "    path: out.duckdb\n",
+        "    path: out.duckdb\n  bq:\n    type: bigquery\n    project: ${env:GCP_PROJECT}\n    dataset: air_quality\n",
+        1,
+    ));
+    assert_eq!(ws.run(&["validate"]).code, 0);
+}

@@ -72,8 +72,26 @@ impl Ws {
         let mut c = Command::new(env!("CARGO_BIN_EXE_duckhour"));
         c.current_dir(self.dir.path())
             .args(args)
-            .env_remove("DUCKHOUR_CONFIG")
-            .env_remove("DUCKHOUR_LOG");
+            // Hermetic: nothing in the developer's environment changes an
+            // outcome (a Prefect profile, Google or MotherDuck credentials,
+            // a gcloud ADC file under HOME); a test passes what it needs.
+            .env("HOME", self.dir.path().join("home"));
+        for var in [
+            "DUCKHOUR_CONFIG",
+            "DUCKHOUR_LOG",
+            "PREFECT_API_URL",
+            "PREFECT_API_KEY",
+            "PREFECT_PROFILE",
+            "GOOGLE_APPLICATION_CREDENTIALS",
+            "GOOGLE_CLOUD_PROJECT",
+            "CLOUDSDK_CONFIG",
+            "GCP_CREDENTIALS",
+            "MOTHERDUCK_TOKEN",
+            "motherduck_token",
+            "INFLUXDB_TOKEN",
+        ] {
+            c.env_remove(var);
+        }
         c
     }
 
@@ -452,4 +470,157 @@ impl BigQuery {
             .status()
             .as_u16()
     }
+}
+
+/// One request a [`Recorder`] saw.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    /// Path and query, e.g. `/bigquery/v2/projects/p/queries`.
+    pub path: String,
+    pub body: Vec<u8>,
+    /// The status the client got.
+    pub status: u16,
+    /// When the request arrived.
+    pub at: std::time::Instant,
+}
+
+impl Seen {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// What the recorder does with a request.
+pub enum Act {
+    Forward,
+    /// Answer this (status, JSON body) without forwarding: a 503 provokes a
+    /// retry, a 400 a failure.
+    Answer(u16, String),
+    /// Forward, but give the client this answer instead of the server's: a
+    /// request that took effect while the client saw it fail.
+    ForwardThenAnswer(u16, String),
+}
+
+/// Decides, per request, what the recorder does (it may also sleep first).
+pub type Inject = Box<dyn Fn(&Seen) -> Act + Send + Sync>;
+
+/// A recording HTTP/1.1 proxy in front of a real server (here the BigQuery
+/// emulator): every request is kept byte for byte, so tests can check what
+/// duckhour sends against the real service's documented limits, which the
+/// emulator does not enforce.
+pub struct Recorder {
+    /// The proxy's root, `http://127.0.0.1:PORT`.
+    pub url: String,
+    pub seen: std::sync::Arc<std::sync::Mutex<Vec<Seen>>>,
+}
+
+impl Recorder {
+    /// Forwards to `upstream` (its root, e.g. `http://127.0.0.1:9050`).
+    pub fn start(upstream: &str, inject: Inject) -> Recorder {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let inject = std::sync::Arc::new(inject);
+        let (upstream, log) = (upstream.to_owned(), seen.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let (upstream, log, inject) = (upstream.clone(), log.clone(), inject.clone());
+                std::thread::spawn(move || {
+                    let http = reqwest::blocking::Client::new();
+                    let mut out = stream.try_clone().unwrap();
+                    let mut r = BufReader::new(stream);
+                    loop {
+                        let mut line = String::new();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let mut parts = line.split_whitespace();
+                        let method = parts.next().unwrap_or("").to_owned();
+                        let path = parts.next().unwrap_or("").to_owned();
+                        let mut len = 0usize;
+                        let mut headers = Vec::new();
+                        loop {
+                            let mut h = String::new();
+                            r.read_line(&mut h).unwrap();
+                            let h = h.trim_end().to_owned();
+                            if h.is_empty() {
+                                break;
+                            }
+                            if let Some((k, v)) = h.split_once(':') {
+                                let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_owned());
+                                if k == "content-length" {
+                                    len = v.parse().unwrap();
+                                }
+                                if matches!(k.as_str(), "authorization" | "content-type") {
+                                    headers.push((k, v));
+                                }
+                            }
+                        }
+                        let mut body = vec![0; len];
+                        r.read_exact(&mut body).unwrap();
+                        let mut s = Seen {
+                            method: method.clone(),
+                            path: path.clone(),
+                            body: body.clone(),
+                            status: 0,
+                            at: std::time::Instant::now(),
+                        };
+                        let act = inject(&s);
+                        let (status, answer) = match act {
+                            Act::Answer(status, body) => (status, body),
+                            Act::Forward | Act::ForwardThenAnswer(..) => {
+                                let mut rb = http
+                                    .request(method.parse().unwrap(), format!("{upstream}{path}"));
+                                for (k, v) in &headers {
+                                    rb = rb.header(k, v);
+                                }
+                                let resp = rb.body(body).send().unwrap();
+                                let status = resp.status().as_u16();
+                                let text = resp.text().unwrap();
+                                match act {
+                                    Act::ForwardThenAnswer(s, b) => (s, b),
+                                    _ => (status, text),
+                                }
+                            }
+                        };
+                        s.status = status;
+                        log.lock().unwrap().push(s);
+                        let head = format!(
+                            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                            answer.len()
+                        );
+                        if out.write_all(head.as_bytes()).is_err()
+                            || out.write_all(answer.as_bytes()).is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Recorder { url, seen }
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// Every file below `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
 }

@@ -34,6 +34,27 @@ pub enum Credentials {
     Metadata { host: String },
 }
 
+/// gcloud's Application Default Credentials file:
+/// `$CLOUDSDK_CONFIG/application_default_credentials.json`, else
+/// `$HOME/.config/gcloud/application_default_credentials.json`.
+fn well_known_file() -> Option<std::path::PathBuf> {
+    well_known_file_in(
+        std::env::var_os("CLOUDSDK_CONFIG"),
+        std::env::var_os("HOME"),
+    )
+}
+
+fn well_known_file_in(
+    cloudsdk_config: Option<std::ffi::OsString>,
+    home: Option<std::ffi::OsString>,
+) -> Option<std::path::PathBuf> {
+    let dir = match cloudsdk_config {
+        Some(d) if !d.is_empty() => std::path::PathBuf::from(d),
+        _ => std::path::PathBuf::from(home?).join(".config/gcloud"),
+    };
+    Some(dir.join("application_default_credentials.json"))
+}
+
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.describe())
@@ -124,10 +145,19 @@ impl Credentials {
                 Credentials::from_json(&text)
                     .map_err(|e| format!("GOOGLE_APPLICATION_CREDENTIALS ({path}): {e}"))
             }
-            _ => Ok(Credentials::Metadata {
-                host: std::env::var("GCE_METADATA_HOST")
-                    .unwrap_or_else(|_| "metadata.google.internal".into()),
-            }),
+            _ => match well_known_file().filter(|p| p.is_file()) {
+                // `gcloud auth application-default login` writes this
+                // (an authorized-user refresh token, usually).
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path)
+                        .map_err(|e| format!("cannot read {}: {}", path.display(), e.kind()))?;
+                    Credentials::from_json(&text).map_err(|e| format!("{}: {e}", path.display()))
+                }
+                None => Ok(Credentials::Metadata {
+                    host: std::env::var("GCE_METADATA_HOST")
+                        .unwrap_or_else(|_| "metadata.google.internal".into()),
+                }),
+            },
         }
     }
 
@@ -342,5 +372,18 @@ mod tests {
         assert_eq!(e, "credentials are not JSON (line 1, column 2)");
         let e = Credentials::from_json("{\"type\": \"external_account\"}").unwrap_err();
         assert!(e.contains("`external_account` are not supported"), "{e}");
+    }
+
+    #[test]
+    fn gclouds_well_known_file() {
+        assert_eq!(
+            well_known_file_in(None, Some("/home/u".into())),
+            Some("/home/u/.config/gcloud/application_default_credentials.json".into())
+        );
+        assert_eq!(
+            well_known_file_in(Some("/etc/gc".into()), Some("/home/u".into())),
+            Some("/etc/gc/application_default_credentials.json".into())
+        );
+        assert_eq!(well_known_file_in(Some("".into()), None), None);
     }
 }

@@ -27,12 +27,45 @@ use serde_json::{json, Map, Value};
 use self::api::Api;
 use self::auth::{Credentials, Tokens};
 use super::SinkError;
-use crate::plan::Batch;
+use crate::plan::{Batch, Scope};
 use crate::secret::{resolve, SecretSource};
 use crate::spec::Hour;
 
-/// Rows per `insertAll` request (BigQuery's recommended maximum).
+/// Rows per `insertAll` request (BigQuery's recommended maximum; the hard
+/// limit is 50,000).
 pub const INSERT_CHUNK: usize = 500;
+/// Bytes of row JSON per `insertAll` request: BigQuery refuses requests over
+/// 10 MB, so a request is cut earlier when its rows are wide.
+pub const INSERT_BYTES: usize = 8 * 1024 * 1024;
+/// Longest table id duckhour makes (BigQuery's limit: 1,024 characters).
+const MAX_TABLE_ID: usize = 1024;
+
+/// A request or insert id derived from `name`: the same name gives the same
+/// UUID (v5), so a retried request repeats its id, and it always fits
+/// BigQuery's limits (`requestId` at most 36 ASCII characters, `insertId`
+/// at most 128).
+pub fn request_id(name: &str) -> String {
+    uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_URL,
+        format!("duckhour:bigquery:{name}").as_bytes(),
+    )
+    .to_string()
+}
+
+/// The staging table of one load: `<target>_stg_<job>_<hour>_<run>`,
+/// letters, digits and `_` only, at most [`MAX_TABLE_ID`] characters (the
+/// target part is shortened when needed).
+pub fn staging_name(target: &str, job: &str, from: Hour, run_id: &str) -> String {
+    let tail = format!(
+        "_stg_{}_{}_{}",
+        id_part(job),
+        from.0.format("%Y%m%d%H"),
+        id_part(run_id)
+    );
+    let room = MAX_TABLE_ID.saturating_sub(tail.len());
+    let head: String = id_part(target).chars().take(room).collect();
+    format!("{head}{tail}")
+}
 /// A staging table left by a crash expires after this.
 const STAGING_TTL_MS: i64 = 6 * 3600 * 1000;
 
@@ -147,6 +180,7 @@ impl BigQuerySink {
     }
 
     fn load_err(&self, batch: Batch, message: impl Into<String>) -> SinkError {
+        // Always the whole batch: that is what the run redoes.
         SinkError::Load {
             sink: self.name.clone(),
             range: batch.to_string(),
@@ -161,6 +195,12 @@ impl BigQuerySink {
             resolve(value, &format!("`{key}`"), secrets).map_err(|e| self.setup_err(e.to_string()))
         };
         let project = resolved(&self.project, "project")?;
+        if !crate::spec::bigquery_project(project.expose()) {
+            return Err(self.setup_err(format!(
+                "`project` `{}` is not a BigQuery project id: 6 to 30 lowercase letters, digits and `-`, starting with a letter",
+                project.expose()
+            )));
+        }
         let endpoint = match &self.endpoint {
             Some(e) => Some(resolved(e, "endpoint")?.expose().to_owned()),
             None => None,
@@ -173,8 +213,15 @@ impl BigQuerySink {
                     Credentials::from_json(text)
                 } else {
                     let path = self.dir.join(text);
+                    // A value from `${secret:}`/`${env:}` that is not JSON may
+                    // be a key in another encoding: never show it.
+                    let shown = if crate::secret::has_references(c) {
+                        format!("the value of `{c}` (not JSON, so read as a file path)")
+                    } else {
+                        path.display().to_string()
+                    };
                     std::fs::read_to_string(&path)
-                        .map_err(|e| format!("cannot read {}: {e}", path.display()))
+                        .map_err(|e| format!("cannot read {shown}: {}", e.kind()))
                         .and_then(|t| Credentials::from_json(&t))
                 }
                 .map_err(|e| self.setup_err(format!("`credentials`: {e}")))?
@@ -383,22 +430,17 @@ impl BigQuerySink {
         job: &str,
         tags: &[String],
         table: &str,
-        batch: Batch,
+        scope: &Scope,
         run_id: &str,
     ) -> Result<u64, SinkError> {
+        let batch = scope.batch;
         let target = self.table.as_deref().unwrap_or(table);
         self.ensure_target(target, &rows, tags)
             .await
             .map_err(|e| self.load_err(batch, e))?;
-        let staging = format!(
-            "{}_stg_{}_{}_{}",
-            id_part(target),
-            id_part(job),
-            batch.from.0.format("%Y%m%d%H"),
-            id_part(run_id)
-        );
+        let staging = staging_name(target, job, batch.from, run_id);
         let result = self
-            .through_staging(&rows, job, target, &staging, batch)
+            .through_staging(&rows, job, target, &staging, scope)
             .await;
         // Dropped whatever happened; if this fails too, the table expires by itself.
         if let Err(e) = self.api().delete_table(&self.dataset, &staging).await {
@@ -414,7 +456,7 @@ impl BigQuerySink {
         job: &str,
         target: &str,
         staging: &str,
-        batch: Batch,
+        scope: &Scope,
     ) -> Result<(), String> {
         let api = self.api();
         let expires = chrono::Utc::now().timestamp_millis() + STAGING_TTL_MS;
@@ -426,12 +468,12 @@ impl BigQuerySink {
         api.create_table(&self.dataset, &res)
             .await
             .map_err(|e| format!("creating staging table `{staging}`: {e}"))?;
-        for (c, chunk) in rows.rows.chunks(INSERT_CHUNK).enumerate() {
-            let first = c * INSERT_CHUNK;
-            let body: Vec<Value> = chunk
+        let ids = request_id(staging);
+        for (first, end) in insert_requests(&rows.rows) {
+            let body: Vec<Value> = rows.rows[first..end]
                 .iter()
                 .enumerate()
-                .map(|(i, r)| json!({"insertId": format!("{staging}-{}", first + i), "json": r}))
+                .map(|(i, r)| json!({"insertId": format!("{ids}-{}", first + i), "json": r}))
                 .collect();
             tracing::debug!(table = staging, rows = body.len(), "bigquery insertAll");
             let answer = api
@@ -445,7 +487,7 @@ impl BigQuerySink {
         let count = api
             .query(
                 &format!("SELECT COUNT(*) AS n FROM {}", self.full(staging)),
-                &format!("{staging}-count"),
+                &request_id(&format!("{staging}-count")),
                 self.location.as_deref(),
             )
             .await
@@ -464,24 +506,48 @@ impl BigQuerySink {
         let merge = format!(
             "MERGE {target} T USING {staging} S ON FALSE \
              WHEN NOT MATCHED BY TARGET THEN INSERT ({cols}) VALUES ({src}) \
-             WHEN NOT MATCHED BY SOURCE AND T.`pollutant` = '{job}' AND T.`hour_start` >= {from} AND T.`hour_start` < {to} THEN DELETE",
+             WHEN NOT MATCHED BY SOURCE AND T.`pollutant` = '{job}' AND {hours} THEN DELETE",
             target = self.full(target),
             staging = self.full(staging),
             cols = cols.join(", "),
-            src = cols.iter().map(|c| format!("S.{c}")).collect::<Vec<_>>().join(", "),
+            src = cols
+                .iter()
+                .map(|c| format!("S.{c}"))
+                .collect::<Vec<_>>()
+                .join(", "),
             job = job.replace('\\', "\\\\").replace('\'', "\\'"),
-            from = hour_literal(batch.from),
-            to = hour_literal(batch.to),
+            hours = scope.predicate("T.`hour_start`", hour_literal),
         );
         api.query(
             &merge,
-            &format!("{staging}-merge"),
+            &request_id(&format!("{staging}-merge")),
             self.location.as_deref(),
         )
         .await
         .map_err(|e| format!("MERGE into {}: {e}", self.full(target)))?;
         Ok(())
     }
+}
+
+/// The `[first, end)` row ranges of the `insertAll` requests: at most
+/// [`INSERT_CHUNK`] rows and about [`INSERT_BYTES`] of row JSON each.
+fn insert_requests(rows: &[Map<String, Value>]) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let (mut first, mut bytes) = (0, 0);
+    for (i, r) in rows.iter().enumerate() {
+        // The row as sent, plus its insert id and wrapping (~60 bytes).
+        let size = serde_json::to_vec(r).map_or(0, |v| v.len()) + 64;
+        if i > first && (i - first == INSERT_CHUNK || bytes + size > INSERT_BYTES) {
+            out.push((first, i));
+            first = i;
+            bytes = 0;
+        }
+        bytes += size;
+    }
+    if first < rows.len() {
+        out.push((first, rows.len()));
+    }
+    out
 }
 
 /// `insertErrors`, told by hour and column.
@@ -547,6 +613,57 @@ mod tests {
             insert_errors(answer["insertErrors"].as_array().unwrap(), &rows, 0),
             "insertAll rejected 1 row(s): hour 2026-11-20T01:00:00Z: column `v`: invalid: Cannot convert value to float (bad value): x"
         );
+    }
+
+    #[test]
+    fn ids_keep_bigquery_limits() {
+        let id = request_id("pollutant_hourly_stg_co_2026112000_20261129T045000_123Z_4242-merge");
+        assert_eq!(id.len(), 36);
+        assert_eq!(
+            id,
+            request_id("pollutant_hourly_stg_co_2026112000_20261129T045000_123Z_4242-merge")
+        );
+        assert_ne!(
+            id,
+            request_id("pollutant_hourly_stg_co_2026112000_20261129T045000_123Z_4242-count")
+        );
+        let long = "t".repeat(2000);
+        let s = staging_name(
+            &long,
+            "pm2-5",
+            Hour::parse("2026-11-20T00:00:00Z").unwrap(),
+            "20261129T045000.123Z-4242",
+        );
+        assert_eq!(s.len(), 1024);
+        assert!(
+            s.ends_with("_stg_pm2_5_2026112000_20261129T045000_123Z_4242"),
+            "{s}"
+        );
+        assert!(s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+    }
+
+    #[test]
+    fn insert_requests_are_cut_by_rows_and_bytes() {
+        let small: Vec<Map<String, Value>> = (0..1201)
+            .map(|i| json!({"i": i}).as_object().unwrap().clone())
+            .collect();
+        assert_eq!(
+            insert_requests(&small),
+            vec![(0, 500), (500, 1000), (1000, 1201)]
+        );
+        // Rows of ~1 MB: eight fit under the byte budget, not 500.
+        let wide: Vec<Map<String, Value>> = (0..20)
+            .map(|_| {
+                json!({"s": "x".repeat(1 << 20)})
+                    .as_object()
+                    .unwrap()
+                    .clone()
+            })
+            .collect();
+        let reqs = insert_requests(&wide);
+        assert_eq!(reqs.first(), Some(&(0, 7)));
+        assert_eq!(reqs.last().map(|r| r.1), Some(20));
+        assert!(insert_requests(&[]).is_empty());
     }
 
     #[test]

@@ -100,9 +100,21 @@ impl Conn {
         match &self.auth {
             Auth::None => rb,
             Auth::Basic { user, password } => rb.basic_auth(user, Some(password.expose())),
-            Auth::Token(t) => rb.header("Authorization", format!("Token {}", t.expose())),
+            Auth::Token(t) => match token_header(t) {
+                Some(v) => rb.header(reqwest::header::AUTHORIZATION, v),
+                None => rb,
+            },
         }
     }
+}
+
+/// `Authorization: Token <t>`, marked sensitive so that the HTTP stack never
+/// prints it (reqwest's `basic_auth`/`bearer_auth` do the same for theirs).
+/// `None` for a token that cannot be a header value (it then fails as 401).
+fn token_header(t: &crate::secret::Secret) -> Option<reqwest::header::HeaderValue> {
+    let mut v = reqwest::header::HeaderValue::from_str(&format!("Token {}", t.expose())).ok()?;
+    v.set_sensitive(true);
+    Some(v)
 }
 
 pub use crate::http::shown_url;
@@ -377,5 +389,15 @@ pub fn format_name(f: V3Format) -> &'static str {
         V3Format::Csv => "csv",
         V3Format::Jsonl => "jsonl",
         V3Format::Parquet => "parquet",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_token_header_is_sensitive() {
+        let v = super::token_header(&crate::secret::Secret::new("tok-123")).unwrap();
+        assert!(v.is_sensitive());
+        assert_eq!(format!("{v:?}"), "Sensitive");
     }
 }
