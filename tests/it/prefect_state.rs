@@ -552,6 +552,22 @@ fn a_runner_that_cannot_renew_stops_writing_before_its_lease_expires() {
 fn a_lease_granted_but_not_answered_does_not_block_its_own_runner() {
     use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
     let p = prefect();
+    // A server still warming up answers 503 itself: wait until it grants.
+    wait_for(60, "the server to create limits", || {
+        matches!(
+            p.post(
+                "/v2/concurrency_limits/",
+                serde_json::json!({"name": "warm-up", "limit": 1})
+            ),
+            201 | 409
+        )
+    });
+    wait_for(60, "the server to grant leases", || {
+        p.post(
+            "/v2/concurrency_limits/increment-with-lease",
+            serde_json::json!({"names": ["warm-up"], "slots": 1, "mode": "concurrency", "lease_duration": 60}),
+        ) == 200
+    });
     let first = std::sync::Arc::new(AtomicBool::new(true));
     let f = first.clone();
     let rec = Recorder::start(
@@ -571,13 +587,15 @@ fn a_lease_granted_but_not_answered_does_not_block_its_own_runner() {
     );
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(rows_by_job(&ws), vec![vec!["co", "24", "71"]]);
-    let takes: Vec<u16> = rec
+    let takes: Vec<(u16, u16)> = rec
         .seen()
         .iter()
         .filter(|s| s.path.ends_with("/increment-with-lease"))
-        .map(|s| s.status)
+        .map(|s| (s.status, s.upstream))
         .collect();
-    assert_eq!(takes.first(), Some(&503), "{takes:?}");
+    // The server granted the first take; the client saw a 503.
+    assert_eq!(takes.first(), Some(&(503, 200)), "{takes:?}");
+    let takes: Vec<u16> = takes.iter().map(|t| t.0).collect();
     assert!(takes.contains(&423), "{takes:?}");
     assert_eq!(takes.last(), Some(&200), "{takes:?}");
 }

@@ -481,6 +481,8 @@ pub struct Seen {
     pub body: Vec<u8>,
     /// The status the client got.
     pub status: u16,
+    /// The server's own status, when it was asked (0 when not).
+    pub upstream: u16,
     /// When the request arrived.
     pub at: std::time::Instant,
 }
@@ -566,6 +568,7 @@ impl Recorder {
                             path: path.clone(),
                             body: body.clone(),
                             status: 0,
+                            upstream: 0,
                             at: std::time::Instant::now(),
                         };
                         let act = inject(&s);
@@ -579,6 +582,7 @@ impl Recorder {
                                 }
                                 let resp = rb.body(body).send().unwrap();
                                 let status = resp.status().as_u16();
+                                s.upstream = status;
                                 let text = resp.text().unwrap();
                                 match act {
                                     Act::ForwardThenAnswer(s, b) => (s, b),
