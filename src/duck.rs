@@ -45,6 +45,24 @@ pub fn open() -> Result<Connection, DuckError> {
     Ok(conn)
 }
 
+/// Confines what SQL run from now on can reach: files only under `dirs`
+/// (the local sink files' directories, and the staging directory of an
+/// InfluxDB 3 Parquet answer), no extension loading or network, and the
+/// configuration locked. Templates run here with the process's privileges;
+/// without this, a template could read `/proc/self/environ` and with it
+/// every credential passed by environment.
+pub fn confine(conn: &Connection, dirs: &[std::path::PathBuf]) -> Result<(), DuckError> {
+    let list: Vec<String> = dirs
+        .iter()
+        .map(|d| quote_literal(&format!("{}/", d.display())))
+        .collect();
+    conn.execute_batch(&format!(
+        "SET allowed_directories = [{}]; SET enable_external_access = false; SET lock_configuration = true;",
+        list.join(", ")
+    ))?;
+    Ok(())
+}
+
 /// `stage_<job>`, quoted.
 pub fn staging_table(job: &str) -> String {
     quote_ident(&format!("stage_{job}"))

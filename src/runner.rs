@@ -309,6 +309,24 @@ async fn setup(
         let message = crate::secret::redact(&e.to_string()).into_owned();
         return Err((state, JobError::Source(message)));
     }
+    // From here on the database runs templates: it may reach only the sink
+    // files' directories. Not with MotherDuck, whose extension needs the
+    // network (and could not be tested confined here).
+    let needed: Option<Vec<Option<&std::path::Path>>> =
+        sinks.iter().map(Sink::files_needed).collect();
+    if let Some(needed) = needed {
+        let mut dirs: Vec<std::path::PathBuf> = needed
+            .into_iter()
+            .flatten()
+            .map(|d| d.to_path_buf())
+            .collect();
+        if stages_files(&config.sources[&pipeline.source]) {
+            dirs.push(std::env::temp_dir());
+        }
+        if let Err(e) = duck::confine(&conn, &dirs) {
+            return Err((state, e.into()));
+        }
+    }
     Ok(Shared {
         pipeline: pipeline.clone(),
         state,
@@ -320,6 +338,13 @@ async fn setup(
         run_id,
         opts,
     })
+}
+
+/// Whether the source hands DuckDB files to read (InfluxDB 3 Parquet answers,
+/// in the temporary directory).
+fn stages_files(source: &crate::spec::SourceConfig) -> bool {
+    matches!(source, crate::spec::SourceConfig::Influx(c)
+        if c.version == 3 && matches!(c.format, crate::spec::V3Format::Parquet))
 }
 
 async fn record(

@@ -60,6 +60,8 @@ pub struct DuckSink {
     alias: String,
     /// The `ATTACH` of a local file, to reopen it; `None` for MotherDuck.
     reattach: Option<String>,
+    /// The directory of a local file (absolute), once attached.
+    local_dir: Option<PathBuf>,
     /// Rows loaded since the file was last (re)opened. The lock also
     /// serializes loads.
     loaded: Mutex<u64>,
@@ -81,12 +83,18 @@ impl DuckSink {
             dir,
             alias: format!("sink_{}", name.replace('-', "_")),
             reattach: None,
+            local_dir: None,
             loaded: Mutex::new(0),
         }
     }
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The directory of a local file sink; `None` for MotherDuck (or before `prepare`).
+    pub fn local_dir(&self) -> Option<&Path> {
+        self.local_dir.as_deref()
     }
 
     fn setup_err(&self, message: impl Into<String>) -> SinkError {
@@ -199,12 +207,18 @@ impl DuckSink {
             } else {
                 self.dir.join(&path)
             };
-            if let Some(parent) = file.parent() {
-                if !parent.as_os_str().is_empty() {
-                    std::fs::create_dir_all(parent)
-                        .map_err(|e| self.setup_err(format!("{}: {e}", parent.display())))?;
-                }
-            }
+            let parent = match file.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            std::fs::create_dir_all(&parent)
+                .map_err(|e| self.setup_err(format!("{}: {e}", parent.display())))?;
+            // Absolute, so that the reopen stays inside the directories
+            // the confined database may reach (`duck::confine`).
+            let parent = parent
+                .canonicalize()
+                .map_err(|e| self.setup_err(format!("{}: {e}", parent.display())))?;
+            let file = parent.join(file.file_name().unwrap_or_default());
             let attach = format!(
                 "ATTACH {} AS {} (ROW_GROUP_SIZE {ROW_GROUP_ROWS})",
                 quote_literal(&file.display().to_string()),
@@ -217,6 +231,7 @@ impl DuckSink {
                 ))
             })?;
             self.reattach = Some(attach);
+            self.local_dir = Some(parent);
         }
         conn.execute_batch(&format!(
             "CREATE SCHEMA IF NOT EXISTS {}.{}",
@@ -355,6 +370,8 @@ mod tests {
         );
         sink.prepare(&conn, &EnvSecrets, &dir.path().join("home"))
             .unwrap();
+        // Reopened inside the confinement a run puts the database in.
+        crate::duck::confine(&conn, &[sink.local_dir().unwrap().to_path_buf()]).unwrap();
         let wal = dir.path().join("wh.duckdb.wal");
         let wal_len = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
 

@@ -83,6 +83,16 @@ impl Sink {
         }
     }
 
+    /// What this sink needs of the embedded database's file system once
+    /// prepared: `Some(dir)` for a local file, `Some(None)` for none
+    /// (BigQuery), `None` when it needs more than files (MotherDuck).
+    pub fn files_needed(&self) -> Option<Option<&std::path::Path>> {
+        match self {
+            Sink::Duck(s) => s.local_dir().map(Some),
+            Sink::BigQuery(_) => Some(None),
+        }
+    }
+
     /// Resolves secrets and attaches (DuckDB) or creates the dataset
     /// (BigQuery), before any job starts.
     pub async fn prepare(

@@ -465,3 +465,58 @@ pipelines:
         assert!(!printed.contains(m), "{m} leaked:\n{printed}");
     }
 }
+
+/// A template that tries to read the process's environment (where tokens
+/// given by `${env:}` live) is refused by the confined database, and the
+/// error names the template's SQL, not a value. On today's main it read it.
+#[test]
+fn a_template_cannot_read_the_process_environment() {
+    let db = "g_environ";
+    crate::engine::seed(db);
+    let spec = format!(
+        "state: {{type: local, path: state}}
+sources:
+  influx: {{type: influxdb, url: '${{env:TEST_INFLUX_URL}}', database: {db}, token: '${{env:INFLUX_TOKEN_X}}'}}
+sinks:
+  wh: {{type: duckdb, path: out/wh.duckdb}}
+pipelines:
+  hourly:
+    source: influx
+    sinks: [wh]
+    measurement: air_quality
+    start: 2026-11-20T00:00:00Z
+    jobs: [{{name: co}}]
+"
+    );
+    let ws = Ws::new(&spec);
+    edit_template(
+        &ws,
+        "    {{ source | sqlstr }} AS source,",
+        "    (SELECT content FROM read_text('/proc/self/environ')) AS source,",
+    );
+    let env = [("INFLUX_TOKEN_X", "SECRET-MARKER-ENVIRON")];
+    let out = run(&ws, &["run", "hourly", "--now", NOW], &env);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("error: job `co`: the SQL of job `co` failed: Permission Error: Cannot access file \"/proc/self/environ\" - file system operations are disabled by configuration"),
+        "{out:?}"
+    );
+    // The sink file itself is still loaded normally.
+    edit_template(
+        &ws,
+        "    (SELECT content FROM read_text('/proc/self/environ')) AS source,",
+        "    {{ source | sqlstr }} AS source,",
+    );
+    let out = run(&ws, &["run", "hourly", "--now", NOW], &env);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        ws.query("out/wh.duckdb", "SELECT count(*) FROM pollutant_hourly"),
+        vec![vec!["71".to_owned()]]
+    );
+    let files: String = crate::util::files_under(ws.dir.path())
+        .iter()
+        .filter_map(|f| std::fs::read(f).ok())
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .collect();
+    assert!(!files.contains("SECRET-MARKER-ENVIRON"));
+}
