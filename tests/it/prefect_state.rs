@@ -233,7 +233,7 @@ pipelines:
 }
 
 /// Starts a long backfill (one-hour batches over two days) in the background.
-fn start_long_run(ws: &Ws, p: &Prefect, pipeline: &str) -> std::process::Child {
+fn start_long_run(ws: &Ws, api_url: &str, pipeline: &str) -> std::process::Child {
     ws.cmd(&[
         "backfill",
         pipeline,
@@ -244,11 +244,27 @@ fn start_long_run(ws: &Ws, p: &Prefect, pipeline: &str) -> std::process::Child {
         "--now",
         "2026-11-22T00:10:00Z",
     ])
-    .env("PREFECT_API_URL", &p.url)
+    .env("PREFECT_API_URL", api_url)
     .stdout(std::process::Stdio::piped())
     .stderr(std::process::Stdio::piped())
     .spawn()
     .unwrap()
+}
+
+/// A proxy in front of `p` that slows every block write down, so a run of
+/// 48 batches takes tens of seconds whatever the machine's load; its API URL.
+fn slowed(p: &Prefect) -> (Recorder, String) {
+    let rec = Recorder::start(
+        p.url.trim_end_matches("/api"),
+        Box::new(|s: &Seen| {
+            if s.method == "PATCH" && s.path.contains("/block_documents/") {
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            Act::Forward
+        }),
+    );
+    let url = format!("{}/api", rec.url);
+    (rec, url)
 }
 
 /// Waits until `f` holds (polling), or panics after `secs`.
@@ -276,7 +292,10 @@ fn finish(child: std::process::Child) -> crate::util::Out {
 fn two_runners_of_one_job() {
     let p = prefect();
     let ws = Ws::new(&spec("two", "", 1, &["co"]));
-    let first = start_long_run(&ws, p, "two");
+    // Slowed, so that it still runs when the others come (the holder stays
+    // in the block's metadata after a run, so it alone proves nothing).
+    let (_rec, url) = slowed(p);
+    let first = start_long_run(&ws, &url, "two");
     let pid = first.id();
     // The holder is written once the lease is taken.
     wait_for(60, "the first runner's lease", || {
@@ -323,7 +342,7 @@ fn two_runners_of_one_job() {
 fn a_revoked_lease_stops_the_job_before_its_checkpoint() {
     let p = prefect();
     let ws = Ws::new(&spec("lost", "", 1, &["co"]));
-    let child = start_long_run(&ws, p, "lost");
+    let child = start_long_run(&ws, &p.url, "lost");
     wait_for(60, "a few batches", || {
         p.checkpoint("lost-co")
             .is_some_and(|c| c.as_str() >= "2026-11-20T03:00:00Z")
@@ -387,7 +406,7 @@ fn a_revoked_lease_stops_the_job_before_its_checkpoint() {
 fn server_restarted_mid_run() {
     let p = Prefect::start("restart");
     let ws = Ws::new(&spec("rs", "", 1, &["co", "no2"]));
-    let mut child = start_long_run(&ws, &p, "rs");
+    let mut child = start_long_run(&ws, &p.url, "rs");
     wait_for(60, "a few batches", || {
         p.checkpoint("rs-co")
             .is_some_and(|c| c.as_str() >= "2026-11-20T02:00:00Z")
@@ -544,8 +563,9 @@ fn a_runner_that_cannot_renew_stops_writing_before_its_lease_expires() {
     next_run_completes(&ws, p, "expiry", &["co"]);
 }
 
-/// The server grants the lease but its answer is lost (the client sees a
-/// 503 and retries): the retry meets the runner's own orphaned slot (423).
+/// The server grants the lease but its answer is lost (a gateway answers
+/// 502 and the client retries): the retry meets the runner's own orphaned
+/// slot (423).
 /// The runner keeps trying until that slot expires instead of reporting
 /// itself as "another runner", and then runs the job.
 #[test]
@@ -574,7 +594,7 @@ fn a_lease_granted_but_not_answered_does_not_block_its_own_runner() {
         p.url.trim_end_matches("/api"),
         Box::new(move |s: &Seen| {
             if s.path.ends_with("/increment-with-lease") && f.swap(false, SeqCst) {
-                return Act::ForwardThenAnswer(503, r#"{"detail":"Service Unavailable"}"#.into());
+                return Act::ForwardThenAnswer(502, r#"{"detail":"Bad Gateway"}"#.into());
             }
             Act::Forward
         }),
@@ -593,8 +613,8 @@ fn a_lease_granted_but_not_answered_does_not_block_its_own_runner() {
         .filter(|s| s.path.ends_with("/increment-with-lease"))
         .map(|s| (s.status, s.upstream))
         .collect();
-    // The server granted the first take; the client saw a 503.
-    assert_eq!(takes.first(), Some(&(503, 200)), "{takes:?}");
+    // The server granted the first take; the client saw a 502.
+    assert_eq!(takes.first(), Some(&(502, 200)), "{takes:?}");
     let takes: Vec<u16> = takes.iter().map(|t| t.0).collect();
     assert!(takes.contains(&423), "{takes:?}");
     assert_eq!(takes.last(), Some(&200), "{takes:?}");

@@ -12,6 +12,8 @@
 
 use std::time::{Duration, Instant};
 
+pub mod runs;
+
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -115,7 +117,10 @@ struct Reply {
     status: StatusCode,
     headers: reqwest::header::HeaderMap,
     body: bytes::Bytes,
-    /// An earlier attempt of this call may have reached the server.
+    /// An earlier attempt of this call may have been applied by the server
+    /// though its answer was lost: it timed out, its connection broke after
+    /// sending, or a gateway answered 502. (A 503 or 429 from Prefect itself
+    /// means the request was not applied.)
     retried: bool,
 }
 
@@ -264,6 +269,7 @@ impl Client {
         let url = format!("{}{path}", self.base);
         let t0 = Instant::now();
         let mut attempt = 0;
+        let mut maybe_applied = false;
         loop {
             let mut rb = self
                 .http
@@ -282,6 +288,7 @@ impl Client {
                     let body = match resp.bytes().await {
                         Ok(b) => b,
                         Err(e) => {
+                            maybe_applied = true;
                             if t0.elapsed() >= self.budget {
                                 return Err(self.err(
                                     what,
@@ -298,9 +305,10 @@ impl Client {
                             status,
                             headers,
                             body,
-                            retried: attempt > 0,
+                            retried: maybe_applied,
                         });
                     }
+                    maybe_applied |= status.as_u16() == 502;
                     let wait = retry_after(&headers)
                         .unwrap_or_else(|| backoff(attempt, Duration::from_secs(4)));
                     if t0.elapsed() + wait > self.budget {
@@ -310,6 +318,8 @@ impl Client {
                     wait
                 }
                 Err(e) => {
+                    // Refused before sending: nothing reached the server.
+                    maybe_applied |= !e.is_connect();
                     let wait = backoff(attempt, Duration::from_secs(4));
                     if t0.elapsed() + wait > self.budget {
                         // reqwest errors carry the URL; ours has no credentials in it.

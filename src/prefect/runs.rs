@@ -1,0 +1,117 @@
+//! Flow runs, task runs and logs on a Prefect server: how a duckhour run
+//! appears where the team already looks. Every call reads the `status` of a
+//! `set_state` answer (ACCEPT, REJECT, ABORT, WAIT), never just the HTTP code.
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use super::{Client, ErrorKind, PrefectError};
+
+/// A state to propose: `RUNNING`, `COMPLETED`, `FAILED`, `CANCELLED`.
+pub fn state(kind: &str, message: Option<&str>) -> Value {
+    let mut s = json!({"type": kind});
+    if let Some(m) = message {
+        s["message"] = json!(short(m));
+    }
+    s
+}
+
+/// Prefect Cloud caps a log message at 25,000 bytes; state messages are
+/// shown in one line of the UI. Both are kept well under.
+pub fn short(m: &str) -> String {
+    const MAX: usize = 4000;
+    if m.len() <= MAX {
+        return m.to_owned();
+    }
+    let mut end = MAX;
+    while !m.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &m[..end])
+}
+
+impl Client {
+    /// The flow of this name, created when missing (the server's create is create-or-get).
+    pub async fn flow_id(&self, name: &str) -> Result<String, PrefectError> {
+        let what = format!("flow `{name}`");
+        let r = self
+            .ok(Method::POST, "/flows/", Some(&json!({"name": name})), &what)
+            .await?;
+        self.id_of(&self.json_of(&r, &what)?, &what)
+    }
+
+    /// A new flow run, already RUNNING.
+    pub async fn create_flow_run(&self, body: &Value) -> Result<String, PrefectError> {
+        let what = "flow run";
+        let r = self
+            .ok(Method::POST, "/flow_runs/", Some(body), what)
+            .await?;
+        self.id_of(&self.json_of(&r, what)?, what)
+    }
+
+    /// A task run of a flow run (the same key returns the existing one).
+    pub async fn create_task_run(&self, body: &Value) -> Result<String, PrefectError> {
+        let what = "task run";
+        let r = self
+            .ok(Method::POST, "/task_runs/", Some(body), what)
+            .await?;
+        self.id_of(&self.json_of(&r, what)?, what)
+    }
+
+    /// Proposes `state` to a flow run (`kind` "flow_runs") or task run
+    /// ("task_runs"); the server's verdict, e.g. `ACCEPT`.
+    pub async fn set_state(
+        &self,
+        kind: &str,
+        id: &str,
+        state: Value,
+    ) -> Result<String, PrefectError> {
+        let what = format!("{} {id}", kind.trim_end_matches('s').replace('_', " "));
+        let body = json!({"state": state});
+        let r = self
+            .ok(
+                Method::POST,
+                &format!("/{kind}/{id}/set_state"),
+                Some(&body),
+                &what,
+            )
+            .await?;
+        let v = self.json_of(&r, &what)?;
+        v.get("status")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| self.err(&what, ErrorKind::Protocol("no `status`".into())))
+    }
+
+    /// Sends log records (`name`, `level`, `message`, `timestamp`, run ids).
+    pub async fn send_logs(&self, logs: &[Value]) -> Result<(), PrefectError> {
+        if logs.is_empty() {
+            return Ok(());
+        }
+        self.ok(
+            Method::POST,
+            "/logs/",
+            Some(&Value::from(logs.to_vec())),
+            "logs",
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_and_short_messages() {
+        assert_eq!(state("RUNNING", None), json!({"type": "RUNNING"}));
+        assert_eq!(
+            state("FAILED", Some("sink `bq` failed")),
+            json!({"type": "FAILED", "message": "sink `bq` failed"})
+        );
+        let long = "é".repeat(3000);
+        let s = short(&long);
+        assert!(s.len() <= 4003 && s.ends_with('…'), "{}", s.len());
+    }
+}
