@@ -24,6 +24,7 @@ pub mod logging;
 pub mod plan;
 pub mod prefect;
 pub mod progress;
+pub mod report;
 pub mod runner;
 pub mod secret;
 pub mod sinks;

@@ -1,7 +1,15 @@
 //! Logs through `tracing` on stderr: readable text by default, JSON on request.
 //! Fields first, then a short sentence; spans for pipeline, job and batch.
+//! Info lines and above of a run that reports to Prefect are also handed to
+//! its report (`crate::report`), tagged with their job.
 
-use tracing_subscriber::EnvFilter;
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::filter::{filter_fn, EnvFilter};
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::cli::LogFormat;
 
@@ -23,14 +31,20 @@ pub fn init(verbose: u8, quiet: bool, format: LogFormat) {
     };
     let filter = EnvFilter::try_from_env("DUCKHOUR_LOG")
         .unwrap_or_else(|_| EnvFilter::new(format!("duckhour={level}")));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(|| Redacting(std::io::stderr()))
         .with_target(false);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+    let fmt = match format {
+        LogFormat::Text => fmt.boxed(),
+        LogFormat::Json => fmt.json().boxed(),
     };
+    let forward = Forward.with_filter(filter_fn(|m| {
+        m.target().starts_with("duckhour") && *m.level() <= Level::INFO
+    }));
+    let _ = tracing_subscriber::registry()
+        .with(fmt.with_filter(filter))
+        .with(forward)
+        .try_init();
 }
 
 /// Stderr with every known secret removed: a log line may quote a service's
@@ -46,5 +60,82 @@ impl std::io::Write for Redacting {
 
     fn flush(&mut self) -> std::io::Result<()> {
         self.0.flush()
+    }
+}
+
+/// The job a span belongs to, kept on the `job` span.
+struct JobName(String);
+
+/// An event's or span's fields as `name=value` pairs, the message last.
+#[derive(Default)]
+struct Fields {
+    pairs: Vec<(String, String)>,
+    message: String,
+}
+
+impl Visit for Fields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        match field.name() {
+            "message" => self.message = value.to_owned(),
+            name => self.pairs.push((name.to_owned(), value.to_owned())),
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        match field.name() {
+            "message" => self.message = format!("{value:?}"),
+            name => self.pairs.push((name.to_owned(), format!("{value:?}"))),
+        }
+    }
+}
+
+impl Fields {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// `k=v k=v message`, as the text log writes it.
+    fn line(&self) -> String {
+        let mut out: Vec<String> = self.pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        out.push(self.message.clone());
+        out.join(" ")
+    }
+}
+
+/// Hands info lines and above to the run's report, with their job.
+struct Forward;
+
+impl<S> Layer<S> for Forward
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        if attrs.metadata().name() != "job" {
+            return;
+        }
+        let mut f = Fields::default();
+        attrs.record(&mut f);
+        if let (Some(job), Some(span)) = (f.get("job"), ctx.span(id)) {
+            span.extensions_mut().insert(JobName(job.to_owned()));
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let level = match *event.metadata().level() {
+            Level::ERROR => 40,
+            Level::WARN => 30,
+            _ => 20,
+        };
+        let job = ctx.event_scope(event).and_then(|scope| {
+            scope
+                .from_root()
+                .find_map(|s| s.extensions().get::<JobName>().map(|j| j.0.clone()))
+        });
+        let mut f = Fields::default();
+        event.record(&mut f);
+        crate::report::log(job, level, f.line());
     }
 }

@@ -18,6 +18,7 @@ use tracing::{info, info_span, warn, Instrument};
 use crate::duck;
 use crate::error::JobError;
 use crate::plan::{self, Batch, Plan, Scope, Settings};
+use crate::report::{Event, Report};
 use crate::secret::{EnvSecrets, SecretSource};
 use crate::sinks::Sink;
 use crate::sources::{PointSink, Source};
@@ -144,6 +145,14 @@ pub async fn run(config: &Config, pipeline: &Pipeline, opts: Options) -> Vec<Out
             .collect();
         let t0 = Instant::now();
         let names: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
+        let report = open_report(pipeline);
+        report.send(Event::RunStarted {
+            pipeline: pipeline.name.clone(),
+            run_id: run_id.clone(),
+            parameters: parameters(opts.mode, &names),
+            tags: vec!["duckhour".into(), mode_word(opts.mode).into()],
+        });
+        crate::report::forward_logs(report.sender());
         info!(mode = %mode_text(opts.mode), jobs = %names.join(","), "run started");
         let outcomes = run_jobs(config, pipeline, opts, run_id, jobs).await;
         let failed = outcomes.iter().filter(|o| !o.ok).count();
@@ -155,10 +164,116 @@ pub async fn run(config: &Config, pipeline: &Pipeline, opts: Options) -> Vec<Out
             ms = t0.elapsed().as_millis() as u64,
             "run finished"
         );
+        crate::report::forward_logs(None);
+        for o in &outcomes {
+            let (state, message) = job_state(o);
+            report.send(Event::JobFinished {
+                job: o.job.clone(),
+                state,
+                message,
+            });
+        }
+        let (state, message) = run_state(&outcomes);
+        report.send(Event::RunFinished { state, message });
+        if let Some(problem) = report.finish(REPORT_WAIT).await {
+            warn!("could not report this run to Prefect ({problem}); the data work is done and recorded");
+        }
         outcomes
     }
     .instrument(span)
     .await
+}
+
+/// How long the end of a run waits for its report to reach Prefect.
+const REPORT_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// The pipeline's report: its Prefect server's flow runs, or nowhere.
+fn open_report(pipeline: &Pipeline) -> Report {
+    let Some(t) = &pipeline.report else {
+        return Report::none();
+    };
+    match crate::state::prefect_client("prefect", &t.url, t.api_key.as_deref()) {
+        Ok(client) => Report::prefect(client),
+        Err(e) => {
+            warn!(error = %e, "cannot report this run to Prefect");
+            Report::none()
+        }
+    }
+}
+
+fn mode_word(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Run => "run",
+        Mode::Backfill { .. } => "backfill",
+    }
+}
+
+/// The flow run's parameters: mode, jobs, from, to (the Run form's fields).
+fn parameters(mode: Mode, jobs: &[&str]) -> serde_json::Value {
+    let (from, to) = match mode {
+        Mode::Run => (None, None),
+        Mode::Backfill { from, to } => (Some(from.to_string()), Some(to.to_string())),
+    };
+    serde_json::json!({"mode": mode_word(mode), "jobs": jobs, "from": from, "to": to})
+}
+
+/// A job's task-run state and message.
+fn job_state(o: &Outcome) -> (&'static str, String) {
+    match (&o.error, o.stopped) {
+        (Some(e), _) => ("FAILED", e.to_string()),
+        (None, stopped) => {
+            let mut m = format!(
+                "{} hours, {} rows in, {} rows out, checkpoint {}",
+                o.hours,
+                o.rows_in,
+                o.rows_out,
+                o.checkpoint
+                    .map_or_else(|| "none".to_owned(), |c| c.to_string())
+            );
+            if o.empty_hours > 0 {
+                m.push_str(&format!(
+                    "; {} hours empty at the source: kept what the sinks hold",
+                    o.empty_hours
+                ));
+            }
+            if stopped {
+                (
+                    "CANCELLED",
+                    format!("stopped on request; loaded so far: {m}"),
+                )
+            } else {
+                ("COMPLETED", m)
+            }
+        }
+    }
+}
+
+/// The flow run's final state and message: which jobs failed and why.
+fn run_state(outcomes: &[Outcome]) -> (&'static str, String) {
+    let failed: Vec<String> = outcomes
+        .iter()
+        .filter_map(|o| o.error.as_ref().map(|e| format!("job `{}`: {e}", o.job)))
+        .collect();
+    if !failed.is_empty() {
+        let m = format!(
+            "{} of {} jobs failed: {}",
+            failed.len(),
+            outcomes.len(),
+            failed.join("; ")
+        );
+        return ("FAILED", m);
+    }
+    let hours: i64 = outcomes.iter().map(|o| o.hours).sum();
+    let rows: u64 = outcomes.iter().map(|o| o.rows_out).sum();
+    let m = format!("{} jobs, {hours} hours, {rows} rows", outcomes.len());
+    if outcomes.iter().any(|o| o.stopped) {
+        (
+            "CANCELLED",
+            format!("stopped on request; loaded so far: {m}"),
+        )
+    } else {
+        ("COMPLETED", m)
+    }
 }
 
 /// `run` or `backfill [from, to)`, for logs.

@@ -23,6 +23,13 @@ pub struct Config {
     pub pipelines: BTreeMap<String, Pipeline>,
 }
 
+/// A Prefect server runs are reported to; values may hold references.
+#[derive(Debug, Clone)]
+pub struct PrefectTarget {
+    pub url: String,
+    pub api_key: Option<String>,
+}
+
 #[derive(Debug, Clone)]
 pub enum StateConfig {
     Local {
@@ -168,6 +175,9 @@ pub struct Pipeline {
     /// Replace hours the source returned nothing for (default: keep them).
     pub replace_empty: bool,
     pub schedule: Option<String>,
+    /// Where runs are reported: the state's Prefect server, else the
+    /// top-level `prefect`; `None`: nowhere.
+    pub report: Option<PrefectTarget>,
     /// Time zone of `schedule`.
     pub timezone: chrono_tz::Tz,
     pub jobs: Vec<Job>,

@@ -33,6 +33,22 @@ pub struct Spec {
     /// Named pipelines; each is a list of jobs sharing defaults.
     #[serde(default)]
     pub pipelines: BTreeMap<String, Spanned<PipelineSpec>>,
+    /// A Prefect server that runs of pipelines with local state are
+    /// reported to (flow runs, task runs, logs). Pipelines with Prefect
+    /// state report to their state's server.
+    #[serde(default)]
+    pub prefect: Option<Spanned<PrefectSpec>>,
+}
+
+/// `prefect:`, where runs are reported.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrefectSpec {
+    /// API base URL, e.g. `http://127.0.0.1:4200/api`.
+    pub url: String,
+    /// API key (Prefect Cloud); use `${secret:...}` or `${env:...}`.
+    #[serde(default)]
+    pub api_key: Option<String>,
 }
 
 /// State store kinds.

@@ -54,6 +54,16 @@ pub fn validate(loaded: &Loaded) -> Result<Config, Vec<Diagnostic>> {
         Some(s) => state_config(&mut c, s, &dir),
     };
 
+    let report = spec.prefect.as_ref().map(|p| {
+        c.refs(p.into(), "prefect.url", &p.value.url);
+        if let Some(k) = &p.value.api_key {
+            c.refs(p.into(), "prefect.api_key", k);
+        }
+        PrefectTarget {
+            url: p.value.url.clone(),
+            api_key: p.value.api_key.clone(),
+        }
+    });
     let mut sources = BTreeMap::new();
     for (name, s) in &spec.sources {
         check_name(&mut c, s.into(), "source", name);
@@ -75,7 +85,14 @@ pub fn validate(loaded: &Loaded) -> Result<Config, Vec<Diagnostic>> {
             Some(s) => state_config(&mut c, s, &dir),
             None => default_state.clone(),
         };
-        let pipeline = pipeline_config(&mut c, name, p, &templates, state);
+        let mut pipeline = pipeline_config(&mut c, name, p, &templates, state);
+        pipeline.report = match &pipeline.state {
+            StateConfig::Prefect { url, api_key, .. } => Some(PrefectTarget {
+                url: url.clone(),
+                api_key: api_key.clone(),
+            }),
+            StateConfig::Local { .. } => report.clone(),
+        };
         pipelines.insert(name.clone(), pipeline);
     }
     check_block_names(&mut c, &pipelines);
@@ -578,6 +595,7 @@ fn pipeline_config(
         concurrency,
         replace_empty: v.replace_empty,
         schedule: v.schedule.as_ref().map(|s| s.value.clone()),
+        report: None,
         timezone,
         jobs,
     }

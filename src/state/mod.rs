@@ -101,6 +101,28 @@ impl std::fmt::Display for Holder {
     }
 }
 
+/// A Prefect client from a `url` and `api_key` that may use `${env:}` and
+/// `${secret:}` (the latter from the environment: a store cannot hold its
+/// own key); `what` names the setting in errors (`state`, `prefect`).
+pub fn prefect_client(what: &str, url: &str, api_key: Option<&str>) -> Result<Client, StateError> {
+    let cfg = |e: secret::ResolveError| StateError::Config(e.to_string());
+    let url = secret::resolve(url, &format!("{what} `url`"), &EnvSecrets).map_err(cfg)?;
+    let key = match api_key {
+        Some(k) => {
+            Some(secret::resolve(k, &format!("{what} `api_key`"), &EnvSecrets).map_err(cfg)?)
+        }
+        None => None,
+    };
+    let url = url.expose().trim();
+    if reqwest::Url::parse(url).is_err() {
+        return Err(StateError::Config(format!(
+            "{what} `url`: not a URL: `{}`",
+            crate::http::shown_url(url)
+        )));
+    }
+    Ok(Client::new(url, key))
+}
+
 /// The configured store.
 #[derive(Debug)]
 pub enum State {
@@ -129,31 +151,15 @@ impl State {
                 api_key,
                 block_name,
                 lease,
-            } => {
-                let cfg = |e: secret::ResolveError| StateError::Config(e.to_string());
-                let url = secret::resolve(url, "state `url`", &EnvSecrets).map_err(cfg)?;
-                let key = match api_key {
-                    Some(k) => {
-                        Some(secret::resolve(k, "state `api_key`", &EnvSecrets).map_err(cfg)?)
-                    }
-                    None => None,
-                };
-                let url = url.expose().trim();
-                if reqwest::Url::parse(url).is_err() {
-                    return Err(StateError::Config(format!(
-                        "state `url`: not a URL: `{}`",
-                        crate::http::shown_url(url)
-                    )));
-                }
-                Ok(State::Prefect(Box::new(PrefectState::new(
-                    Client::new(url, key).with_retry_budget(budget),
-                    block_name.clone(),
-                    *lease,
-                ))))
-            }
+            } => Ok(State::Prefect(Box::new(PrefectState::new(
+                prefect_client("state", url, api_key.as_deref())?.with_retry_budget(budget),
+                block_name.clone(),
+                *lease,
+            )))),
         }
     }
 
+    /// A store's description for `status` and reports.
     pub fn describe(config: &StateConfig) -> String {
         match config {
             StateConfig::Local { dir } => format!("local {}", dir.display()),

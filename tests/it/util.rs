@@ -353,6 +353,18 @@ impl Prefect {
         r.status().as_u16()
     }
 
+    /// A POST's JSON answer (e.g. a `…/filter` read).
+    pub fn post_json(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .json(&body)
+            .send()
+            .unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        r.json().unwrap()
+    }
+
     /// A `PipelineStateBlock` document's full JSON (with its schema), or `None`.
     pub fn state_doc(&self, name: &str) -> Option<serde_json::Value> {
         let (code, v) = self.get(&format!(
