@@ -61,6 +61,40 @@ pub enum Command {
     /// Run pipelines on their `schedule:` until SIGINT/SIGTERM. Each starts
     /// with a run right away (catching up after downtime), then on schedule.
     Serve(ServeArgs),
+    /// Prefect: deploy the pipelines, and run them from a work pool.
+    #[command(subcommand)]
+    Prefect(PrefectCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PrefectCommand {
+    /// Create or update one deployment per pipeline (its `schedule` and
+    /// `timezone`, a typed Run form: mode, jobs, from, to) in a work pool,
+    /// created if missing. Running it again changes nothing.
+    Deploy(DeployArgs),
+    /// Run the flow runs due in a work pool (scheduled, or made with the
+    /// Run button or `prefect deployment run`), one at a time, until
+    /// SIGINT/SIGTERM; several workers share a pool.
+    Worker(WorkerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// Pipelines to deploy; default all.
+    pub pipelines: Vec<String>,
+    /// The work pool.
+    #[arg(long, default_value = "duckhour")]
+    pub pool: String,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// The work pool to take flow runs from.
+    #[arg(long, default_value = "duckhour")]
+    pub pool: String,
+    /// This worker's name in the pool; default `duckhour-<pid>`.
+    #[arg(long)]
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Args)]

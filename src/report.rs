@@ -73,15 +73,17 @@ impl Report {
         }
     }
 
-    /// Reports to the Prefect server of `client` (must run inside the runtime).
-    pub fn prefect(client: Client) -> Report {
+    /// Reports to the Prefect server of `client` (must run inside the
+    /// runtime): into `flow_run` when a worker claimed one, else into a new
+    /// flow run.
+    pub fn prefect(client: Client, flow_run: Option<String>) -> Report {
         let (tx, rx) = mpsc::channel(QUEUE);
         let client = client
             .with_retry_budget(CALL_BUDGET)
             .with_request_timeout(CALL_BUDGET);
         Report {
             tx: Some(tx),
-            pump: Some(tokio::spawn(pump(client, rx))),
+            pump: Some(tokio::spawn(pump(client, rx, flow_run))),
             dropped: Default::default(),
         }
     }
@@ -180,6 +182,10 @@ impl Remote {
                 tags,
             } => {
                 self.pipeline = pipeline.clone();
+                if self.flow_run.is_some() {
+                    // A worker's claimed run: it is RUNNING already.
+                    return Ok(());
+                }
                 let flow = self
                     .client
                     .flow_id(&pipeline)
@@ -253,10 +259,14 @@ impl Remote {
 
 /// Takes events until the channel closes; the first failure ends the
 /// reporting (later events are drained and dropped) and is returned.
-async fn pump(client: Client, mut rx: mpsc::Receiver<Event>) -> Option<String> {
+async fn pump(
+    client: Client,
+    mut rx: mpsc::Receiver<Event>,
+    flow_run: Option<String>,
+) -> Option<String> {
     let mut remote = Remote {
         client,
-        flow_run: None,
+        flow_run,
         tasks: HashMap::new(),
         pipeline: String::new(),
         logs: Vec::new(),

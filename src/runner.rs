@@ -48,6 +48,9 @@ pub struct Options {
     /// Replace hours the source returned nothing for (`--replace-empty`);
     /// the pipeline's `replace_empty` also turns it on.
     pub replace_empty: bool,
+    /// Report into this Prefect flow run (one a worker claimed) instead of
+    /// a new one.
+    pub flow_run: Option<String>,
 }
 
 /// What happened to one job.
@@ -145,7 +148,7 @@ pub async fn run(config: &Config, pipeline: &Pipeline, opts: Options) -> Vec<Out
             .collect();
         let t0 = Instant::now();
         let names: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
-        let report = open_report(pipeline);
+        let report = open_report(pipeline, opts.flow_run.clone());
         report.send(Event::RunStarted {
             pipeline: pipeline.name.clone(),
             run_id: run_id.clone(),
@@ -188,12 +191,12 @@ pub async fn run(config: &Config, pipeline: &Pipeline, opts: Options) -> Vec<Out
 const REPORT_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// The pipeline's report: its Prefect server's flow runs, or nowhere.
-fn open_report(pipeline: &Pipeline) -> Report {
+fn open_report(pipeline: &Pipeline, flow_run: Option<String>) -> Report {
     let Some(t) = &pipeline.report else {
         return Report::none();
     };
     match crate::state::prefect_client("prefect", &t.url, t.api_key.as_deref()) {
-        Ok(client) => Report::prefect(client),
+        Ok(client) => Report::prefect(client, flow_run),
         Err(e) => {
             warn!(error = %e, "cannot report this run to Prefect");
             Report::none()

@@ -2,13 +2,14 @@
 //! Errors go back to `error::report`, the single place that prints them.
 
 mod dry_run;
+mod prefect;
 mod run;
 mod serve;
 mod status;
 
 use chrono::{DateTime, Utc};
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, PrefectCommand};
 use crate::error::{Error, EXIT_OK};
 use crate::spec::{self, did_you_mean, parse_time, Config, Hour, Pipeline};
 
@@ -22,6 +23,8 @@ pub fn dispatch(cli: &Cli) -> Result<i32, Error> {
         Command::Backfill(a) => run::backfill(&config, a, cli.quiet),
         Command::Serve(a) => serve::serve(&config, a, cli.quiet),
         Command::Status(a) => status::status(&config, a),
+        Command::Prefect(PrefectCommand::Deploy(a)) => prefect::deploy(&config, a),
+        Command::Prefect(PrefectCommand::Worker(a)) => prefect::worker(&config, a),
     }
 }
 

@@ -24,6 +24,7 @@ pub fn run(config: &Config, a: &RunArgs, quiet: bool) -> Result<i32, Error> {
         stop: Default::default(),
         progress: progress_wanted(quiet),
         replace_empty: a.replace_empty,
+        flow_run: None,
     };
     execute(config, p, opts)
 }
@@ -40,6 +41,7 @@ pub fn backfill(config: &Config, a: &BackfillArgs, quiet: bool) -> Result<i32, E
         stop: Default::default(),
         progress: progress_wanted(quiet),
         replace_empty: a.replace_empty,
+        flow_run: None,
     };
     execute(config, p, opts)
 }

@@ -89,6 +89,7 @@ pub fn serve(config: &Config, a: &ServeArgs, quiet: bool) -> Result<i32, Error> 
                 stop: stop.clone(),
                 progress: super::run::progress_wanted(quiet),
                 replace_empty: false,
+                flow_run: None,
             };
             info!(pipeline = %p.name, "scheduled run");
             let outcomes = runner::run(config, p, opts).await;

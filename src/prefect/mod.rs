@@ -12,6 +12,7 @@
 
 use std::time::{Duration, Instant};
 
+pub mod deploy;
 pub mod runs;
 
 use reqwest::{Method, StatusCode};

@@ -15,14 +15,6 @@ fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
     }
 }
 
-fn sigterm(pid: u32) {
-    let st = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success());
-}
-
 /// Starts `serve`, waits for `ready`, sends SIGTERM, returns the output.
 fn serve_until(ws: &Ws, args: &[&str], env: &[(&str, &str)], ready: impl FnMut() -> bool) -> Out {
     let mut cmd = ws.cmd(args);
@@ -36,7 +28,7 @@ fn serve_until(ws: &Ws, args: &[&str], env: &[(&str, &str)], ready: impl FnMut()
         .unwrap();
     let pid = child.id();
     wait_for("serve to be ready", 30, ready);
-    sigterm(pid);
+    crate::util::sigterm(pid);
     let t0 = Instant::now();
     let o = child.wait_with_output().unwrap();
     assert!(t0.elapsed().as_secs() < 15, "serve took too long to stop");

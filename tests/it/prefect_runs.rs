@@ -195,3 +195,183 @@ fn an_unreachable_prefect_does_not_stop_the_data_work() {
     );
     assert!(ws.path("state/offline/co/checkpoint.json").exists());
 }
+
+/// Python drives, duckhour executes: `prefect deploy` (twice: nothing
+/// changes), a duckhour worker on the pool, a deployment run with
+/// parameters triggered through Prefect's own Python client, and the final
+/// state, task runs and logs read back through it; the rows are exact.
+#[test]
+fn a_deployment_run_from_python_is_executed_by_a_duckhour_worker() {
+    let p = prefect();
+    let spec = spec("deployed", PREFECT_STATE, "", "wh.duckdb").replace(
+        "    batch_hours: 12\n",
+        "    batch_hours: 12\n    schedule: '5 * * * *'\n    timezone: Europe/Madrid\n",
+    );
+    let ws = Ws::new(&spec);
+    let env = [("PREFECT_API_URL", p.url.as_str())];
+    let first = ws.run_env(&["prefect", "deploy", "--pool", "it-pool"], &env);
+    assert_eq!(first.code, 0, "{first:?}");
+    assert!(
+        first.stdout.starts_with("deployment `deployed/deployed` (")
+            && first
+                .stdout
+                .ends_with(") in work pool `it-pool`: schedule `5 * * * *` (Europe/Madrid)\n"),
+        "{first:?}"
+    );
+    let again = ws.run_env(&["prefect", "deploy", "--pool", "it-pool"], &env);
+    assert_eq!(again.stdout, first.stdout, "the same deployment, unchanged");
+    let id = first.stdout.split(['(', ')']).nth(1).unwrap();
+    let (code, d) = p.get(&format!("/deployments/{id}"));
+    assert_eq!(code, 200);
+    assert_eq!(d["work_pool_name"], "it-pool");
+    assert_eq!(d["schedules"].as_array().unwrap().len(), 1, "{d}");
+    assert_eq!(d["schedules"][0]["schedule"]["cron"], "5 * * * *");
+    assert_eq!(d["schedules"][0]["schedule"]["timezone"], "Europe/Madrid");
+    assert_eq!(
+        d["parameter_openapi_schema"]["properties"]["mode"]["enum"],
+        serde_json::json!(["run", "backfill"])
+    );
+    assert_eq!(
+        d["parameter_openapi_schema"]["properties"]["jobs"]["items"]["enum"],
+        serde_json::json!(["co", "no2"])
+    );
+
+    let worker = ws
+        .cmd(&[
+            "prefect",
+            "worker",
+            "--pool",
+            "it-pool",
+            "--name",
+            "it-worker",
+        ])
+        .env("PREFECT_API_URL", &p.url)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let run = p.python_file(
+        "runs.py",
+        &[
+            "run",
+            "deployed/deployed",
+            r#"{"mode": "backfill", "jobs": ["co"], "from": "2026-11-20T00:00:00Z", "to": "2026-11-21T00:00:00Z"}"#,
+        ],
+    );
+    let fid = run["id"].as_str().unwrap();
+    let done = p.python_file("runs.py", &["wait", fid, "90"]);
+    crate::util::sigterm(worker.id());
+    let w = worker.wait_with_output().unwrap();
+    let w_out = String::from_utf8_lossy(&w.stdout);
+    let w_err = String::from_utf8_lossy(&w.stderr);
+    assert_eq!(done["state"], "COMPLETED", "{done}\n{w_out}\n{w_err}");
+    assert_eq!(done["message"], "1 jobs, 24 hours, 71 rows");
+    let tasks = done["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 1, "{done}");
+    assert_eq!(tasks[0][0], "co");
+    assert_eq!(tasks[0][1], "COMPLETED");
+    assert!(
+        tasks[0][2]
+            .as_str()
+            .unwrap()
+            .starts_with("24 hours, 4240 rows in, 71 rows out"),
+        "{done}"
+    );
+    let logs: Vec<&str> = done["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert!(logs.iter().any(|l| l.ends_with("job finished")), "{logs:?}");
+    assert_eq!(
+        ws.query(
+            "wh.duckdb",
+            "SELECT pollutant, count(*) FROM pollutant_hourly GROUP BY 1"
+        ),
+        vec![vec!["co".to_owned(), "71".to_owned()]]
+    );
+    // SIGTERM: the worker stops cleanly.
+    assert_eq!(w.status.code(), Some(0), "{w_out}\n{w_err}");
+    assert!(w_out.ends_with("stopped\n"), "{w_out}");
+}
+
+/// A cancel as the UI sends it (CANCELLING) while a worker runs a long
+/// backfill: the worker stops between batches, the flow run ends
+/// Cancelled, what was committed stays, and the checkpoint matches the rows.
+#[test]
+fn a_flow_run_cancelled_from_prefect_stops_between_batches() {
+    let p = prefect();
+    let spec = spec("cancelled", PREFECT_STATE, "", "wh.duckdb")
+        .replace("    batch_hours: 12\n", "    batch_hours: 1\n");
+    let ws = Ws::new(&spec);
+    let env = [("PREFECT_API_URL", p.url.as_str())];
+    assert_eq!(
+        ws.run_env(&["prefect", "deploy", "--pool", "it-cancel"], &env)
+            .code,
+        0
+    );
+    // Block writes slowed, so that the run is still going when cancelled.
+    let rec = crate::util::Recorder::start(
+        p.url.trim_end_matches("/api"),
+        Box::new(|s: &crate::util::Seen| {
+            if s.method == "PATCH" && s.path.contains("/block_documents/") {
+                std::thread::sleep(std::time::Duration::from_millis(300));
+            }
+            crate::util::Act::Forward
+        }),
+    );
+    let worker = ws
+        .cmd(&["prefect", "worker", "--pool", "it-cancel"])
+        .env("PREFECT_API_URL", format!("{}/api", rec.url))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let run = p.python_file(
+        "runs.py",
+        &[
+            "run",
+            "cancelled/cancelled",
+            r#"{"mode": "backfill", "jobs": ["co"], "from": "2026-11-20T00:00:00Z", "to": "2026-11-22T00:00:00Z"}"#,
+        ],
+    );
+    let fid = run["id"].as_str().unwrap();
+    let t0 = std::time::Instant::now();
+    while !p
+        .checkpoint("cancelled-co")
+        .is_some_and(|c| c.as_str() >= "2026-11-20T03:00:00Z")
+    {
+        assert!(t0.elapsed().as_secs() < 90, "the run did not get going");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(
+        p.python_file("runs.py", &["cancel", fid])["status"],
+        "ACCEPT"
+    );
+    let done = p.python_file("runs.py", &["wait", fid, "60"]);
+    crate::util::sigterm(worker.id());
+    let _ = worker.wait_with_output().unwrap();
+    assert_eq!(done["state"], "CANCELLED", "{done}");
+    assert!(
+        done["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("stopped on request; loaded so far: 1 jobs, "),
+        "{done}"
+    );
+    let cp = p.checkpoint("cancelled-co").unwrap();
+    assert!(cp.as_str() < "2026-11-21T23:00:00Z", "stopped early: {cp}");
+    // Every hour up to the checkpoint is in the sink, and nothing twice.
+    let r = ws.query(
+        "wh.duckdb",
+        &format!("SELECT count(DISTINCT hour_start), count(*) = count(DISTINCT (station, hour_start)) FROM pollutant_hourly WHERE hour_start <= '{}'", &cp[..19]),
+    );
+    let hours =
+        cp[11..13].parse::<i64>().unwrap() + 1 + (cp[8..10].parse::<i64>().unwrap() - 20) * 24;
+    assert_eq!(
+        r,
+        vec![vec![hours.min(24).to_string(), "true".to_owned()]],
+        "checkpoint {cp}"
+    );
+}

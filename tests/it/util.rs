@@ -381,9 +381,14 @@ impl Prefect {
 
     /// Runs `tests/fixtures/prefect/blocks.py` (the Python block class) with `args`.
     pub fn python(&self, args: &[&str]) -> serde_json::Value {
+        self.python_file("blocks.py", args)
+    }
+
+    /// Runs `tests/fixtures/prefect/<file>` with `args`; its JSON output.
+    pub fn python_file(&self, file: &str, args: &[&str]) -> serde_json::Value {
         let o = Command::new(repo().join("scripts/prefect"))
             .arg("python")
-            .arg(repo().join("tests/fixtures/prefect/blocks.py"))
+            .arg(repo().join("tests/fixtures/prefect").join(file))
             .args(args)
             .env("PREFECT_API_URL", &self.url)
             .env("PREFECT_HOME", self.dir.join("client"))
@@ -391,7 +396,7 @@ impl Prefect {
             .unwrap();
         assert!(
             o.status.success(),
-            "blocks.py {args:?}: {}",
+            "{file} {args:?}: {}",
             String::from_utf8_lossy(&o.stderr)
         );
         serde_json::from_slice(&o.stdout).unwrap()
@@ -639,4 +644,13 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// Sends SIGTERM to a child process.
+pub fn sigterm(pid: u32) {
+    let st = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
 }

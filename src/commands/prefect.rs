@@ -1,0 +1,297 @@
+//! `prefect deploy` and `prefect worker`: pipelines as Prefect deployments
+//! in a work pool, and a worker that runs what Prefect schedules there (or
+//! what the UI's Run button and `prefect deployment run` create).
+//!
+//! The worker claims a flow run by proposing PENDING: a second claim gets
+//! ABORT, so several workers on one pool run each flow run once. It runs
+//! one flow run at a time, reports into it (`crate::report`), stops between
+//! batches when the run is cancelled from the UI (CANCELLING), and on
+//! SIGTERM finishes the batch in progress and claims nothing more.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::{json, Value};
+use tracing::{info, warn};
+
+use crate::cli::{DeployArgs, WorkerArgs};
+use crate::error::{Error, EXIT_OK};
+use crate::prefect::runs::state;
+use crate::prefect::Client;
+use crate::runner::{self, Mode, Options};
+use crate::spec::{Config, Hour, Pipeline};
+
+/// The work pool type duckhour's pools get (Prefect takes any string).
+pub const POOL_TYPE: &str = "duckhour";
+
+/// How often the worker asks for due runs (and checks for cancellation).
+const POLL: Duration = Duration::from_secs(2);
+/// Prefect marks a worker offline after ~90 s without a heartbeat.
+const HEARTBEAT: Duration = Duration::from_secs(30);
+
+fn client_for(p: &Pipeline) -> Result<Client, Error> {
+    let t = p.report.as_ref().ok_or_else(|| {
+        Error::Usage(format!(
+            "pipeline `{}` has no Prefect server: give it Prefect state, or set `prefect: {{url: …}}` in the spec",
+            p.name
+        ))
+    })?;
+    crate::state::prefect_client("prefect", &t.url, t.api_key.as_deref()).map_err(Error::from)
+}
+
+/// The Run form's parameters: mode, jobs, from, to.
+fn parameter_schema(p: &Pipeline) -> Value {
+    let jobs: Vec<&str> = p.jobs.iter().map(|j| j.name.as_str()).collect();
+    let hour = |title: &str, position: u32, doc: &str| {
+        json!({
+            "title": title, "position": position, "description": doc, "default": null,
+            "anyOf": [{"type": "string", "format": "date-time"}, {"type": "null"}]
+        })
+    };
+    json!({
+        "title": "Parameters",
+        "type": "object",
+        "properties": {
+            "mode": {"title": "mode", "position": 0, "type": "string", "enum": ["run", "backfill"], "default": "run",
+                     "description": "run: every pending complete hour; backfill: redo [from, to)"},
+            "jobs": {"title": "jobs", "position": 1, "type": "array", "items": {"type": "string", "enum": jobs}, "default": [],
+                     "description": "only these jobs (empty: all)"},
+            "from": hour("from", 2, "backfill: first hour (inclusive, UTC)"),
+            "to": hour("to", 3, "backfill: end hour (exclusive, UTC)"),
+        },
+        "required": []
+    })
+}
+
+pub fn deploy(config: &Config, a: &DeployArgs) -> Result<i32, Error> {
+    let pipelines: Vec<&Pipeline> = if a.pipelines.is_empty() {
+        config.pipelines.values().collect()
+    } else {
+        a.pipelines
+            .iter()
+            .map(|n| super::pipeline(config, n))
+            .collect::<Result<_, _>>()?
+    };
+    super::run::runtime()?.block_on(async {
+        for p in pipelines {
+            let client = client_for(p)?;
+            client.ensure_work_pool(&a.pool, POOL_TYPE).await.map_err(|e| Error::Other(e.to_string()))?;
+            let flow = client.flow_id(&p.name).await.map_err(|e| Error::Other(e.to_string()))?;
+            let schedules: Vec<Value> = p
+                .schedule
+                .iter()
+                .map(|cron| {
+                    json!({"schedule": {"cron": cron, "timezone": p.timezone.name()}, "active": true})
+                })
+                .collect();
+            let id = client
+                .upsert_deployment(&json!({
+                    "name": p.name,
+                    "flow_id": flow,
+                    "work_pool_name": a.pool,
+                    "schedules": schedules,
+                    "parameters": {},
+                    "parameter_openapi_schema": parameter_schema(p),
+                    "tags": ["duckhour"],
+                    "description": format!("duckhour pipeline `{}` ({} jobs)", p.name, p.jobs.len()),
+                }))
+                .await
+                .map_err(|e| Error::Other(e.to_string()))?;
+            let when = match &p.schedule {
+                Some(c) => format!("schedule `{c}` ({})", p.timezone.name()),
+                None => "on demand only (no `schedule`)".into(),
+            };
+            println!("deployment `{0}/{0}` ({id}) in work pool `{1}`: {when}", p.name, a.pool);
+        }
+        Ok(EXIT_OK)
+    })
+}
+
+/// What a flow run's parameters ask for.
+fn options_of(
+    p: &Pipeline,
+    params: &Value,
+    stop: Arc<AtomicBool>,
+    flow_run: &str,
+) -> Result<Options, String> {
+    let hour = |k: &str| -> Result<Option<Hour>, String> {
+        match &params[k] {
+            Value::Null => Ok(None),
+            Value::String(s) => {
+                let t = crate::spec::parse_time(s).map_err(|e| format!("`{k}`: {e}"))?;
+                Hour::exact(t)
+                    .map(Some)
+                    .ok_or_else(|| format!("`{k}`: `{s}` is not a whole hour"))
+            }
+            v => Err(format!("`{k}`: not a time: {v}")),
+        }
+    };
+    let jobs: Vec<String> = match &params["jobs"] {
+        Value::Null => Vec::new(),
+        Value::Array(a) => a
+            .iter()
+            .filter_map(|j| j.as_str().map(str::to_owned))
+            .collect(),
+        v => return Err(format!("`jobs`: not a list: {v}")),
+    };
+    if let Some(j) = jobs.iter().find(|j| p.job(j).is_none()) {
+        return Err(format!("pipeline `{}` has no job `{j}`", p.name));
+    }
+    let mode = match params["mode"].as_str().unwrap_or("run") {
+        "run" => Mode::Run,
+        "backfill" => match (hour("from")?, hour("to")?) {
+            (Some(from), Some(to)) if from < to => Mode::Backfill { from, to },
+            _ => return Err("backfill needs `from` before `to`".into()),
+        },
+        other => return Err(format!("`mode` must be run or backfill, not `{other}`")),
+    };
+    Ok(Options {
+        now: Utc::now(),
+        jobs,
+        mode,
+        wait: true,
+        stop,
+        progress: false,
+        replace_empty: false,
+        flow_run: Some(flow_run.to_owned()),
+    })
+}
+
+pub fn worker(config: &Config, a: &WorkerArgs) -> Result<i32, Error> {
+    // One server: the one the spec's pipelines report to.
+    let servers: std::collections::BTreeSet<&str> = config
+        .pipelines
+        .values()
+        .filter_map(|p| p.report.as_ref().map(|t| t.url.as_str()))
+        .collect();
+    let first = match servers.len() {
+        1 => config.pipelines.values().find(|p| p.report.is_some()).expect("one"),
+        0 => return Err(Error::Usage("no pipeline has a Prefect server: give it Prefect state, or set `prefect: {url: …}`".into())),
+        _ => return Err(Error::Usage("the pipelines report to more than one Prefect server; run one worker per server (one spec each)".into())),
+    };
+    let client = client_for(first)?;
+    let name = a
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("duckhour-{}", std::process::id()));
+    super::run::runtime()?.block_on(async move {
+        let shutdown = Arc::new(AtomicBool::new(false));
+        {
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {},
+                    _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {},
+                }
+                shutdown.store(true, Ordering::SeqCst);
+            });
+        }
+        client.ensure_work_pool(&a.pool, POOL_TYPE).await.map_err(|e| Error::Other(e.to_string()))?;
+        println!("worker `{name}` polling work pool `{}`; stop with Ctrl-C or SIGTERM", a.pool);
+        let mut beat = tokio::time::Instant::now() - HEARTBEAT;
+        while !shutdown.load(Ordering::SeqCst) {
+            if beat.elapsed() >= HEARTBEAT {
+                if let Err(e) = client.heartbeat(&a.pool, &name).await {
+                    warn!(error = %e, "heartbeat failed");
+                }
+                beat = tokio::time::Instant::now();
+            }
+            let due = match client.due_flow_runs(&a.pool, 10).await {
+                Ok(d) => d,
+                Err(e) => {
+                    warn!(error = %e, "cannot read the work pool; retrying");
+                    Vec::new()
+                }
+            };
+            for fr in due {
+                if shutdown.load(Ordering::SeqCst) {
+                    break;
+                }
+                execute(config, &client, &fr, shutdown.clone()).await;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        println!("stopped");
+        Ok(EXIT_OK)
+    })
+}
+
+/// Claims one flow run and runs it; a run another worker claimed is left alone.
+async fn execute(config: &Config, client: &Client, fr: &Value, shutdown: Arc<AtomicBool>) {
+    let Some(id) = fr["id"].as_str() else { return };
+    match client
+        .set_state("flow_runs", id, state("PENDING", None))
+        .await
+    {
+        Ok(s) if s == "ACCEPT" => {}
+        Ok(_) => return, // claimed by another worker (ABORT), or not runnable now
+        Err(e) => {
+            warn!(flow_run = id, error = %e, "could not claim the flow run");
+            return;
+        }
+    }
+    let pipeline = match fr["deployment_id"].as_str() {
+        Some(d) => client
+            .read("deployments", d)
+            .await
+            .ok()
+            .and_then(|d| d["name"].as_str().map(str::to_owned)),
+        None => None,
+    };
+    let fail = |message: String| async move {
+        let _ = client
+            .set_state("flow_runs", id, state("FAILED", Some(&message)))
+            .await;
+        warn!(flow_run = id, "{message}");
+    };
+    let Some(p) = pipeline.as_deref().and_then(|n| config.pipelines.get(n)) else {
+        fail(format!(
+            "deployment `{}` names no pipeline of this spec",
+            pipeline.unwrap_or_default()
+        ))
+        .await;
+        return;
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let opts = match options_of(p, &fr["parameters"], stop.clone(), id) {
+        Ok(o) => o,
+        Err(m) => {
+            fail(format!("bad parameters: {m}")).await;
+            return;
+        }
+    };
+    match client
+        .set_state("flow_runs", id, state("RUNNING", None))
+        .await
+    {
+        Ok(s) if s == "ACCEPT" => {}
+        other => {
+            warn!(flow_run = id, answer = ?other, "the server did not let the flow run start");
+            return;
+        }
+    }
+    info!(flow_run = id, pipeline = %p.name, "running a flow run");
+    // Between batches the run stops when the UI cancels it or the worker is told to stop.
+    let watcher = {
+        let (client, id, stop) = (client.clone(), id.to_owned(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(POLL).await;
+                if shutdown.load(Ordering::SeqCst) {
+                    stop.store(true, Ordering::SeqCst);
+                }
+                if let Ok(fr) = client.read("flow_runs", &id).await {
+                    if fr["state"]["type"] == "CANCELLING" {
+                        stop.store(true, Ordering::SeqCst);
+                    }
+                }
+            }
+        })
+    };
+    let outcomes = runner::run(config, p, opts).await;
+    watcher.abort();
+    let _ = super::run::finish(config, p, "flow run", &outcomes);
+}

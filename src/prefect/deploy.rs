@@ -1,0 +1,85 @@
+//! Work pools, deployments and the worker's side of flow runs: how a
+//! pipeline is deployed to Prefect and how a worker finds, claims and
+//! follows the runs Prefect schedules (or the UI's Run button creates).
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use super::{Client, ErrorKind, PrefectError};
+
+impl Client {
+    /// Creates the work pool unless it exists (409).
+    pub async fn ensure_work_pool(&self, name: &str, kind: &str) -> Result<(), PrefectError> {
+        let what = format!("work pool `{name}`");
+        let r = self
+            .call(
+                Method::POST,
+                "/work_pools/",
+                Some(&json!({"name": name, "type": kind})),
+                &what,
+            )
+            .await?;
+        match r.status.as_u16() {
+            200 | 201 | 409 => Ok(()),
+            _ => Err(self.err(&what, super::status_kind(r.status, &r.body))),
+        }
+    }
+
+    /// Creates or updates the deployment of this name and flow; its id.
+    pub async fn upsert_deployment(&self, body: &Value) -> Result<String, PrefectError> {
+        let what = format!("deployment `{}`", body["name"].as_str().unwrap_or("?"));
+        let r = self
+            .ok(Method::POST, "/deployments/", Some(body), &what)
+            .await?;
+        self.id_of(&self.json_of(&r, &what)?, &what)
+    }
+
+    /// A deployment, a flow run, or a flow by id (`kind`: `deployments`, `flow_runs`, `flows`).
+    pub async fn read(&self, kind: &str, id: &str) -> Result<Value, PrefectError> {
+        let what = format!("{} {id}", kind.trim_end_matches('s'));
+        let r = self
+            .ok(Method::GET, &format!("/{kind}/{id}"), None, &what)
+            .await?;
+        self.json_of(&r, &what)
+    }
+
+    /// Tells the pool this worker is alive.
+    pub async fn heartbeat(&self, pool: &str, worker: &str) -> Result<(), PrefectError> {
+        let what = format!("work pool `{pool}`");
+        self.ok(
+            Method::POST,
+            &format!("/work_pools/{pool}/workers/heartbeat"),
+            Some(&json!({"name": worker, "heartbeat_interval_seconds": 30})),
+            &what,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The pool's flow runs due by now (scheduled, late, or made by the Run button).
+    pub async fn due_flow_runs(
+        &self,
+        pool: &str,
+        limit: usize,
+    ) -> Result<Vec<Value>, PrefectError> {
+        let what = format!("work pool `{pool}`");
+        let now = chrono::Utc::now()
+            .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+            .to_string();
+        let r = self
+            .ok(
+                Method::POST,
+                &format!("/work_pools/{pool}/get_scheduled_flow_runs"),
+                Some(&json!({"scheduled_before": now, "limit": limit})),
+                &what,
+            )
+            .await?;
+        match self.json_of(&r, &what)? {
+            Value::Array(items) => Ok(items
+                .into_iter()
+                .filter_map(|i| i.get("flow_run").cloned())
+                .collect()),
+            other => Err(self.err(&what, ErrorKind::Protocol(format!("not a list: {other}")))),
+        }
+    }
+}
