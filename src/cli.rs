@@ -76,6 +76,34 @@ pub enum PrefectCommand {
     /// Run button or `prefect deployment run`), one at a time, until
     /// SIGINT/SIGTERM; several workers share a pool.
     Worker(WorkerArgs),
+    /// Create flow runs that backfill `[from, to)` of a deployed pipeline,
+    /// one per job (or per job and week), for the pool's workers to share.
+    Backfill(PrefectBackfillArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Split {
+    /// One flow run per job.
+    Job,
+    /// One flow run per job and week (168 hours from `--from`).
+    Week,
+}
+
+#[derive(Debug, Args)]
+pub struct PrefectBackfillArgs {
+    /// The pipeline (deployed with `prefect deploy`).
+    pub pipeline: String,
+    /// First hour (RFC 3339, inclusive).
+    #[arg(long)]
+    pub from: String,
+    /// End hour (RFC 3339, exclusive).
+    #[arg(long)]
+    pub to: String,
+    #[command(flatten)]
+    pub filter: JobFilter,
+    /// How to cut the range into flow runs.
+    #[arg(long, value_enum, default_value_t = Split::Job)]
+    pub split: Split,
 }
 
 #[derive(Debug, Args)]

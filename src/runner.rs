@@ -187,6 +187,9 @@ pub async fn run(config: &Config, pipeline: &Pipeline, opts: Options) -> Vec<Out
     .await
 }
 
+/// How long a `--wait` run waits for a DuckDB sink file another process writes.
+const FILE_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// How long the end of a run waits for its report to reach Prefect.
 const REPORT_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
 
@@ -418,8 +421,27 @@ async fn setup(
     let mut sinks = Vec::new();
     for name in &pipeline.sinks {
         let mut sink = Sink::new(name, &config.sinks[name], &config.dir);
-        if let Err(e) = sink.prepare(&conn, secrets.as_ref(), &home).await {
-            return Err((state, e.into()));
+        let t0 = Instant::now();
+        let mut attempt = 0;
+        loop {
+            match sink.prepare(&conn, secrets.as_ref(), &home).await {
+                Ok(()) => break,
+                // A DuckDB file has one writer process: with `--wait` (and in a
+                // worker), wait for it as for a job's lease.
+                Err(e)
+                    if opts.wait
+                        && e.to_string().contains("Could not set lock on file")
+                        && t0.elapsed() < FILE_WAIT =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(crate::http::backoff(
+                        attempt,
+                        std::time::Duration::from_secs(2),
+                    ))
+                    .await;
+                }
+                Err(e) => return Err((state, e.into())),
+            }
         }
         sinks.push(sink);
     }

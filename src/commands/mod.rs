@@ -25,6 +25,7 @@ pub fn dispatch(cli: &Cli) -> Result<i32, Error> {
         Command::Status(a) => status::status(&config, a),
         Command::Prefect(PrefectCommand::Deploy(a)) => prefect::deploy(&config, a),
         Command::Prefect(PrefectCommand::Worker(a)) => prefect::worker(&config, a),
+        Command::Prefect(PrefectCommand::Backfill(a)) => prefect::backfill(&config, a),
     }
 }
 

@@ -3,7 +3,9 @@
 //! what the UI's Run button and `prefect deployment run` create).
 //!
 //! The worker claims a flow run by proposing PENDING: a second claim gets
-//! ABORT, so several workers on one pool run each flow run once. It runs
+//! ABORT, so several workers on one pool run each flow run once (and it
+//! re-reads the run first: Prefect accepts PENDING from a finished run, so a
+//! stale list would otherwise re-run it). It runs
 //! one flow run at a time, reports into it (`crate::report`), stops between
 //! batches when the run is cancelled from the UI (CANCELLING), and on
 //! SIGTERM finishes the batch in progress and claims nothing more.
@@ -16,7 +18,7 @@ use chrono::Utc;
 use serde_json::{json, Value};
 use tracing::{info, warn};
 
-use crate::cli::{DeployArgs, WorkerArgs};
+use crate::cli::{DeployArgs, PrefectBackfillArgs, Split, WorkerArgs};
 use crate::error::{Error, EXIT_OK};
 use crate::prefect::runs::state;
 use crate::prefect::Client;
@@ -105,6 +107,67 @@ pub fn deploy(config: &Config, a: &DeployArgs) -> Result<i32, Error> {
             };
             println!("deployment `{0}/{0}` ({id}) in work pool `{1}`: {when}", p.name, a.pool);
         }
+        Ok(EXIT_OK)
+    })
+}
+
+/// The flow runs a split backfill makes: (jobs, from, to) each.
+pub fn splits(jobs: &[String], from: Hour, to: Hour, split: Split) -> Vec<(String, Hour, Hour)> {
+    let mut out = Vec::new();
+    for j in jobs {
+        match split {
+            Split::Job => out.push((j.clone(), from, to)),
+            Split::Week => {
+                let mut h = from;
+                while h < to {
+                    let end = h.plus(168).min(to);
+                    out.push((j.clone(), h, end));
+                    h = end;
+                }
+            }
+        }
+    }
+    out
+}
+
+pub fn backfill(config: &Config, a: &PrefectBackfillArgs) -> Result<i32, Error> {
+    let p = super::pipeline(config, &a.pipeline)?;
+    super::check_jobs(p, &a.filter.jobs)?;
+    let (from, to) = super::range(&a.from, &a.to)?;
+    let jobs: Vec<String> = if a.filter.jobs.is_empty() {
+        p.jobs.iter().map(|j| j.name.clone()).collect()
+    } else {
+        a.filter.jobs.clone()
+    };
+    let client = client_for(p)?;
+    super::run::runtime()?.block_on(async {
+        let id = client
+            .deployment_id(&p.name, &p.name)
+            .await
+            .map_err(|e| Error::Other(e.to_string()))?
+            .ok_or_else(|| {
+                Error::Usage(format!(
+                    "pipeline `{}` is not deployed: run `duckhour prefect deploy {}` first",
+                    p.name, p.name
+                ))
+            })?;
+        let parts = splits(&jobs, from, to, a.split);
+        for (job, f, t) in &parts {
+            let body = json!({
+                "name": format!("{}-{job}-{}", p.name, f.0.format("%Y%m%d%H")),
+                "parameters": {"mode": "backfill", "jobs": [job], "from": f.to_string(), "to": t.to_string()},
+                "tags": ["duckhour", "backfill"],
+            });
+            client
+                .run_deployment(&id, &body)
+                .await
+                .map_err(|e| Error::Other(e.to_string()))?;
+        }
+        println!(
+            "{n} flow runs of deployment `{name}/{name}` backfill [{from}, {to}) for the pool's workers",
+            n = parts.len(),
+            name = p.name
+        );
         Ok(EXIT_OK)
     })
 }
@@ -210,7 +273,7 @@ pub fn worker(config: &Config, a: &WorkerArgs) -> Result<i32, Error> {
                 if shutdown.load(Ordering::SeqCst) {
                     break;
                 }
-                execute(config, &client, &fr, shutdown.clone()).await;
+                execute(config, &client, &fr, &name, shutdown.clone()).await;
             }
             tokio::time::sleep(POLL).await;
         }
@@ -220,8 +283,22 @@ pub fn worker(config: &Config, a: &WorkerArgs) -> Result<i32, Error> {
 }
 
 /// Claims one flow run and runs it; a run another worker claimed is left alone.
-async fn execute(config: &Config, client: &Client, fr: &Value, shutdown: Arc<AtomicBool>) {
+async fn execute(
+    config: &Config,
+    client: &Client,
+    fr: &Value,
+    worker: &str,
+    shutdown: Arc<AtomicBool>,
+) {
     let Some(id) = fr["id"].as_str() else { return };
+    // The list may be minutes old by now, and Prefect accepts PENDING from a
+    // finished run (a re-run): claim only a run that is still SCHEDULED.
+    // Two claims of one SCHEDULED run still race, and there the second
+    // PENDING gets ABORT.
+    match client.read("flow_runs", id).await {
+        Ok(cur) if cur["state"]["type"] == "SCHEDULED" => {}
+        _ => return,
+    }
     match client
         .set_state("flow_runs", id, state("PENDING", None))
         .await
@@ -293,5 +370,37 @@ async fn execute(config: &Config, client: &Client, fr: &Value, shutdown: Arc<Ato
     };
     let outcomes = runner::run(config, p, opts).await;
     watcher.abort();
-    let _ = super::run::finish(config, p, "flow run", &outcomes);
+    let _ = super::run::finish(
+        config,
+        p,
+        &format!("flow run {id} by worker `{worker}`"),
+        &outcomes,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backfills_split_by_job_and_week() {
+        let h = |s: &str| Hour::parse(s).unwrap();
+        let jobs = vec!["co".to_owned(), "no2".to_owned()];
+        let (from, to) = (h("2026-11-01T00:00:00Z"), h("2026-11-16T12:00:00Z"));
+        assert_eq!(
+            splits(&jobs, from, to, Split::Job),
+            vec![("co".into(), from, to), ("no2".into(), from, to)]
+        );
+        let weeks = splits(&jobs, from, to, Split::Week);
+        assert_eq!(weeks.len(), 6);
+        assert_eq!(
+            weeks[1],
+            (
+                "co".into(),
+                h("2026-11-08T00:00:00Z"),
+                h("2026-11-15T00:00:00Z")
+            )
+        );
+        assert_eq!(weeks[2], ("co".into(), h("2026-11-15T00:00:00Z"), to));
+    }
 }

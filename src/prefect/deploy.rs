@@ -43,6 +43,42 @@ impl Client {
         self.json_of(&r, &what)
     }
 
+    /// A deployment's id by flow and deployment name; `None` when missing.
+    pub async fn deployment_id(
+        &self,
+        flow: &str,
+        name: &str,
+    ) -> Result<Option<String>, PrefectError> {
+        let what = format!("deployment `{flow}/{name}`");
+        let r = self
+            .call(
+                Method::GET,
+                &format!("/deployments/name/{flow}/{name}"),
+                None,
+                &what,
+            )
+            .await?;
+        match r.status.as_u16() {
+            200 => Ok(Some(self.id_of(&self.json_of(&r, &what)?, &what)?)),
+            404 => Ok(None),
+            _ => Err(self.err(&what, super::status_kind(r.status, &r.body))),
+        }
+    }
+
+    /// A flow run of a deployment, as the UI's Run button makes it; its id.
+    pub async fn run_deployment(&self, id: &str, body: &Value) -> Result<String, PrefectError> {
+        let what = format!("deployment {id}");
+        let r = self
+            .ok(
+                Method::POST,
+                &format!("/deployments/{id}/create_flow_run"),
+                Some(body),
+                &what,
+            )
+            .await?;
+        self.id_of(&self.json_of(&r, &what)?, &what)
+    }
+
     /// Tells the pool this worker is alive.
     pub async fn heartbeat(&self, pool: &str, worker: &str) -> Result<(), PrefectError> {
         let what = format!("work pool `{pool}`");

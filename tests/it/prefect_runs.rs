@@ -338,9 +338,9 @@ fn a_flow_run_cancelled_from_prefect_stops_between_batches() {
     );
     let fid = run["id"].as_str().unwrap();
     let t0 = std::time::Instant::now();
-    while !p
+    while p
         .checkpoint("cancelled-co")
-        .is_some_and(|c| c.as_str() >= "2026-11-20T03:00:00Z")
+        .is_none_or(|c| c.as_str() < "2026-11-20T03:00:00Z")
     {
         assert!(t0.elapsed().as_secs() < 90, "the run did not get going");
         std::thread::sleep(std::time::Duration::from_millis(100));
@@ -373,5 +373,146 @@ fn a_flow_run_cancelled_from_prefect_stops_between_batches() {
         r,
         vec![vec![hours.min(24).to_string(), "true".to_owned()]],
         "checkpoint {cp}"
+    );
+}
+
+/// Three workers on one pool and 108 flow runs from `prefect backfill
+/// --split week` (six jobs, 18 weeks): every flow run completes, each ran
+/// once (the server's `run_count`, and no two workers report the same run),
+/// the runs spread over the workers, and the sink holds every row once.
+#[test]
+fn three_workers_share_a_split_backfill_and_run_each_flow_run_once() {
+    let p = prefect();
+    let spec = format!(
+        "state: {PREFECT_STATE}
+sources:
+  sample: {{type: line_protocol, path: data/sample.lp.gz}}
+sinks:
+  wh: {{type: duckdb, path: wh.duckdb}}
+pipelines:
+  fleet:
+    source: sample
+    sinks: [wh]
+    measurement: air_quality
+    start: 2026-07-24T00:00:00Z
+    jobs: [{{name: co}}, {{name: no2}}, {{name: o3}}, {{name: pm10}}, {{name: pm25}}, {{name: so2}}]
+"
+    );
+    let ws = Ws::new(&spec);
+    let env = [("PREFECT_API_URL", p.url.as_str())];
+    assert_eq!(
+        ws.run_env(&["prefect", "deploy", "--pool", "it-fleet"], &env)
+            .code,
+        0
+    );
+    let workers: Vec<std::process::Child> = (1..=3)
+        .map(|i| {
+            ws.cmd(&[
+                "prefect",
+                "worker",
+                "--pool",
+                "it-fleet",
+                "--name",
+                &format!("w{i}"),
+            ])
+            .env("PREFECT_API_URL", &p.url)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    // 120 days that end with the sample day: in the past whatever today is.
+    let out = ws.run_env(
+        &[
+            "prefect",
+            "backfill",
+            "fleet",
+            "--from",
+            "2026-07-24T00:00:00Z",
+            "--to",
+            "2026-11-21T00:00:00Z",
+            "--split",
+            "week",
+        ],
+        &env,
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout
+            .starts_with("108 flow runs of deployment `fleet/fleet`"),
+        "{out:?}"
+    );
+    let (_, d) = p.get("/deployments/name/fleet/fleet");
+    let dep = d["id"].as_str().unwrap().to_owned();
+    let runs = || {
+        p.post_json(
+            "/flow_runs/filter",
+            serde_json::json!({"deployments": {"id": {"any_": [dep]}}, "limit": 200}),
+        )
+        .as_array()
+        .unwrap()
+        .clone()
+    };
+    let t0 = std::time::Instant::now();
+    loop {
+        let rs = runs();
+        if rs.len() == 108
+            && rs
+                .iter()
+                .all(|r| r["state"]["type"] == "COMPLETED" || r["state"]["type"] == "FAILED")
+        {
+            break;
+        }
+        assert!(
+            t0.elapsed().as_secs() < 300,
+            "not done: {:?}",
+            rs.iter()
+                .map(|r| r["state"]["type"].clone())
+                .collect::<Vec<_>>()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let rs = runs();
+    let outs: Vec<String> = workers
+        .into_iter()
+        .map(|w| {
+            crate::util::sigterm(w.id());
+            String::from_utf8_lossy(&w.wait_with_output().unwrap().stdout).into_owned()
+        })
+        .collect();
+    let failed: Vec<&serde_json::Value> = rs
+        .iter()
+        .filter(|r| r["state"]["type"] != "COMPLETED")
+        .collect();
+    assert!(failed.is_empty(), "{failed:#?}");
+    let counts: Vec<&serde_json::Value> = rs.iter().map(|r| &r["run_count"]).collect();
+    assert!(
+        rs.iter().all(|r| r["run_count"] == 1),
+        "run counts {counts:?}"
+    );
+    // Who ran what, from the workers' own reports.
+    let mut seen = std::collections::BTreeMap::new();
+    for (i, o) in outs.iter().enumerate() {
+        for line in o.lines().filter(|l| l.starts_with("flow run ")) {
+            let id = line.split(' ').nth(2).unwrap().to_owned();
+            assert!(seen.insert(id, i).is_none(), "{line} ran twice");
+        }
+    }
+    assert_eq!(seen.len(), 108);
+    let per_worker: Vec<usize> = (0..3)
+        .map(|i| seen.values().filter(|w| **w == i).count())
+        .collect();
+    eprintln!("flow runs per worker: {per_worker:?}");
+    assert!(per_worker.iter().all(|n| *n > 0), "{per_worker:?}");
+    assert_eq!(
+        ws.query(
+            "wh.duckdb",
+            "SELECT pollutant, count(*), count(DISTINCT (station, hour_start)) FROM pollutant_hourly GROUP BY 1 ORDER BY 1"
+        ),
+        [("co", 71), ("no2", 71), ("o3", 71), ("pm10", 71), ("pm25", 71), ("so2", 69)]
+            .iter()
+            .map(|(p, n)| vec![p.to_string(), n.to_string(), n.to_string()])
+            .collect::<Vec<_>>()
     );
 }
