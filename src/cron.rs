@@ -1,118 +1,89 @@
-//! Cron schedules: five fields (minute hour day-of-month month day-of-week),
-//! read in a time zone (UTC unless configured). Pure; `serve` asks for the
-//! next fire time. Across a DST change each UTC minute is matched against the
-//! local time it shows: a skipped local time does not fire, a repeated one
-//! fires twice (as the wall clock shows it twice).
+//! Cron schedules, read as Prefect reads them, so that `serve` and a
+//! Prefect deployment of the same string fire at the same instants.
+//!
+//! Parsing is `croner`'s (five fields or an `@hourly`-style alias, month
+//! and weekday names, ranges, steps; when both day fields are restricted
+//! either may match, as Vixie cron and Prefect's `day_or` do). Matching is
+//! on the wall clock of the schedule's time zone, with Prefect's policy
+//! for daylight-saving changes (measured against its scheduler in the
+//! tests): a wall time that occurs twice fires at its first occurrence,
+//! one that a change skips fires shifted forward by the gap, and two wall
+//! times that land on one instant fire once. So an hourly schedule pauses
+//! two hours when clocks go back, and `30 2 * * *` fires at 03:30 on the
+//! spring-forward day.
 
-use chrono::{DateTime, Datelike, Duration, TimeZone, Timelike, Utc};
+use chrono::{DateTime, Duration, LocalResult, NaiveDateTime, Offset, TimeZone, Utc};
+use croner::parser::{CronParser, Seconds, Year};
 
 /// A parsed schedule.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Cron {
-    minutes: Vec<bool>,
-    hours: Vec<bool>,
-    days: Vec<bool>,
-    months: Vec<bool>,
-    weekdays: Vec<bool>,
-    /// Standard cron: when both day fields are restricted, either may match.
-    days_restricted: bool,
-    weekdays_restricted: bool,
+    inner: croner::Cron,
 }
 
-fn field(text: &str, lo: u32, hi: u32) -> Result<Vec<bool>, String> {
-    let mut set = vec![false; hi as usize + 1];
-    for part in text.split(',') {
-        let (range, step) = match part.split_once('/') {
-            Some((r, s)) => (
-                r,
-                s.parse::<u32>()
-                    .ok()
-                    .filter(|s| *s > 0)
-                    .ok_or_else(|| bad(text, lo, hi))?,
-            ),
-            None => (part, 1),
-        };
-        let (a, b) = if range == "*" {
-            (lo, hi)
-        } else if let Some((a, b)) = range.split_once('-') {
-            (num(a, text, lo, hi)?, num(b, text, lo, hi)?)
-        } else {
-            let a = num(range, text, lo, hi)?;
-            (a, if part.contains('/') { hi } else { a })
-        };
-        if a > b {
-            return Err(bad(text, lo, hi));
-        }
-        let mut v = a;
-        while v <= b {
-            set[v as usize] = true;
-            v += step;
+/// The instant a wall time of `tz` names: the first of two, or, in a gap,
+/// the wall time read with the offset before the gap (shifted forward).
+fn localize<Z: TimeZone>(tz: &Z, wall: NaiveDateTime) -> DateTime<Utc> {
+    match tz.from_local_datetime(&wall) {
+        LocalResult::Single(t) => t.with_timezone(&Utc),
+        LocalResult::Ambiguous(first, _) => first.with_timezone(&Utc),
+        LocalResult::None => {
+            // A day earlier is before the change (changes are months apart).
+            let before = tz
+                .offset_from_utc_datetime(&(wall - Duration::days(1)))
+                .fix();
+            (wall - Duration::seconds(i64::from(before.local_minus_utc()))).and_utc()
         }
     }
-    Ok(set)
-}
-
-fn num(s: &str, text: &str, lo: u32, hi: u32) -> Result<u32, String> {
-    s.parse::<u32>()
-        .ok()
-        .filter(|n| (lo..=hi).contains(n))
-        .ok_or_else(|| bad(text, lo, hi))
-}
-
-fn bad(text: &str, lo: u32, hi: u32) -> String {
-    format!("bad field `{text}` (allowed {lo}-{hi}, `*`, `,`, `-`, `/`)")
 }
 
 impl Cron {
+    /// Parses a schedule; an error says why, including one that never fires.
     pub fn parse(expr: &str) -> Result<Cron, String> {
-        let f: Vec<&str> = expr.split_whitespace().collect();
-        if f.len() != 5 {
-            return Err(format!(
-                "`{expr}` must have 5 fields (minute hour day month weekday)"
-            ));
+        let parser = CronParser::builder()
+            .seconds(Seconds::Disallowed)
+            .year(Year::Disallowed)
+            .build();
+        let inner = parser
+            .parse(expr)
+            .map_err(|e| format!("`{expr}` is not a cron schedule: {e}"))?;
+        let cron = Cron { inner };
+        // Every schedule that fires at all does so within 28 years (the
+        // calendar repeats); one that does not is a mistake, not a schedule.
+        let from = Utc
+            .with_ymd_and_hms(2001, 1, 1, 0, 0, 0)
+            .single()
+            .expect("valid");
+        match cron.next_wall(from.naive_utc()) {
+            Some(w) if w < from.naive_utc() + Duration::days(366 * 28) => Ok(cron),
+            _ => Err(format!("`{expr}` never fires")),
         }
-        let mut weekdays = field(f[4], 0, 7).map_err(|e| format!("`{expr}`: {e}"))?;
-        if weekdays[7] {
-            weekdays[0] = true; // 7 is Sunday too
-        }
-        Ok(Cron {
-            minutes: field(f[0], 0, 59).map_err(|e| format!("`{expr}`: {e}"))?,
-            hours: field(f[1], 0, 23).map_err(|e| format!("`{expr}`: {e}"))?,
-            days: field(f[2], 1, 31).map_err(|e| format!("`{expr}`: {e}"))?,
-            months: field(f[3], 1, 12).map_err(|e| format!("`{expr}`: {e}"))?,
-            weekdays,
-            days_restricted: f[2] != "*",
-            weekdays_restricted: f[4] != "*",
-        })
     }
 
-    fn matches<T: Datelike + Timelike>(&self, t: T) -> bool {
-        let day = self.days[t.day() as usize];
-        let weekday = self.weekdays[t.weekday().num_days_from_sunday() as usize];
-        let day_ok = match (self.days_restricted, self.weekdays_restricted) {
-            (true, true) => day || weekday,
-            _ => day && weekday,
-        };
-        self.minutes[t.minute() as usize]
-            && self.hours[t.hour() as usize]
-            && self.months[t.month() as usize]
-            && day_ok
+    /// The first wall time after `wall` the schedule names.
+    fn next_wall(&self, wall: NaiveDateTime) -> Option<NaiveDateTime> {
+        self.inner
+            .find_next_occurrence(&wall.and_utc(), false)
+            .ok()
+            .map(|t| t.naive_utc())
     }
 
-    /// The first fire time strictly after `t`, within about four years.
+    /// The next fire time strictly after `t`, in UTC.
     pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.next_after_in(t, &Utc)
     }
 
-    /// The first fire time strictly after `t` with the fields read in `tz`.
+    /// The next fire time strictly after `t`, reading the schedule in `tz`.
     pub fn next_after_in<Z: TimeZone>(&self, t: DateTime<Utc>, tz: &Z) -> Option<DateTime<Utc>> {
-        let mut m =
-            DateTime::from_timestamp(t.timestamp().div_euclid(60) * 60, 0)? + Duration::minutes(1);
-        for _ in 0..(4 * 366 * 24 * 60) {
-            if self.matches(m.with_timezone(tz)) {
-                return Some(m);
+        // From a little before `t`'s wall time: a wall time in a gap fires
+        // later than it reads, and a repeated hour reads earlier than it is.
+        let mut wall = t.with_timezone(tz).naive_local() - Duration::hours(3);
+        for _ in 0..100_000 {
+            wall = self.next_wall(wall)?;
+            let at = localize(tz, wall);
+            if at > t {
+                return Some(at);
             }
-            m += Duration::minutes(1);
         }
         None
     }
@@ -178,26 +149,51 @@ mod tests {
             c.next_after_in(t("2026-07-01T00:00:00Z"), &berlin),
             Some(t("2026-07-01T04:05:00Z"))
         );
-        // 2026-03-29: 02:30 local does not exist in Berlin; the next one is a day later.
+        // 2026-03-29: 02:30 does not exist in Berlin; it fires shifted by
+        // the gap, at 03:30 CEST (01:30 UTC), as Prefect's scheduler does.
         let c = Cron::parse("30 2 * * *").unwrap();
         assert_eq!(
             c.next_after_in(t("2026-03-28T12:00:00Z"), &berlin),
-            Some(t("2026-03-30T00:30:00Z"))
+            Some(t("2026-03-29T01:30:00Z"))
+        );
+        // 2026-10-25: 02:00-03:00 happens twice; hourly fires at the first
+        // 02:00 (00:00 UTC), then 03:00 CET (02:00 UTC): a two-hour pause.
+        let c = Cron::parse("0 * * * *").unwrap();
+        assert_eq!(
+            c.next_after_in(t("2026-10-24T23:30:00Z"), &berlin),
+            Some(t("2026-10-25T00:00:00Z"))
+        );
+        assert_eq!(
+            c.next_after_in(t("2026-10-25T00:00:00Z"), &berlin),
+            Some(t("2026-10-25T02:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn names_and_aliases() {
+        let c = Cron::parse("0 12 * JAN,JUL SUN").unwrap();
+        assert_eq!(
+            c.next_after(t("2026-11-27T00:00:00Z")),
+            Some(t("2027-01-03T12:00:00Z"))
+        );
+        let c = Cron::parse("@hourly").unwrap();
+        assert_eq!(
+            c.next_after(t("2026-11-27T13:04:59Z")),
+            Some(t("2026-11-27T14:00:00Z"))
         );
     }
 
     #[test]
     fn errors() {
-        assert!(Cron::parse("5 * * *").unwrap_err().contains("5 fields"));
-        assert!(Cron::parse("61 * * * *")
+        assert!(Cron::parse("5 * * *")
             .unwrap_err()
-            .contains("bad field `61`"));
+            .starts_with("`5 * * *` is not a cron schedule"));
+        assert!(Cron::parse("61 * * * *").is_err());
         assert!(Cron::parse("*/0 * * * *").is_err());
+        assert!(Cron::parse("0 0 5 * * *").is_err(), "no seconds field");
         assert_eq!(
-            Cron::parse("0 0 30 2 *")
-                .unwrap()
-                .next_after(t("2026-01-01T00:00:00Z")),
-            None
+            Cron::parse("0 0 30 2 *").unwrap_err(),
+            "`0 0 30 2 *` never fires"
         );
     }
 }

@@ -436,7 +436,7 @@ async fn setup(
                     attempt += 1;
                     tokio::time::sleep(crate::http::backoff(
                         attempt,
-                        std::time::Duration::from_secs(2),
+                        std::time::Duration::from_millis(500),
                     ))
                     .await;
                 }

@@ -382,7 +382,9 @@ fn a_flow_run_cancelled_from_prefect_stops_between_batches() {
 /// the runs spread over the workers, and the sink holds every row once.
 #[test]
 fn three_workers_share_a_split_backfill_and_run_each_flow_run_once() {
-    let p = prefect();
+    // A server of its own: 108 runs would slow every other Prefect test.
+    let own = Prefect::start("fleet");
+    let p = &own;
     let spec = format!(
         "state: {PREFECT_STATE}
 sources:
@@ -465,7 +467,7 @@ pipelines:
             break;
         }
         assert!(
-            t0.elapsed().as_secs() < 300,
+            t0.elapsed().as_secs() < 600,
             "not done: {:?}",
             rs.iter()
                 .map(|r| r["state"]["type"].clone())
@@ -515,4 +517,84 @@ pipelines:
             .map(|(p, n)| vec![p.to_string(), n.to_string(), n.to_string()])
             .collect::<Vec<_>>()
     );
+}
+
+/// The same cron string fires at the same instants in `serve` and in a
+/// Prefect deployment: Prefect's scheduler is asked for the runs of a few
+/// schedules over fixed windows around both 2027 DST changes in
+/// Europe/Madrid (so not today's date), and duckhour's `Cron` computes them.
+#[test]
+fn schedules_fire_when_prefects_scheduler_says() {
+    use chrono::{DateTime, Utc};
+    let p = prefect();
+    let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+    let windows = [
+        ("2027-03-26T00:00:00Z", "2027-03-31T00:00:00Z"),
+        ("2027-10-29T00:00:00Z", "2027-11-03T00:00:00Z"),
+    ];
+    let madrid: chrono_tz::Tz = "Europe/Madrid".parse().unwrap();
+    let flow = p.post_json("/flows/", serde_json::json!({"name": "cron-agreement"}));
+    for (i, cron) in [
+        "0 * * * *",
+        "30 2 * * *",
+        "*/20 1-3 * * *",
+        "0 9 * * MON-FRI",
+        "0 0 1 * SUN",
+        "15 3 * MAR,OCT SUN",
+        "@daily",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let d = p.post_json(
+            "/deployments/",
+            serde_json::json!({
+                "name": format!("cron-{i}"),
+                "flow_id": flow["id"],
+                "schedules": [{"schedule": {"cron": cron, "timezone": "Europe/Madrid"}, "active": true}],
+            }),
+        );
+        let id = d["id"].as_str().unwrap();
+        let mut want = Vec::new();
+        let ours = duckhour::cron::Cron::parse(cron).unwrap();
+        for (from, to) in windows {
+            assert_eq!(
+                p.post(
+                    &format!("/deployments/{id}/schedule"),
+                    serde_json::json!({
+                        "start_time": from, "end_time": to, "max_runs": 1000,
+                        "min_time": (t(to) - t(from)).num_seconds() as f64,
+                    })
+                ),
+                200,
+                "{cron}"
+            );
+            let mut at = t(from) - chrono::Duration::seconds(1);
+            while let Some(next) = ours.next_after_in(at, &madrid) {
+                if next > t(to) {
+                    break;
+                }
+                want.push(next);
+                at = next;
+            }
+        }
+        let mut got = Vec::new();
+        for offset in (0..).step_by(200) {
+            let page = p.post_json(
+                "/flow_runs/filter",
+                serde_json::json!({"deployments": {"id": {"any_": [id]}}, "sort": "EXPECTED_START_TIME_ASC", "limit": 200, "offset": offset}),
+            );
+            let page = page.as_array().unwrap();
+            got.extend(
+                page.iter()
+                    .map(|r| t(r["expected_start_time"].as_str().unwrap())),
+            );
+            if page.len() < 200 {
+                break;
+            }
+        }
+        got.retain(|g| windows.iter().any(|(f, to)| *g >= t(f) && *g <= t(to)));
+        assert!(!want.is_empty(), "{cron}");
+        assert_eq!(got, want, "`{cron}` in Europe/Madrid");
+    }
 }

@@ -552,8 +552,11 @@ fn a_runner_that_cannot_renew_stops_writing_before_its_lease_expires() {
     assert!(last_write > dropped_at, "no write after the drop");
     let margin = last_renewal + Duration::from_secs(60) - last_write;
     eprintln!("last block write {margin:?} before the lease could expire");
+    // The runner checks 45 s after its last renewal; a write it began just
+    // before may arrive later on a loaded machine (2.6 s late was seen), and
+    // the margin to the server's 60 s is there for that.
     assert!(
-        last_write < last_renewal + Duration::from_secs(47),
+        last_write < last_renewal + Duration::from_secs(57),
         "wrote {:?} after its last renewal",
         last_write - last_renewal
     );
@@ -571,7 +574,10 @@ fn a_runner_that_cannot_renew_stops_writing_before_its_lease_expires() {
 #[test]
 fn a_lease_granted_but_not_answered_does_not_block_its_own_runner() {
     use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
-    let p = prefect();
+    // A server of its own: under the other tests' load, SQLite answers 503
+    // ("database is locked") to the very take this test means to be granted.
+    let own = Prefect::start("orphan");
+    let p = &own;
     // A server still warming up answers 503 itself: wait until it grants.
     wait_for(60, "the server to create limits", || {
         matches!(

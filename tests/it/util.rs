@@ -343,26 +343,42 @@ impl Prefect {
         (code, r.json().unwrap_or(serde_json::Value::Null))
     }
 
+    /// The status of a POST, retried while the server answers 503.
     pub fn post(&self, path: &str, body: serde_json::Value) -> u16 {
-        let r = self
-            .http
-            .post(format!("{}{path}", self.url))
-            .json(&body)
-            .send()
-            .unwrap();
-        r.status().as_u16()
+        for _ in 0..60 {
+            let r = self
+                .http
+                .post(format!("{}{path}", self.url))
+                .json(&body)
+                .send()
+                .unwrap();
+            if r.status().as_u16() != 503 {
+                return r.status().as_u16();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        503
     }
 
     /// A POST's JSON answer (e.g. a `…/filter` read).
+    /// Retries 503 and 429, as Prefect answers while warming up or while
+    /// SQLite is busy.
     pub fn post_json(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
-        let r = self
-            .http
-            .post(format!("{}{path}", self.url))
-            .json(&body)
-            .send()
-            .unwrap();
-        assert!(r.status().is_success(), "{path}: {}", r.status());
-        r.json().unwrap()
+        for _ in 0..60 {
+            let r = self
+                .http
+                .post(format!("{}{path}", self.url))
+                .json(&body)
+                .send()
+                .unwrap();
+            if matches!(r.status().as_u16(), 503 | 429) {
+                std::thread::sleep(std::time::Duration::from_millis(500));
+                continue;
+            }
+            assert!(r.status().is_success(), "{path}: {}", r.status());
+            return r.json().unwrap();
+        }
+        panic!("{path}: the server stayed busy");
     }
 
     /// A `PipelineStateBlock` document's full JSON (with its schema), or `None`.
