@@ -24,6 +24,22 @@ pipelines:
     )
 }
 
+/// A `duckhour prefect worker` on `pool`, talking to `api_url`.
+fn spawn_worker(ws: &Ws, api_url: &str, pool: &str, name: &str) -> std::process::Child {
+    ws.cmd(&["prefect", "worker", "--pool", pool, "--name", name])
+        .env("PREFECT_API_URL", api_url)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// A run of `deployment` with `params`, made by Prefect's own Python client; its id.
+fn trigger(p: &Prefect, deployment: &str, params: &str) -> String {
+    let run = p.python_file("runs.py", &["run", deployment, params]);
+    run["id"].as_str().unwrap().to_owned()
+}
+
 const PREFECT_STATE: &str = "{type: prefect, url: '${env:PREFECT_API_URL}'}";
 const NOW: &str = "2026-11-21T00:10:00Z";
 
@@ -236,30 +252,13 @@ fn a_deployment_run_from_python_is_executed_by_a_duckhour_worker() {
         serde_json::json!(["co", "no2"])
     );
 
-    let worker = ws
-        .cmd(&[
-            "prefect",
-            "worker",
-            "--pool",
-            "it-pool",
-            "--name",
-            "it-worker",
-        ])
-        .env("PREFECT_API_URL", &p.url)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let run = p.python_file(
-        "runs.py",
-        &[
-            "run",
-            "deployed/deployed",
-            r#"{"mode": "backfill", "jobs": ["co"], "from": "2026-11-20T00:00:00Z", "to": "2026-11-21T00:00:00Z"}"#,
-        ],
+    let worker = spawn_worker(&ws, &p.url, "it-pool", "it-worker");
+    let fid = trigger(
+        p,
+        "deployed/deployed",
+        r#"{"mode": "backfill", "jobs": ["co"], "from": "2026-11-20T00:00:00Z", "to": "2026-11-21T00:00:00Z"}"#,
     );
-    let fid = run["id"].as_str().unwrap();
-    let done = p.python_file("runs.py", &["wait", fid, "90"]);
+    let done = p.python_file("runs.py", &["wait", &fid, "90"]);
     crate::util::sigterm(worker.id());
     let w = worker.wait_with_output().unwrap();
     let w_out = String::from_utf8_lossy(&w.stdout);
@@ -321,22 +320,18 @@ fn a_flow_run_cancelled_from_prefect_stops_between_batches() {
             crate::util::Act::Forward
         }),
     );
-    let worker = ws
-        .cmd(&["prefect", "worker", "--pool", "it-cancel"])
-        .env("PREFECT_API_URL", format!("{}/api", rec.url))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let run = p.python_file(
-        "runs.py",
-        &[
-            "run",
-            "cancelled/cancelled",
-            r#"{"mode": "backfill", "jobs": ["co"], "from": "2026-11-20T00:00:00Z", "to": "2026-11-22T00:00:00Z"}"#,
-        ],
+    let worker = spawn_worker(
+        &ws,
+        &format!("{}/api", rec.url),
+        "it-cancel",
+        "it-canceller",
     );
-    let fid = run["id"].as_str().unwrap();
+    let fid = trigger(
+        p,
+        "cancelled/cancelled",
+        r#"{"mode": "backfill", "jobs": ["co"], "from": "2026-11-20T00:00:00Z", "to": "2026-11-22T00:00:00Z"}"#,
+    );
+    let fid = fid.as_str();
     let t0 = std::time::Instant::now();
     while p
         .checkpoint("cancelled-co")
@@ -408,21 +403,7 @@ pipelines:
         0
     );
     let workers: Vec<std::process::Child> = (1..=3)
-        .map(|i| {
-            ws.cmd(&[
-                "prefect",
-                "worker",
-                "--pool",
-                "it-fleet",
-                "--name",
-                &format!("w{i}"),
-            ])
-            .env("PREFECT_API_URL", &p.url)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap()
-        })
+        .map(|i| spawn_worker(&ws, &p.url, "it-fleet", &format!("w{i}")))
         .collect();
     // 120 days that end with the sample day: in the past whatever today is.
     let out = ws.run_env(

@@ -345,40 +345,32 @@ impl Prefect {
 
     /// The status of a POST, retried while the server answers 503.
     pub fn post(&self, path: &str, body: serde_json::Value) -> u16 {
+        self.post_busy(path, &body).status().as_u16()
+    }
+
+    /// A POST, sent again while the server answers 503 or 429 (warming up,
+    /// or SQLite busy), for up to 30 s.
+    fn post_busy(&self, path: &str, body: &serde_json::Value) -> reqwest::blocking::Response {
         for _ in 0..60 {
             let r = self
                 .http
                 .post(format!("{}{path}", self.url))
-                .json(&body)
+                .json(body)
                 .send()
                 .unwrap();
-            if r.status().as_u16() != 503 {
-                return r.status().as_u16();
+            if !matches!(r.status().as_u16(), 503 | 429) {
+                return r;
             }
             std::thread::sleep(std::time::Duration::from_millis(500));
         }
-        503
+        panic!("{path}: the server stayed busy");
     }
 
-    /// A POST's JSON answer (e.g. a `…/filter` read).
-    /// Retries 503 and 429, as Prefect answers while warming up or while
-    /// SQLite is busy.
+    /// A POST's JSON answer (e.g. a `…/filter` read), retried while busy.
     pub fn post_json(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
-        for _ in 0..60 {
-            let r = self
-                .http
-                .post(format!("{}{path}", self.url))
-                .json(&body)
-                .send()
-                .unwrap();
-            if matches!(r.status().as_u16(), 503 | 429) {
-                std::thread::sleep(std::time::Duration::from_millis(500));
-                continue;
-            }
-            assert!(r.status().is_success(), "{path}: {}", r.status());
-            return r.json().unwrap();
-        }
-        panic!("{path}: the server stayed busy");
+        let r = self.post_busy(path, &body);
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        r.json().unwrap()
     }
 
     /// A `PipelineStateBlock` document's full JSON (with its schema), or `None`.
