@@ -255,7 +255,7 @@ fn job_state(o: &Outcome) -> (&'static str, String) {
 }
 
 /// The flow run's final state and message: which jobs failed and why.
-fn run_state(outcomes: &[Outcome]) -> (&'static str, String) {
+pub fn run_state(outcomes: &[Outcome]) -> (&'static str, String) {
     let failed: Vec<String> = outcomes
         .iter()
         .filter_map(|o| o.error.as_ref().map(|e| format!("job `{}`: {e}", o.job)))

@@ -370,6 +370,25 @@ async fn execute(
     };
     let outcomes = runner::run(config, p, opts).await;
     watcher.abort();
+    // The report sets the final state, but gives up at its first failure
+    // (a busy server); a claimed run must not stay RUNNING, so the worker
+    // makes sure, with the store's full retries.
+    let (kind, message) = runner::run_state(&outcomes);
+    let ended = match client.read("flow_runs", id).await {
+        Ok(fr) => matches!(
+            fr["state"]["type"].as_str(),
+            Some("COMPLETED" | "FAILED" | "CANCELLED" | "CRASHED")
+        ),
+        Err(_) => false,
+    };
+    if !ended {
+        if let Err(e) = client
+            .set_state("flow_runs", id, state(kind, Some(&message)))
+            .await
+        {
+            warn!(flow_run = id, error = %e, "could not set the flow run's final state");
+        }
+    }
     let _ = super::run::finish(
         config,
         p,
