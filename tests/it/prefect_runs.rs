@@ -579,3 +579,76 @@ fn schedules_fire_when_prefects_scheduler_says() {
         assert_eq!(got, want, "`{cron}` in Europe/Madrid");
     }
 }
+
+/// The Prefect server stops while a reported run is going (its source
+/// slowed through a proxy): the data work completes (every row, the
+/// checkpoint at the end), and the run says once what it could not report.
+#[test]
+fn prefect_stopped_mid_run_does_not_stop_the_data_work() {
+    let own = Prefect::start("stopped");
+    let db = "runs_stopped";
+    crate::engine::seed(db);
+    let slow = crate::util::Recorder::start(
+        &crate::util::influx().url,
+        Box::new(|s: &crate::util::Seen| {
+            if s.path.starts_with("/query") {
+                std::thread::sleep(std::time::Duration::from_millis(400));
+            }
+            crate::util::Act::Forward
+        }),
+    );
+    let spec = format!(
+        "prefect: {{url: '{}'}}
+state: {{type: local, path: state}}
+sources:
+  influx: {{type: influxdb, url: '{}', database: {db}}}
+sinks:
+  wh: {{type: duckdb, path: wh.duckdb}}
+pipelines:
+  stopped:
+    source: influx
+    sinks: [wh]
+    measurement: air_quality
+    start: 2026-11-20T00:00:00Z
+    batch_hours: 1
+    jobs: [{{name: co}}]
+",
+        own.url, slow.url
+    );
+    let ws = Ws::new(&spec);
+    let child = ws
+        .cmd(&["-v", "run", "stopped", "--now", NOW])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once the run shows in Prefect, stop the server.
+    let t0 = std::time::Instant::now();
+    while flow_runs(&own, "stopped").is_empty() {
+        assert!(
+            t0.elapsed().as_secs() < 60,
+            "the run never showed in Prefect"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    own.down();
+    let o = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        stderr
+            .matches("could not report this run to Prefect")
+            .count(),
+        1,
+        "{stderr}"
+    );
+    assert_eq!(
+        ws.query("wh.duckdb", "SELECT count(*) FROM pollutant_hourly"),
+        vec![vec!["71".to_owned()]]
+    );
+    assert!(
+        std::fs::read_to_string(ws.path("state/stopped/co/checkpoint.json"))
+            .unwrap()
+            .contains("2026-11-20T23:00:00Z")
+    );
+}

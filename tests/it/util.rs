@@ -581,7 +581,8 @@ impl Recorder {
                                 if k == "content-length" {
                                     len = v.parse().unwrap();
                                 }
-                                if matches!(k.as_str(), "authorization" | "content-type") {
+                                if matches!(k.as_str(), "authorization" | "content-type" | "accept")
+                                {
                                     headers.push((k, v));
                                 }
                             }
