@@ -93,12 +93,8 @@ pub enum Split {
 pub struct PrefectBackfillArgs {
     /// The pipeline (deployed with `prefect deploy`).
     pub pipeline: String,
-    /// First hour (RFC 3339, inclusive).
-    #[arg(long)]
-    pub from: String,
-    /// End hour (RFC 3339, exclusive).
-    #[arg(long)]
-    pub to: String,
+    #[command(flatten)]
+    pub range: HourRange,
     #[command(flatten)]
     pub filter: JobFilter,
     /// How to cut the range into flow runs.
@@ -177,16 +173,23 @@ pub struct RunArgs {
     pub replace_empty: bool,
 }
 
+/// `--from T --to T`: the hours `[from, to)` of a backfill.
 #[derive(Debug, Args)]
-pub struct BackfillArgs {
-    /// The pipeline to backfill.
-    pub pipeline: String,
+pub struct HourRange {
     /// First hour (RFC 3339, inclusive).
     #[arg(long)]
     pub from: String,
     /// End hour (RFC 3339, exclusive).
     #[arg(long)]
     pub to: String,
+}
+
+#[derive(Debug, Args)]
+pub struct BackfillArgs {
+    /// The pipeline to backfill.
+    pub pipeline: String,
+    #[command(flatten)]
+    pub range: HourRange,
     #[command(flatten)]
     pub filter: JobFilter,
     /// Pretend the current time is this (RFC 3339).

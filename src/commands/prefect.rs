@@ -133,7 +133,7 @@ pub fn splits(jobs: &[String], from: Hour, to: Hour, split: Split) -> Vec<(Strin
 pub fn backfill(config: &Config, a: &PrefectBackfillArgs) -> Result<i32, Error> {
     let p = super::pipeline(config, &a.pipeline)?;
     super::check_jobs(p, &a.filter.jobs)?;
-    let (from, to) = super::range(&a.from, &a.to)?;
+    let (from, to) = super::range(&a.range.from, &a.range.to)?;
     let jobs: Vec<String> = if a.filter.jobs.is_empty() {
         p.jobs.iter().map(|j| j.name.clone()).collect()
     } else {

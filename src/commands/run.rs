@@ -32,7 +32,7 @@ pub fn run(config: &Config, a: &RunArgs, quiet: bool) -> Result<i32, Error> {
 pub fn backfill(config: &Config, a: &BackfillArgs, quiet: bool) -> Result<i32, Error> {
     let p = super::pipeline(config, &a.pipeline)?;
     super::check_jobs(p, &a.filter.jobs)?;
-    let (from, to) = super::range(&a.from, &a.to)?;
+    let (from, to) = super::range(&a.range.from, &a.range.to)?;
     let opts = Options {
         now: super::now(&a.now)?,
         jobs: a.filter.jobs.clone(),
