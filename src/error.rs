@@ -41,7 +41,8 @@ impl Error {
 }
 
 /// Why one job failed. Each message names what failed (the source or sink,
-/// the template, the lease) and the hours; none carries a secret.
+/// the template, the lease) and the hours. It may quote a service's answer:
+/// every place that shows or stores one redacts it (`secret::redact`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JobError {
     /// Another runner holds the job's lease; nothing was done.
@@ -94,7 +95,7 @@ impl JobError {
 impl From<crate::state::StateError> for JobError {
     fn from(e: crate::state::StateError) -> JobError {
         use crate::state::StateError;
-        let message = crate::secret::redact(&e.to_string()).into_owned();
+        let message = e.to_string();
         match e {
             StateError::Busy { .. } => JobError::LeaseBusy(message),
             StateError::LeaseLost { .. } => JobError::LeaseLost(message),
@@ -107,13 +108,13 @@ impl From<crate::sinks::SinkError> for JobError {
     fn from(e: crate::sinks::SinkError) -> JobError {
         use crate::sinks::SinkError;
         let (sink, hours) = match &e {
-            SinkError::Setup { sink, .. } => (sink.clone(), None),
+            SinkError::Setup { sink, .. } | SinkError::Busy { sink, .. } => (sink.clone(), None),
             SinkError::Load { sink, range, .. } => (sink.clone(), Some(range.clone())),
         };
         JobError::Sink {
             sink,
             hours,
-            message: crate::secret::redact(&e.to_string()).into_owned(),
+            message: e.to_string(),
         }
     }
 }
@@ -121,7 +122,7 @@ impl From<crate::sinks::SinkError> for JobError {
 impl From<crate::duck::DuckError> for JobError {
     fn from(e: crate::duck::DuckError) -> JobError {
         use crate::duck::DuckError;
-        let message = crate::secret::redact(&e.to_string()).into_owned();
+        let message = e.to_string();
         match e {
             DuckError::Db(_) => JobError::Internal(message),
             _ => JobError::Template(message),

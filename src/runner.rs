@@ -20,7 +20,7 @@ use crate::error::JobError;
 use crate::plan::{self, Batch, Plan, Scope, Settings};
 use crate::report::{Event, Report};
 use crate::secret::{EnvSecrets, SecretSource};
-use crate::sinks::Sink;
+use crate::sinks::{Sink, SinkError};
 use crate::sources::{PointSink, Source};
 use crate::spec::{Config, Hour, Job, Pipeline, StateConfig};
 use crate::staged::StagedHandle;
@@ -428,11 +428,7 @@ async fn setup(
                 Ok(()) => break,
                 // A DuckDB file has one writer process: with `--wait` (and in a
                 // worker), wait for it as for a job's lease.
-                Err(e)
-                    if opts.wait
-                        && e.to_string().contains("Could not set lock on file")
-                        && t0.elapsed() < FILE_WAIT =>
-                {
+                Err(SinkError::Busy { .. }) if opts.wait && t0.elapsed() < FILE_WAIT => {
                     attempt += 1;
                     tokio::time::sleep(crate::http::backoff(
                         attempt,
@@ -446,19 +442,15 @@ async fn setup(
         sinks.push(sink);
     }
     if let Err(e) = source.connect(secrets.as_ref()).await {
-        let message = crate::secret::redact(&e.to_string()).into_owned();
-        return Err((state, JobError::Source(message)));
+        return Err((state, JobError::Source(e.to_string())));
     }
     // From here on the database runs templates: it may reach only the sink
     // files' directories. Not with MotherDuck, whose extension needs the
     // network (and could not be tested confined here).
-    let needed: Option<Vec<Option<&std::path::Path>>> =
-        sinks.iter().map(Sink::files_needed).collect();
-    if let Some(needed) = needed {
-        let mut dirs: Vec<std::path::PathBuf> = needed
-            .into_iter()
-            .flatten()
-            .map(|d| d.to_path_buf())
+    if !sinks.iter().any(Sink::is_motherduck) {
+        let mut dirs: Vec<std::path::PathBuf> = sinks
+            .iter()
+            .filter_map(|s| s.local_dir().map(|d| d.to_path_buf()))
             .collect();
         if stages_files(&config.sources[&pipeline.source]) {
             dirs.push(std::env::temp_dir());
@@ -729,7 +721,7 @@ async fn download(sh: &Shared, job: &Job, batch: Batch, key: &str) -> Result<Sta
     let extracted = sh.source.extract(job, batch, &mut sink).await;
     drop(sink);
     tracing::debug!(ms = t0.elapsed().as_millis() as u64, "downloaded");
-    extracted.map_err(|e| JobError::Source(crate::secret::redact(&e.to_string()).into_owned()))?;
+    extracted.map_err(|e| JobError::Source(e.to_string()))?;
     Ok(writer)
 }
 

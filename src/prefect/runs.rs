@@ -7,11 +7,13 @@ use serde_json::{json, Value};
 
 use super::{Client, ErrorKind, PrefectError};
 
-/// A state to propose: `RUNNING`, `COMPLETED`, `FAILED`, `CANCELLED`.
+/// A state to propose: `RUNNING`, `COMPLETED`, `FAILED`, `CANCELLED`. Its
+/// message (an error may quote a service's answer) is redacted here, the
+/// one way messages reach Prefect's states.
 pub fn state(kind: &str, message: Option<&str>) -> Value {
     let mut s = json!({"type": kind});
     if let Some(m) = message {
-        s["message"] = json!(short(m));
+        s["message"] = json!(short(&crate::secret::redact(m)));
     }
     s
 }
@@ -109,6 +111,11 @@ mod tests {
         assert_eq!(
             state("FAILED", Some("sink `bq` failed")),
             json!({"type": "FAILED", "message": "sink `bq` failed"})
+        );
+        crate::secret::register("state-secret-1");
+        assert_eq!(
+            state("FAILED", Some("denied: state-secret-1")),
+            json!({"type": "FAILED", "message": "denied: **REDACTED**"})
         );
         let long = "é".repeat(3000);
         let s = short(&long);

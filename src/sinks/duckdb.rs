@@ -97,6 +97,12 @@ impl DuckSink {
         self.local_dir.as_deref()
     }
 
+    /// Whether `prepare` attached MotherDuck (the path is known only once
+    /// resolved: it may come from `${env:}`).
+    pub fn is_motherduck(&self) -> bool {
+        self.reattach.is_none()
+    }
+
     fn setup_err(&self, message: impl Into<String>) -> SinkError {
         SinkError::Setup {
             sink: self.name.clone(),
@@ -225,10 +231,16 @@ impl DuckSink {
                 quote_ident(&self.alias)
             );
             conn.execute_batch(&attach).map_err(|e| {
-                self.setup_err(format!(
-                    "cannot open {}: {e}",
-                    crate::secret::redact(&file.display().to_string())
-                ))
+                let message = format!("cannot open {}: {e}", file.display());
+                // DuckDB's word for a file another process holds.
+                if message.contains("Could not set lock on file") {
+                    SinkError::Busy {
+                        sink: self.name.clone(),
+                        message,
+                    }
+                } else {
+                    self.setup_err(message)
+                }
             })?;
             self.reattach = Some(attach);
             self.local_dir = Some(parent);

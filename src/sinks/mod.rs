@@ -20,6 +20,10 @@ use crate::spec::SinkConfig;
 pub enum SinkError {
     #[error("sink `{sink}`: {message}")]
     Setup { sink: String, message: String },
+    /// Another process writes the sink's file (a DuckDB file has one
+    /// writer); it frees when that run ends.
+    #[error("sink `{sink}`: {message}")]
+    Busy { sink: String, message: String },
     #[error("sink `{sink}` hours {range}: {message}")]
     Load {
         sink: String,
@@ -83,14 +87,19 @@ impl Sink {
         }
     }
 
-    /// What this sink needs of the embedded database's file system once
-    /// prepared: `Some(dir)` for a local file, `Some(None)` for none
-    /// (BigQuery), `None` when it needs more than files (MotherDuck).
-    pub fn files_needed(&self) -> Option<Option<&std::path::Path>> {
+    /// The directory of a local DuckDB file, which the confined database
+    /// must still reach (`duck::confine`).
+    pub fn local_dir(&self) -> Option<&std::path::Path> {
         match self {
-            Sink::Duck(s) => s.local_dir().map(Some),
-            Sink::BigQuery(_) => Some(None),
+            Sink::Duck(s) => s.local_dir(),
+            Sink::BigQuery(_) => None,
         }
+    }
+
+    /// MotherDuck: its extension needs the network, so a run writing to it
+    /// is not confined.
+    pub fn is_motherduck(&self) -> bool {
+        matches!(self, Sink::Duck(s) if s.is_motherduck())
     }
 
     /// Resolves secrets and attaches (DuckDB) or creates the dataset
