@@ -142,12 +142,16 @@ pub fn query(conn: &duckdb::Connection, sql: &str) -> Vec<Vec<String>> {
 }
 
 /// Stops the server started in `dir` by `script` (and removes `dir`) once
-/// this test process exits: a detached shell waits for our pid.
+/// this test process exits: a detached shell waits for our pid. It runs a
+/// copy of the script kept in `dir`, since CI may remove the clone before
+/// the shell wakes up.
 fn stop_on_exit(script: &Path, dir: &Path) {
+    let copy = dir.join(".stop-script");
+    std::fs::copy(script, &copy).unwrap();
     let watchdog = format!(
-        "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {script} stop {dir}; rm -rf {dir}",
+        "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; bash {copy} stop {dir}; rm -rf {dir}",
         pid = std::process::id(),
-        script = script.display(),
+        copy = copy.display(),
         dir = dir.display()
     );
     // Detached on purpose: it must outlive this process to stop the server.
@@ -524,8 +528,9 @@ pub enum Act {
     /// Answer this (status, JSON body) without forwarding: a 503 provokes a
     /// retry, a 400 a failure.
     Answer(u16, String),
-    /// Forward, but give the client this answer instead of the server's: a
-    /// request that took effect while the client saw it fail.
+    /// Forward, and when the server granted it (2xx) give the client this
+    /// answer instead: a request that took effect while the client saw it
+    /// fail. A server's own refusal passes through unchanged.
     ForwardThenAnswer(u16, String),
 }
 
@@ -611,7 +616,11 @@ impl Recorder {
                                 s.upstream = status;
                                 let text = resp.text().unwrap();
                                 match act {
-                                    Act::ForwardThenAnswer(s, b) => (s, b),
+                                    Act::ForwardThenAnswer(s, b)
+                                        if (200..300).contains(&status) =>
+                                    {
+                                        (s, b)
+                                    }
                                     _ => (status, text),
                                 }
                             }
