@@ -73,22 +73,22 @@ pub fn result_table(job: &str) -> String {
     quote_ident(&format!("result_{job}"))
 }
 
-/// Registers a batch's rows and (re)creates the view `stage_<key>` over
-/// them: `time TIMESTAMPTZ, <tags> VARCHAR, value DOUBLE`. The rows live as
-/// long as the handle.
-pub fn create_staging(
+/// (Re)creates the view `stage_<key>` over field `field` of a batch:
+/// `time TIMESTAMPTZ, <tags> VARCHAR, value DOUBLE`, only the rows with a
+/// value of that field.
+pub fn stage_view(
     conn: &Connection,
     key: &str,
-    tags: &[String],
-) -> Result<StagedHandle, DuckError> {
-    let handle = StagedHandle::new(tags);
+    batch: &StagedHandle,
+    field: usize,
+) -> Result<(), DuckError> {
     conn.execute_batch(&format!(
-        "CREATE OR REPLACE VIEW {} AS SELECT * FROM {}({})",
+        "CREATE OR REPLACE VIEW {} AS SELECT * FROM {}({}, {field})",
         staging_table(key),
         staged::FUNCTION,
-        handle.id()
+        batch.id()
     ))?;
-    Ok(handle)
+    Ok(())
 }
 
 /// Receives chunks into `staged` until the channel closes; returns rows
@@ -101,8 +101,13 @@ pub fn write_staging(conn: &Connection, staged: &Staged, mut rx: mpsc::Receiver<
             StageMsg::Discard { from_ns, to_ns } => {
                 staged.discard(from_ns, to_ns);
             }
-            StageMsg::Parquet { file, tags, reply } => {
-                let res = read_parquet(conn, &file, &tags)
+            StageMsg::Parquet {
+                file,
+                tags,
+                values,
+                reply,
+            } => {
+                let res = read_parquet(conn, &file, &tags, &values)
                     .map(|cols| {
                         let n = cols.len() as u64;
                         staged.push(cols);
@@ -116,27 +121,39 @@ pub fn write_staging(conn: &Connection, staged: &Staged, mut rx: mpsc::Receiver<
     staged.rows()
 }
 
-/// The rows of a Parquet file with columns `time`, `value` and the tags
-/// (InfluxDB 3), rows without a value left out.
+/// The rows of a Parquet file with columns `time`, the value columns
+/// `values` and the tags (InfluxDB 3), rows without any value left out.
 fn read_parquet(
     conn: &Connection,
     file: &tempfile::NamedTempFile,
     tags: &[String],
+    values: &[String],
 ) -> Result<Columns, duckdb::Error> {
     let mut cols = vec!["epoch_us(time::TIMESTAMPTZ)".to_owned()];
     cols.extend(tags.iter().map(|t| format!("{}::VARCHAR", quote_ident(t))));
-    cols.push("value::DOUBLE".into());
+    cols.extend(values.iter().map(|v| format!("{}::DOUBLE", quote_ident(v))));
+    let any: Vec<String> = values
+        .iter()
+        .map(|v| format!("{} IS NOT NULL", quote_ident(v)))
+        .collect();
     let sql = format!(
-        "SELECT {} FROM read_parquet({}) WHERE value IS NOT NULL",
+        "SELECT {} FROM read_parquet({}) WHERE {}",
         cols.join(", "),
-        quote_literal(&file.path().display().to_string())
+        quote_literal(&file.path().display().to_string()),
+        any.join(" OR ")
     );
-    let mut out = Columns::new(tags.len());
+    let mut out = Columns::with_capacity(tags.len(), values.len(), 0);
     let mut stmt = conn.prepare(&sql)?;
     let mut rows = stmt.query([])?;
+    let mut row_values = Vec::with_capacity(values.len());
     while let Some(r) = rows.next()? {
         let time_us: i64 = r.get(0)?;
-        out.push(time_us.saturating_mul(1000), r.get(tags.len() + 1)?);
+        row_values.clear();
+        for i in 0..values.len() {
+            let v: Option<f64> = r.get(tags.len() + 1 + i)?;
+            row_values.push(v.unwrap_or(crate::sources::columns::MISSING));
+        }
+        out.push_values(time_us.saturating_mul(1000), &row_values);
         for i in 0..tags.len() {
             out.push_tag(i, r.get::<_, Option<String>>(i + 1)?.as_deref());
         }
@@ -337,7 +354,8 @@ mod tests {
         ))
         .unwrap();
         let tags = vec!["station".to_owned()];
-        let staged = create_staging(&conn, "co", &tags).unwrap();
+        let staged = StagedHandle::new(&tags, 1);
+        stage_view(&conn, "co", &staged, 0).unwrap();
         let (tx, rx) = mpsc::channel(8);
         let mut first = Columns::new(1);
         for (min, tag, v) in [(0, Some("a"), 1.0), (1, Some("b"), 2.0), (60, None, 3.0)] {
@@ -355,6 +373,7 @@ mod tests {
         tx.blocking_send(StageMsg::Parquet {
             file,
             tags: tags.clone(),
+            values: vec!["value".to_owned()],
             reply,
         })
         .unwrap();

@@ -1,5 +1,8 @@
 //! One run of a pipeline: for each job, under its lease, plan → extract →
 //! transform → load every sink → ledger → checkpoint, batch by batch.
+//! Jobs with the same plan on one measurement extract together (one query
+//! per batch for all their fields); everything after the extract stays per
+//! job, so one job's failure moves no other job's checkpoint.
 //!
 //! Ordering is what makes it safe: a batch's ledger rows are written after
 //! the sink committed, and the checkpoint only after every sink has the
@@ -21,7 +24,7 @@ use crate::plan::{self, Batch, Plan, Scope, Settings};
 use crate::report::{Event, Report};
 use crate::secret::{EnvSecrets, SecretSource};
 use crate::sinks::{Sink, SinkError};
-use crate::sources::{PointSink, Source};
+use crate::sources::{Fetch, PointSink, Source};
 use crate::spec::{Config, Hour, Job, Pipeline, StateConfig};
 use crate::staged::StagedHandle;
 use crate::state::{Holder, Lease, LedgerEntry, RunRecord, State};
@@ -346,35 +349,48 @@ async fn run_jobs(
                 return outcomes;
             }
         };
-        let sem = Arc::new(Semaphore::new(pipeline.concurrency as usize));
-        let mut handles = Vec::new();
-        // Plan every job up front so the progress line knows the total.
-        for (job, _) in &leased {
-            if let Ok(cp) = shared.state.checkpoint(&pipeline.name, &job.name).await {
-                let plan = plan_for(pipeline, shared.opts.mode, shared.opts.now, cp);
-                shared.progress.planned(plan.total_hours());
+        // Plan every job up front (the progress line knows the total), then
+        // let jobs with the same plan and measurement share their queries.
+        let mut planned = Vec::new();
+        for (job, lease) in leased {
+            match shared.state.checkpoint(&pipeline.name, &job.name).await {
+                Ok(cp) => {
+                    let plan = plan_for(pipeline, shared.opts.mode, shared.opts.now, cp);
+                    shared.progress.planned(plan.total_hours());
+                    planned.push((job, lease, cp, plan));
+                }
+                Err(e) => {
+                    let o = Outcome::failed(&job.name, e.into());
+                    record(&shared.state, &pipeline.name, &run_id, kind, &o, Utc::now()).await;
+                    lease.release().await;
+                    outcomes.push(o);
+                }
             }
         }
-        for (job, lease) in leased {
+        let sem = Arc::new(Semaphore::new(pipeline.concurrency as usize));
+        let mut handles = Vec::new();
+        for group in groups(planned) {
             let shared = shared.clone();
             let sem = sem.clone();
-            let name = job.name.clone();
-            // Created here, inside the pipeline span, so logs carry both.
-            let span = info_span!("job", job = %job.name);
+            let names: Vec<String> = group.members.iter().map(|m| m.job.name.clone()).collect();
             handles.push((
-                name,
-                tokio::spawn(async move {
-                    let _permit = sem.acquire().await.expect("semaphore open");
-                    let outcome = run_job(shared.clone(), &job, &lease).instrument(span).await;
-                    lease.release().await;
-                    outcome
-                }),
+                names,
+                tokio::spawn(
+                    async move {
+                        let _permit = sem.acquire().await.expect("semaphore open");
+                        run_group(shared, group).await
+                    }
+                    .in_current_span(),
+                ),
             ));
         }
-        for (name, h) in handles {
-            outcomes.push(h.await.unwrap_or_else(|e| {
-                Outcome::failed(&name, JobError::Internal(format!("job task failed: {e}")))
-            }));
+        for (names, h) in handles {
+            match h.await {
+                Ok(o) => outcomes.extend(o),
+                Err(e) => outcomes.extend(names.iter().map(|n| {
+                    Outcome::failed(n, JobError::Internal(format!("job task failed: {e}")))
+                })),
+            }
         }
         shared.progress.finish();
         // Report in the pipeline's job order.
@@ -506,38 +522,172 @@ async fn record(
     }
 }
 
-async fn run_job(sh: Arc<Shared>, job: &Job, lease: &Lease) -> Outcome {
-    let started = Utc::now();
-    let t0 = Instant::now();
-    let pipeline = &sh.pipeline.name;
-    let outcome = job_batches(&sh, job, lease).await;
+/// Jobs of a run that read one query per batch: same measurement and tags,
+/// same plan. A job alone is a group of one.
+struct Group {
+    plan: Plan,
+    members: Vec<Member>,
+}
+
+/// One job of a group, with what it has done so far.
+struct Member {
+    job: Job,
+    lease: Lease,
+    checkpoint: Option<Hour>,
+    out: Outcome,
+    span: tracing::Span,
+    started: DateTime<Utc>,
+    t0: Instant,
+}
+
+impl Member {
+    fn active(&self) -> bool {
+        self.out.ok && !self.out.stopped
+    }
+
+    fn fail(&mut self, e: JobError) {
+        self.out.ok = false;
+        self.out.error = Some(e);
+    }
+}
+
+/// Which jobs share their queries: those with the same batches (the usual
+/// case: a pipeline's jobs advance together) reading the same measurement
+/// with the same tags. A job with nothing to do, or whose plan differs (a
+/// new job catching up, a failed one being redone), is on its own. Indices
+/// into `jobs`, each group in the jobs' order.
+pub fn sharing(jobs: &[(&Job, &Plan)]) -> Vec<Vec<usize>> {
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    for (i, (job, plan)) in jobs.iter().enumerate() {
+        let with = out.iter_mut().find(|g| {
+            let (first, fplan) = jobs[g[0]];
+            !plan.batches.is_empty()
+                && fplan.batches == plan.batches
+                && Fetch::of([first]).shares(job)
+        });
+        match with {
+            Some(g) => g.push(i),
+            None => out.push(vec![i]),
+        }
+    }
+    out
+}
+
+/// A job ready to run: its lease, checkpoint and plan.
+type Planned = (Job, Lease, Option<Hour>, Plan);
+
+/// Forms the groups of [`sharing`].
+fn groups(planned: Vec<Planned>) -> Vec<Group> {
+    let shape: Vec<Vec<usize>> = {
+        let refs: Vec<(&Job, &Plan)> = planned.iter().map(|(j, _, _, p)| (j, p)).collect();
+        sharing(&refs)
+    };
+    let mut slots: Vec<Option<Planned>> = planned.into_iter().map(Some).collect();
+    let mut out = Vec::new();
+    for indices in shape {
+        let mut plan = None;
+        let mut members = Vec::new();
+        for i in indices {
+            let (job, lease, checkpoint, p) = slots[i].take().expect("each job in one group");
+            let mut o = Outcome::failed(&job.name, JobError::Internal(String::new()));
+            o.ok = true;
+            o.error = None;
+            o.checkpoint = checkpoint;
+            o.new_hours = p.new_hours;
+            o.redo_hours = p.redo_hours;
+            o.left_hours = p.left_hours;
+            members.push(Member {
+                span: info_span!("job", job = %job.name),
+                job,
+                lease,
+                checkpoint,
+                out: o,
+                started: Utc::now(),
+                t0: Instant::now(),
+            });
+            plan.get_or_insert(p);
+        }
+        out.push(Group {
+            plan: plan.expect("a group has a job"),
+            members,
+        });
+    }
+    out
+}
+
+/// Runs a group's batches, then records each job's run.
+async fn run_group(sh: Arc<Shared>, mut g: Group) -> Vec<Outcome> {
+    let shared_with: Vec<String> = g.members.iter().map(|m| m.job.name.clone()).collect();
+    for m in &g.members {
+        m.span.in_scope(|| {
+            let checkpoint = m
+                .checkpoint
+                .map_or_else(|| "none".to_owned(), |c| c.to_string());
+            let (hours, batches) = (g.plan.total_hours(), g.plan.batches.len());
+            if shared_with.len() > 1 {
+                let shared_with = shared_with.join(",");
+                info!(hours, batches, %checkpoint, %shared_with, "job started");
+            } else {
+                info!(hours, batches, %checkpoint, "job started");
+            }
+        });
+    }
+    group_batches(&sh, &mut g).await;
     let kind = match sh.opts.mode {
         Mode::Run => "run",
         Mode::Backfill { .. } => "backfill",
     };
-    // A lost lease means another runner may own the job's block now.
-    match lease.check() {
-        Ok(()) => record(&sh.state, pipeline, &sh.run_id, kind, &outcome, started).await,
-        Err(_) => warn!(job = %job.name, "lease lost: this run is not recorded"),
+    let mut outcomes = Vec::new();
+    for m in g.members {
+        let Member {
+            job,
+            lease,
+            out: outcome,
+            span,
+            started,
+            t0,
+            ..
+        } = m;
+        async {
+            // A lost lease means another runner may own the job's block now.
+            match lease.check() {
+                Ok(()) => {
+                    record(
+                        &sh.state,
+                        &sh.pipeline.name,
+                        &sh.run_id,
+                        kind,
+                        &outcome,
+                        started,
+                    )
+                    .await
+                }
+                Err(_) => warn!(job = %job.name, "lease lost: this run is not recorded"),
+            }
+            let result = match (&outcome.error, outcome.stopped) {
+                (Some(e), _) => e.kind(),
+                (None, true) => "stopped",
+                (None, false) => "ok",
+            };
+            info!(
+                ok = outcome.ok,
+                outcome = result,
+                hours = outcome.hours,
+                empty_hours = outcome.empty_hours,
+                rows_in = outcome.rows_in,
+                rows_out = outcome.rows_out,
+                checkpoint = %outcome.checkpoint.map_or_else(|| "none".to_owned(), |c| c.to_string()),
+                error = %outcome.error.as_ref().map_or_else(String::new, |e| e.to_string()),
+                ms = t0.elapsed().as_millis() as u64,
+                "job finished"
+            );
+            lease.release().await;
+        }
+        .instrument(span)
+        .await;
+        outcomes.push(outcome);
     }
-    let result = match (&outcome.error, outcome.stopped) {
-        (Some(e), _) => e.kind(),
-        (None, true) => "stopped",
-        (None, false) => "ok",
-    };
-    info!(
-        ok = outcome.ok,
-        outcome = result,
-        hours = outcome.hours,
-        empty_hours = outcome.empty_hours,
-        rows_in = outcome.rows_in,
-        rows_out = outcome.rows_out,
-        checkpoint = %outcome.checkpoint.map_or_else(|| "none".to_owned(), |c| c.to_string()),
-        error = %outcome.error.as_ref().map_or_else(String::new, |e| e.to_string()),
-        ms = t0.elapsed().as_millis() as u64,
-        "job finished"
-    );
-    outcome
+    outcomes
 }
 
 /// The staging view of a job's `i`-th batch: two alternate, so the next
@@ -553,147 +703,166 @@ fn staging_key(job: &str, i: usize) -> String {
 
 type Prefetch = tokio::task::JoinHandle<Result<Staging, JobError>>;
 
-/// Starts downloading batch `i` in the background.
-fn prefetch(sh: &Arc<Shared>, job: &Job, batch: Batch, i: usize) -> Prefetch {
+/// Starts downloading batch `i` for the group's jobs still going, in the
+/// background: one query for all their fields.
+fn prefetch(sh: &Arc<Shared>, g: &Group, batch: Batch) -> Option<(Fetch, Prefetch)> {
+    let active: Vec<&Job> = g
+        .members
+        .iter()
+        .filter(|m| m.active())
+        .map(|m| &m.job)
+        .collect();
+    if active.is_empty() {
+        return None;
+    }
+    let fetch = Fetch::of(active);
     let sh = sh.clone();
-    let job = job.clone();
+    let f = fetch.clone();
     let span = info_span!("batch", from = %batch.from, to = %batch.to);
-    tokio::spawn(
-        async move { download(&sh, &job, batch, &staging_key(&job.name, i)).await }
-            .instrument(span),
-    )
+    let task = tokio::spawn(async move { download(&sh, &f, batch).await }.instrument(span));
+    Some((fetch, task))
 }
 
-/// The batches of one job, in order; stops at the first failure. As soon as
-/// a batch's download ends, the next one's begins (into the other staging
-/// view), so the source stays busy while this batch's last chunk is parsed,
-/// transformed and loaded; loads, ledger and checkpoint stay strictly in order.
-async fn job_batches(sh: &Arc<Shared>, job: &Job, lease: &Lease) -> Outcome {
-    let pipeline = &sh.pipeline.name;
-    let fail = |o: &mut Outcome, msg: JobError| {
-        o.ok = false;
-        o.error = Some(msg);
-    };
-    let mut out = Outcome::failed(&job.name, JobError::Internal(String::new()));
-    out.ok = true;
-    out.error = None;
-    let mut checkpoint = match sh.state.checkpoint(pipeline, &job.name).await {
-        Ok(c) => c,
-        Err(e) => {
-            fail(&mut out, e.into());
-            return out;
-        }
-    };
-    out.checkpoint = checkpoint;
-    let plan = plan_for(&sh.pipeline, sh.opts.mode, sh.opts.now, checkpoint);
-    info!(
-        hours = plan.total_hours(),
-        batches = plan.batches.len(),
-        checkpoint = %checkpoint.map_or_else(|| "none".to_owned(), |c| c.to_string()),
-        "job started"
-    );
-    out.new_hours = plan.new_hours;
-    out.redo_hours = plan.redo_hours;
-    out.left_hours = plan.left_hours;
-    let mut next = plan.batches.first().map(|b| prefetch(sh, job, *b, 0));
-    for (i, batch) in plan.batches.iter().enumerate() {
-        let extracting = next.take().expect("each batch is prefetched");
+/// The batches of one group, in order. As soon as a batch's download ends,
+/// the next one's begins, so the source stays busy while this batch's last
+/// chunk is parsed, transformed and loaded; each job's loads, ledger and
+/// checkpoint stay strictly in order. A job whose transform or load fails
+/// stops there (its checkpoint stays); the others go on. A failed download
+/// fails every job that was to read it.
+async fn group_batches(sh: &Arc<Shared>, g: &mut Group) {
+    let pipeline = sh.pipeline.name.clone();
+    let batches = g.plan.batches.clone();
+    let mut next = batches.first().and_then(|b| prefetch(sh, g, *b));
+    for (i, batch) in batches.iter().enumerate() {
+        let Some((fetch, extracting)) = next.take() else {
+            break;
+        };
         if sh.opts.stop.load(Ordering::Relaxed) {
             extracting.abort();
-            out.stopped = true;
+            g.members
+                .iter_mut()
+                .filter(|m| m.active())
+                .for_each(|m| m.out.stopped = true);
             break;
         }
         let t0 = Instant::now();
-        let writer = match extracting.await {
-            Ok(Ok(w)) => w,
-            Ok(Err(msg)) => {
-                fail(&mut out, msg);
-                return out;
-            }
+        let downloaded = match extracting.await {
+            Ok(r) => r,
+            Err(e) => Err(JobError::Internal(format!("extract task failed: {e}"))),
+        };
+        let readers = |g: &mut Group| -> Vec<usize> {
+            (0..g.members.len())
+                .filter(|&k| {
+                    g.members[k].active() && fetch.fields.contains(&g.members[k].job.field)
+                })
+                .collect()
+        };
+        let writer = match downloaded {
+            Ok(w) => w,
             Err(e) => {
-                fail(
-                    &mut out,
-                    JobError::Internal(format!("extract task failed: {e}")),
-                );
-                return out;
+                for k in readers(g) {
+                    g.members[k].fail(e.clone());
+                }
+                break;
             }
         };
-        if let Some(b) = plan.batches.get(i + 1) {
+        if let Some(b) = batches.get(i + 1) {
             if !sh.opts.stop.load(Ordering::Relaxed) {
-                next = Some(prefetch(sh, job, *b, i + 1));
+                next = prefetch(sh, g, *b);
             }
         }
-        let stop_next = |next: &mut Option<Prefetch>| {
-            if let Some(h) = next.take() {
-                h.abort();
-            }
-        };
-        let (rows, rows_in) = match staged(writer).await {
+        let (handle, _) = match staged(writer).await {
             Ok(staged) => staged,
-            Err(msg) => {
-                stop_next(&mut next);
-                fail(&mut out, msg);
-                return out;
+            Err(e) => {
+                for k in readers(g) {
+                    g.members[k].fail(e.clone());
+                }
+                if let Some((_, h)) = next.take() {
+                    h.abort();
+                }
+                break;
             }
         };
-        let span = info_span!("batch", from = %batch.from, to = %batch.to);
-        let loaded = transform_load(sh, job, lease, *batch, &staging_key(&job.name, i), rows)
-            .instrument(span.clone())
-            .await;
-        match loaded {
-            Ok(Loaded { rows_out, kept }) => {
-                span.in_scope(|| {
-                    info!(
-                        rows_in,
-                        rows_out,
-                        empty_hours = kept,
-                        ms = t0.elapsed().as_millis() as u64,
-                        "batch loaded"
-                    );
-                    if kept > 0 {
+        // The batch's rows are freed once the last reader has transformed them.
+        let mut handle = Some(Arc::new(handle));
+        let readers = readers(g);
+        for (n, &k) in readers.iter().enumerate() {
+            let staged = if n + 1 == readers.len() {
+                handle.take()
+            } else {
+                handle.clone()
+            }
+            .expect("held until the last reader");
+            let field = fetch.column(&g.members[k].job);
+            let m = &mut g.members[k];
+            let span = info_span!(parent: &m.span, "batch", from = %batch.from, to = %batch.to);
+            let key = staging_key(&m.job.name, i);
+            let rows_in = staged.staged().field_rows(field);
+            let loaded = transform_load(sh, &m.job, &m.lease, *batch, &key, staged, field)
+                .instrument(span.clone())
+                .await;
+            match loaded {
+                Ok(Loaded { rows_out, kept }) => {
+                    span.in_scope(|| {
                         info!(
+                            rows_in,
+                            rows_out,
                             empty_hours = kept,
-                            "{kept} hours empty at the source: kept what the sinks hold"
+                            ms = t0.elapsed().as_millis() as u64,
+                            "batch loaded"
                         );
-                    }
-                });
-                out.rows_in += rows_in;
-                out.rows_out += rows_out;
-                out.empty_hours += kept;
-                out.hours += batch.hours();
-                out.batches += 1;
-                sh.progress.batch_done(batch.hours(), rows_in);
-            }
-            Err(msg) => {
-                stop_next(&mut next);
-                fail(&mut out, msg);
-                return out;
-            }
-        }
-        let advanced = plan::advance(checkpoint, sh.pipeline.start, *batch);
-        if advanced != checkpoint {
-            if let Some(h) = advanced {
-                // Still ours? A lost lease means another runner may own the job now.
-                let moved = match lease.confirm().await {
-                    Ok(()) => sh.state.set_checkpoint(pipeline, &job.name, h).await,
-                    Err(e) => Err(e),
-                };
-                if let Err(e) = moved {
-                    stop_next(&mut next);
-                    fail(&mut out, e.into());
-                    return out;
+                        if kept > 0 {
+                            info!(
+                                empty_hours = kept,
+                                "{kept} hours empty at the source: kept what the sinks hold"
+                            );
+                        }
+                    });
+                    m.out.rows_in += rows_in;
+                    m.out.rows_out += rows_out;
+                    m.out.empty_hours += kept;
+                    m.out.hours += batch.hours();
+                    m.out.batches += 1;
+                    sh.progress.batch_done(batch.hours(), rows_in);
+                }
+                Err(e) => {
+                    m.fail(e);
+                    continue;
                 }
             }
-            checkpoint = advanced;
-            out.checkpoint = checkpoint;
+            let advanced = plan::advance(m.checkpoint, sh.pipeline.start, *batch);
+            if advanced != m.checkpoint {
+                if let Some(h) = advanced {
+                    // Still ours? A lost lease means another runner may own the job now.
+                    let moved = match m.lease.confirm().await {
+                        Ok(()) => sh.state.set_checkpoint(&pipeline, &m.job.name, h).await,
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = moved {
+                        m.fail(e.into());
+                        continue;
+                    }
+                }
+                m.checkpoint = advanced;
+                m.out.checkpoint = advanced;
+            }
         }
-        if next.is_none() && i + 1 < plan.batches.len() {
+        drop(handle);
+        if !g.members.iter().any(Member::active) {
+            if let Some((_, h)) = next.take() {
+                h.abort();
+            }
+            break;
+        }
+        if next.is_none() && i + 1 < batches.len() {
             // Stopped on request before the next extract began.
-            out.stopped = true;
+            g.members
+                .iter_mut()
+                .filter(|m| m.active())
+                .for_each(|m| m.out.stopped = true);
             break;
         }
     }
-    out
 }
 
 /// The staging writer of a batch still taking the last chunk after the
@@ -701,26 +870,30 @@ async fn job_batches(sh: &Arc<Shared>, job: &Job, lease: &Lease) -> Outcome {
 /// transformed) and how many there are.
 type Staging = tokio::task::JoinHandle<(StagedHandle, u64)>;
 
-/// Downloads one batch into the staging view `key`. Returns once the
-/// source has answered in full, with the staging writer still finishing the
-/// last chunk, so the next query can start at once.
-async fn download(sh: &Shared, job: &Job, batch: Batch, key: &str) -> Result<Staging, JobError> {
+/// Downloads one batch of `fetch`. Returns once the source has answered in
+/// full, with the staging writer still finishing the last chunk, so the
+/// next query can start at once.
+async fn download(sh: &Shared, fetch: &Fetch, batch: Batch) -> Result<Staging, JobError> {
     let conn = {
         let c = sh.conn.lock().unwrap_or_else(|p| p.into_inner());
         c.try_clone()
             .map_err(|e| JobError::Internal(e.to_string()))?
     };
-    let rows = duck::create_staging(&conn, key, &job.tags)?;
+    let rows = StagedHandle::new(&fetch.tags, fetch.fields.len());
     let (tx, rx) = mpsc::channel(4);
     let writer = tokio::task::spawn_blocking(move || {
         let n = duck::write_staging(&conn, rows.staged(), rx);
         (rows, n)
     });
-    let mut sink = PointSink::new(tx);
+    let mut sink = PointSink::new(tx, fetch.fields.len());
     let t0 = Instant::now();
-    let extracted = sh.source.extract(job, batch, &mut sink).await;
+    let extracted = sh.source.extract(fetch, batch, &mut sink).await;
     drop(sink);
-    tracing::debug!(ms = t0.elapsed().as_millis() as u64, "downloaded");
+    tracing::debug!(
+        ms = t0.elapsed().as_millis() as u64,
+        fields = fetch.fields.len(),
+        "downloaded"
+    );
     extracted.map_err(|e| JobError::Source(e.to_string()))?;
     Ok(writer)
 }
@@ -740,10 +913,10 @@ struct Loaded {
     kept: i64,
 }
 
-/// Transforms the staged batch and loads it into every sink.
-/// The batch's rows (`staged`) are dropped as soon as the transform has
-/// read them, so a job waiting for a sink holds only its result and the
-/// next batch. Before any sink is touched, the result must keep the
+/// Transforms the staged batch (field `field` of it) and loads it into
+/// every sink. This job's hold on the batch's rows (`staged`) is dropped as
+/// soon as the transform has read them, so a job waiting for a sink holds
+/// only its result and the next batch. Before any sink is touched, the result must keep the
 /// contract (`pollutant` = the job, `hour_start` in the batch), and rows of
 /// hours the source returned nothing for are left out: those hours stay as
 /// the sinks hold them unless `replace_empty`.
@@ -753,13 +926,15 @@ async fn transform_load(
     lease: &Lease,
     batch: Batch,
     key: &str,
-    staged: StagedHandle,
+    staged: Arc<StagedHandle>,
+    field: usize,
 ) -> Result<Loaded, JobError> {
     let conn = {
         let c = sh.conn.lock().unwrap_or_else(|p| p.into_inner());
         c.try_clone()
             .map_err(|e| JobError::Internal(e.to_string()))?
     };
+    duck::stage_view(&conn, key, &staged, field)?;
     let staging = duck::staging_table(key);
     let sql = sh
         .templates
@@ -772,7 +947,7 @@ async fn transform_load(
             staging: &staging,
         })
         .map_err(|d| JobError::Template(d.to_string()))?;
-    let with_rows = staged.staged().hours();
+    let with_rows = staged.staged().hours(field);
     let replace_empty = sh.opts.replace_empty || sh.pipeline.replace_empty;
     let scope = Scope::new(batch, &with_rows, replace_empty);
     let rows_out = tokio::task::block_in_place(|| {
@@ -832,4 +1007,67 @@ async fn transform_load(
         rows_out,
         kept: scope.kept_hours(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(name: &str, measurement: &str, field: &str) -> Job {
+        Job {
+            name: name.into(),
+            measurement: measurement.into(),
+            field: field.into(),
+            tags: vec!["station".into()],
+            template: "t.sql".into(),
+            table: "t".into(),
+            params: Default::default(),
+        }
+    }
+
+    fn plan(from: &str, to: &str) -> Plan {
+        let (from, to) = (Hour::parse(from).unwrap(), Hour::parse(to).unwrap());
+        Plan {
+            last_complete: to,
+            new_hours: 0,
+            redo_hours: 0,
+            left_hours: 0,
+            batches: if from == to {
+                vec![]
+            } else {
+                vec![Batch { from, to }]
+            },
+        }
+    }
+
+    /// Jobs advancing together on one measurement share; a job catching up,
+    /// one on another measurement or with nothing to do reads on its own.
+    #[test]
+    fn jobs_with_the_same_batches_and_measurement_share_a_query() {
+        let together = plan("2026-11-20T00:00:00Z", "2026-11-20T03:00:00Z");
+        let behind = plan("2026-11-19T00:00:00Z", "2026-11-20T03:00:00Z");
+        let idle = plan("2026-11-20T03:00:00Z", "2026-11-20T03:00:00Z");
+        let (co, no2, o3, new, other, idle1, idle2) = (
+            job("co", "air", "co"),
+            job("no2", "air", "no2"),
+            job("o3", "air", "o3"),
+            job("pm10", "air", "pm10"),
+            job("temp", "weather", "t"),
+            job("so2", "air", "so2"),
+            job("pm25", "air", "pm25"),
+        );
+        let jobs = [
+            (&co, &together),
+            (&new, &behind),
+            (&no2, &together),
+            (&other, &together),
+            (&idle1, &idle),
+            (&idle2, &idle),
+            (&o3, &together),
+        ];
+        assert_eq!(
+            sharing(&jobs),
+            vec![vec![0, 2, 6], vec![1], vec![3], vec![4], vec![5]]
+        );
+    }
 }

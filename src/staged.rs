@@ -4,6 +4,11 @@
 //! no string storage, and nothing of the batch left in the database once
 //! it is loaded). The registry maps ids to batches; a `StagedHandle` owns
 //! its entry and removes it when dropped.
+//!
+//! A batch fetched for several jobs holds a value column per field;
+//! `duckhour_staged(id, k)` reads field `k`'s column and leaves out the rows
+//! that lack it, so each job sees exactly the rows its own query would
+//! have returned.
 
 use std::collections::BTreeMap;
 use std::error::Error;
@@ -23,6 +28,7 @@ pub const FUNCTION: &str = "duckhour_staged";
 #[derive(Debug)]
 pub struct Staged {
     tags: Vec<String>,
+    nfields: usize,
     chunks: Mutex<Vec<Columns>>,
 }
 
@@ -48,18 +54,34 @@ impl Staged {
         dropped
     }
 
+    /// Rows (a row has a value of at least one field).
     pub fn rows(&self) -> u64 {
         lock(&self.chunks).iter().map(|c| c.len() as u64).sum()
     }
 
-    /// The UTC hours that hold at least one row: an hour the source
-    /// returned nothing for is left in the sinks as it is.
-    pub fn hours(&self) -> std::collections::BTreeSet<crate::spec::Hour> {
+    /// Rows with a value of field `field`: what that job's query returns.
+    pub fn field_rows(&self, field: usize) -> u64 {
+        if self.nfields == 1 {
+            return self.rows();
+        }
+        lock(&self.chunks)
+            .iter()
+            .map(|c| c.field(field).iter().filter(|v| !v.is_nan()).count() as u64)
+            .sum()
+    }
+
+    /// The UTC hours that hold at least one value of field `field`: an hour
+    /// the source returned nothing for is left in the sinks as it is.
+    pub fn hours(&self, field: usize) -> std::collections::BTreeSet<crate::spec::Hour> {
         const HOUR_US: i64 = 3_600_000_000;
         let mut out = std::collections::BTreeSet::new();
         for c in lock(&self.chunks).iter() {
             let mut last = None;
-            for &t in c.times() {
+            let values = c.field(field);
+            for (&t, v) in c.times().iter().zip(values) {
+                if v.is_nan() {
+                    continue;
+                }
                 let h = t.div_euclid(HOUR_US);
                 if last != Some(h) {
                     last = Some(h);
@@ -85,10 +107,12 @@ pub struct StagedHandle {
 }
 
 impl StagedHandle {
-    pub fn new(tags: &[String]) -> StagedHandle {
+    /// A batch of `nfields` value columns.
+    pub fn new(tags: &[String], nfields: usize) -> StagedHandle {
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let staged = Arc::new(Staged {
             tags: tags.to_vec(),
+            nfields,
             chunks: Mutex::new(Vec::new()),
         });
         lock(&REGISTRY).insert(id, staged.clone());
@@ -110,13 +134,19 @@ impl Drop for StagedHandle {
     }
 }
 
-/// Registers `duckhour_staged(id)` with the database of `conn`.
+/// Registers `duckhour_staged(id, field)` with the database of `conn`.
 pub fn register(conn: &Connection) -> duckdb::Result<()> {
     conn.register_table_function::<StagedScan>(FUNCTION)
 }
 
 /// The scan: `time TIMESTAMPTZ, <tags> VARCHAR, value DOUBLE`.
 struct StagedScan;
+
+/// What a scan reads: the batch, and which field's column.
+struct Bound {
+    staged: Arc<Staged>,
+    field: usize,
+}
 
 /// Where the scan is: chunk, and row within it.
 #[derive(Default)]
@@ -126,7 +156,7 @@ struct Cursor {
 }
 
 impl VTab for StagedScan {
-    type BindData = Arc<Staged>;
+    type BindData = Bound;
     type InitData = Mutex<Cursor>;
 
     fn bind(bind: &BindInfo) -> Result<Self::BindData, Box<dyn Error>> {
@@ -135,12 +165,17 @@ impl VTab for StagedScan {
             .ok()
             .and_then(|id| lock(&REGISTRY).get(&id).cloned())
             .ok_or_else(|| format!("no staged batch {id} (it was loaded or abandoned)"))?;
+        let field = bind.get_parameter(1).to_int64();
+        let field = usize::try_from(field)
+            .ok()
+            .filter(|f| *f < staged.nfields)
+            .ok_or_else(|| format!("staged batch {id} has no field {field}"))?;
         bind.add_result_column("time", LogicalTypeHandle::from(LogicalTypeId::TimestampTZ));
         for t in &staged.tags {
             bind.add_result_column(t, LogicalTypeHandle::from(LogicalTypeId::Varchar));
         }
         bind.add_result_column("value", LogicalTypeHandle::from(LogicalTypeId::Double));
-        Ok(staged)
+        Ok(Bound { staged, field })
     }
 
     fn init(_: &InitInfo) -> Result<Self::InitData, Box<dyn Error>> {
@@ -151,44 +186,85 @@ impl VTab for StagedScan {
         info: &TableFunctionInfo<Self>,
         output: &mut DataChunkHandle,
     ) -> Result<(), Box<dyn Error>> {
-        let staged = info.get_bind_data();
+        let Bound { staged, field } = info.get_bind_data();
         let mut at = lock(info.get_init_data());
         let chunks = lock(&staged.chunks);
-        while at.chunk < chunks.len() && at.row >= chunks[at.chunk].len() {
-            at.chunk += 1;
-            at.row = 0;
-        }
-        let Some(c) = chunks.get(at.chunk) else {
-            output.set_len(0);
-            return Ok(());
+        let capacity = output.flat_vector(0).capacity();
+        // The chunk and rows to emit: a run of rows for one field; with
+        // several, the next rows that have this field. An empty answer ends
+        // the scan, so chunks without any are skipped.
+        let mut picked = Vec::new();
+        let (c, run) = loop {
+            while at.chunk < chunks.len() && at.row >= chunks[at.chunk].len() {
+                at.chunk += 1;
+                at.row = 0;
+            }
+            let Some(c) = chunks.get(at.chunk) else {
+                output.set_len(0);
+                return Ok(());
+            };
+            if staged.nfields == 1 {
+                let n = (c.len() - at.row).min(capacity);
+                let run = at.row..at.row + n;
+                at.row += n;
+                break (c, Some(run));
+            }
+            let values = c.field(*field);
+            while at.row < c.len() && picked.len() < capacity {
+                if !values[at.row].is_nan() {
+                    picked.push(at.row);
+                }
+                at.row += 1;
+            }
+            if !picked.is_empty() {
+                break (c, None);
+            }
         };
+        let n = run.as_ref().map_or(picked.len(), |r| r.len());
+        let values = c.field(*field);
         let mut time = output.flat_vector(0);
-        let n = (c.len() - at.row).min(time.capacity());
-        let rows = at.row..at.row + n;
         // SAFETY: column 0 was declared TIMESTAMPTZ (stored as i64
         // microseconds), `n` is within the vector's capacity, and `time` is
         // the only reference to its storage.
-        unsafe { time.as_mut_slice_with_len::<i64>(n) }.copy_from_slice(&c.times()[rows.clone()]);
+        let t = unsafe { time.as_mut_slice_with_len::<i64>(n) };
+        match &run {
+            Some(r) => t.copy_from_slice(&c.times()[r.clone()]),
+            None => t
+                .iter_mut()
+                .zip(&picked)
+                .for_each(|(o, &row)| *o = c.times()[row]),
+        }
         for col in 0..staged.tags.len() {
             let mut v = output.flat_vector(col + 1);
-            for (i, row) in rows.clone().enumerate() {
-                match c.tag(col, row) {
-                    Some(s) => v.insert(i, s),
-                    None => v.set_null(i),
-                }
+            let mut put = |i: usize, row: usize| match c.tag(col, row) {
+                Some(s) => v.insert(i, s),
+                None => v.set_null(i),
+            };
+            match &run {
+                Some(r) => r.clone().enumerate().for_each(|(i, row)| put(i, row)),
+                None => picked.iter().enumerate().for_each(|(i, &row)| put(i, row)),
             }
         }
         let mut value = output.flat_vector(staged.tags.len() + 1);
         // SAFETY: the last column was declared DOUBLE (f64), `n` is within
         // the vector's capacity, and `value` is the only reference to it.
-        unsafe { value.as_mut_slice_with_len::<f64>(n) }.copy_from_slice(&c.values()[rows]);
+        let out = unsafe { value.as_mut_slice_with_len::<f64>(n) };
+        match &run {
+            Some(r) => out.copy_from_slice(&values[r.clone()]),
+            None => out
+                .iter_mut()
+                .zip(&picked)
+                .for_each(|(o, &row)| *o = values[row]),
+        }
         output.set_len(n);
-        at.row += n;
         Ok(())
     }
 
     fn parameters() -> Option<Vec<LogicalTypeHandle>> {
-        Some(vec![LogicalTypeHandle::from(LogicalTypeId::Bigint)])
+        Some(vec![
+            LogicalTypeHandle::from(LogicalTypeId::Bigint),
+            LogicalTypeHandle::from(LogicalTypeId::Bigint),
+        ])
     }
 }
 
@@ -209,7 +285,7 @@ mod tests {
     fn scans_every_chunk_with_nulls_and_discards() {
         let conn = Connection::open_in_memory().unwrap();
         register(&conn).unwrap();
-        let h = StagedHandle::new(&["station".to_owned()]);
+        let h = StagedHandle::new(&["station".to_owned()], 1);
         h.staged()
             .push(chunk(&[(60, Some("a"), 1.5), (120, None, 2.5)]));
         h.staged().push(Columns::new(1));
@@ -223,7 +299,7 @@ mod tests {
         assert_eq!(h.staged().rows(), 2 + 4990);
         let sql = format!(
             "SELECT count(*), count(station), sum(value), min(epoch_us(time)), max(epoch_us(time)), \
-             count(DISTINCT station), max(length(station)) FROM {FUNCTION}({})",
+             count(DISTINCT station), max(length(station)) FROM {FUNCTION}({}, 0)",
             h.id()
         );
         let got: (i64, i64, f64, i64, i64, i64, i64) = conn
@@ -255,7 +331,7 @@ mod tests {
         let (ty, station): (String, Option<String>) = conn
             .query_row(
                 &format!(
-                    "SELECT typeof(time), station FROM {FUNCTION}({}) WHERE value = 2.5",
+                    "SELECT typeof(time), station FROM {FUNCTION}({}, 0) WHERE value = 2.5",
                     h.id()
                 ),
                 [],
@@ -265,17 +341,78 @@ mod tests {
         assert_eq!((ty.as_str(), station), ("TIMESTAMP WITH TIME ZONE", None));
     }
 
+    /// A batch fetched for two jobs: each field's scan returns exactly the
+    /// rows that have it, across chunks (one with none of field 1) and
+    /// across DuckDB vectors.
+    #[test]
+    fn a_shared_batch_scans_each_field_without_the_rows_that_lack_it() {
+        use crate::sources::columns::MISSING;
+        let conn = Connection::open_in_memory().unwrap();
+        register(&conn).unwrap();
+        let h = StagedHandle::new(&["station".to_owned()], 2);
+        let mut a = Columns::with_capacity(1, 2, 0);
+        // 5,000 rows: field 0 on every row, field 1 on every third.
+        for i in 0..5000i64 {
+            let second = if i % 3 == 0 { i as f64 } else { MISSING };
+            a.push_values(i * 60_000_000_000, &[1.0, second]);
+            a.push_tag(0, Some(if i % 2 == 0 { "a" } else { "b" }));
+        }
+        let mut b = Columns::with_capacity(1, 2, 0);
+        b.push_values(400_000 * 60_000_000_000, &[2.0, MISSING]);
+        b.push_tag(0, None);
+        let mut c = Columns::with_capacity(1, 2, 0);
+        c.push_values(500_000 * 60_000_000_000, &[MISSING, 0.5]);
+        c.push_tag(0, Some("c"));
+        h.staged().push(a);
+        h.staged().push(b);
+        h.staged().push(c);
+        let scan = |field: usize| -> (i64, f64, i64, i64) {
+            conn.query_row(
+                &format!(
+                    "SELECT count(*), sum(value), count(station), max(epoch_us(time)) FROM {FUNCTION}({}, {field})",
+                    h.id()
+                ),
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .unwrap()
+        };
+        assert_eq!(scan(0), (5001, 5002.0, 5000, 400_000 * 60_000_000));
+        let thirds: f64 = (0..5000).filter(|i| i % 3 == 0).map(|i| i as f64).sum();
+        assert_eq!(
+            scan(1),
+            (1667 + 1, thirds + 0.5, 1668, 500_000 * 60_000_000)
+        );
+        assert_eq!(h.staged().field_rows(0), 5001);
+        assert_eq!(h.staged().field_rows(1), 1668);
+        assert_eq!(h.staged().rows(), 5002);
+        let hours = |f: usize| h.staged().hours(f).len();
+        // 5,000 minutes span 84 hours; the lone rows add one hour each.
+        assert_eq!((hours(0), hours(1)), (84 + 1, 84 + 1));
+        let err = conn
+            .query_row(
+                &format!("SELECT count(*) FROM {FUNCTION}({}, 2)", h.id()),
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("has no field 2"), "{err}");
+    }
+
     #[test]
     fn a_dropped_handle_is_gone() {
         let conn = Connection::open_in_memory().unwrap();
         register(&conn).unwrap();
-        let h = StagedHandle::new(&[]);
+        let h = StagedHandle::new(&[], 1);
         let id = h.id();
         drop(h);
         let err = conn
-            .query_row(&format!("SELECT count(*) FROM {FUNCTION}({id})"), [], |r| {
-                r.get::<_, i64>(0)
-            })
+            .query_row(
+                &format!("SELECT count(*) FROM {FUNCTION}({id}, 0)"),
+                [],
+                |r| r.get::<_, i64>(0),
+            )
             .unwrap_err()
             .to_string();
         assert!(err.contains(&format!("no staged batch {id}")), "{err}");

@@ -3,9 +3,10 @@
 
 use crate::cli::DryRunArgs;
 use crate::error::{Error, EXIT_OK};
-use crate::runner::{plan_for, Mode};
-use crate::sources::Source;
-use crate::spec::{Config, StateConfig};
+use crate::plan::Plan;
+use crate::runner::{plan_for, sharing, Mode};
+use crate::sources::{Fetch, Source};
+use crate::spec::{Config, Job, StateConfig};
 use crate::state::{State, StateError};
 use crate::template::RenderInput;
 
@@ -42,6 +43,7 @@ pub fn dry_run(config: &Config, a: &DryRunArgs) -> Result<i32, Error> {
         out.push_str(&format!("sink: {} ({})\n", s, config.sinks[s].describe()));
     }
     out.push_str(&format!("state: {}\n", State::describe(&p.state)));
+    let mut jobs = Vec::new();
     for job in p
         .jobs
         .iter()
@@ -58,7 +60,14 @@ pub fn dry_run(config: &Config, a: &DryRunArgs) -> Result<i32, Error> {
             Err(StateError::Config(m)) => (None, format!("not read ({m})")),
             Err(e) => (None, format!("not read ({e})")),
         };
-        let plan = plan_for(p, mode, now, checkpoint);
+        jobs.push((job, cp, plan_for(p, mode, now, checkpoint)));
+    }
+    // Which jobs read one query together, as the run will.
+    let refs: Vec<(&Job, &Plan)> = jobs.iter().map(|(j, _, plan)| (*j, plan)).collect();
+    let groups = sharing(&refs);
+    let group_of = |i: usize| groups.iter().find(|g| g.contains(&i)).expect("grouped");
+    for (i, (job, cp, plan)) in jobs.iter().enumerate() {
+        let job = *job;
         out.push_str(&format!(
             "\njob `{}`: checkpoint {cp}; last complete hour {}\n",
             job.name, plan.last_complete
@@ -90,13 +99,31 @@ pub fn dry_run(config: &Config, a: &DryRunArgs) -> Result<i32, Error> {
             out.push_str("  nothing to do\n");
             continue;
         };
-        let queries = source.queries(job, *first);
-        out.push_str(&format!(
-            "  source queries of batch 1 ({}):\n",
-            queries.len()
-        ));
-        for q in &queries {
-            out.push_str(&indent(q, "    "));
+        let group = group_of(i);
+        if group.len() > 1 && group[0] != i {
+            out.push_str(&format!(
+                "  source queries: shared with job `{}` (above)\n",
+                jobs[group[0]].0.name
+            ));
+        } else {
+            let fetch = Fetch::of(group.iter().map(|&k| jobs[k].0));
+            let queries = source.queries(&fetch, *first);
+            let shared = if group.len() > 1 {
+                let names: Vec<String> = group
+                    .iter()
+                    .map(|&k| format!("`{}`", jobs[k].0.name))
+                    .collect();
+                format!(", one for jobs {}", names.join(", "))
+            } else {
+                String::new()
+            };
+            out.push_str(&format!(
+                "  source queries of batch 1 ({}{shared}):\n",
+                queries.len()
+            ));
+            for q in &queries {
+                out.push_str(&indent(q, "    "));
+            }
         }
         let sql = templates
             .render(&RenderInput {

@@ -1,8 +1,12 @@
-//! Points in columns on their way to staging: times (microseconds), values,
-//! and one string column per tag, kept as a batch's staged rows and read by
-//! the transform through `crate::staged`'s table function. Sources parse
-//! straight into these: no allocation per row, no temporary file, no second
-//! parse by DuckDB.
+//! Points in columns on their way to staging: times (microseconds), one
+//! value column per field fetched, and one string column per tag, kept as a
+//! batch's staged rows and read by the transform through `crate::staged`'s
+//! table function. Sources parse straight into these: no allocation per row,
+//! no temporary file, no second parse by DuckDB.
+//!
+//! Jobs that share a query share a chunk: a row is a time and a series, with
+//! a value per field, and NaN where the point lacks that field (InfluxDB
+//! stores no NaN, so it cannot be a reading).
 
 use std::collections::HashMap;
 
@@ -68,26 +72,36 @@ impl TagColumn {
     }
 }
 
-/// A chunk of one job's points, column by column.
+/// The value of a field a point lacks.
+pub const MISSING: f64 = f64::NAN;
+
+/// A chunk of points of one query (one job's, or the jobs' sharing it),
+/// column by column.
 #[derive(Debug, Clone)]
 pub struct Columns {
     time_us: Vec<i64>,
-    value: Vec<f64>,
+    /// One column per field, in the query's order.
+    values: Vec<Vec<f64>>,
     tags: Vec<TagColumn>,
 }
 
 impl Columns {
+    /// One field.
     pub fn new(ntags: usize) -> Columns {
-        Columns::with_capacity(ntags, 0)
+        Columns::with_capacity(ntags, 1, 0)
     }
 
     /// Room for `rows` rows without growing (growing a column copies it).
-    pub fn with_capacity(ntags: usize, rows: usize) -> Columns {
+    pub fn with_capacity(ntags: usize, nfields: usize, rows: usize) -> Columns {
         Columns {
             time_us: Vec::with_capacity(rows),
-            value: Vec::with_capacity(rows),
+            values: (0..nfields).map(|_| Vec::with_capacity(rows)).collect(),
             tags: (0..ntags).map(|_| TagColumn::with_capacity(rows)).collect(),
         }
+    }
+
+    pub fn nfields(&self) -> usize {
+        self.values.len()
     }
 
     pub fn len(&self) -> usize {
@@ -107,9 +121,14 @@ impl Columns {
         &self.time_us
     }
 
-    /// Values, one per row.
+    /// The first field's values, one per row.
     pub fn values(&self) -> &[f64] {
-        &self.value
+        &self.values[0]
+    }
+
+    /// Field `field`'s values, one per row (`MISSING` where a row lacks it).
+    pub fn field(&self, field: usize) -> &[f64] {
+        &self.values[field]
     }
 
     /// Row `row`'s tag of column `col` (`None`: the point lacks the tag).
@@ -117,12 +136,21 @@ impl Columns {
         self.tags[col].get(row)
     }
 
-    /// Appends a row's time and value; its tags follow with `push_tag`, one
-    /// per tag column in order (`None`: the point lacks the tag).
+    /// Appends a row's time and its one field's value; its tags follow with
+    /// `push_tag`, one per tag column in order (`None`: the point lacks the tag).
     pub fn push(&mut self, time_ns: i64, value: f64) {
         // Staging keeps microseconds, as DuckDB's TIMESTAMPTZ does.
         self.time_us.push(time_ns.div_euclid(1000));
-        self.value.push(value);
+        self.values[0].push(value);
+    }
+
+    /// Appends a row's time and a value per field (`MISSING` for a field
+    /// the point lacks); tags follow with `push_tag`.
+    pub fn push_values(&mut self, time_ns: i64, values: &[f64]) {
+        self.time_us.push(time_ns.div_euclid(1000));
+        for (col, v) in self.values.iter_mut().zip(values) {
+            col.push(*v);
+        }
     }
 
     pub fn push_tag(&mut self, col: usize, tag: Option<&str>) {
@@ -130,7 +158,7 @@ impl Columns {
     }
 
     pub fn push_point(&mut self, p: &Point) {
-        self.push(p.time_ns, p.value);
+        self.push_values(p.time_ns, &p.values);
         for (i, t) in p.tags.iter().enumerate() {
             self.push_tag(i, t.as_deref());
         }
@@ -142,14 +170,19 @@ impl Columns {
         if !self.time_us.iter().any(|&t| t >= from && t < to) {
             return;
         }
-        let old = std::mem::replace(self, Columns::new(self.ntags()));
+        let old = std::mem::replace(
+            self,
+            Columns::with_capacity(self.ntags(), self.nfields(), 0),
+        );
         for row in 0..old.len() {
             let t = old.time_us[row];
             if t >= from && t < to {
                 continue;
             }
             self.time_us.push(t);
-            self.value.push(old.value[row]);
+            for (col, values) in self.values.iter_mut().zip(&old.values) {
+                col.push(values[row]);
+            }
             for (i, col) in old.tags.iter().enumerate() {
                 self.tags[i].push(col.get(row));
             }
@@ -164,14 +197,17 @@ impl Columns {
     /// Takes the rows, leaving an empty chunk with the same columns and room
     /// for `rows` rows.
     pub fn take(&mut self, rows: usize) -> Columns {
-        std::mem::replace(self, Columns::with_capacity(self.ntags(), rows))
+        let (ntags, nfields) = (self.ntags(), self.nfields());
+        std::mem::replace(self, Columns::with_capacity(ntags, nfields, rows))
     }
 
     /// Gives back the room beyond the rows (a batch's last chunk is kept,
     /// mostly empty, until the batch is transformed).
     pub fn shrink_to_fit(&mut self) {
         self.time_us.shrink_to_fit();
-        self.value.shrink_to_fit();
+        for v in &mut self.values {
+            v.shrink_to_fit();
+        }
         for t in &mut self.tags {
             t.codes.shrink_to_fit();
         }

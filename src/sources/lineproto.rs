@@ -10,9 +10,9 @@ use std::path::PathBuf;
 
 use flate2::read::MultiGzDecoder;
 
-use super::{Point, PointSink, SourceError};
+use super::columns::MISSING;
+use super::{Fetch, Point, PointSink, SourceError};
 use crate::plan::Batch;
-use crate::spec::Job;
 
 /// A parsed line, borrowing nothing: fine for files of a few MB.
 #[derive(Debug, Clone, PartialEq)]
@@ -182,12 +182,14 @@ impl LineProtocolFile {
         }
     }
 
-    pub fn describe(&self, job: &Job, b: Batch) -> String {
+    pub fn describe(&self, job: &Fetch, b: Batch) -> String {
+        let fields: Vec<String> = job.fields.iter().map(|f| format!("{f:?}")).collect();
         format!(
-            "scan {} for measurement {:?} field {:?} tags [{}] with time in [{}, {})",
+            "scan {} for measurement {:?} field{} {} tags [{}] with time in [{}, {})",
             self.path.display(),
             job.measurement,
-            job.field,
+            if fields.len() == 1 { "" } else { "s" },
+            fields.join(", "),
             job.tags.join(", "),
             b.from,
             b.to
@@ -202,7 +204,7 @@ impl LineProtocolFile {
 
     pub async fn extract(
         &self,
-        job: &Job,
+        job: &Fetch,
         b: Batch,
         out: &mut PointSink,
     ) -> Result<u64, SourceError> {
@@ -212,7 +214,7 @@ impl LineProtocolFile {
         let tx = out.tx.clone();
         let task = tokio::task::spawn_blocking(move || {
             let me = LineProtocolFile::new(&name, path);
-            let mut sink = PointSink::new(tx);
+            let mut sink = PointSink::new(tx, job.fields.len());
             me.scan(&job, b, &mut sink)?;
             sink.flush_blocking()?;
             Ok::<u64, SourceError>(sink.rows())
@@ -224,7 +226,7 @@ impl LineProtocolFile {
         Ok(rows)
     }
 
-    fn scan(&self, job: &Job, b: Batch, out: &mut PointSink) -> Result<(), SourceError> {
+    fn scan(&self, job: &Fetch, b: Batch, out: &mut PointSink) -> Result<(), SourceError> {
         let file = std::fs::File::open(&self.path).map_err(|e| self.err(e.to_string()))?;
         let reader: Box<dyn BufRead> = if self.path.extension().is_some_and(|e| e == "gz") {
             Box::new(BufReader::new(MultiGzDecoder::new(file)))
@@ -249,16 +251,18 @@ impl LineProtocolFile {
             if t < from || t >= to {
                 continue;
             }
-            let Some((_, v)) = l.fields.iter().find(|(k, _)| *k == job.field) else {
+            let mut values = Vec::with_capacity(job.fields.len());
+            for field in &job.fields {
+                values.push(match l.fields.iter().find(|(k, _)| k == field) {
+                    None => MISSING,
+                    Some((_, v)) => v.as_f64().ok_or_else(|| {
+                        self.err(format!("line {}: field `{field}` is not numeric", n + 1))
+                    })?,
+                });
+            }
+            if values.iter().all(|v| v.is_nan()) {
                 continue;
-            };
-            let value = v.as_f64().ok_or_else(|| {
-                self.err(format!(
-                    "line {}: field `{}` is not numeric",
-                    n + 1,
-                    job.field
-                ))
-            })?;
+            }
             let tags = job
                 .tags
                 .iter()
@@ -272,7 +276,7 @@ impl LineProtocolFile {
             out.push_blocking(Point {
                 time_ns: t,
                 tags,
-                value,
+                values,
             })?;
         }
         Ok(())

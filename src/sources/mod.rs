@@ -17,13 +17,25 @@ use crate::secret::SecretSource;
 use crate::spec::{Job, SourceConfig};
 
 /// One reading: time in nanoseconds since the epoch, the job's tag values in
-/// order (`None` when a point lacks the tag), and the value. Tag values are
-/// shared (`Arc<str>`): a series repeats the same station thousands of times.
+/// order (`None` when a point lacks the tag), and a value per field fetched
+/// (`columns::MISSING` for a field it lacks). Tag values are shared
+/// (`Arc<str>`): a series repeats the same station thousands of times.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Point {
     pub time_ns: i64,
     pub tags: Vec<Option<Tag>>,
-    pub value: f64,
+    pub values: Vec<f64>,
+}
+
+impl Point {
+    /// A point of one field.
+    pub fn one(time_ns: i64, tags: Vec<Option<Tag>>, value: f64) -> Point {
+        Point {
+            time_ns,
+            tags,
+            values: vec![value],
+        }
+    }
 }
 
 pub type Tag = std::sync::Arc<str>;
@@ -54,6 +66,50 @@ impl TagCache {
     }
 }
 
+/// What one query reads: a measurement's fields, with the tags. A job's own
+/// query reads its field; jobs of a run that read the same measurement and
+/// tags over the same hours share one, each reading its own field's column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetch {
+    pub measurement: String,
+    pub tags: Vec<String>,
+    /// Distinct, in the order of the jobs that asked for them.
+    pub fields: Vec<String>,
+}
+
+impl Fetch {
+    /// The query of `jobs`, which must agree on measurement and tags.
+    pub fn of<'a>(jobs: impl IntoIterator<Item = &'a Job>) -> Fetch {
+        let mut jobs = jobs.into_iter();
+        let first = jobs.next().expect("a fetch has a job");
+        let mut f = Fetch {
+            measurement: first.measurement.clone(),
+            tags: first.tags.clone(),
+            fields: vec![first.field.clone()],
+        };
+        for j in jobs {
+            debug_assert!(f.shares(j));
+            if !f.fields.contains(&j.field) {
+                f.fields.push(j.field.clone());
+            }
+        }
+        f
+    }
+
+    /// Whether `job` can read from this query.
+    pub fn shares(&self, job: &Job) -> bool {
+        job.measurement == self.measurement && job.tags == self.tags
+    }
+
+    /// The value column of `job`'s field.
+    pub fn column(&self, job: &Job) -> usize {
+        self.fields
+            .iter()
+            .position(|f| *f == job.field)
+            .expect("the job's field is fetched")
+    }
+}
+
 /// What a source sends to the staging writer.
 #[derive(Debug)]
 pub enum StageMsg {
@@ -61,10 +117,12 @@ pub enum StageMsg {
     Columns(Columns),
     /// Forget rows with time in `[from_ns, to_ns)`: a sub-query is being retried.
     Discard { from_ns: i64, to_ns: i64 },
-    /// Stage a Parquet file with columns `time`, `value` and the tags (InfluxDB 3).
+    /// Stage a Parquet file with columns `time`, the values and the tags
+    /// (InfluxDB 3): `values` names the value columns, in the fetch's order.
     Parquet {
         file: tempfile::NamedTempFile,
         tags: Vec<String>,
+        values: Vec<String>,
         reply: tokio::sync::oneshot::Sender<Result<u64, String>>,
     },
 }
@@ -83,6 +141,8 @@ const CHUNK_ROOM: usize = CHUNK_ROWS + PIECE_ROWS;
 /// while the source parses the next.
 pub struct PointSink {
     tx: mpsc::Sender<StageMsg>,
+    /// Value columns of every chunk: the fields of the query.
+    nfields: usize,
     /// The chunk being filled; made on first use, when the tag count is known.
     cols: Option<Columns>,
     /// Rows handed to the staging writer.
@@ -90,9 +150,11 @@ pub struct PointSink {
 }
 
 impl PointSink {
-    pub fn new(tx: mpsc::Sender<StageMsg>) -> PointSink {
+    /// A sink for a query of `nfields` fields.
+    pub fn new(tx: mpsc::Sender<StageMsg>, nfields: usize) -> PointSink {
         PointSink {
             tx,
+            nfields,
             cols: None,
             sent: 0,
         }
@@ -106,7 +168,7 @@ impl PointSink {
     /// The chunk being filled, with `ntags` tag columns.
     pub fn columns(&mut self, ntags: usize) -> &mut Columns {
         self.cols
-            .get_or_insert_with(|| Columns::with_capacity(ntags, CHUNK_ROOM))
+            .get_or_insert_with(|| Columns::with_capacity(ntags, self.nfields, CHUNK_ROOM))
     }
 
     /// Buffers a point; `flush_if_full` sends full chunks.
@@ -174,12 +236,14 @@ impl PointSink {
         &mut self,
         file: tempfile::NamedTempFile,
         tags: &[String],
+        values: &[String],
     ) -> Result<(), SourceError> {
         let (reply, rx) = tokio::sync::oneshot::channel();
         self.tx
             .send(StageMsg::Parquet {
                 file,
                 tags: tags.to_vec(),
+                values: values.to_vec(),
                 reply,
             })
             .await
@@ -260,10 +324,10 @@ impl Source {
     }
 
     /// The exact queries a batch sends, in order.
-    pub fn queries(&self, job: &Job, batch: Batch) -> Vec<String> {
+    pub fn queries(&self, fetch: &Fetch, batch: Batch) -> Vec<String> {
         match self {
-            Source::Influx(s) => s.queries(job, batch),
-            Source::LineProtocol(s) => vec![s.describe(job, batch)],
+            Source::Influx(s) => s.queries(fetch, batch),
+            Source::LineProtocol(s) => vec![s.describe(fetch, batch)],
         }
     }
 
@@ -284,16 +348,17 @@ impl Source {
         }
     }
 
-    /// Streams the job's points of `batch` into `out`; returns the row count.
+    /// Streams the points of `batch` into `out`; returns the row count
+    /// (a row holds a value of at least one of the fetch's fields).
     pub async fn extract(
         &self,
-        job: &Job,
+        fetch: &Fetch,
         batch: Batch,
         out: &mut PointSink,
     ) -> Result<u64, SourceError> {
         match self {
-            Source::Influx(s) => s.extract(job, batch, out).await,
-            Source::LineProtocol(s) => s.extract(job, batch, out).await,
+            Source::Influx(s) => s.extract(fetch, batch, out).await,
+            Source::LineProtocol(s) => s.extract(fetch, batch, out).await,
         }
     }
 }
@@ -305,7 +370,7 @@ mod tests {
     #[test]
     fn chunks_keep_their_room_and_the_last_one_gives_back_the_rest() {
         let (tx, mut rx) = mpsc::channel(4);
-        let mut sink = PointSink::new(tx);
+        let mut sink = PointSink::new(tx, 1);
         // A piece of 100 rows crosses a full chunk before the check.
         for i in 0..CHUNK_ROWS + 100 {
             let c = sink.columns(1);

@@ -4,8 +4,9 @@
 use duckhour::duck;
 use duckhour::plan::Batch;
 use duckhour::secret::EnvSecrets;
-use duckhour::sources::{PointSink, Source, SourceError};
+use duckhour::sources::{Fetch, PointSink, Source, SourceError};
 use duckhour::spec::{Duration, Hour, InfluxConfig, Job, SourceConfig, V3Format};
+use duckhour::staged::StagedHandle;
 use tokio::sync::mpsc;
 
 use crate::util::{influx, influx_auth, query, replay_sequence, replay_server};
@@ -60,15 +61,16 @@ async fn stage(
     let mut src = Source::new("aq", &SourceConfig::Influx(cfg));
     src.connect(&EnvSecrets).await?;
     let conn = duck::open().unwrap();
-    let rows = duck::create_staging(&conn, &job.name, &job.tags).unwrap();
+    let rows = StagedHandle::new(&job.tags, 1);
+    duck::stage_view(&conn, &job.name, &rows, 0).unwrap();
     let (tx, rx) = mpsc::channel(4);
     let wconn = conn.try_clone().unwrap();
     let writer = tokio::task::spawn_blocking(move || {
         let n = duck::write_staging(&wconn, rows.staged(), rx);
         (rows, n)
     });
-    let mut sink = PointSink::new(tx);
-    let res = src.extract(job, batch, &mut sink).await;
+    let mut sink = PointSink::new(tx, 1);
+    let res = src.extract(&Fetch::of([job]), batch, &mut sink).await;
     drop(sink);
     let (_rows, staged) = writer.await.unwrap();
     let n = res?;
@@ -307,19 +309,20 @@ async fn fetch_replayed_retrying(
         ..job("air q", "co")
     };
     let conn = duck::open().unwrap();
-    let rows = duck::create_staging(&conn, "x", &j.tags).unwrap();
+    let rows = StagedHandle::new(&j.tags, 1);
+    duck::stage_view(&conn, "x", &rows, 0).unwrap();
     let (tx, rx) = mpsc::channel(4);
     let wconn = conn.try_clone().unwrap();
     let writer = tokio::task::spawn_blocking(move || {
         let n = duck::write_staging(&wconn, rows.staged(), rx);
         (rows, n)
     });
-    let mut sink = PointSink::new(tx);
+    let mut sink = PointSink::new(tx, 1);
     let batch = Batch {
         from: h("2023-11-14T22:00:00Z"),
         to: h("2023-11-14T23:00:00Z"),
     };
-    let res = src.extract(&j, batch, &mut sink).await;
+    let res = src.extract(&Fetch::of([&j]), batch, &mut sink).await;
     drop(sink);
     let (_rows, _) = writer.await.unwrap();
     res?;

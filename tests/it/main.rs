@@ -10,5 +10,6 @@ mod prefect_client;
 mod prefect_runs;
 mod prefect_state;
 mod readme;
+mod shared;
 mod spec_errors;
 mod util;

@@ -2,10 +2,13 @@
 //!
 //! v1 (`Accept: application/csv`): a header `name,tags,time,<columns>`, then
 //! rows; a blank line and a new header whenever the series' columns change.
-//! Our queries ask for `field::field, tag::tag...`, so the value is column 4
-//! and the tags follow in order; time is an integer in nanoseconds.
+//! Our queries ask for `field::field..., tag::tag...`, so the values are
+//! columns 4 and on and the tags follow in order; time is an integer in
+//! nanoseconds. An empty value is a field the point lacks; a row lacking
+//! every field is left out.
 
 use super::InfluxErrorKind;
+use crate::sources::columns::MISSING;
 use crate::sources::Columns;
 
 /// Splits one CSV record (no embedded newlines) into fields, unquoting.
@@ -51,6 +54,9 @@ pub fn split_record(line: &str, out: &mut Vec<String>) -> Result<(), String> {
 /// Incremental parser of a v1 CSV response, straight into columns.
 pub struct V1Parser {
     ntags: usize,
+    nfields: usize,
+    /// The current row's values.
+    values: Vec<f64>,
     want_header: bool,
     fields: Vec<String>,
     /// Where each field of the current row ends.
@@ -60,9 +66,11 @@ pub struct V1Parser {
 }
 
 impl V1Parser {
-    pub fn new(ntags: usize) -> V1Parser {
+    pub fn new(ntags: usize, nfields: usize) -> V1Parser {
         V1Parser {
             ntags,
+            nfields,
+            values: Vec::with_capacity(nfields),
             want_header: true,
             fields: Vec::new(),
             ends: Vec::new(),
@@ -137,18 +145,30 @@ impl V1Parser {
     /// A data row of `body` from `start`, its fields ending at `self.ends`.
     fn row(&mut self, body: &str, start: usize, out: &mut Columns) -> Result<(), InfluxErrorKind> {
         let ends = &self.ends;
+        let nf = self.nfields;
         let line = || &body[start..*ends.last().expect("a row has an end")];
-        if ends.len() < 4 + self.ntags {
+        if ends.len() < 3 + nf + self.ntags {
             return Err(short_row(line()));
         }
         // Commas are ASCII: every field boundary is a character boundary.
         let field = |i: usize| &body[if i == 0 { start } else { ends[i - 1] + 1 }..ends[i]];
-        let Some(value) = value(field(3))? else {
-            return Ok(());
-        };
-        out.push(time(field(2))?, value);
+        if nf == 1 {
+            let Some(value) = value(field(3))? else {
+                return Ok(());
+            };
+            out.push(time(field(2))?, value);
+        } else {
+            self.values.clear();
+            for i in 0..nf {
+                self.values.push(value(field(3 + i))?.unwrap_or(MISSING));
+            }
+            if self.values.iter().all(|v| v.is_nan()) {
+                return Ok(());
+            }
+            out.push_values(time(field(2))?, &self.values);
+        }
         for i in 0..self.ntags {
-            let tag = field(4 + i);
+            let tag = field(3 + nf + i);
             out.push_tag(i, (!tag.is_empty()).then_some(tag));
         }
         Ok(())
@@ -172,7 +192,9 @@ impl V1Parser {
         }
         if self.want_header {
             split_record(line, &mut self.fields).map_err(InfluxErrorKind::Parse)?;
-            if self.fields.len() != 4 + self.ntags || self.fields[..3] != ["name", "tags", "time"] {
+            if self.fields.len() != 3 + self.nfields + self.ntags
+                || self.fields[..3] != ["name", "tags", "time"]
+            {
                 return Err(InfluxErrorKind::Parse(format!(
                     "unexpected CSV header `{}`",
                     line.chars().take(120).collect::<String>()
@@ -183,15 +205,21 @@ impl V1Parser {
         }
         // Quoted fields (tags with commas or quotes): the general splitter.
         split_record(line, &mut self.fields).map_err(InfluxErrorKind::Parse)?;
-        if self.fields.len() < 4 + self.ntags {
+        let nf = self.nfields;
+        if self.fields.len() < 3 + nf + self.ntags {
             return Err(short_row(line));
         }
-        let Some(value) = value(&self.fields[3])? else {
+        self.values.clear();
+        for i in 0..nf {
+            self.values
+                .push(value(&self.fields[3 + i])?.unwrap_or(MISSING));
+        }
+        if self.values.iter().all(|v| v.is_nan()) {
             return Ok(());
-        };
-        out.push(time(&self.fields[2])?, value);
+        }
+        out.push_values(time(&self.fields[2])?, &self.values);
         for i in 0..self.ntags {
-            let t = &self.fields[4 + i];
+            let t = &self.fields[3 + nf + i];
             out.push_tag(i, (!t.is_empty()).then_some(t.as_str()));
         }
         Ok(())
@@ -315,7 +343,7 @@ mod tests {
     /// Parses a body fed in two pieces cut at `cut`; the staged rows as
     /// (time in microseconds, tags, value).
     fn parse(body: &[u8], ntags: usize, cut: usize) -> Result<Vec<String>, InfluxErrorKind> {
-        let mut p = V1Parser::new(ntags);
+        let mut p = V1Parser::new(ntags, 1);
         let mut cols = Columns::new(ntags);
         p.push(&body[..cut], &mut cols)?;
         p.push(&body[cut..], &mut cols)?;
@@ -349,7 +377,7 @@ mod tests {
         }
         // Pieces shorter than a line, so that lines span several.
         for size in 1..8 {
-            let mut p = V1Parser::new(1);
+            let mut p = V1Parser::new(1, 1);
             let mut cols = Columns::new(1);
             for piece in body.chunks(size) {
                 p.push(piece, &mut cols).unwrap();
@@ -357,6 +385,36 @@ mod tests {
             p.finish(&mut cols).unwrap();
             assert_eq!(rows(cols), want, "pieces of {size}");
         }
+    }
+
+    /// Several fields in one query: a field a row lacks is empty (missing),
+    /// a row lacking all of them is left out, the tags follow the fields.
+    #[test]
+    fn v1_several_fields_per_row() {
+        let body = "name,tags,time,co,no2,station\n\
+                    air,,60000000000,0.5,,s1\n\
+                    air,,120000000000,,21,s1\n\
+                    air,,180000000000,,,s1\n\
+                    air,,240000000000,0.25,22.5,\"s, 2\"\n";
+        for cut in [1, 7, 50, body.len()] {
+            let mut p = V1Parser::new(1, 2);
+            let mut out = Columns::with_capacity(1, 2, 0);
+            for piece in body.as_bytes().chunks(cut) {
+                p.push(piece, &mut out).unwrap();
+            }
+            p.finish(&mut out).unwrap();
+            assert_eq!(out.times(), &[60_000_000, 120_000_000, 240_000_000]);
+            let show = |f: &[f64]| f.iter().map(|v| format!("{v}")).collect::<Vec<_>>();
+            assert_eq!(show(out.field(0)), ["0.5", "NaN", "0.25"]);
+            assert_eq!(show(out.field(1)), ["NaN", "21", "22.5"]);
+            assert_eq!(out.tag(0, 2), Some("s, 2"));
+        }
+        let mut p = V1Parser::new(1, 2);
+        let mut out = Columns::with_capacity(1, 2, 0);
+        let e = p
+            .push(b"name,tags,time,co,station\n", &mut out)
+            .unwrap_err();
+        assert!(e.to_string().contains("unexpected CSV header"), "{e}");
     }
 
     #[test]
@@ -458,7 +516,7 @@ mod tests {
                 body.push_str(if next(5) == 0 { "\r\n" } else { "\n" });
             }
             // The general path alone, line by line, as the reference.
-            let mut reference = V1Parser::new(ntags);
+            let mut reference = V1Parser::new(ntags, 1);
             let mut want = Columns::new(ntags);
             let expected = body
                 .split_terminator('\n')

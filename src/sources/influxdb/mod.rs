@@ -18,10 +18,10 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 
-use super::{PointSink, SourceError};
+use super::{Fetch, PointSink, SourceError};
 use crate::plan::{batches, Batch};
 use crate::secret::{resolve, Secret, SecretSource};
-use crate::spec::{InfluxConfig, Job, V3Format};
+use crate::spec::{InfluxConfig, V3Format};
 
 /// What went wrong talking to InfluxDB.
 #[derive(Debug, thiserror::Error)]
@@ -168,12 +168,12 @@ impl Influx {
         }
     }
 
-    fn target<'a>(&'a self, job: &'a Job) -> query::Target<'a> {
+    fn target<'a>(&'a self, fetch: &'a Fetch) -> query::Target<'a> {
         query::Target {
             database: self.cfg.database.as_deref().unwrap_or(""),
             retention_policy: self.cfg.retention_policy.as_deref(),
             bucket: self.cfg.bucket.as_deref().unwrap_or(""),
-            job,
+            fetch,
         }
     }
 
@@ -182,8 +182,8 @@ impl Influx {
         batches(b.from, b.to, self.cfg.max_query_hours)
     }
 
-    pub fn queries(&self, job: &Job, b: Batch) -> Vec<String> {
-        let t = self.target(job);
+    pub fn queries(&self, fetch: &Fetch, b: Batch) -> Vec<String> {
+        let t = self.target(fetch);
         self.pieces(b)
             .into_iter()
             .map(|p| match self.cfg.version {
@@ -285,22 +285,26 @@ impl Influx {
 
     pub async fn extract(
         &self,
-        job: &Job,
+        fetch: &Fetch,
         b: Batch,
         out: &mut PointSink,
     ) -> Result<u64, SourceError> {
         let conn = self.conn.as_ref().expect("connect() before extract()");
-        let t = self.target(job);
+        let t = self.target(fetch);
+        let job = fetch;
         let mut total = 0;
         for piece in self.pieces(b) {
             let mut attempt = 0;
             loop {
                 let before = out.rows();
                 let res = match self.cfg.version {
-                    1 => v1::fetch(conn, &query::influxql(&t, piece), job.tags.len(), out).await,
+                    1 => {
+                        let q = query::influxql(&t, piece);
+                        v1::fetch(conn, &q, job.tags.len(), job.fields.len(), out).await
+                    }
                     2 => {
                         let org = self.cfg.org.as_deref().unwrap_or("");
-                        v2::fetch(conn, org, &query::flux(&t, piece), &job.tags, out).await
+                        v2::fetch(conn, org, &query::flux(&t, piece), job, out).await
                     }
                     _ => {
                         v3::fetch(
@@ -308,6 +312,7 @@ impl Influx {
                             &query::v3_sql(&t, piece),
                             self.cfg.format,
                             &job.tags,
+                            &query::v3_value_columns(job),
                             out,
                         )
                         .await

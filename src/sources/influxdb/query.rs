@@ -4,14 +4,15 @@
 //! cannot change the statement.
 
 use crate::plan::Batch;
-use crate::spec::{Hour, Job};
+use crate::sources::Fetch;
+use crate::spec::Hour;
 
 /// What one query asks for.
 pub struct Target<'a> {
     pub database: &'a str,
     pub retention_policy: Option<&'a str>,
     pub bucket: &'a str,
-    pub job: &'a Job,
+    pub fetch: &'a Fetch,
 }
 
 /// An InfluxQL identifier: double quotes, with `\` and `"` escaped.
@@ -59,12 +60,18 @@ fn rfc3339(h: Hour) -> String {
 
 /// InfluxQL (v1, and the v1-compatible `/query` of v2/v3).
 ///
-/// Tags are selected with `::tag` and the field with `::field`, so a tag and
-/// a field of the same name cannot be confused; the field becomes column 4
-/// of the CSV (after `name,tags,time`), then the tags in order.
+/// Tags are selected with `::tag` and fields with `::field`, so a tag and
+/// a field of the same name cannot be confused; the fields become columns 4
+/// and on of the CSV (after `name,tags,time`), then the tags in order. With
+/// several fields, InfluxDB leaves out the rows that have none of them and
+/// leaves a field a row lacks empty.
 pub fn influxql(t: &Target, b: Batch) -> String {
-    let job = t.job;
-    let mut cols = vec![format!("{}::field", influxql_ident(&job.field))];
+    let job = t.fetch;
+    let mut cols: Vec<String> = job
+        .fields
+        .iter()
+        .map(|f| format!("{}::field", influxql_ident(f)))
+        .collect();
     cols.extend(
         job.tags
             .iter()
@@ -91,44 +98,89 @@ pub fn influxql(t: &Target, b: Batch) -> String {
     )
 }
 
-/// Flux (v2). `range` is `[start, stop)`; `keep` fixes the columns; the
-/// field column is renamed by `_value`.
+/// Flux (v2). `range` is `[start, stop)`; `keep` fixes the columns. One
+/// field is read from `_value`; several are pivoted into a column each
+/// (named after the field), one row per series and time: `pivot` drops
+/// `_field` from the group key, so a series' fields meet in one table.
 pub fn flux(t: &Target, b: Batch) -> String {
-    let job = t.job;
-    let mut keep = vec![flux_string("_time"), flux_string("_value")];
+    let job = t.fetch;
+    let one = job.fields.len() == 1;
+    let mut keep = vec![flux_string("_time")];
+    if one {
+        keep.push(flux_string("_value"));
+    } else {
+        keep.extend(job.fields.iter().map(|f| flux_string(f)));
+    }
     keep.extend(job.tags.iter().map(|k| flux_string(k)));
+    let fields: Vec<String> = job
+        .fields
+        .iter()
+        .map(|f| format!("r._field == {}", flux_string(f)))
+        .collect();
+    let fields = if one {
+        fields[0].clone()
+    } else {
+        format!("({})", fields.join(" or "))
+    };
+    let pivot = if one {
+        ""
+    } else {
+        "\n  |> pivot(rowKey: [\"_time\"], columnKey: [\"_field\"], valueColumn: \"_value\")"
+    };
     format!(
-        "from(bucket: {})\n  |> range(start: {}, stop: {})\n  |> filter(fn: (r) => r._measurement == {} and r._field == {})\n  |> keep(columns: [{}])",
+        "from(bucket: {})\n  |> range(start: {}, stop: {})\n  |> filter(fn: (r) => r._measurement == {} and {fields}){pivot}\n  |> keep(columns: [{}])",
         flux_string(t.bucket),
         rfc3339(b.from),
         rfc3339(b.to),
         flux_string(&job.measurement),
-        flux_string(&job.field),
         keep.join(", ")
     )
 }
 
-/// SQL (v3): `time`, the field as `value`, then the tags.
+/// SQL (v3): `time`, the field as `value` (several: each under its own
+/// name), then the tags; rows with none of the fields are left out.
 pub fn v3_sql(t: &Target, b: Batch) -> String {
-    let job = t.job;
-    let mut cols = vec![
-        "time".to_owned(),
-        format!("{} AS value", sql_ident(&job.field)),
-    ];
+    let job = t.fetch;
+    let mut cols = vec!["time".to_owned()];
+    if let [f] = job.fields.as_slice() {
+        cols.push(format!("{} AS value", sql_ident(f)));
+    } else {
+        cols.extend(job.fields.iter().map(|f| sql_ident(f)));
+    }
     cols.extend(job.tags.iter().map(|k| sql_ident(k)));
+    let present: Vec<String> = job
+        .fields
+        .iter()
+        .map(|f| format!("{} IS NOT NULL", sql_ident(f)))
+        .collect();
+    let present = if present.len() == 1 {
+        present[0].clone()
+    } else {
+        format!("({})", present.join(" OR "))
+    };
     format!(
-        "SELECT {} FROM {} WHERE time >= '{}' AND time < '{}' AND {} IS NOT NULL ORDER BY time",
+        "SELECT {} FROM {} WHERE time >= '{}' AND time < '{}' AND {present} ORDER BY time",
         cols.join(", "),
         sql_ident(&job.measurement),
         rfc3339(b.from),
         rfc3339(b.to),
-        sql_ident(&job.field)
     )
+}
+
+/// The value columns a v3 answer names, in the fetch's order.
+pub fn v3_value_columns(f: &Fetch) -> Vec<String> {
+    if f.fields.len() == 1 {
+        vec!["value".to_owned()]
+    } else {
+        f.fields.clone()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::spec::Job;
 
     fn job(measurement: &str, field: &str, tags: &[&str]) -> Job {
         Job {
@@ -156,7 +208,7 @@ mod tests {
             database: "aq",
             retention_policy: None,
             bucket: "",
-            job: &j,
+            fetch: &Fetch::of([&j]),
         };
         assert_eq!(
             influxql(&t, batch()),
@@ -166,7 +218,7 @@ mod tests {
             database: "aq",
             retention_policy: Some("autogen"),
             bucket: "",
-            job: &j,
+            fetch: &Fetch::of([&j]),
         };
         assert!(influxql(&t, batch()).contains(r#"FROM "aq"."autogen"."pm2.5 \"raw\"""#));
     }
@@ -178,7 +230,7 @@ mod tests {
             database: "aq",
             retention_policy: None,
             bucket: "",
-            job: &j,
+            fetch: &Fetch::of([&j]),
         };
         let q = influxql(&t, batch());
         assert!(q.contains(r#""m\" WHERE 1=1; DROP DATABASE \"aq""#), "{q}");
@@ -191,7 +243,7 @@ mod tests {
             database: "",
             retention_policy: None,
             bucket: "b",
-            job: &j,
+            fetch: &Fetch::of([&j]),
         };
         assert_eq!(
             flux(&t, batch()),
@@ -206,11 +258,45 @@ mod tests {
             database: "aq",
             retention_policy: None,
             bucket: "",
-            job: &j,
+            fetch: &Fetch::of([&j]),
         };
         assert_eq!(
             v3_sql(&t, batch()),
             "SELECT time, \"co\" AS value, \"station\" FROM \"air \"\"q\"\"\" WHERE time >= '2026-11-20T00:00:00Z' AND time < '2026-11-20T02:00:00Z' AND \"co\" IS NOT NULL ORDER BY time"
         );
+    }
+
+    /// One query for the jobs sharing it: each field once, in the jobs'
+    /// order; a job with its own field keeps today's query.
+    #[test]
+    fn a_shared_fetch_asks_for_every_field_once() {
+        let (co, no2, co_b) = (
+            job("air", "co", &["station"]),
+            job("air", "no2", &["station"]),
+            job("air", "co", &["station"]),
+        );
+        let fetch = Fetch::of([&co, &no2, &co_b]);
+        assert_eq!(fetch.fields, ["co", "no2"]);
+        assert_eq!((fetch.column(&co_b), fetch.column(&no2)), (0, 1));
+        assert!(!fetch.shares(&job("air", "co", &[])));
+        let t = |bucket: &'static str| Target {
+            database: "aq",
+            retention_policy: None,
+            bucket,
+            fetch: &fetch,
+        };
+        assert_eq!(
+            influxql(&t(""), batch()),
+            r#"SELECT "co"::field, "no2"::field, "station"::tag FROM "aq".."air" WHERE time >= '2026-11-20T00:00:00Z' AND time < '2026-11-20T02:00:00Z'"#
+        );
+        assert_eq!(
+            flux(&t("b"), batch()),
+            "from(bucket: \"b\")\n  |> range(start: 2026-11-20T00:00:00Z, stop: 2026-11-20T02:00:00Z)\n  |> filter(fn: (r) => r._measurement == \"air\" and (r._field == \"co\" or r._field == \"no2\"))\n  |> pivot(rowKey: [\"_time\"], columnKey: [\"_field\"], valueColumn: \"_value\")\n  |> keep(columns: [\"_time\", \"co\", \"no2\", \"station\"])"
+        );
+        assert_eq!(
+            v3_sql(&t(""), batch()),
+            "SELECT time, \"co\", \"no2\", \"station\" FROM \"air\" WHERE time >= '2026-11-20T00:00:00Z' AND time < '2026-11-20T02:00:00Z' AND (\"co\" IS NOT NULL OR \"no2\" IS NOT NULL) ORDER BY time"
+        );
+        assert_eq!(v3_value_columns(&fetch), ["co", "no2"]);
     }
 }

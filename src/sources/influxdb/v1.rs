@@ -45,6 +45,7 @@ pub(crate) async fn fetch(
     conn: &Conn,
     q: &str,
     ntags: usize,
+    nfields: usize,
     out: &mut PointSink,
 ) -> Result<(), InfluxErrorKind> {
     let req = conn
@@ -63,7 +64,7 @@ pub(crate) async fn fetch(
     }
     // Rows are parsed into columns as the body arrives; full chunks go to
     // the staging writer, which appends one while the next is parsed.
-    let mut parser = V1Parser::new(ntags);
+    let mut parser = V1Parser::new(ntags, nfields);
     let mut stream = resp.bytes_stream();
     let closed = |_| InfluxErrorKind::StagingClosed;
     while let Some(chunk) = stream.next().await {

@@ -1,7 +1,8 @@
 //! InfluxDB 3 `/api/v3/query_sql`: `format=csv`, `jsonl` or `parquet`.
 //!
 //! We always send `format` (the server's default is a single JSON array that
-//! cannot be streamed). CSV: a header naming `time`, `value` and the tags,
+//! cannot be streamed). CSV: a header naming `time`, `value` (several
+//! fields: each under its own name, a null left empty) and the tags,
 //! then rows; times are RFC 3339, with or without an offset (none means UTC).
 //! JSONL: one object per row; a missing key is a null. Parquet: the body is
 //! spooled to a temporary file and staged by DuckDB's `read_parquet`. A body
@@ -11,6 +12,7 @@ use chrono::{DateTime, NaiveDateTime};
 
 use super::csv::{parse_number, split_record};
 use super::{for_each_line, status_error, transport, Conn, InfluxErrorKind};
+use crate::sources::columns::MISSING;
 use crate::sources::{Point, PointSink};
 use crate::spec::V3Format;
 
@@ -28,21 +30,22 @@ pub fn parse_v3_time(s: &str) -> Option<i64> {
 /// Parser of the CSV format.
 pub struct V3Csv {
     tags: Vec<String>,
-    /// The value column: our queries alias the field `AS value`.
-    value_column: String,
-    layout: Option<(usize, usize, Vec<Option<usize>>)>,
+    /// The value columns: our queries alias one field `AS value`.
+    value_columns: Vec<String>,
+    /// Positions of time, the values and the tags.
+    layout: Option<(usize, Vec<usize>, Vec<Option<usize>>)>,
     fields: Vec<String>,
 }
 
 impl V3Csv {
     pub fn new(tags: &[String]) -> V3Csv {
-        V3Csv::with_value_column(tags, "value")
+        V3Csv::with_value_columns(tags, &["value".to_owned()])
     }
 
-    pub fn with_value_column(tags: &[String], value_column: &str) -> V3Csv {
+    pub fn with_value_columns(tags: &[String], value_columns: &[String]) -> V3Csv {
         V3Csv {
             tags: tags.to_vec(),
-            value_column: value_column.to_owned(),
+            value_columns: value_columns.to_vec(),
             layout: None,
             fields: Vec::new(),
         }
@@ -53,18 +56,21 @@ impl V3Csv {
             return Ok(None);
         }
         split_record(line, &mut self.fields).map_err(InfluxErrorKind::Parse)?;
-        let Some((time, value, tags)) = &self.layout else {
+        let Some((time, values, tags)) = &self.layout else {
             let pos = |n: &str| self.fields.iter().position(|f| f == n);
-            let (Some(t), Some(v)) = (pos("time"), pos(&self.value_column)) else {
+            let values: Option<Vec<usize>> = self.value_columns.iter().map(|v| pos(v)).collect();
+            let (Some(t), Some(v)) = (pos("time"), values) else {
                 return Err(InfluxErrorKind::Parse(format!(
-                    "CSV header without time and value: `{line}`"
+                    "CSV header without time and {}: `{line}`",
+                    self.value_columns.join(", ")
                 )));
             };
             let tags = self.tags.iter().map(|k| pos(k)).collect();
             self.layout = Some((t, v, tags));
             return Ok(None);
         };
-        if self.fields.len() <= *time.max(value) {
+        let last = values.iter().max().copied().unwrap_or(0).max(*time);
+        if self.fields.len() <= last {
             return Err(InfluxErrorKind::Truncated(format!(
                 "short CSV row `{line}`"
             )));
@@ -72,11 +78,18 @@ impl V3Csv {
         let t = &self.fields[*time];
         let time_ns =
             parse_v3_time(t).ok_or_else(|| InfluxErrorKind::Parse(format!("bad time `{t}`")))?;
-        let raw = &self.fields[*value];
-        if raw.is_empty() {
+        let mut vals = Vec::with_capacity(values.len());
+        for &i in values {
+            let raw = &self.fields[i];
+            vals.push(if raw.is_empty() {
+                MISSING
+            } else {
+                parse_number(raw)?
+            });
+        }
+        if vals.iter().all(|v| v.is_nan()) {
             return Ok(None);
         }
-        let value = parse_number(raw)?;
         let tags = tags
             .iter()
             .map(|i| {
@@ -88,13 +101,17 @@ impl V3Csv {
         Ok(Some(Point {
             time_ns,
             tags,
-            value,
+            values: vals,
         }))
     }
 }
 
-/// One JSONL row.
-pub fn jsonl_line(line: &str, tags: &[String]) -> Result<Option<Point>, InfluxErrorKind> {
+/// One JSONL row, with the value keys `values` (`value` for one field).
+pub fn jsonl_line(
+    line: &str,
+    tags: &[String],
+    values: &[String],
+) -> Result<Option<Point>, InfluxErrorKind> {
     if line.trim().is_empty() {
         return Ok(None);
     }
@@ -109,15 +126,21 @@ pub fn jsonl_line(line: &str, tags: &[String]) -> Result<Option<Point>, InfluxEr
     let t = obj.get("time").and_then(|t| t.as_str()).unwrap_or("");
     let time_ns =
         parse_v3_time(t).ok_or_else(|| InfluxErrorKind::Parse(format!("bad time `{t}`")))?;
-    let value = match obj.get("value") {
-        None | Some(serde_json::Value::Null) => return Ok(None),
-        Some(serde_json::Value::Number(n)) => n.as_f64().unwrap_or(f64::NAN),
-        Some(other) => {
-            return Err(InfluxErrorKind::Parse(format!(
-                "value `{other}` is not numeric"
-            )))
-        }
-    };
+    let mut vals = Vec::with_capacity(values.len());
+    for key in values {
+        vals.push(match obj.get(key) {
+            None | Some(serde_json::Value::Null) => MISSING,
+            Some(serde_json::Value::Number(n)) => n.as_f64().unwrap_or(MISSING),
+            Some(other) => {
+                return Err(InfluxErrorKind::Parse(format!(
+                    "{key} `{other}` is not numeric"
+                )))
+            }
+        });
+    }
+    if vals.iter().all(|v| v.is_nan()) {
+        return Ok(None);
+    }
     let tags = tags
         .iter()
         .map(|k| obj.get(k).and_then(|v| v.as_str()).map(Into::into))
@@ -125,7 +148,7 @@ pub fn jsonl_line(line: &str, tags: &[String]) -> Result<Option<Point>, InfluxEr
     Ok(Some(Point {
         time_ns,
         tags,
-        value,
+        values: vals,
     }))
 }
 
@@ -135,6 +158,7 @@ pub(crate) async fn fetch(
     sql: &str,
     format: V3Format,
     tags: &[String],
+    values: &[String],
     out: &mut PointSink,
 ) -> Result<(), InfluxErrorKind> {
     let fmt = super::format_name(format);
@@ -153,7 +177,7 @@ pub(crate) async fn fetch(
     }
     match format {
         V3Format::Csv => {
-            let mut parser = V3Csv::new(tags);
+            let mut parser = V3Csv::with_value_columns(tags, values);
             for_each_line(resp, conn.timeout, out, |line, out| {
                 if let Some(p) = parser.line(line)? {
                     out.buffer(p);
@@ -164,7 +188,7 @@ pub(crate) async fn fetch(
         }
         V3Format::Jsonl => {
             for_each_line(resp, conn.timeout, out, |line, out| {
-                if let Some(p) = jsonl_line(line, tags)? {
+                if let Some(p) = jsonl_line(line, tags, values)? {
                     out.buffer(p);
                 }
                 Ok(())
@@ -187,7 +211,7 @@ pub(crate) async fn fetch(
             out.flush()
                 .await
                 .map_err(|_| InfluxErrorKind::StagingClosed)?;
-            out.parquet(file, tags).await.map_err(|e| match e {
+            out.parquet(file, tags, values).await.map_err(|e| match e {
                 crate::sources::SourceError::Parquet(m) => InfluxErrorKind::Truncated(m),
                 _ => InfluxErrorKind::StagingClosed,
             })
@@ -208,7 +232,7 @@ mod tests {
     /// Points of a CSV body, parsed line by line as `fetch` does.
     fn parse_csv(body: &str, tags: &[&str], value_column: &str) -> Vec<Point> {
         let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
-        let mut p = V3Csv::with_value_column(&tags, value_column);
+        let mut p = V3Csv::with_value_columns(&tags, &[value_column.to_owned()]);
         body.lines().filter_map(|l| p.line(l).unwrap()).collect()
     }
 
@@ -221,11 +245,7 @@ mod tests {
                 &["host"],
                 "val"
             ),
-            vec![Point {
-                time_ns: 123,
-                tags: vec![Some("a".into())],
-                value: 1.0
-            }]
+            vec![Point::one(123, vec![Some("a".into())], 1.0)]
         );
         assert_eq!(
             parse_csv(
@@ -234,16 +254,8 @@ mod tests {
                 "val"
             ),
             vec![
-                Point {
-                    time_ns: 155,
-                    tags: vec![b.clone()],
-                    value: 2.0
-                },
-                Point {
-                    time_ns: 199,
-                    tags: vec![b],
-                    value: 5.0
-                },
+                Point::one(155, vec![b.clone()], 2.0),
+                Point::one(199, vec![b], 5.0),
             ]
         );
     }
@@ -274,16 +286,16 @@ mod tests {
         assert_eq!(
             pts,
             vec![
-                Point {
-                    time_ns: ns("2026-11-20T00:00:00Z"),
-                    tags: vec![Some("berlin-mitte".into())],
-                    value: 0.41
-                },
-                Point {
-                    time_ns: ns("2026-11-20T00:01:00.000000500Z"),
-                    tags: vec![Some("hamburg, sternschanze".into())],
-                    value: 0.43
-                },
+                Point::one(
+                    ns("2026-11-20T00:00:00Z"),
+                    vec![Some("berlin-mitte".into())],
+                    0.41
+                ),
+                Point::one(
+                    ns("2026-11-20T00:01:00.000000500Z"),
+                    vec![Some("hamburg, sternschanze".into())],
+                    0.43
+                ),
             ]
         );
     }
@@ -293,16 +305,12 @@ mod tests {
         let tags = vec!["station".to_owned()];
         let pts: Vec<Point> = include_str!("../../../tests/fixtures/influxdb/v3_query.jsonl")
             .lines()
-            .filter_map(|l| jsonl_line(l, &tags).unwrap())
+            .filter_map(|l| jsonl_line(l, &tags, &["value".to_owned()]).unwrap())
             .collect();
         assert_eq!(pts.len(), 2);
         assert_eq!(
             pts[1],
-            Point {
-                time_ns: ns("2026-11-20T00:01:00Z"),
-                tags: vec![None],
-                value: 0.43
-            }
+            Point::one(ns("2026-11-20T00:01:00Z"), vec![None], 0.43)
         );
     }
 
@@ -310,12 +318,42 @@ mod tests {
     fn truncated_jsonl_is_an_error() {
         let tags = vec!["station".to_owned()];
         let body = include_str!("../../../tests/fixtures/influxdb/v3_truncated.jsonl");
-        let results: Vec<_> = body.lines().map(|l| jsonl_line(l, &tags)).collect();
+        let results: Vec<_> = body
+            .lines()
+            .map(|l| jsonl_line(l, &tags, &["value".to_owned()]))
+            .collect();
         assert!(results[0].is_ok());
         assert!(
             matches!(results[1], Err(InfluxErrorKind::Truncated(_))),
             "{:?}",
             results[1]
         );
+    }
+
+    /// A shared query's answer: each field under its own name, a null left
+    /// empty (CSV) or absent/null (JSONL); a row with none is left out.
+    #[test]
+    fn several_fields_in_csv_and_jsonl() {
+        let tags = vec!["station".to_owned()];
+        let values = vec!["co".to_owned(), "no2".to_owned()];
+        let mut p = V3Csv::with_value_columns(&tags, &values);
+        let csv = "time,co,no2,station\n2026-11-20T00:00:00,0.5,,a\n2026-11-20T00:01:00,,,a\n2026-11-20T00:02:00,0.25,20,b\n";
+        let got: Vec<Vec<String>> = csv
+            .lines()
+            .filter_map(|l| p.line(l).unwrap())
+            .map(|p| p.values.iter().map(|v| v.to_string()).collect())
+            .collect();
+        assert_eq!(got, [["0.5", "NaN"], ["0.25", "20"]]);
+        let rows = [
+            r#"{"time":"2026-11-20T00:00:00","co":0.5,"station":"a"}"#,
+            r#"{"time":"2026-11-20T00:01:00","co":null,"no2":null,"station":"a"}"#,
+            r#"{"time":"2026-11-20T00:02:00","no2":20,"station":"b"}"#,
+        ];
+        let got: Vec<Vec<String>> = rows
+            .iter()
+            .filter_map(|l| jsonl_line(l, &tags, &values).unwrap())
+            .map(|p| p.values.iter().map(|v| v.to_string()).collect())
+            .collect();
+        assert_eq!(got, [["0.5", "NaN"], ["NaN", "20"]]);
     }
 }
