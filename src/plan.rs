@@ -194,6 +194,39 @@ pub fn batches(from: Hour, to: Hour, size: u32) -> Vec<Batch> {
     out
 }
 
+/// Values (rows x fields fetched) one batch may stage: ~20 MB of six-field
+/// rows with a tag (a row weighs 8 bytes of time, 4 per tag and 8 per
+/// field). A batch's staged rows are what memory grows with, so batches of
+/// a wide network are cut to fewer hours; `batch_hours` stays the upper
+/// bound. Twenty stations of minute readings (7,200 values an hour over six
+/// fields) keep their week-long batches.
+pub const BATCH_VALUES: u64 = 2_000_000;
+
+/// Cuts `batch` so that, at `rows_per_hour` rows of `fields` values each,
+/// it stays within [`BATCH_VALUES`] (never under one hour); the rest, if
+/// any, is the next batch.
+pub fn cut(batch: Batch, rows_per_hour: f64, fields: usize) -> (Batch, Option<Batch>) {
+    let per_hour = rows_per_hour * fields.max(1) as f64;
+    if per_hour <= 0.0 {
+        return (batch, None);
+    }
+    let hours = ((BATCH_VALUES as f64 / per_hour).floor() as i64).max(1);
+    if hours >= batch.hours() {
+        return (batch, None);
+    }
+    let mid = batch.from.plus(hours);
+    (
+        Batch {
+            from: batch.from,
+            to: mid,
+        },
+        Some(Batch {
+            from: mid,
+            to: batch.to,
+        }),
+    )
+}
+
 /// The checkpoint after `batch` reached every sink: it moves forward only when
 /// the batch touches or overlaps the hours right after it, so it never skips a
 /// hole and never moves backwards.
@@ -213,6 +246,30 @@ pub fn advance(checkpoint: Option<Hour>, start: Option<Hour>, batch: Batch) -> O
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn batches_are_cut_to_the_value_budget() {
+        let h = |s: &str| Hour::parse(s).unwrap();
+        let week = Batch {
+            from: h("2026-11-01T00:00:00Z"),
+            to: h("2026-11-08T00:00:00Z"),
+        };
+        // Twenty stations of six fields: the week stays whole.
+        assert_eq!(cut(week, 1_200.0, 6), (week, None));
+        // A thousand: 360,000 values an hour, so 5 hours.
+        let (first, rest) = cut(week, 60_000.0, 6);
+        assert_eq!(first.to, h("2026-11-01T05:00:00Z"));
+        assert_eq!(
+            rest,
+            Some(Batch {
+                from: h("2026-11-01T05:00:00Z"),
+                to: week.to
+            })
+        );
+        // Never under an hour; nothing known, nothing cut.
+        assert_eq!(cut(week, 1e9, 6).0.hours(), 1);
+        assert_eq!(cut(week, 0.0, 6), (week, None));
+    }
+
     use super::*;
     use crate::spec::parse_time;
 

@@ -701,11 +701,11 @@ fn staging_key(job: &str, i: usize) -> String {
     }
 }
 
-type Prefetch = tokio::task::JoinHandle<Result<Staging, JobError>>;
+type Prefetch = tokio::task::JoinHandle<Result<(Staging, u64), JobError>>;
 
 /// Starts downloading batch `i` for the group's jobs still going, in the
 /// background: one query for all their fields.
-fn prefetch(sh: &Arc<Shared>, g: &Group, batch: Batch) -> Option<(Fetch, Prefetch)> {
+fn prefetch(sh: &Arc<Shared>, g: &Group, batch: Batch) -> Option<(Batch, Fetch, Prefetch)> {
     let active: Vec<&Job> = g
         .members
         .iter()
@@ -720,7 +720,7 @@ fn prefetch(sh: &Arc<Shared>, g: &Group, batch: Batch) -> Option<(Fetch, Prefetc
     let f = fetch.clone();
     let span = info_span!("batch", from = %batch.from, to = %batch.to);
     let task = tokio::spawn(async move { download(&sh, &f, batch).await }.instrument(span));
-    Some((fetch, task))
+    Some((batch, fetch, task))
 }
 
 /// The batches of one group, in order. As soon as a batch's download ends,
@@ -731,12 +731,22 @@ fn prefetch(sh: &Arc<Shared>, g: &Group, batch: Batch) -> Option<(Fetch, Prefetc
 /// fails every job that was to read it.
 async fn group_batches(sh: &Arc<Shared>, g: &mut Group) {
     let pipeline = sh.pipeline.name.clone();
-    let batches = g.plan.batches.clone();
-    let mut next = batches.first().and_then(|b| prefetch(sh, g, *b));
-    for (i, batch) in batches.iter().enumerate() {
-        let Some((fetch, extracting)) = next.take() else {
-            break;
+    // The plan's batches, cut further as the rows an hour become known so
+    // that a batch stays within `plan::BATCH_VALUES` however wide the network.
+    let mut queue: std::collections::VecDeque<Batch> = g.plan.batches.iter().copied().collect();
+    let mut rate = None;
+    if let Some(first) = queue.front().filter(|b| b.hours() > 1) {
+        let fetch = Fetch::of(g.members.iter().map(|m| &m.job));
+        let hour = Batch {
+            from: first.from,
+            to: first.from.plus(1),
         };
+        rate = sh.source.estimate(&fetch, hour).await.map(|n| n as f64);
+    }
+    let mut next = take_batch(&mut queue, rate, g).and_then(|b| prefetch(sh, g, b));
+    let mut i = 0;
+    while let Some((batch, fetch, extracting)) = next.take() {
+        let batch = &batch;
         if sh.opts.stop.load(Ordering::Relaxed) {
             extracting.abort();
             g.members
@@ -757,7 +767,7 @@ async fn group_batches(sh: &Arc<Shared>, g: &mut Group) {
                 })
                 .collect()
         };
-        let writer = match downloaded {
+        let (writer, rows) = match downloaded {
             Ok(w) => w,
             Err(e) => {
                 for k in readers(g) {
@@ -766,10 +776,12 @@ async fn group_batches(sh: &Arc<Shared>, g: &mut Group) {
                 break;
             }
         };
-        if let Some(b) = batches.get(i + 1) {
-            if !sh.opts.stop.load(Ordering::Relaxed) {
-                next = prefetch(sh, g, *b);
-            }
+        // An empty batch (an outage) says nothing about the next one.
+        if rows > 0 {
+            rate = Some(rows as f64 / batch.hours() as f64);
+        }
+        if !sh.opts.stop.load(Ordering::Relaxed) {
+            next = take_batch(&mut queue, rate, g).and_then(|b| prefetch(sh, g, b));
         }
         let (handle, _) = match staged(writer).await {
             Ok(staged) => staged,
@@ -777,7 +789,7 @@ async fn group_batches(sh: &Arc<Shared>, g: &mut Group) {
                 for k in readers(g) {
                     g.members[k].fail(e.clone());
                 }
-                if let Some((_, h)) = next.take() {
+                if let Some((_, _, h)) = next.take() {
                     h.abort();
                 }
                 break;
@@ -849,12 +861,12 @@ async fn group_batches(sh: &Arc<Shared>, g: &mut Group) {
         }
         drop(handle);
         if !g.members.iter().any(Member::active) {
-            if let Some((_, h)) = next.take() {
+            if let Some((_, _, h)) = next.take() {
                 h.abort();
             }
             break;
         }
-        if next.is_none() && i + 1 < batches.len() {
+        if next.is_none() && !queue.is_empty() {
             // Stopped on request before the next extract began.
             g.members
                 .iter_mut()
@@ -862,7 +874,26 @@ async fn group_batches(sh: &Arc<Shared>, g: &mut Group) {
                 .for_each(|m| m.out.stopped = true);
             break;
         }
+        i += 1;
     }
+}
+
+/// The next batch, cut to the value budget at `rate` rows an hour.
+fn take_batch(
+    queue: &mut std::collections::VecDeque<Batch>,
+    rate: Option<f64>,
+    g: &Group,
+) -> Option<Batch> {
+    let b = queue.pop_front()?;
+    let Some(rate) = rate else { return Some(b) };
+    let fields = Fetch::of(g.members.iter().filter(|m| m.active()).map(|m| &m.job))
+        .fields
+        .len();
+    let (b, rest) = plan::cut(b, rate, fields);
+    if let Some(rest) = rest {
+        queue.push_front(rest);
+    }
+    Some(b)
 }
 
 /// The staging writer of a batch still taking the last chunk after the
@@ -872,8 +903,8 @@ type Staging = tokio::task::JoinHandle<(StagedHandle, u64)>;
 
 /// Downloads one batch of `fetch`. Returns once the source has answered in
 /// full, with the staging writer still finishing the last chunk, so the
-/// next query can start at once.
-async fn download(sh: &Shared, fetch: &Fetch, batch: Batch) -> Result<Staging, JobError> {
+/// next query can start at once; and how many rows it sent.
+async fn download(sh: &Shared, fetch: &Fetch, batch: Batch) -> Result<(Staging, u64), JobError> {
     let conn = {
         let c = sh.conn.lock().unwrap_or_else(|p| p.into_inner());
         c.try_clone()
@@ -894,8 +925,8 @@ async fn download(sh: &Shared, fetch: &Fetch, batch: Batch) -> Result<Staging, J
         fields = fetch.fields.len(),
         "downloaded"
     );
-    extracted.map_err(|e| JobError::Source(e.to_string()))?;
-    Ok(writer)
+    let rows = extracted.map_err(|e| JobError::Source(e.to_string()))?;
+    Ok((writer, rows))
 }
 
 /// Waits for the staging writer; the batch's rows and how many.

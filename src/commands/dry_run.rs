@@ -124,6 +124,20 @@ pub fn dry_run(config: &Config, a: &DryRunArgs) -> Result<i32, Error> {
             for q in &queries {
                 out.push_str(&indent(q, "    "));
             }
+            let hour = crate::plan::Batch {
+                from: first.from,
+                to: first.from.plus(1),
+            };
+            if let Some(q) = (first.hours() > 1)
+                .then(|| source.estimate_query(&fetch, hour))
+                .flatten()
+            {
+                out.push_str(&format!(
+                    "  sized first by a count of its first hour (a batch stays within {} values):\n",
+                    crate::plan::BATCH_VALUES
+                ));
+                out.push_str(&indent(&q, "    "));
+            }
         }
         let sql = templates
             .render(&RenderInput {

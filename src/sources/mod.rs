@@ -348,6 +348,24 @@ impl Source {
         }
     }
 
+    /// The query `estimate` sends, for `dry-run`.
+    pub fn estimate_query(&self, fetch: &Fetch, batch: Batch) -> Option<String> {
+        match self {
+            Source::Influx(s) => s.estimate_query(fetch, batch),
+            Source::LineProtocol(_) => None,
+        }
+    }
+
+    /// About how many rows `fetch` returns for `batch`, from a count the
+    /// server makes without sending the points (InfluxDB v1); `None` when
+    /// not known. Sizes the first batch of a run (see `plan::cut`).
+    pub async fn estimate(&self, fetch: &Fetch, batch: Batch) -> Option<u64> {
+        match self {
+            Source::Influx(s) => s.estimate(fetch, batch).await,
+            Source::LineProtocol(_) => None,
+        }
+    }
+
     /// Streams the points of `batch` into `out`; returns the row count
     /// (a row holds a value of at least one of the fetch's fields).
     pub async fn extract(

@@ -189,6 +189,43 @@ async fn an_empty_hour_stages_nothing() {
     );
 }
 
+/// The count that sizes a run's first batch: the largest count of the
+/// fetch's fields in the hour, from the real server; 0 for an empty hour.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_row_estimate_is_the_servers_count() {
+    let ix = influx();
+    ix.create_db("src_estimate");
+    let t0 = ns("2026-11-20T00:00:00Z");
+    let mut lines = String::new();
+    for s in 0..3 {
+        for m in 0..90i64 {
+            let no2 = if m % 2 == 0 { ",no2=2" } else { "" };
+            lines.push_str(&format!(
+                "air,station=s{s} co=1{no2} {}\n",
+                t0 + m * 60_000_000_000
+            ));
+        }
+    }
+    ix.write("src_estimate", &lines);
+    let mut src = Source::new("aq", &SourceConfig::Influx(config(&ix.url, "src_estimate")));
+    src.connect(&EnvSecrets).await.unwrap();
+    let (co, no2) = (job("air", "co"), job("air", "no2"));
+    let hour = |from: &str, to: &str| Batch {
+        from: h(from),
+        to: h(to),
+    };
+    let first = hour("2026-11-20T00:00:00Z", "2026-11-20T01:00:00Z");
+    assert_eq!(
+        src.estimate(&Fetch::of([&co, &no2]), first).await,
+        Some(180)
+    );
+    assert_eq!(src.estimate(&Fetch::of([&no2]), first).await, Some(90));
+    let second = hour("2026-11-20T01:00:00Z", "2026-11-20T02:00:00Z");
+    assert_eq!(src.estimate(&Fetch::of([&no2]), second).await, Some(45));
+    let empty = hour("2026-11-20T05:00:00Z", "2026-11-20T06:00:00Z");
+    assert_eq!(src.estimate(&Fetch::of([&co]), empty).await, Some(0));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_missing_database_is_an_error_not_an_empty_result() {
     let j = job("m", "f");

@@ -283,6 +283,25 @@ impl Influx {
         Ok(())
     }
 
+    pub fn estimate_query(&self, fetch: &Fetch, b: Batch) -> Option<String> {
+        (self.cfg.version == 1).then(|| query::influxql_count(&self.target(fetch), b))
+    }
+
+    /// The most points of one field in `b`: a row holds at least one, so
+    /// this is about the rows. v1 only; a failure is no estimate (the
+    /// extract that follows reports errors).
+    pub async fn estimate(&self, fetch: &Fetch, b: Batch) -> Option<u64> {
+        let conn = self.conn.as_ref()?;
+        let q = self.estimate_query(fetch, b)?;
+        match v1::count(conn, &q).await {
+            Ok(n) => Some(n),
+            Err(e) => {
+                tracing::debug!(source = %self.name, error = %e, "no row estimate");
+                None
+            }
+        }
+    }
+
     pub async fn extract(
         &self,
         fetch: &Fetch,

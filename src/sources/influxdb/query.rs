@@ -98,6 +98,19 @@ pub fn influxql(t: &Target, b: Batch) -> String {
     )
 }
 
+/// The points of each field in `b` (InfluxQL), to size batches.
+pub fn influxql_count(t: &Target, b: Batch) -> String {
+    let counts: Vec<String> = t
+        .fetch
+        .fields
+        .iter()
+        .map(|f| format!("count({})", influxql_ident(f)))
+        .collect();
+    let select = influxql(t, b);
+    let from = &select[select.find(" FROM ").expect("a SELECT has a FROM")..];
+    format!("SELECT {}{from}", counts.join(", "))
+}
+
 /// Flux (v2). `range` is `[start, stop)`; `keep` fixes the columns. One
 /// field is read from `_value`; several are pivoted into a column each
 /// (named after the field), one row per series and time: `pivot` drops
@@ -298,5 +311,9 @@ mod tests {
             "SELECT time, \"co\", \"no2\", \"station\" FROM \"air\" WHERE time >= '2026-11-20T00:00:00Z' AND time < '2026-11-20T02:00:00Z' AND (\"co\" IS NOT NULL OR \"no2\" IS NOT NULL) ORDER BY time"
         );
         assert_eq!(v3_value_columns(&fetch), ["co", "no2"]);
+        assert_eq!(
+            influxql_count(&t(""), batch()),
+            r#"SELECT count("co"), count("no2") FROM "aq".."air" WHERE time >= '2026-11-20T00:00:00Z' AND time < '2026-11-20T02:00:00Z'"#
+        );
     }
 }

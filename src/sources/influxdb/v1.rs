@@ -40,6 +40,39 @@ pub(crate) async fn check_database(conn: &Conn) -> Result<(), InfluxErrorKind> {
     }
 }
 
+/// Runs a count query (`query::influxql_count`): the largest count, 0 for
+/// a range without points.
+pub(crate) async fn count(conn: &Conn, q: &str) -> Result<u64, InfluxErrorKind> {
+    let req = conn
+        .authed(conn.http.post(format!("{}/query", conn.base)))
+        .header("Accept", "application/json")
+        .query(&[("db", conn.database.as_str())])
+        .form(&[("q", q)]);
+    let resp = req.send().await.map_err(|e| transport(&e, conn.timeout))?;
+    if !resp.status().is_success() {
+        return Err(status_error(resp).await);
+    }
+    let body: serde_json::Value = resp
+        .json()
+        .await
+        .map_err(|e| InfluxErrorKind::Parse(format!("count: {e}")))?;
+    let result = &body["results"][0];
+    if let Some(err) = result["error"].as_str() {
+        return Err(InfluxErrorKind::Query(err.to_owned()));
+    }
+    // `[time, count, count, ...]`; no series at all when nothing is there.
+    let row = result["series"][0]["values"][0].as_array();
+    Ok(row
+        .map(|r| {
+            r.iter()
+                .skip(1)
+                .filter_map(|v| v.as_u64())
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0))
+}
+
 /// Runs one InfluxQL query and streams its rows into `out`.
 pub(crate) async fn fetch(
     conn: &Conn,
