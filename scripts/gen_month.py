@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Line protocol for the benchmark: N days from START of 1-minute readings,
-20 stations x 6 pollutants, seeded, with realistic gaps (a station outage of
-a few hours, random missing minutes, a pollutant sensor down for a day).
-Writes to stdout, one line per station and minute with all six fields."""
+"""Line protocol for the benchmark: DAYS days from START of 1-minute readings,
+STATIONS stations (default 20) x 6 pollutants, seeded, with realistic gaps (a
+station outage of a few hours, random missing minutes, a pollutant sensor
+down for a day). Writes to stdout, one line per station and minute with the
+six fields (five on a dead sensor's day).
+    gen_month.py [DAYS [START [STATIONS]]]"""
 import random, sys
 from datetime import datetime, timezone
 
@@ -10,7 +12,8 @@ days = int(sys.argv[1]) if len(sys.argv) > 1 else 30
 start = int(datetime.fromisoformat(sys.argv[2] if len(sys.argv) > 2 else "2026-10-01T00:00:00+00:00").timestamp())
 rng = random.Random(42)
 base = {"co": 0.4, "no2": 28.0, "o3": 35.0, "pm10": 22.0, "pm25": 13.0, "so2": 3.5}
-stations = [f"station-{i:02d}" for i in range(20)]
+n = int(sys.argv[3]) if len(sys.argv) > 3 else 20
+stations = [f"station-{i:02d}" for i in range(n)]
 out = sys.stdout
 buf = []
 for si, st in enumerate(stations):

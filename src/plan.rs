@@ -202,6 +202,12 @@ pub fn batches(from: Hour, to: Hour, size: u32) -> Vec<Batch> {
 /// fields) keep their week-long batches.
 pub const BATCH_VALUES: u64 = 2_000_000;
 
+/// A run's first batch is sized by a count of its first hour unless it is
+/// this short: an hourly run with the default 2-hour lookback stays one
+/// batch and one query (3 hours of six minute-fields is 1,080 values a
+/// station, within the budget up to ~1,850 stations).
+pub const UNSIZED_HOURS: i64 = 3;
+
 /// Cuts `batch` so that, at `rows_per_hour` rows of `fields` values each,
 /// it stays within [`BATCH_VALUES`] (never under one hour); the rest, if
 /// any, is the next batch.

@@ -730,12 +730,11 @@ fn prefetch(sh: &Arc<Shared>, g: &Group, batch: Batch) -> Option<(Batch, Fetch, 
 /// stops there (its checkpoint stays); the others go on. A failed download
 /// fails every job that was to read it.
 async fn group_batches(sh: &Arc<Shared>, g: &mut Group) {
-    let pipeline = sh.pipeline.name.clone();
     // The plan's batches, cut further as the rows an hour become known so
     // that a batch stays within `plan::BATCH_VALUES` however wide the network.
     let mut queue: std::collections::VecDeque<Batch> = g.plan.batches.iter().copied().collect();
     let mut rate = None;
-    if let Some(first) = queue.front().filter(|b| b.hours() > 1) {
+    if let Some(first) = queue.front().filter(|b| b.hours() > plan::UNSIZED_HOURS) {
         let fetch = Fetch::of(g.members.iter().map(|m| &m.job));
         let hour = Batch {
             from: first.from,
@@ -797,69 +796,35 @@ async fn group_batches(sh: &Arc<Shared>, g: &mut Group) {
         };
         // The batch's rows are freed once the last reader has transformed them.
         let mut handle = Some(Arc::new(handle));
+        // The jobs reading this batch transform and load it side by side,
+        // as many at once as the pipeline's `concurrency`.
         let readers = readers(g);
-        for (n, &k) in readers.iter().enumerate() {
-            let staged = if n + 1 == readers.len() {
-                handle.take()
-            } else {
-                handle.clone()
+        let sem = Arc::new(Semaphore::new(sh.pipeline.concurrency.max(1) as usize));
+        let mut slots = Vec::new();
+        for (k, m) in std::mem::take(&mut g.members).into_iter().enumerate() {
+            if !readers.contains(&k) {
+                slots.push(Slot::Idle(Box::new(m)));
+                continue;
             }
-            .expect("held until the last reader");
-            let field = fetch.column(&g.members[k].job);
-            let m = &mut g.members[k];
-            let span = info_span!(parent: &m.span, "batch", from = %batch.from, to = %batch.to);
-            let key = staging_key(&m.job.name, i);
-            let rows_in = staged.staged().field_rows(field);
-            let loaded = transform_load(sh, &m.job, &m.lease, *batch, &key, staged, field)
-                .instrument(span.clone())
-                .await;
-            match loaded {
-                Ok(Loaded { rows_out, kept }) => {
-                    span.in_scope(|| {
-                        info!(
-                            rows_in,
-                            rows_out,
-                            empty_hours = kept,
-                            ms = t0.elapsed().as_millis() as u64,
-                            "batch loaded"
-                        );
-                        if kept > 0 {
-                            info!(
-                                empty_hours = kept,
-                                "{kept} hours empty at the source: kept what the sinks hold"
-                            );
-                        }
-                    });
-                    m.out.rows_in += rows_in;
-                    m.out.rows_out += rows_out;
-                    m.out.empty_hours += kept;
-                    m.out.hours += batch.hours();
-                    m.out.batches += 1;
-                    sh.progress.batch_done(batch.hours(), rows_in);
-                }
-                Err(e) => {
-                    m.fail(e);
-                    continue;
-                }
-            }
-            let advanced = plan::advance(m.checkpoint, sh.pipeline.start, *batch);
-            if advanced != m.checkpoint {
-                if let Some(h) = advanced {
-                    // Still ours? A lost lease means another runner may own the job now.
-                    let moved = match m.lease.confirm().await {
-                        Ok(()) => sh.state.set_checkpoint(&pipeline, &m.job.name, h).await,
-                        Err(e) => Err(e),
-                    };
-                    if let Err(e) = moved {
-                        m.fail(e.into());
-                        continue;
-                    }
-                }
-                m.checkpoint = advanced;
-                m.out.checkpoint = advanced;
-            }
+            let staged = handle.clone().expect("held until every reader has it");
+            let field = fetch.column(&m.job);
+            let (sh, sem, batch) = (sh.clone(), sem.clone(), *batch);
+            slots.push(Slot::Busy(tokio::spawn(async move {
+                let _permit = sem.acquire().await.expect("semaphore open");
+                load_batch(&sh, m, batch, i, staged, field, t0).await
+            })));
         }
-        drop(handle);
+        // Each reader holds the batch's rows until its transform has read them.
+        drop(handle.take());
+        for slot in slots {
+            g.members.push(match slot {
+                Slot::Idle(m) => *m,
+                Slot::Busy(task) => match task.await {
+                    Ok(m) => m,
+                    Err(e) => std::panic::resume_unwind(e.into_panic()),
+                },
+            });
+        }
         if !g.members.iter().any(Member::active) {
             if let Some((_, _, h)) = next.take() {
                 h.abort();
@@ -876,6 +841,81 @@ async fn group_batches(sh: &Arc<Shared>, g: &mut Group) {
         }
         i += 1;
     }
+}
+
+/// A member of a group while a batch is loaded: waiting, or loading it.
+enum Slot {
+    Idle(Box<Member>),
+    Busy(tokio::task::JoinHandle<Member>),
+}
+
+/// One job's part of a batch: transform its field's rows, load every
+/// sink, then move its checkpoint. A failure stops this job only.
+async fn load_batch(
+    sh: &Arc<Shared>,
+    mut m: Member,
+    batch: Batch,
+    i: usize,
+    staged: Arc<StagedHandle>,
+    field: usize,
+    t0: Instant,
+) -> Member {
+    let span = info_span!(parent: &m.span, "batch", from = %batch.from, to = %batch.to);
+    let key = staging_key(&m.job.name, i);
+    let rows_in = staged.staged().field_rows(field);
+    let loaded = transform_load(sh, &m.job, &m.lease, batch, &key, staged, field)
+        .instrument(span.clone())
+        .await;
+    match loaded {
+        Ok(Loaded { rows_out, kept }) => {
+            span.in_scope(|| {
+                info!(
+                    rows_in,
+                    rows_out,
+                    empty_hours = kept,
+                    ms = t0.elapsed().as_millis() as u64,
+                    "batch loaded"
+                );
+                if kept > 0 {
+                    info!(
+                        empty_hours = kept,
+                        "{kept} hours empty at the source: kept what the sinks hold"
+                    );
+                }
+            });
+            m.out.rows_in += rows_in;
+            m.out.rows_out += rows_out;
+            m.out.empty_hours += kept;
+            m.out.hours += batch.hours();
+            m.out.batches += 1;
+            sh.progress.batch_done(batch.hours(), rows_in);
+        }
+        Err(e) => {
+            m.fail(e);
+            return m;
+        }
+    }
+    let advanced = plan::advance(m.checkpoint, sh.pipeline.start, batch);
+    if advanced != m.checkpoint {
+        if let Some(h) = advanced {
+            // Still ours? A lost lease means another runner may own the job now.
+            let moved = match m.lease.confirm().await {
+                Ok(()) => {
+                    sh.state
+                        .set_checkpoint(&sh.pipeline.name, &m.job.name, h)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = moved {
+                m.fail(e.into());
+                return m;
+            }
+        }
+        m.checkpoint = advanced;
+        m.out.checkpoint = advanced;
+    }
+    m
 }
 
 /// The next batch, cut to the value budget at `rate` rows an hour.

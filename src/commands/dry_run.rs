@@ -128,7 +128,7 @@ pub fn dry_run(config: &Config, a: &DryRunArgs) -> Result<i32, Error> {
                 from: first.from,
                 to: first.from.plus(1),
             };
-            if let Some(q) = (first.hours() > 1)
+            if let Some(q) = (first.hours() > crate::plan::UNSIZED_HOURS)
                 .then(|| source.estimate_query(&fetch, hour))
                 .flatten()
             {
