@@ -94,7 +94,13 @@ pub fn stage_view(
 /// Receives chunks into `staged` until the channel closes; returns rows
 /// staged. Runs on a blocking thread (a Parquet file is read by DuckDB; its
 /// error goes back to the source, which reports it).
-pub fn write_staging(conn: &Connection, staged: &Staged, mut rx: mpsc::Receiver<StageMsg>) -> u64 {
+/// A Parquet file is read holding `gate` shared (see `runner::Shared`).
+pub fn write_staging(
+    conn: &Connection,
+    staged: &Staged,
+    mut rx: mpsc::Receiver<StageMsg>,
+    gate: &std::sync::RwLock<()>,
+) -> u64 {
     while let Some(msg) = rx.blocking_recv() {
         match msg {
             StageMsg::Columns(cols) => staged.push(cols),
@@ -107,6 +113,7 @@ pub fn write_staging(conn: &Connection, staged: &Staged, mut rx: mpsc::Receiver<
                 values,
                 reply,
             } => {
+                let g = gate.read().unwrap_or_else(|p| p.into_inner());
                 let res = read_parquet(conn, &file, &tags, &values)
                     .map(|cols| {
                         let n = cols.len() as u64;
@@ -114,6 +121,7 @@ pub fn write_staging(conn: &Connection, staged: &Staged, mut rx: mpsc::Receiver<
                         n
                     })
                     .map_err(|e| e.to_string());
+                drop(g);
                 let _ = reply.send(res);
             }
         }
@@ -378,7 +386,7 @@ mod tests {
         })
         .unwrap();
         drop(tx);
-        let n = write_staging(&conn, staged.staged(), rx);
+        let n = write_staging(&conn, staged.staged(), rx, &Default::default());
         assert_eq!(answer.blocking_recv().unwrap(), Ok(2));
         assert_eq!(n, 4);
         assert_eq!(

@@ -130,6 +130,10 @@ struct Shared {
     templates: Templates,
     progress: crate::progress::Progress,
     conn: std::sync::Mutex<Connection>,
+    /// Held (shared) by every statement of the transforms and loads, and
+    /// alone by a sink file's reopen: a `DETACH` must not meet another
+    /// connection's statement.
+    gate: std::sync::RwLock<()>,
     run_id: String,
     opts: Options,
 }
@@ -483,6 +487,7 @@ async fn setup(
         templates: config.templates(),
         progress: crate::progress::Progress::new(&pipeline.name, opts.progress),
         conn: std::sync::Mutex::new(conn),
+        gate: std::sync::RwLock::new(()),
         run_id,
         opts,
     })
@@ -944,7 +949,11 @@ type Staging = tokio::task::JoinHandle<(StagedHandle, u64)>;
 /// Downloads one batch of `fetch`. Returns once the source has answered in
 /// full, with the staging writer still finishing the last chunk, so the
 /// next query can start at once; and how many rows it sent.
-async fn download(sh: &Shared, fetch: &Fetch, batch: Batch) -> Result<(Staging, u64), JobError> {
+async fn download(
+    sh: &Arc<Shared>,
+    fetch: &Fetch,
+    batch: Batch,
+) -> Result<(Staging, u64), JobError> {
     let conn = {
         let c = sh.conn.lock().unwrap_or_else(|p| p.into_inner());
         c.try_clone()
@@ -952,8 +961,9 @@ async fn download(sh: &Shared, fetch: &Fetch, batch: Batch) -> Result<(Staging, 
     };
     let rows = StagedHandle::new(&fetch.tags, fetch.fields.len());
     let (tx, rx) = mpsc::channel(4);
+    let gate = sh.clone();
     let writer = tokio::task::spawn_blocking(move || {
-        let n = duck::write_staging(&conn, rows.staged(), rx);
+        let n = duck::write_staging(&conn, rows.staged(), rx, &gate.gate);
         (rows, n)
     });
     let mut sink = PointSink::new(tx, fetch.fields.len());
@@ -1005,7 +1015,11 @@ async fn transform_load(
         c.try_clone()
             .map_err(|e| JobError::Internal(e.to_string()))?
     };
-    duck::stage_view(&conn, key, &staged, field)?;
+    let shared = || sh.gate.read().unwrap_or_else(|p| p.into_inner());
+    tokio::task::block_in_place(|| {
+        let _g = shared();
+        duck::stage_view(&conn, key, &staged, field)
+    })?;
     let staging = duck::staging_table(key);
     let sql = sh
         .templates
@@ -1022,6 +1036,7 @@ async fn transform_load(
     let replace_empty = sh.opts.replace_empty || sh.pipeline.replace_empty;
     let scope = Scope::new(batch, &with_rows, replace_empty);
     let rows_out = tokio::task::block_in_place(|| {
+        let _g = shared();
         duck::transform(&conn, &job.name, &sql)?;
         drop(staged);
         duck::check_contract(&conn, job, batch)?;
@@ -1029,7 +1044,10 @@ async fn transform_load(
         duck::rows(&conn, &job.name)
     })?;
 
-    let per_hour = tokio::task::block_in_place(|| duck::rows_per_hour(&conn, &job.name))?;
+    let per_hour = tokio::task::block_in_place(|| {
+        let _g = shared();
+        duck::rows_per_hour(&conn, &job.name)
+    })?;
     for sink in &sh.sinks {
         // Every write asks the lease first: once it may have expired,
         // another runner may be writing the same hours.
@@ -1038,8 +1056,10 @@ async fn transform_load(
         let loaded = if scope.ranges.is_empty() {
             Ok(0)
         } else {
-            match tokio::task::block_in_place(|| sink.unload(&conn, &job.name, &job.table, &scope))
-            {
+            match tokio::task::block_in_place(|| {
+                let _g = shared();
+                sink.unload(&conn, &job.name, &job.table, &scope)
+            }) {
                 Ok(u) => sink.finish(u, job, &scope, &sh.run_id).await,
                 Err(e) => Err(e),
             }
@@ -1072,8 +1092,15 @@ async fn transform_load(
         };
         loaded?;
         recorded?;
+        tokio::task::block_in_place(|| {
+            let _alone = sh.gate.write().unwrap_or_else(|p| p.into_inner());
+            sink.reopen_if_due(&conn, &batch.to_string())
+        })?;
     }
-    let _ = duck::clear(&conn, key, &job.name);
+    let _ = tokio::task::block_in_place(|| {
+        let _g = shared();
+        duck::clear(&conn, key, &job.name)
+    });
     Ok(Loaded {
         rows_out,
         kept: scope.kept_hours(),

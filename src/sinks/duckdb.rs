@@ -8,7 +8,11 @@
 //!
 //! A local file is reopened (`DETACH`, which checkpoints it, then `ATTACH`)
 //! after every [`REOPEN_ROWS`] rows loaded, so that a long backfill holds no
-//! more of the file in memory than a short one (see the constant).
+//! more of the file in memory than a short one (see the constant). The
+//! reopen is a step of its own (`reopen_if_due`), which the runner takes
+//! while no other statement runs on the database: a `DETACH` while another
+//! connection's statement holds the file left it attached under the old
+//! name, and the `ATTACH` then failed.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -300,20 +304,29 @@ impl DuckSink {
             .query_row(&format!("SELECT count(*) FROM {result}"), [], |r| r.get(0))
             .map_err(|e| err(e.to_string()))?;
         *loaded += n as u64;
-        if *loaded > REOPEN_ROWS {
-            if let Some(attach) = &self.reattach {
-                // The rows are committed; if this fails, the batch is
-                // reported failed and redone (replaced) by the next run.
-                conn.execute_batch(&format!("DETACH {}; {attach}", quote_ident(&self.alias)))
-                    .map_err(|e| {
-                        err(format!(
-                            "rows committed, but reopening the file failed: {e}"
-                        ))
-                    })?;
-            }
-            *loaded = 0;
-        }
         Ok(n as u64)
+    }
+
+    /// Reopens a local file once more than [`REOPEN_ROWS`] rows were
+    /// loaded since it was opened. Only while no other connection runs a
+    /// statement (the runner makes sure). `range` names the batch just loaded.
+    pub fn reopen_if_due(&self, conn: &Connection, range: &str) -> Result<(), SinkError> {
+        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        if *loaded <= REOPEN_ROWS {
+            return Ok(());
+        }
+        if let Some(attach) = &self.reattach {
+            // The rows are committed; if this fails, the batch is
+            // reported failed and redone (replaced) by the next run.
+            conn.execute_batch(&format!("DETACH {}; {attach}", quote_ident(&self.alias)))
+                .map_err(|e| SinkError::Load {
+                    sink: self.name.clone(),
+                    range: range.to_owned(),
+                    message: format!("rows committed, but reopening the file failed: {e}"),
+                })?;
+        }
+        *loaded = 0;
+        Ok(())
     }
 }
 
@@ -395,12 +408,16 @@ mod tests {
         assert_eq!(n, 20_000);
         assert!(wal_len() > 250_000, "WAL holds the rows: {}", wal_len());
 
+        sink.reopen_if_due(&conn, "test").unwrap();
+        assert!(wal_len() > 250_000, "not due yet: {}", wal_len());
+
         // 4,000 more cross 23,040: checkpointed and reopened.
         result(&conn, "2026-04-01T00:00:00Z", 200);
         let n = sink
             .load(&conn, "co", "hourly", &batch("2026-04-01T00:00:00Z", 200))
             .unwrap();
         assert_eq!(n, 4_000);
+        sink.reopen_if_due(&conn, "test").unwrap();
         assert_eq!(wal_len(), 0);
         assert_eq!(*sink.loaded.lock().unwrap(), 0);
 

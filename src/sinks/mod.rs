@@ -131,6 +131,15 @@ impl Sink {
         }
     }
 
+    /// A DuckDB file's periodic reopen, when due; nothing for BigQuery.
+    /// Only while no other statement runs on the database.
+    pub fn reopen_if_due(&self, conn: &Connection, range: &str) -> Result<(), SinkError> {
+        match self {
+            Sink::Duck(s) => s.reopen_if_due(conn, range),
+            Sink::BigQuery(_) => Ok(()),
+        }
+    }
+
     /// Step two, without the connection: BigQuery replaces `(job, scope
     /// hours)` with the rows. Returns rows written.
     pub async fn finish(

@@ -66,7 +66,7 @@ async fn stage(
     let (tx, rx) = mpsc::channel(4);
     let wconn = conn.try_clone().unwrap();
     let writer = tokio::task::spawn_blocking(move || {
-        let n = duck::write_staging(&wconn, rows.staged(), rx);
+        let n = duck::write_staging(&wconn, rows.staged(), rx, &Default::default());
         (rows, n)
     });
     let mut sink = PointSink::new(tx, 1);
@@ -351,7 +351,7 @@ async fn fetch_replayed_retrying(
     let (tx, rx) = mpsc::channel(4);
     let wconn = conn.try_clone().unwrap();
     let writer = tokio::task::spawn_blocking(move || {
-        let n = duck::write_staging(&wconn, rows.staged(), rx);
+        let n = duck::write_staging(&wconn, rows.staged(), rx, &Default::default());
         (rows, n)
     });
     let mut sink = PointSink::new(tx, 1);
