@@ -303,9 +303,9 @@ pub fn rows_per_hour(
 
 /// Column names of a table in the in-memory database.
 pub fn columns(conn: &Connection, table: &str) -> Result<Vec<String>, DuckError> {
-    let mut stmt = conn.prepare(
-        "SELECT column_name FROM information_schema.columns WHERE table_catalog = current_database() AND table_name = ? ORDER BY ordinal_position",
-    )?;
+    // `pragma_table_info` looks up this one table; information_schema
+    // lists every column of every attached database (~2-10 ms a call).
+    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info(?) ORDER BY cid")?;
     let names = stmt
         .query_map([table], |r| r.get::<_, String>(0))?
         .collect::<Result<Vec<_>, _>>()?;
