@@ -286,17 +286,30 @@ impl Influx {
         Ok(())
     }
 
+    /// The count query of `estimate`, in the source's dialect.
     pub fn estimate_query(&self, fetch: &Fetch, b: Batch) -> Option<String> {
-        (self.cfg.version == 1).then(|| query::influxql_count(&self.target(fetch), b))
+        let t = self.target(fetch);
+        Some(match self.cfg.version {
+            1 => query::influxql_count(&t, b),
+            2 => query::flux_count(&t, b),
+            _ => query::v3_count(&t, b),
+        })
     }
 
-    /// The most points of one field in `b`: a row holds at least one, so
-    /// this is about the rows. v1 only; a failure is no estimate (the
-    /// extract that follows reports errors).
+    /// About the rows of `fetch` in `b`, counted by the server without
+    /// sending the points: v1 the largest count of one field (a row holds
+    /// at least one), v2 the points of all the fields (at least the rows),
+    /// v3 the rows. A failure is no estimate (the extract that follows
+    /// reports errors).
     pub async fn estimate(&self, fetch: &Fetch, b: Batch) -> Option<u64> {
         let conn = self.conn.as_ref()?;
         let q = self.estimate_query(fetch, b)?;
-        match v1::count(conn, &q).await {
+        let counted = match self.cfg.version {
+            1 => v1::count(conn, &q).await,
+            2 => v2::count(conn, self.cfg.org.as_deref().unwrap_or(""), &q).await,
+            _ => v3::count(conn, &q).await,
+        };
+        match counted {
             Ok(n) => Some(n),
             Err(e) => {
                 tracing::debug!(source = %self.name, error = %e, "no row estimate");

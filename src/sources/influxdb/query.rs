@@ -111,6 +111,26 @@ pub fn influxql_count(t: &Target, b: Batch) -> String {
     format!("SELECT {}{from}", counts.join(", "))
 }
 
+/// The points of the fetch's fields in `b` (Flux), summed into one table.
+pub fn flux_count(t: &Target, b: Batch) -> String {
+    let q = flux(t, b);
+    // The same range and filter, without pivot and keep.
+    let filtered = q
+        .split("\n  |> ")
+        .take(3)
+        .collect::<Vec<_>>()
+        .join("\n  |> ");
+    format!("{filtered}\n  |> count()\n  |> group()\n  |> sum()")
+}
+
+/// The rows with any of the fetch's fields in `b` (v3 SQL), as `n`.
+pub fn v3_count(t: &Target, b: Batch) -> String {
+    let q = v3_sql(t, b);
+    let from = &q[q.find(" FROM ").expect("a SELECT has a FROM")..];
+    let from = from.trim_end_matches(" ORDER BY time");
+    format!("SELECT count(*) AS n{from}")
+}
+
 /// Flux (v2). `range` is `[start, stop)`; `keep` fixes the columns. One
 /// field is read from `_value`; several are pivoted into a column each
 /// (named after the field), one row per series and time: `pivot` drops
@@ -311,6 +331,14 @@ mod tests {
             "SELECT time, \"co\", \"no2\", \"station\" FROM \"air\" WHERE time >= '2026-11-20T00:00:00Z' AND time < '2026-11-20T02:00:00Z' AND (\"co\" IS NOT NULL OR \"no2\" IS NOT NULL) ORDER BY time"
         );
         assert_eq!(v3_value_columns(&fetch), ["co", "no2"]);
+        assert_eq!(
+            flux_count(&t("b"), batch()),
+            "from(bucket: \"b\")\n  |> range(start: 2026-11-20T00:00:00Z, stop: 2026-11-20T02:00:00Z)\n  |> filter(fn: (r) => r._measurement == \"air\" and (r._field == \"co\" or r._field == \"no2\"))\n  |> count()\n  |> group()\n  |> sum()"
+        );
+        assert_eq!(
+            v3_count(&t(""), batch()),
+            "SELECT count(*) AS n FROM \"air\" WHERE time >= '2026-11-20T00:00:00Z' AND time < '2026-11-20T02:00:00Z' AND (\"co\" IS NOT NULL OR \"no2\" IS NOT NULL)"
+        );
         assert_eq!(
             influxql_count(&t(""), batch()),
             r#"SELECT count("co"), count("no2") FROM "aq".."air" WHERE time >= '2026-11-20T00:00:00Z' AND time < '2026-11-20T02:00:00Z'"#

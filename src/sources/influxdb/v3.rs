@@ -152,15 +152,36 @@ pub fn jsonl_line(
     }))
 }
 
-/// Runs one SQL query and streams its rows into `out`.
-pub(crate) async fn fetch(
+/// Runs a count query (`query::v3_count`) in JSON Lines: its `n`.
+pub(crate) async fn count(conn: &Conn, sql: &str) -> Result<u64, InfluxErrorKind> {
+    let resp = send(conn, sql, V3Format::Jsonl).await?;
+    let body = resp
+        .text()
+        .await
+        .map_err(|e| InfluxErrorKind::Truncated(e.to_string()))?;
+    count_of(&body)
+}
+
+/// `n` of the first JSON Lines row (0 for none).
+fn count_of(body: &str) -> Result<u64, InfluxErrorKind> {
+    let Some(line) = body.lines().find(|l| !l.trim().is_empty()) else {
+        return Ok(0);
+    };
+    let v: serde_json::Value = serde_json::from_str(line)
+        .map_err(|e| InfluxErrorKind::Truncated(format!("incomplete JSON row ({e})")))?;
+    if let Some(err) = v.get("error").and_then(|e| e.as_str()) {
+        return Err(InfluxErrorKind::Query(err.to_owned()));
+    }
+    v.get("n")
+        .and_then(|n| n.as_u64())
+        .ok_or_else(|| InfluxErrorKind::Parse(format!("count answer without n: `{line}`")))
+}
+
+async fn send(
     conn: &Conn,
     sql: &str,
     format: V3Format,
-    tags: &[String],
-    values: &[String],
-    out: &mut PointSink,
-) -> Result<(), InfluxErrorKind> {
+) -> Result<reqwest::Response, InfluxErrorKind> {
     let fmt = super::format_name(format);
     let body = serde_json::json!({"db": conn.database, "q": sql, "format": fmt});
     let req = conn
@@ -175,6 +196,19 @@ pub(crate) async fn fetch(
     if !resp.status().is_success() {
         return Err(status_error(resp).await);
     }
+    Ok(resp)
+}
+
+/// Runs one SQL query and streams its rows into `out`.
+pub(crate) async fn fetch(
+    conn: &Conn,
+    sql: &str,
+    format: V3Format,
+    tags: &[String],
+    values: &[String],
+    out: &mut PointSink,
+) -> Result<(), InfluxErrorKind> {
+    let resp = send(conn, sql, format).await?;
     match format {
         V3Format::Csv => {
             let mut parser = V3Csv::with_value_columns(tags, values);
@@ -355,5 +389,14 @@ mod tests {
             .map(|p| p.values.iter().map(|v| v.to_string()).collect())
             .collect();
         assert_eq!(got, [["0.5", "NaN"], ["NaN", "20"]]);
+    }
+
+    /// The answer to `query::v3_count` in JSON Lines (the objects of the
+    /// documented `json` format, one per line): `{"n":…}`.
+    #[test]
+    fn a_count_answer_is_its_n() {
+        assert_eq!(count_of("{\"n\":540}\n").unwrap(), 540);
+        assert_eq!(count_of("").unwrap(), 0);
+        assert!(count_of("{\"error\":\"table not found\"}\n").is_err());
     }
 }
