@@ -82,6 +82,16 @@ fn statements(seen: &[Seen]) -> Vec<String> {
         .collect()
 }
 
+/// The six seeded hours, at a fixed "now".
+const RANGE: [&str; 6] = [
+    "--from",
+    "2026-11-21T00:00:00Z",
+    "--to",
+    "2026-11-21T06:00:00Z",
+    "--now",
+    "2026-11-22T00:00:00Z",
+];
+
 const ROWS: &str = "SELECT pollutant, station, hour_start::VARCHAR, avg, min, max, n_minutes, \
                     coverage, valid FROM pollutant_hourly ORDER BY ALL";
 
@@ -90,14 +100,7 @@ fn jobs_sharing_a_query_load_exactly_what_their_own_queries_load() {
     seed();
     let ix = influx();
     let rec = Recorder::start(&ix.url, Box::new(|_| Act::Forward));
-    let range = [
-        "--from",
-        "2026-11-21T00:00:00Z",
-        "--to",
-        "2026-11-21T06:00:00Z",
-        "--now",
-        "2026-11-22T00:00:00Z",
-    ];
+    let range = RANGE;
 
     // Together: dry-run says who shares, and the run sends one query per batch.
     let together = Ws::new(&spec(&rec.url, 4));
@@ -197,16 +200,7 @@ fn a_job_failing_in_a_shared_query_moves_no_other_checkpoint() {
          ELSE error('broken template') END AS avg \
          FROM {{ staging }} GROUP BY ALL",
     );
-    let out = ws.run(&[
-        "backfill",
-        "air",
-        "--from",
-        "2026-11-21T00:00:00Z",
-        "--to",
-        "2026-11-21T06:00:00Z",
-        "--now",
-        "2026-11-22T00:00:00Z",
-    ]);
+    let out = ws.run(&[&["backfill", "air"][..], &RANGE].concat());
     assert_ne!(out.code, 0, "{out:?}");
     assert!(out.stderr.contains("broken template"), "{}", out.stderr);
     let cp = |job: &str| {

@@ -387,6 +387,13 @@ fn backoff(attempt: u32) -> Duration {
     crate::http::backoff(attempt, Duration::from_secs(16))
 }
 
+/// A whole (small) answer body; a body cut short is `Truncated`.
+pub(crate) async fn body_text(resp: reqwest::Response) -> Result<String, InfluxErrorKind> {
+    resp.text()
+        .await
+        .map_err(|e| InfluxErrorKind::Truncated(e.to_string()))
+}
+
 /// Feeds a response body, as it arrives, to a line handler that buffers
 /// points in `out`; full chunks go to staging between network reads.
 pub(crate) async fn for_each_line(

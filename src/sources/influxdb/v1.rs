@@ -6,25 +6,41 @@ use super::csv::V1Parser;
 use super::{status_error, transport, Conn, InfluxErrorKind};
 use crate::sources::PointSink;
 
-/// Fails with `NoDatabase` unless the database exists. Asked in JSON,
-/// because a CSV response reports a missing database as an empty 200.
-pub(crate) async fn check_database(conn: &Conn) -> Result<(), InfluxErrorKind> {
-    let req = conn
+/// The first result of a query answered in JSON (`db` when given).
+async fn json_result(
+    conn: &Conn,
+    q: &str,
+    db: Option<&str>,
+) -> Result<serde_json::Value, InfluxErrorKind> {
+    let mut req = conn
         .authed(conn.http.post(format!("{}/query", conn.base)))
-        .header("Accept", "application/json")
-        .form(&[("q", "SHOW DATABASES")]);
-    let resp = req.send().await.map_err(|e| transport(&e, conn.timeout))?;
+        .header("Accept", "application/json");
+    if let Some(db) = db {
+        req = req.query(&[("db", db)]);
+    }
+    let resp = req
+        .form(&[("q", q)])
+        .send()
+        .await
+        .map_err(|e| transport(&e, conn.timeout))?;
     if !resp.status().is_success() {
         return Err(status_error(resp).await);
     }
-    let body: serde_json::Value = resp
-        .json()
-        .await
-        .map_err(|e| InfluxErrorKind::Parse(format!("SHOW DATABASES: {e}")))?;
-    let result = &body["results"][0];
+    let mut body: serde_json::Value = resp.json().await.map_err(|e| {
+        let what: String = q.chars().take(40).collect();
+        InfluxErrorKind::Parse(format!("{what}: {e}"))
+    })?;
+    let result = body["results"][0].take();
     if let Some(err) = result["error"].as_str() {
         return Err(InfluxErrorKind::Query(err.to_owned()));
     }
+    Ok(result)
+}
+
+/// Fails with `NoDatabase` unless the database exists. Asked in JSON,
+/// because a CSV response reports a missing database as an empty 200.
+pub(crate) async fn check_database(conn: &Conn) -> Result<(), InfluxErrorKind> {
+    let result = json_result(conn, "SHOW DATABASES", None).await?;
     let found = result["series"][0]["values"]
         .as_array()
         .map(|rows| {
@@ -43,23 +59,7 @@ pub(crate) async fn check_database(conn: &Conn) -> Result<(), InfluxErrorKind> {
 /// Runs a count query (`query::influxql_count`): the largest count, 0 for
 /// a range without points.
 pub(crate) async fn count(conn: &Conn, q: &str) -> Result<u64, InfluxErrorKind> {
-    let req = conn
-        .authed(conn.http.post(format!("{}/query", conn.base)))
-        .header("Accept", "application/json")
-        .query(&[("db", conn.database.as_str())])
-        .form(&[("q", q)]);
-    let resp = req.send().await.map_err(|e| transport(&e, conn.timeout))?;
-    if !resp.status().is_success() {
-        return Err(status_error(resp).await);
-    }
-    let body: serde_json::Value = resp
-        .json()
-        .await
-        .map_err(|e| InfluxErrorKind::Parse(format!("count: {e}")))?;
-    let result = &body["results"][0];
-    if let Some(err) = result["error"].as_str() {
-        return Err(InfluxErrorKind::Query(err.to_owned()));
-    }
+    let result = json_result(conn, q, Some(&conn.database)).await?;
     // `[time, count, count, ...]`; no series at all when nothing is there.
     let row = result["series"][0]["values"][0].as_array();
     Ok(row

@@ -148,12 +148,7 @@ impl AnnotatedCsv {
 
 /// Runs a count query (`query::flux_count`): the sum of its `_value`s.
 pub(crate) async fn count(conn: &Conn, org: &str, flux: &str) -> Result<u64, InfluxErrorKind> {
-    let resp = send(conn, org, flux).await?;
-    let body = resp
-        .text()
-        .await
-        .map_err(|e| InfluxErrorKind::Truncated(e.to_string()))?;
-    count_of(&body)
+    count_of(&super::body_text(send(conn, org, flux).await?).await?)
 }
 
 /// The sum of the `_value`s of an annotated CSV answer (0 for none). Its

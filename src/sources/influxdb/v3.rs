@@ -154,12 +154,7 @@ pub fn jsonl_line(
 
 /// Runs a count query (`query::v3_count`) in JSON Lines: its `n`.
 pub(crate) async fn count(conn: &Conn, sql: &str) -> Result<u64, InfluxErrorKind> {
-    let resp = send(conn, sql, V3Format::Jsonl).await?;
-    let body = resp
-        .text()
-        .await
-        .map_err(|e| InfluxErrorKind::Truncated(e.to_string()))?;
-    count_of(&body)
+    count_of(&super::body_text(send(conn, sql, V3Format::Jsonl).await?).await?)
 }
 
 /// `n` of the first JSON Lines row (0 for none).
