@@ -377,8 +377,18 @@ fn a_flow_run_cancelled_from_prefect_stops_between_batches() {
 /// the runs spread over the workers, and the sink holds every row once.
 #[test]
 fn three_workers_share_a_split_backfill_and_run_each_flow_run_once() {
+    fleet(3);
+}
+
+/// The same with two workers.
+#[test]
+fn two_workers_share_a_split_backfill_and_run_each_flow_run_once() {
+    fleet(2);
+}
+
+fn fleet(n: usize) {
     // A server of its own: 108 runs would slow every other Prefect test.
-    let own = Prefect::start("fleet");
+    let own = Prefect::start(&format!("fleet{n}"));
     let p = &own;
     let spec = format!(
         "state: {PREFECT_STATE}
@@ -402,7 +412,7 @@ pipelines:
             .code,
         0
     );
-    let workers: Vec<std::process::Child> = (1..=3)
+    let workers: Vec<std::process::Child> = (1..=n)
         .map(|i| spawn_worker(&ws, &p.url, "it-fleet", &format!("w{i}")))
         .collect();
     // 120 days that end with the sample day: in the past whatever today is.
@@ -483,7 +493,7 @@ pipelines:
         }
     }
     assert_eq!(seen.len(), 108);
-    let per_worker: Vec<usize> = (0..3)
+    let per_worker: Vec<usize> = (0..n)
         .map(|i| seen.values().filter(|w| **w == i).count())
         .collect();
     eprintln!("flow runs per worker: {per_worker:?}");
