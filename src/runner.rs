@@ -708,8 +708,8 @@ fn staging_key(job: &str, i: usize) -> String {
 
 type Prefetch = tokio::task::JoinHandle<Result<(Staging, u64), JobError>>;
 
-/// Starts downloading batch `i` for the group's jobs still going, in the
-/// background: one query for all their fields.
+/// Starts downloading `batch` for the group's jobs still going, in the
+/// background: one query for all their fields. `None` when none is left.
 fn prefetch(sh: &Arc<Shared>, g: &Group, batch: Batch) -> Option<(Batch, Fetch, Prefetch)> {
     let active: Vec<&Job> = g
         .members
