@@ -77,6 +77,19 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// A job about to run its plan from `checkpoint`.
+    fn planned(job: &str, plan: &Plan, checkpoint: Option<Hour>) -> Outcome {
+        Outcome {
+            ok: true,
+            error: None,
+            checkpoint,
+            new_hours: plan.new_hours,
+            redo_hours: plan.redo_hours,
+            left_hours: plan.left_hours,
+            ..Outcome::failed(job, JobError::Internal(String::new()))
+        }
+    }
+
     fn failed(job: &str, error: JobError) -> Outcome {
         Outcome {
             job: job.to_owned(),
@@ -337,10 +350,7 @@ async fn run_jobs(
         if leased.is_empty() {
             return outcomes;
         }
-        let kind = match opts.mode {
-            Mode::Run => "run",
-            Mode::Backfill { .. } => "backfill",
-        };
+        let kind = mode_word(opts.mode);
         let shared = match setup(config, pipeline, state, run_id.clone(), opts).await {
             Ok(s) => Arc::new(s),
             Err((state, err)) => {
@@ -594,13 +604,7 @@ fn groups(planned: Vec<Planned>) -> Vec<Group> {
         let mut members = Vec::new();
         for i in indices {
             let (job, lease, checkpoint, p) = slots[i].take().expect("each job in one group");
-            let mut o = Outcome::failed(&job.name, JobError::Internal(String::new()));
-            o.ok = true;
-            o.error = None;
-            o.checkpoint = checkpoint;
-            o.new_hours = p.new_hours;
-            o.redo_hours = p.redo_hours;
-            o.left_hours = p.left_hours;
+            let o = Outcome::planned(&job.name, &p, checkpoint);
             members.push(Member {
                 span: info_span!("job", job = %job.name),
                 job,
@@ -638,10 +642,7 @@ async fn run_group(sh: Arc<Shared>, mut g: Group) -> Vec<Outcome> {
         });
     }
     group_batches(&sh, &mut g).await;
-    let kind = match sh.opts.mode {
-        Mode::Run => "run",
-        Mode::Backfill { .. } => "backfill",
-    };
+    let kind = mode_word(sh.opts.mode);
     let mut outcomes = Vec::new();
     for m in g.members {
         let Member {
@@ -867,12 +868,15 @@ async fn load_batch(
 ) -> Member {
     let span = info_span!(parent: &m.span, "batch", from = %batch.from, to = %batch.to);
     let key = staging_key(&m.job.name, i);
-    let rows_in = staged.staged().field_rows(field);
     let loaded = transform_load(sh, &m.job, &m.lease, batch, &key, staged, field)
         .instrument(span.clone())
         .await;
     match loaded {
-        Ok(Loaded { rows_out, kept }) => {
+        Ok(Loaded {
+            rows_in,
+            rows_out,
+            kept,
+        }) => {
             span.in_scope(|| {
                 info!(
                     rows_in,
@@ -988,6 +992,8 @@ async fn staged(writer: Staging) -> Result<(StagedHandle, u64), JobError> {
 
 /// What one batch's load did.
 struct Loaded {
+    /// Rows of the job's field the batch had.
+    rows_in: u64,
     /// Rows the transform produced and the sinks got.
     rows_out: u64,
     /// Hours the source returned nothing for, left as the sinks hold them.
@@ -1032,7 +1038,7 @@ async fn transform_load(
             staging: &staging,
         })
         .map_err(|d| JobError::Template(d.to_string()))?;
-    let with_rows = staged.staged().hours(field);
+    let (rows_in, with_rows) = staged.staged().field_rows(field);
     let replace_empty = sh.opts.replace_empty || sh.pipeline.replace_empty;
     let scope = Scope::new(batch, &with_rows, replace_empty);
     let rows_out = tokio::task::block_in_place(|| {
@@ -1102,6 +1108,7 @@ async fn transform_load(
         duck::clear(&conn, key, &job.name)
     });
     Ok(Loaded {
+        rows_in,
         rows_out,
         kept: scope.kept_hours(),
     })

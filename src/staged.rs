@@ -59,39 +59,30 @@ impl Staged {
         lock(&self.chunks).iter().map(|c| c.len() as u64).sum()
     }
 
-    /// Rows with a value of field `field`: what that job's query returns.
-    pub fn field_rows(&self, field: usize) -> u64 {
-        if self.nfields == 1 {
-            return self.rows();
-        }
-        lock(&self.chunks)
-            .iter()
-            .map(|c| c.field(field).iter().filter(|v| !v.is_nan()).count() as u64)
-            .sum()
-    }
-
-    /// The UTC hours that hold at least one value of field `field`: an hour
+    /// Rows with a value of field `field` (what that job's own query
+    /// returns), and the UTC hours that hold at least one of them: an hour
     /// the source returned nothing for is left in the sinks as it is.
-    pub fn hours(&self, field: usize) -> std::collections::BTreeSet<crate::spec::Hour> {
+    pub fn field_rows(&self, field: usize) -> (u64, std::collections::BTreeSet<crate::spec::Hour>) {
         const HOUR_US: i64 = 3_600_000_000;
-        let mut out = std::collections::BTreeSet::new();
+        let mut hours = std::collections::BTreeSet::new();
+        let mut rows = 0;
         for c in lock(&self.chunks).iter() {
             let mut last = None;
-            let values = c.field(field);
-            for (&t, v) in c.times().iter().zip(values) {
+            for (&t, v) in c.times().iter().zip(c.field(field)) {
                 if v.is_nan() {
                     continue;
                 }
+                rows += 1;
                 let h = t.div_euclid(HOUR_US);
                 if last != Some(h) {
                     last = Some(h);
                     if let Some(t) = chrono::DateTime::from_timestamp(h * 3600, 0) {
-                        out.insert(crate::spec::Hour(t));
+                        hours.insert(crate::spec::Hour(t));
                     }
                 }
             }
         }
-        out
+        (rows, hours)
     }
 }
 
@@ -383,10 +374,10 @@ mod tests {
             scan(1),
             (1667 + 1, thirds + 0.5, 1668, 500_000 * 60_000_000)
         );
-        assert_eq!(h.staged().field_rows(0), 5001);
-        assert_eq!(h.staged().field_rows(1), 1668);
+        assert_eq!(h.staged().field_rows(0).0, 5001);
+        assert_eq!(h.staged().field_rows(1).0, 1668);
         assert_eq!(h.staged().rows(), 5002);
-        let hours = |f: usize| h.staged().hours(f).len();
+        let hours = |f: usize| h.staged().field_rows(f).1.len();
         // 5,000 minutes span 84 hours; the lone rows add one hour each.
         assert_eq!((hours(0), hours(1)), (84 + 1, 84 + 1));
         let err = conn
