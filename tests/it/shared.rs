@@ -71,13 +71,18 @@ pipelines:
 
 /// The InfluxQL statements a recorder saw.
 fn statements(seen: &[Seen]) -> Vec<String> {
+    asked(seen).into_iter().map(|(q, _)| q).collect()
+}
+
+/// The InfluxQL statements a recorder saw, each with the type it was asked in.
+fn asked(seen: &[Seen]) -> Vec<(String, String)> {
     seen.iter()
         .filter(|s| s.path.starts_with("/query"))
         .filter_map(|s| {
             let body = String::from_utf8_lossy(&s.body);
             let url = reqwest::Url::parse(&format!("http://x/?{body}")).unwrap();
             let q = url.query_pairs().find(|(k, _)| k == "q")?.1.into_owned();
-            q.starts_with("SELECT").then_some(q)
+            q.starts_with("SELECT").then(|| (q, s.accept.clone()))
         })
         .collect()
 }
@@ -91,6 +96,20 @@ const RANGE: [&str; 6] = [
     "--now",
     "2026-11-22T00:00:00Z",
 ];
+
+const COUNT: &str = "SELECT count(\"co\"), count(\"no2\"), count(\"o3\") FROM \"shared_eq\"..\"air\" WHERE time >= '2026-11-21T00:00:00Z' AND time < '2026-11-21T01:00:00Z'";
+
+const MSGPACK: &str = "application/x-msgpack";
+
+/// The shared query of hours `from`..`to` of 2026-11-21, as InfluxDB 1.x
+/// is asked (MessagePack) and as another server is (CSV).
+fn grouped(from: &str, to: &str) -> String {
+    format!("SELECT \"co\"::field, \"no2\"::field, \"o3\"::field FROM \"shared_eq\"..\"air\" WHERE time >= '2026-11-21T{from}:00:00Z' AND time < '2026-11-21T{to}:00:00Z' GROUP BY \"station\"")
+}
+
+fn tagged(from: &str, to: &str) -> String {
+    format!("SELECT \"co\"::field, \"no2\"::field, \"o3\"::field, \"station\"::tag FROM \"shared_eq\"..\"air\" WHERE time >= '2026-11-21T{from}:00:00Z' AND time < '2026-11-21T{to}:00:00Z'")
+}
 
 const ROWS: &str = "SELECT pollutant, station, hour_start::VARCHAR, avg, min, max, n_minutes, \
                     coverage, valid FROM pollutant_hourly ORDER BY ALL";
@@ -123,15 +142,16 @@ fn jobs_sharing_a_query_load_exactly_what_their_own_queries_load() {
     let before = rec.seen().len();
     let out = together.run(&[&["backfill", "air"][..], &range].concat());
     assert_eq!(out.code, 0, "{out:?}");
-    let sent = statements(&rec.seen()[before..]);
+    let sent = asked(&rec.seen()[before..]);
     // A count of the first hour sizes the batches (see `plan::cut`); a run
-    // of 3 hours or less (an hourly run) goes without.
+    // of 3 hours or less (an hourly run) goes without. InfluxDB 1.x is
+    // asked in MessagePack, grouped by the tags.
     assert_eq!(
         sent,
         [
-            "SELECT count(\"co\"), count(\"no2\"), count(\"o3\") FROM \"shared_eq\"..\"air\" WHERE time >= '2026-11-21T00:00:00Z' AND time < '2026-11-21T01:00:00Z'",
-            "SELECT \"co\"::field, \"no2\"::field, \"o3\"::field, \"station\"::tag FROM \"shared_eq\"..\"air\" WHERE time >= '2026-11-21T00:00:00Z' AND time < '2026-11-21T04:00:00Z'",
-            "SELECT \"co\"::field, \"no2\"::field, \"o3\"::field, \"station\"::tag FROM \"shared_eq\"..\"air\" WHERE time >= '2026-11-21T04:00:00Z' AND time < '2026-11-21T06:00:00Z'",
+            (COUNT.to_owned(), "application/json".to_owned()),
+            (grouped("00", "04"), MSGPACK.to_owned()),
+            (grouped("04", "06"), MSGPACK.to_owned()),
         ]
     );
 
@@ -228,4 +248,44 @@ fn a_job_failing_in_a_shared_query_moves_no_other_checkpoint() {
         ws.query("wh.duckdb", &per_job.replace("{}", "bad_hourly")),
         [["bad", "3", "2026-11-21 02:00:00+00"]]
     );
+}
+
+/// A server that does not answer MessagePack (the v1 API of InfluxDB 3
+/// answers JSON or CSV only) is asked again in CSV, with the tags as
+/// columns, and so is every later query of the run; the rows are the same.
+/// The server here is InfluxDB 1.x behind a proxy that asks it for JSON
+/// where duckhour asked for MessagePack.
+#[test]
+fn a_server_without_messagepack_is_asked_in_csv_for_the_same_rows() {
+    seed();
+    let ix = influx();
+    let rec = Recorder::start(
+        &ix.url,
+        Box::new(|s| {
+            if s.accept == MSGPACK {
+                Act::ForwardAccepting("application/json".into())
+            } else {
+                Act::Forward
+            }
+        }),
+    );
+    let csv = Ws::new(&spec(&rec.url, 4));
+    let out = csv.run(&[&["backfill", "air"][..], &RANGE].concat());
+    assert_eq!(out.code, 0, "{out:?}");
+    let csv_type = "application/csv".to_owned();
+    assert_eq!(
+        asked(&rec.seen()),
+        [
+            (COUNT.to_owned(), "application/json".to_owned()),
+            (grouped("00", "04"), MSGPACK.to_owned()),
+            (tagged("00", "04"), csv_type.clone()),
+            (tagged("04", "06"), csv_type),
+        ]
+    );
+    let direct = Ws::new(&spec(&ix.url, 4));
+    let out = direct.run(&[&["backfill", "air"][..], &RANGE].concat());
+    assert_eq!(out.code, 0, "{out:?}");
+    let rows = csv.query("wh.duckdb", ROWS);
+    assert_eq!(rows.len(), 17 * 2 + 18 + 12);
+    assert_eq!(rows, direct.query("wh.duckdb", ROWS));
 }

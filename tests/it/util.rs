@@ -508,6 +508,8 @@ pub struct Seen {
     /// Path and query, e.g. `/bigquery/v2/projects/p/queries`.
     pub path: String,
     pub body: Vec<u8>,
+    /// The `Accept` header sent, empty when none.
+    pub accept: String,
     /// The status the client got.
     pub status: u16,
     /// The server's own status, when it was asked (0 when not).
@@ -532,15 +534,20 @@ pub enum Act {
     /// answer instead: a request that took effect while the client saw it
     /// fail. A server's own refusal passes through unchanged.
     ForwardThenAnswer(u16, String),
+    /// Forward with this `Accept` header instead of the client's: a server
+    /// that does not give the type asked for.
+    ForwardAccepting(String),
 }
 
 /// Decides, per request, what the recorder does (it may also sleep first).
 pub type Inject = Box<dyn Fn(&Seen) -> Act + Send + Sync>;
 
-/// A recording HTTP/1.1 proxy in front of a real server (here the BigQuery
-/// emulator): every request is kept byte for byte, so tests can check what
-/// duckhour sends against the real service's documented limits, which the
-/// emulator does not enforce.
+/// A recording HTTP/1.1 proxy in front of a real server (the BigQuery
+/// emulator, InfluxDB, Prefect): every request is kept byte for byte, so
+/// tests can check what duckhour sends against the real service's
+/// documented limits, which the emulator does not enforce. Answers pass
+/// through byte for byte, with the server's content type and InfluxDB's
+/// `X-Influxdb-*` headers.
 pub struct Recorder {
     /// The proxy's root, `http://127.0.0.1:PORT`.
     pub url: String,
@@ -598,41 +605,69 @@ impl Recorder {
                             method: method.clone(),
                             path: path.clone(),
                             body: body.clone(),
+                            accept: headers
+                                .iter()
+                                .find(|(k, _)| k == "accept")
+                                .map(|(_, v)| v.clone())
+                                .unwrap_or_default(),
                             status: 0,
                             upstream: 0,
                             at: std::time::Instant::now(),
                         };
                         let act = inject(&s);
-                        let (status, answer) = match act {
-                            Act::Answer(status, body) => (status, body),
-                            Act::Forward | Act::ForwardThenAnswer(..) => {
+                        let (status, answer, kept) = match act {
+                            Act::Answer(status, body) => (status, body.into_bytes(), Vec::new()),
+                            Act::Forward
+                            | Act::ForwardThenAnswer(..)
+                            | Act::ForwardAccepting(_) => {
                                 let mut rb = http
                                     .request(method.parse().unwrap(), format!("{upstream}{path}"));
                                 for (k, v) in &headers {
-                                    rb = rb.header(k, v);
+                                    match &act {
+                                        Act::ForwardAccepting(a) if k == "accept" => {
+                                            rb = rb.header(k, a.as_str())
+                                        }
+                                        _ => rb = rb.header(k, v),
+                                    }
                                 }
                                 let resp = rb.body(body).send().unwrap();
                                 let status = resp.status().as_u16();
                                 s.upstream = status;
-                                let text = resp.text().unwrap();
+                                // The server's own type and version go to the client.
+                                let kept: Vec<(String, String)> = resp
+                                    .headers()
+                                    .iter()
+                                    .filter(|(k, _)| {
+                                        k.as_str() == "content-type"
+                                            || k.as_str().starts_with("x-influxdb-")
+                                    })
+                                    .map(|(k, v)| {
+                                        (k.to_string(), v.to_str().unwrap_or("").to_owned())
+                                    })
+                                    .collect();
+                                let bytes = resp.bytes().unwrap().to_vec();
                                 match act {
                                     Act::ForwardThenAnswer(s, b)
                                         if (200..300).contains(&status) =>
                                     {
-                                        (s, b)
+                                        (s, b.into_bytes(), Vec::new())
                                     }
-                                    _ => (status, text),
+                                    _ => (status, bytes, kept),
                                 }
                             }
                         };
                         s.status = status;
                         log.lock().unwrap().push(s);
-                        let head = format!(
-                            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-                            answer.len()
-                        );
+                        let mut head = format!("HTTP/1.1 {status} X\r\n");
+                        if !kept.iter().any(|(k, _)| k == "content-type") {
+                            head.push_str("content-type: application/json\r\n");
+                        }
+                        for (k, v) in &kept {
+                            head.push_str(&format!("{k}: {v}\r\n"));
+                        }
+                        head.push_str(&format!("content-length: {}\r\n\r\n", answer.len()));
                         if out.write_all(head.as_bytes()).is_err()
-                            || out.write_all(answer.as_bytes()).is_err()
+                            || out.write_all(&answer).is_err()
                         {
                             return;
                         }

@@ -1,7 +1,8 @@
 //! InfluxDB as a source: one client for v1 (InfluxQL), v2 (Flux) and v3 (SQL).
 //!
 //! Long ranges are split into sub-queries of at most `max_query_hours`.
-//! Responses are parsed as they arrive (see `csv.rs`, `v2.rs`, `v3.rs`).
+//! Responses are parsed as they arrive (see `msgpack.rs`, `csv.rs`,
+//! `v2.rs`, `v3.rs`).
 //! Transient failures (connect errors, timeouts, 5xx, a body cut short) are
 //! retried with backoff; the retried sub-query's staged rows are discarded
 //! first, so a retry never duplicates. Permanent ones (400, 401, 403, 404)
@@ -9,11 +10,14 @@
 //! the hour range.
 
 pub mod csv;
+pub mod msgpack;
 pub mod query;
 pub mod v1;
 pub mod v2;
 pub mod v3;
 
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -93,6 +97,8 @@ pub(crate) struct Conn {
     pub(crate) auth: Auth,
     pub(crate) database: String,
     pub(crate) timeout: Duration,
+    /// v1: whether points are asked in MessagePack (see `v1.rs`).
+    pub(crate) msgpack: Arc<AtomicBool>,
 }
 
 impl Conn {
@@ -182,12 +188,18 @@ impl Influx {
         batches(b.from, b.to, self.cfg.max_query_hours)
     }
 
+    /// The queries of a batch, in order. v1 shows both forms: which one is
+    /// sent depends on the server (see `v1.rs`).
     pub fn queries(&self, fetch: &Fetch, b: Batch) -> Vec<String> {
         let t = self.target(fetch);
         self.pieces(b)
             .into_iter()
             .map(|p| match self.cfg.version {
-                1 => query::influxql(&t, p),
+                1 => format!(
+                    "{}\n-- in CSV to a server that does not answer MessagePack (not InfluxDB 1.x):\n{}",
+                    query::influxql_grouped(&t, p),
+                    query::influxql(&t, p)
+                ),
                 2 => query::flux(&t, p),
                 _ => query::v3_sql(&t, p),
             })
@@ -250,6 +262,7 @@ impl Influx {
             auth,
             database,
             timeout,
+            msgpack: Arc::default(),
         };
         self.conn = Some(conn);
         Ok(())
@@ -333,10 +346,7 @@ impl Influx {
             loop {
                 let before = out.rows();
                 let res = match self.cfg.version {
-                    1 => {
-                        let q = query::influxql(&t, piece);
-                        v1::fetch(conn, &q, job.tags.len(), job.fields.len(), out).await
-                    }
+                    1 => v1::fetch(conn, &t, piece, out).await,
                     2 => {
                         let org = self.cfg.org.as_deref().unwrap_or("");
                         v2::fetch(conn, org, &query::flux(&t, piece), job, out).await

@@ -1,17 +1,31 @@
 //! InfluxDB v1 `/query` (also the v1-compatible endpoint of v2 and v3).
+//!
+//! Points are asked in MessagePack, grouped by the tags, from a server that
+//! says it is InfluxDB 1.x (`X-Influxdb-Version` of the database check); in
+//! CSV, with the tags as columns, from any other, and from a 1.x server
+//! that answers MessagePack with anything else (then the connection stays
+//! on CSV).
+
+use std::sync::atomic::Ordering;
 
 use futures_util::StreamExt;
 
 use super::csv::V1Parser;
+use super::msgpack::MsgpackParser;
+use super::query::{self, Target};
 use super::{status_error, transport, Conn, InfluxErrorKind};
+use crate::plan::Batch;
 use crate::sources::PointSink;
 
-/// The first result of a query answered in JSON (`db` when given).
+const MSGPACK: &str = "application/x-msgpack";
+
+/// The first result of a query answered in JSON (`db` when given), and the
+/// server's `X-Influxdb-Version`.
 async fn json_result(
     conn: &Conn,
     q: &str,
     db: Option<&str>,
-) -> Result<serde_json::Value, InfluxErrorKind> {
+) -> Result<(serde_json::Value, Option<String>), InfluxErrorKind> {
     let mut req = conn
         .authed(conn.http.post(format!("{}/query", conn.base)))
         .header("Accept", "application/json");
@@ -26,6 +40,11 @@ async fn json_result(
     if !resp.status().is_success() {
         return Err(status_error(resp).await);
     }
+    let version = resp
+        .headers()
+        .get("X-Influxdb-Version")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let mut body: serde_json::Value = resp.json().await.map_err(|e| {
         let what: String = q.chars().take(40).collect();
         InfluxErrorKind::Parse(format!("{what}: {e}"))
@@ -34,13 +53,16 @@ async fn json_result(
     if let Some(err) = result["error"].as_str() {
         return Err(InfluxErrorKind::Query(err.to_owned()));
     }
-    Ok(result)
+    Ok((result, version))
 }
 
 /// Fails with `NoDatabase` unless the database exists. Asked in JSON,
 /// because a CSV response reports a missing database as an empty 200.
+/// Points are then asked in MessagePack if the server is InfluxDB 1.x.
 pub(crate) async fn check_database(conn: &Conn) -> Result<(), InfluxErrorKind> {
-    let result = json_result(conn, "SHOW DATABASES", None).await?;
+    let (result, version) = json_result(conn, "SHOW DATABASES", None).await?;
+    let v1 = version.is_some_and(|v| v.trim_start_matches('v').starts_with("1."));
+    conn.msgpack.store(v1, Ordering::Relaxed);
     let found = result["series"][0]["values"]
         .as_array()
         .map(|rows| {
@@ -59,7 +81,7 @@ pub(crate) async fn check_database(conn: &Conn) -> Result<(), InfluxErrorKind> {
 /// Runs a count query (`query::influxql_count`): the largest count, 0 for
 /// a range without points.
 pub(crate) async fn count(conn: &Conn, q: &str) -> Result<u64, InfluxErrorKind> {
-    let result = json_result(conn, q, Some(&conn.database)).await?;
+    let (result, _) = json_result(conn, q, Some(&conn.database)).await?;
     // `[time, count, count, ...]`; no series at all when nothing is there.
     let row = result["series"][0]["values"][0].as_array();
     Ok(row
@@ -73,17 +95,64 @@ pub(crate) async fn count(conn: &Conn, q: &str) -> Result<u64, InfluxErrorKind> 
         .unwrap_or(0))
 }
 
-/// Runs one InfluxQL query and streams its rows into `out`.
+/// Streams the points of `t` in `piece` into `out`: in MessagePack when
+/// the server speaks it, else in CSV.
 pub(crate) async fn fetch(
     conn: &Conn,
-    q: &str,
-    ntags: usize,
-    nfields: usize,
+    t: &Target<'_>,
+    piece: Batch,
     out: &mut PointSink,
 ) -> Result<(), InfluxErrorKind> {
+    let (tags, nfields) = (&t.fetch.tags, t.fetch.fields.len());
+    if conn.msgpack.load(Ordering::Relaxed) {
+        let q = query::influxql_grouped(t, piece);
+        let resp = send(conn, &q, MSGPACK).await?;
+        let answered = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        if answered.starts_with(MSGPACK) {
+            let mut parser = MsgpackParser::new(tags, nfields);
+            return stream(
+                conn,
+                resp,
+                out,
+                tags.len(),
+                |p, piece, cols| p.push(piece, cols),
+                &mut parser,
+            )
+            .await
+            .and_then(|()| parser.finish());
+        }
+        // Nothing of this answer was read: ask again, in CSV, from now on.
+        tracing::debug!(content_type = %answered, "no MessagePack answer: asking in CSV");
+        conn.msgpack.store(false, Ordering::Relaxed);
+    }
+    let q = query::influxql(t, piece);
+    let resp = send(conn, &q, "application/csv").await?;
+    let mut parser = V1Parser::new(tags.len(), nfields);
+    stream(
+        conn,
+        resp,
+        out,
+        tags.len(),
+        |p, piece, cols| p.push(piece, cols),
+        &mut parser,
+    )
+    .await?;
+    parser.finish(out.columns(tags.len()))?;
+    out.flush()
+        .await
+        .map_err(|_| InfluxErrorKind::StagingClosed)
+}
+
+/// Sends query `q` asking for `accept`; the answer, once its status is a success.
+async fn send(conn: &Conn, q: &str, accept: &str) -> Result<reqwest::Response, InfluxErrorKind> {
     let req = conn
         .authed(conn.http.post(format!("{}/query", conn.base)))
-        .header("Accept", "application/csv")
+        .header("Accept", accept)
         .query(&[
             ("db", conn.database.as_str()),
             ("epoch", "ns"),
@@ -95,19 +164,29 @@ pub(crate) async fn fetch(
     if !resp.status().is_success() {
         return Err(status_error(resp).await);
     }
-    // Rows are parsed into columns as the body arrives; full chunks go to
-    // the staging writer, which appends one while the next is parsed.
-    let mut parser = V1Parser::new(ntags, nfields);
-    let mut stream = resp.bytes_stream();
+    Ok(resp)
+}
+
+/// Parses the body as it arrives (`parse` into the chunk being filled);
+/// full chunks go to the staging writer, which appends one while the next
+/// is parsed. The parser's own end is for the caller to check.
+async fn stream<P>(
+    conn: &Conn,
+    resp: reqwest::Response,
+    out: &mut PointSink,
+    ntags: usize,
+    parse: impl Fn(&mut P, &[u8], &mut crate::sources::Columns) -> Result<(), InfluxErrorKind>,
+    parser: &mut P,
+) -> Result<(), InfluxErrorKind> {
+    let mut body = resp.bytes_stream();
     let closed = |_| InfluxErrorKind::StagingClosed;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| match transport(&e, conn.timeout) {
+    while let Some(piece) = body.next().await {
+        let piece = piece.map_err(|e| match transport(&e, conn.timeout) {
             InfluxErrorKind::Timeout(s) => InfluxErrorKind::Timeout(s),
             other => InfluxErrorKind::Truncated(other.to_string()),
         })?;
-        parser.push(&chunk, out.columns(ntags))?;
+        parse(parser, &piece, out.columns(ntags))?;
         out.flush_if_full().await.map_err(closed)?;
     }
-    parser.finish(out.columns(ntags))?;
     out.flush().await.map_err(closed)
 }
