@@ -220,11 +220,64 @@ impl MsgpackParser {
     /// Reads every whole token of `b`; how many bytes they took.
     fn tokens(&mut self, b: &[u8], out: &mut Columns) -> Result<usize, InfluxErrorKind> {
         let mut at = 0;
-        while let Some((tok, len)) = token(&b[at..])? {
+        loop {
+            if let Some(len) = self.float_row(&b[at..], out)? {
+                at += len;
+                continue;
+            }
+            let Some((tok, len)) = token(&b[at..])? else {
+                return Ok(at);
+            };
             self.token(tok, out)?;
             at += len;
         }
-        Ok(at)
+    }
+
+    /// The common row, whole in `b`, read at once: an int64 time and each
+    /// field a float64 or nil. Its length, or `None` for anything else (an
+    /// integer field, a cut row), which then goes token by token.
+    fn float_row(&mut self, b: &[u8], out: &mut Columns) -> Result<Option<usize>, InfluxErrorKind> {
+        let n = 1 + self.nfields;
+        let is_row = self
+            .stack
+            .last()
+            .is_some_and(|f| f.role == Role::Values && f.left > 0);
+        if !is_row || n > 15 || b.first() != Some(&(0x90 | n as u8)) {
+            return Ok(None);
+        }
+        let word = |at: usize| -> Option<u64> {
+            Some(u64::from_be_bytes(b.get(at..at + 8)?.try_into().ok()?))
+        };
+        if b.get(1) != Some(&0xd3) {
+            return Ok(None);
+        }
+        let Some(time) = word(2) else {
+            return Ok(None);
+        };
+        let mut at = 10;
+        for i in 0..self.nfields {
+            self.values[i] = match b.get(at) {
+                Some(0xcb) => match word(at + 1) {
+                    Some(v) => {
+                        at += 9;
+                        f64::from_bits(v)
+                    }
+                    None => return Ok(None),
+                },
+                Some(0xc0) => {
+                    at += 1;
+                    MISSING
+                }
+                _ => return Ok(None),
+            };
+        }
+        let top = self.stack.last_mut().expect("checked");
+        top.left -= 1;
+        top.index += 1;
+        self.time = Some(time as i64);
+        self.row(out)?;
+        self.close_finished(out)?;
+        Ok(Some(at))
     }
 
     fn token(&mut self, tok: Tok<'_>, out: &mut Columns) -> Result<(), InfluxErrorKind> {
