@@ -10,6 +10,7 @@
 //! - [`sinks`]: DuckDB files / MotherDuck, BigQuery.
 //! - [`state`]: checkpoints, ledger, run history, leases.
 //! - [`runner`]: one run of a pipeline; [`cron`] and `serve`: schedules; [`progress`]: the terminal line.
+//! - [`memory`]: malloc settings that keep peak memory flat in long runs.
 //! - [`http`]: URL display and retry timing shared by the HTTP clients.
 //! - [`prefect`]: the Prefect REST client (blocks, secrets, concurrency leases).
 //! - [`commands`]: what each CLI verb prints; [`error`]: exit codes and the reporter.
@@ -21,6 +22,7 @@ pub mod duck;
 pub mod error;
 pub mod http;
 pub mod logging;
+pub mod memory;
 pub mod plan;
 pub mod prefect;
 pub mod progress;

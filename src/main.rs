@@ -3,19 +3,7 @@
 use clap::Parser;
 
 fn main() {
-    // glibc gives each new thread its own malloc arena; DuckDB, the staging
-    // threads and the HTTP client together made resident memory grow with the
-    // length of a backfill (190 MB for a month, 290 MB for three). Two arenas
-    // keep it flat. Blocks of 256 KiB and more (staged columns, DuckDB's
-    // buffers) are mapped and unmapped on their own: otherwise glibc raises
-    // that threshold after the first free and serves them from the heap,
-    // where a batch's columns, kept until it is transformed, leave holes (peak RSS
-    // for a month 126-130 MB instead of 75-76). Measured with scripts/bench.
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
-    }
+    duckhour::memory::at_start();
     // `duckhour status | head` should end quietly, as Unix tools do, rather
     // than panic on a closed pipe.
     #[cfg(unix)]

@@ -381,6 +381,12 @@ async fn run_jobs(
                 }
             }
         }
+        if planned
+            .iter()
+            .any(|(_, _, _, plan)| plan.total_hours() > plan::UNSIZED_HOURS)
+        {
+            crate::memory::long_run();
+        }
         let sem = Arc::new(Semaphore::new(pipeline.concurrency as usize));
         let mut handles = Vec::new();
         for group in groups(planned) {
