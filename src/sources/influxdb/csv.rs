@@ -78,6 +78,11 @@ impl V1Parser {
         }
     }
 
+    /// Tag columns of the rows it gives.
+    pub fn ntags(&self) -> usize {
+        self.ntags
+    }
+
     /// Parses the next piece of the body, as the network delivers it.
     pub fn push(&mut self, piece: &[u8], out: &mut Columns) -> Result<(), InfluxErrorKind> {
         let mut rest = piece;

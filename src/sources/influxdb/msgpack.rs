@@ -190,6 +190,11 @@ impl MsgpackParser {
         }
     }
 
+    /// Tag columns of the rows it gives.
+    pub fn ntags(&self) -> usize {
+        self.tags.len()
+    }
+
     /// Parses the next piece of the body, as the network delivers it.
     pub fn push(&mut self, piece: &[u8], out: &mut Columns) -> Result<(), InfluxErrorKind> {
         let mut buf = std::mem::take(&mut self.carry);

@@ -15,7 +15,7 @@ use super::msgpack::MsgpackParser;
 use super::query::{self, Target};
 use super::{status_error, transport, Conn, InfluxErrorKind};
 use crate::plan::Batch;
-use crate::sources::PointSink;
+use crate::sources::{Columns, PointSink};
 
 const MSGPACK: &str = "application/x-msgpack";
 
@@ -114,17 +114,7 @@ pub(crate) async fn fetch(
             .unwrap_or("")
             .to_owned();
         if answered.starts_with(MSGPACK) {
-            let mut parser = MsgpackParser::new(tags, nfields);
-            return stream(
-                conn,
-                resp,
-                out,
-                tags.len(),
-                |p, piece, cols| p.push(piece, cols),
-                &mut parser,
-            )
-            .await
-            .and_then(|()| parser.finish());
+            return stream(conn, resp, out, MsgpackParser::new(tags, nfields)).await;
         }
         // Nothing of this answer was read: ask again, in CSV, from now on.
         tracing::debug!(content_type = %answered, "no MessagePack answer: asking in CSV");
@@ -132,20 +122,63 @@ pub(crate) async fn fetch(
     }
     let q = query::influxql(t, piece);
     let resp = send(conn, &q, "application/csv").await?;
-    let mut parser = V1Parser::new(tags.len(), nfields);
-    stream(
-        conn,
-        resp,
-        out,
-        tags.len(),
-        |p, piece, cols| p.push(piece, cols),
-        &mut parser,
-    )
-    .await?;
-    parser.finish(out.columns(tags.len()))?;
-    out.flush()
-        .await
-        .map_err(|_| InfluxErrorKind::StagingClosed)
+    stream(conn, resp, out, V1Parser::new(tags.len(), nfields)).await
+}
+
+/// Parses the body as it arrives, into the chunk being filled; full chunks
+/// go to the staging writer, which appends one while the next is parsed.
+async fn stream(
+    conn: &Conn,
+    resp: reqwest::Response,
+    out: &mut PointSink,
+    mut parser: impl Incremental,
+) -> Result<(), InfluxErrorKind> {
+    let ntags = parser.ntags();
+    let mut body = resp.bytes_stream();
+    let closed = |_| InfluxErrorKind::StagingClosed;
+    while let Some(piece) = body.next().await {
+        let piece = piece.map_err(|e| match transport(&e, conn.timeout) {
+            InfluxErrorKind::Timeout(s) => InfluxErrorKind::Timeout(s),
+            other => InfluxErrorKind::Truncated(other.to_string()),
+        })?;
+        parser.push(&piece, out.columns(ntags))?;
+        out.flush_if_full().await.map_err(closed)?;
+    }
+    parser.end(out.columns(ntags))?;
+    out.flush().await.map_err(closed)
+}
+
+/// A parser of an answer that arrives in pieces.
+trait Incremental {
+    /// Tag columns of the rows it gives.
+    fn ntags(&self) -> usize;
+    fn push(&mut self, piece: &[u8], out: &mut Columns) -> Result<(), InfluxErrorKind>;
+    /// The body has ended.
+    fn end(&mut self, out: &mut Columns) -> Result<(), InfluxErrorKind>;
+}
+
+impl Incremental for V1Parser {
+    fn ntags(&self) -> usize {
+        V1Parser::ntags(self)
+    }
+    fn push(&mut self, piece: &[u8], out: &mut Columns) -> Result<(), InfluxErrorKind> {
+        V1Parser::push(self, piece, out)
+    }
+    fn end(&mut self, out: &mut Columns) -> Result<(), InfluxErrorKind> {
+        self.finish(out)
+    }
+}
+
+impl Incremental for MsgpackParser {
+    fn ntags(&self) -> usize {
+        MsgpackParser::ntags(self)
+    }
+    fn push(&mut self, piece: &[u8], out: &mut Columns) -> Result<(), InfluxErrorKind> {
+        MsgpackParser::push(self, piece, out)
+    }
+    fn end(&mut self, _: &mut Columns) -> Result<(), InfluxErrorKind> {
+        self.finish()
+    }
 }
 
 /// Sends query `q` asking for `accept`; the answer, once its status is a success.
@@ -165,28 +198,4 @@ async fn send(conn: &Conn, q: &str, accept: &str) -> Result<reqwest::Response, I
         return Err(status_error(resp).await);
     }
     Ok(resp)
-}
-
-/// Parses the body as it arrives (`parse` into the chunk being filled);
-/// full chunks go to the staging writer, which appends one while the next
-/// is parsed. The parser's own end is for the caller to check.
-async fn stream<P>(
-    conn: &Conn,
-    resp: reqwest::Response,
-    out: &mut PointSink,
-    ntags: usize,
-    parse: impl Fn(&mut P, &[u8], &mut crate::sources::Columns) -> Result<(), InfluxErrorKind>,
-    parser: &mut P,
-) -> Result<(), InfluxErrorKind> {
-    let mut body = resp.bytes_stream();
-    let closed = |_| InfluxErrorKind::StagingClosed;
-    while let Some(piece) = body.next().await {
-        let piece = piece.map_err(|e| match transport(&e, conn.timeout) {
-            InfluxErrorKind::Timeout(s) => InfluxErrorKind::Timeout(s),
-            other => InfluxErrorKind::Truncated(other.to_string()),
-        })?;
-        parse(parser, &piece, out.columns(ntags))?;
-        out.flush_if_full().await.map_err(closed)?;
-    }
-    out.flush().await.map_err(closed)
 }
