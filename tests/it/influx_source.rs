@@ -317,6 +317,12 @@ const CAPTURED: &[u8] = include_bytes!("../fixtures/influxdb/v1_chunked_response
 
 const CAPTURED_400: &[u8] = include_bytes!("../fixtures/influxdb/v1_400_response.bin");
 
+/// InfluxDB 1.6.7's answers (`curl -i --raw`) to `SHOW DATABASES` (with its
+/// `X-Influxdb-Version`) and, in MessagePack, to the grouped query of the
+/// same two points as `CAPTURED`.
+const CAPTURED_SHOW: &[u8] = include_bytes!("../fixtures/influxdb/v1_show_databases_response.bin");
+const CAPTURED_MSGPACK: &[u8] = include_bytes!("../fixtures/influxdb/v1_grouped_response.bin");
+
 fn captured_cfg(url: &str, retries: u32) -> InfluxConfig {
     let mut cfg = config(url, "t1");
     cfg.retries = retries;
@@ -334,13 +340,27 @@ async fn fetch_replayed_retrying(
     timeout: &str,
     retries: u32,
 ) -> Result<Vec<Vec<String>>, SourceError> {
+    fetch_replayed_as(url, timeout, retries, false).await
+}
+
+/// With `connect`, the replay's first answer is the database check's (its
+/// version says whether points are asked in MessagePack); without, the
+/// source is only resolved and asks in CSV.
+async fn fetch_replayed_as(
+    url: &str,
+    timeout: &str,
+    retries: u32,
+    connect: bool,
+) -> Result<Vec<Vec<String>>, SourceError> {
     let mut cfg = captured_cfg(url, retries);
     cfg.version = 1;
     cfg.timeout = Duration::parse(timeout).unwrap();
-    // `connect` would check the database in JSON first; the replay only has
-    // the CSV answer, so resolve without the check.
     let mut src = Source::new("aq", &SourceConfig::Influx(cfg));
-    src.resolve(&EnvSecrets).unwrap();
+    if connect {
+        src.connect(&EnvSecrets).await.unwrap();
+    } else {
+        src.resolve(&EnvSecrets).unwrap();
+    }
     let j = Job {
         name: "x".into(),
         ..job("air q", "co")
@@ -388,6 +408,37 @@ async fn a_captured_response_replays_to_the_same_rows() {
             ],
         ]
     );
+}
+
+/// A MessagePack answer cut inside a value is retried, and the rows the cut
+/// answer gave are dropped: the two points load once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_messagepack_answer_cut_short_is_retried_without_duplicating_rows() {
+    // Cut inside the second series, after the first one's row.
+    let cut = CAPTURED_MSGPACK[..CAPTURED_MSGPACK.len() - 20].to_vec();
+    let url = replay_sequence(vec![
+        Some(CAPTURED_SHOW.to_vec()),
+        Some(cut),
+        Some(CAPTURED_MSGPACK.to_vec()),
+    ]);
+    let rows = fetch_replayed_as(&url, "5s", 3, true).await.unwrap();
+    assert_eq!(
+        rows,
+        [
+            ["1700000000000000000", "St,1 A", "1.0"],
+            ["1700000060000000000", "B", "1.5"],
+        ]
+    );
+    // Out of retries, the cut is reported as such.
+    let url = replay_sequence(vec![
+        Some(CAPTURED_SHOW.to_vec()),
+        Some(CAPTURED_MSGPACK[..CAPTURED_MSGPACK.len() - 20].to_vec()),
+    ]);
+    let e = fetch_replayed_as(&url, "5s", 0, true)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("response cut short"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
