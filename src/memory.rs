@@ -11,9 +11,10 @@
 //! first free and serves them from the heap, where a batch's columns, kept
 //! until it is transformed, leave holes (peak RSS for a month 126-130 MB
 //! instead of 75-76). A short run is not held to that: mapping each block
-//! anew costs it its page faults, ~18 ms of an hourly run's ~95 (median of
-//! 15 runs each, six jobs at 20 stations), and it holds one batch at most.
-//! Measured with scripts/bench.
+//! anew costs it its page faults, 12-19 ms of an hourly run's 87-95
+//! (medians of 15 runs, six jobs at 20 stations), and it holds one batch at
+//! most. A month's backfill peaks the same either way (79-81 MB in
+//! alternating runs). Measured with scripts/bench and repeated runs.
 
 /// Two malloc arenas; call before any thread starts.
 pub fn at_start() {
