@@ -115,6 +115,8 @@ impl Plan {
 pub struct Settings {
     pub delay: Duration,
     pub start: Option<Hour>,
+    /// No hour at or after this is ever planned (`end`).
+    pub end: Option<Hour>,
     pub lookback_hours: u32,
     pub max_hours_per_run: u32,
     pub batch_hours: u32,
@@ -123,6 +125,15 @@ pub struct Settings {
 /// The newest hour `h` with `now >= h + 1h + delay`.
 pub fn last_complete(now: DateTime<Utc>, delay: Duration) -> Hour {
     Hour::floor(now - delay.chrono()).plus(-1)
+}
+
+/// The newest hour a plan may hold: the last complete one, and before `end`.
+fn last_planned(now: DateTime<Utc>, settings: &Settings) -> Hour {
+    let last = last_complete(now, settings.delay);
+    match settings.end {
+        Some(end) => last.min(end.plus(-1)),
+        None => last,
+    }
 }
 
 /// Where a job with no checkpoint starts: its `start`, else the last complete hour.
@@ -135,7 +146,7 @@ pub fn first_hour(settings: &Settings, checkpoint: Option<Hour>, last: Hour) -> 
 
 /// The plan of a `run`: catch up from the checkpoint, plus lookback.
 pub fn run_plan(now: DateTime<Utc>, settings: &Settings, checkpoint: Option<Hour>) -> Plan {
-    let last = last_complete(now, settings.delay);
+    let last = last_planned(now, settings);
     let first_new = first_hour(settings, checkpoint, last);
     let pending = first_new.hours_until(last.plus(1)).max(0);
     let new_hours = pending.min(settings.max_hours_per_run as i64);
@@ -165,7 +176,7 @@ pub fn backfill_plan(
     from: Hour,
     to: Hour,
 ) -> Plan {
-    let last = last_complete(now, settings.delay);
+    let last = last_planned(now, settings);
     let end = to.min(last.plus(1));
     let total = from.hours_until(end).max(0);
     // Hours up to the checkpoint are redone; the rest are new.
@@ -289,6 +300,7 @@ mod tests {
 
     fn settings() -> Settings {
         Settings {
+            end: None,
             delay: Duration::parse("5m").unwrap(),
             start: None,
             lookback_hours: 0,

@@ -169,6 +169,8 @@ pub struct Pipeline {
     pub delay: Duration,
     pub lookback_hours: u32,
     pub start: Option<Hour>,
+    /// No hour at or after this is processed (a fixed data set, a closed network).
+    pub end: Option<Hour>,
     pub max_hours_per_run: u32,
     pub batch_hours: u32,
     pub concurrency: u32,
@@ -181,9 +183,49 @@ pub struct Pipeline {
     /// Time zone of `schedule`.
     pub timezone: chrono_tz::Tz,
     pub jobs: Vec<Job>,
+    /// Products over the jobs' hourly rows, in the spec's order.
+    pub models: Vec<Model>,
+}
+
+/// One model with its defaults applied.
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub name: String,
+    pub template: String,
+    pub grain: crate::models::Grain,
+    pub lookback_hours: u32,
+    pub zone: crate::models::Zone,
+    pub table: String,
+    /// The jobs it reads, in the pipeline's order.
+    pub jobs: Vec<String>,
+    /// The tag columns of those jobs (they all have the same).
+    pub tags: Vec<String>,
+    /// The table(s) those jobs load, each once.
+    pub hourly_tables: Vec<String>,
+    /// Models of the pipeline (earlier in its list) whose rows it reads.
+    pub depends_on: Vec<String>,
+    pub params: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Model {
+    /// The name its checkpoint, pending hours and lease are kept under in
+    /// the state store, beside the jobs' (a job name cannot hold `.`
+    /// but a Prefect block name cannot either: `model-` and `-` for `_`).
+    pub fn state_key(&self) -> String {
+        state_key(&self.name)
+    }
+}
+
+/// See [`Model::state_key`].
+pub fn state_key(model: &str) -> String {
+    format!("model-{}", model.replace('_', "-"))
 }
 
 impl Pipeline {
+    pub fn model(&self, name: &str) -> Option<&Model> {
+        self.models.iter().find(|m| m.name == name)
+    }
+
     pub fn job(&self, name: &str) -> Option<&Job> {
         self.jobs.iter().find(|j| j.name == name)
     }

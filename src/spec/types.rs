@@ -241,6 +241,10 @@ pub struct PipelineSpec {
     /// First hour of every job when it has no checkpoint; absent: the last complete hour.
     #[serde(default)]
     pub start: Option<Hour>,
+    /// First hour no job processes (exclusive end), for a data set or
+    /// network that ends; `run` then has nothing new past it. Absent: no end.
+    #[serde(default)]
+    pub end: Option<Hour>,
     /// Most new hours one run processes per job. Default 720.
     #[serde(default)]
     pub max_hours_per_run: Option<Spanned<u32>>,
@@ -267,6 +271,46 @@ pub struct PipelineSpec {
     pub params: BTreeMap<String, serde_json::Value>,
     /// The jobs, usually one per pollutant.
     pub jobs: Vec<Spanned<JobSpec>>,
+    /// Products computed from the jobs' hourly rows (daily means, the air
+    /// quality index, ...), kept exact as hours are loaded. Default none.
+    #[serde(default)]
+    pub models: Vec<Spanned<ModelSpec>>,
+}
+
+/// An entry of a pipeline's `models:`: a SQL template over the hourly rows
+/// of the pipeline's jobs, recomputed for the output keys a load touches.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// Model name: lowercase letters, digits and `_`; unique in its pipeline.
+    pub name: Spanned<String>,
+    /// SQL template under `sql_dir`. Default `<name>.sql`.
+    #[serde(default)]
+    pub template: Option<Spanned<String>>,
+    /// Unit of the output key: `hour` (column `hour_start`), `day` (`day`,
+    /// a local date) or `year` (`year`, a local calendar year).
+    pub grain: Spanned<String>,
+    /// How far before an output key its inputs reach, whole hours (`7h`
+    /// for an 8-hour mean ending at that hour). Default `0h`.
+    #[serde(default)]
+    pub lookback: Option<Spanned<super::values::Duration>>,
+    /// Time zone of `day` and `year` keys: an IANA name (`Europe/Madrid`)
+    /// or a fixed offset (`+01:00`), with whole-hour offsets. Default UTC.
+    #[serde(default)]
+    pub timezone: Option<Spanned<String>>,
+    /// Target table in every sink of the pipeline. Default the model's name.
+    #[serde(default)]
+    pub table: Option<Spanned<String>>,
+    /// Jobs whose hourly rows the model reads. Default all of the pipeline's.
+    #[serde(default)]
+    pub jobs: Option<Vec<Spanned<String>>>,
+    /// Models (listed before this one) whose output rows it reads as
+    /// `inputs.<name>`; their recomputed keys make this one's pending.
+    #[serde(default)]
+    pub depends_on: Vec<Spanned<String>>,
+    /// Values the template sees as `params`, merged over the pipeline's.
+    #[serde(default)]
+    pub params: BTreeMap<String, serde_json::Value>,
 }
 
 /// An entry of a pipeline's `jobs:`.
