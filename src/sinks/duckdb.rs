@@ -267,6 +267,22 @@ impl DuckSink {
         )
     }
 
+    /// The sink's table as the connection names it (`sink_x."main"."t"`).
+    pub fn table_ref(&self, table: &str) -> String {
+        self.target(table)
+    }
+
+    /// Whether the sink has `table` yet (it is created on first load).
+    pub fn has_table(&self, conn: &Connection, table: &str) -> Result<bool, SinkError> {
+        conn.query_row(
+            "SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND schema_name = ? AND table_name = ?",
+            [&self.alias, &self.schema, &table.to_owned()],
+            |r| r.get::<_, i64>(0),
+        )
+        .map(|n| n > 0)
+        .map_err(|e| self.setup_err(e.to_string()))
+    }
+
     pub fn load(
         &self,
         conn: &Connection,
@@ -274,27 +290,47 @@ impl DuckSink {
         table: &str,
         scope: &Scope,
     ) -> Result<u64, SinkError> {
+        let hours = scope.predicate("hour_start", |h| {
+            format!("{}::TIMESTAMPTZ", quote_literal(&h.to_string()))
+        });
+        let what = format!("pollutant = {} AND {hours}", quote_literal(job));
+        self.replace(
+            conn,
+            &result_table(job),
+            table,
+            &what,
+            &scope.batch.to_string(),
+        )
+    }
+
+    /// Replaces the rows of `table` matching `what` (a predicate over its
+    /// columns) with the rows of `result`, in one transaction; creates the
+    /// table from `result`'s schema when missing. `range` names what is
+    /// replaced in errors. Returns rows written.
+    pub fn replace(
+        &self,
+        conn: &Connection,
+        result: &str,
+        table: &str,
+        what: &str,
+        range: &str,
+    ) -> Result<u64, SinkError> {
         let err = |message: String| SinkError::Load {
             sink: self.name.clone(),
-            range: scope.batch.to_string(),
+            range: range.to_owned(),
             message,
         };
         let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
         let target = self.target(table);
-        let result = result_table(job);
         conn.execute_batch(&format!(
             "CREATE TABLE IF NOT EXISTS {target} AS SELECT * FROM {result} LIMIT 0"
         ))
         .map_err(|e| err(e.to_string()))?;
-        let hours = scope.predicate("hour_start", |h| {
-            format!("{}::TIMESTAMPTZ", quote_literal(&h.to_string()))
-        });
         let sql = format!(
             "BEGIN TRANSACTION;
-             DELETE FROM {target} WHERE pollutant = {job_lit} AND {hours};
+             DELETE FROM {target} WHERE {what};
              INSERT INTO {target} BY NAME SELECT * FROM {result};
-             COMMIT;",
-            job_lit = quote_literal(job),
+             COMMIT;"
         );
         if let Err(e) = conn.execute_batch(&sql) {
             let _ = conn.execute_batch("ROLLBACK");

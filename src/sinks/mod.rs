@@ -96,6 +96,22 @@ impl Sink {
         }
     }
 
+    /// The DuckDB (or MotherDuck) sink, if this is one.
+    pub fn duck(&self) -> Option<&duckdb::DuckSink> {
+        match self {
+            Sink::Duck(s) => Some(s),
+            Sink::BigQuery(_) => None,
+        }
+    }
+
+    /// The BigQuery sink, if this is one.
+    pub fn bigquery(&self) -> Option<&bigquery::BigQuerySink> {
+        match self {
+            Sink::BigQuery(s) => Some(s),
+            Sink::Duck(_) => None,
+        }
+    }
+
     /// MotherDuck: its extension needs the network, so a run writing to it
     /// is not confined.
     pub fn is_motherduck(&self) -> bool {

@@ -28,6 +28,12 @@ struct CheckpointFile {
     updated_at: chrono::DateTime<Utc>,
 }
 
+#[derive(Debug, Serialize, Deserialize)]
+struct PendingFile {
+    pending: Vec<(Hour, Hour)>,
+    updated_at: chrono::DateTime<Utc>,
+}
+
 /// A held lease: the open, locked file.
 #[derive(Debug)]
 pub struct LocalLease {
@@ -74,17 +80,54 @@ impl LocalState {
     }
 
     pub fn set_checkpoint(&self, pipeline: &str, job: &str, hour: Hour) -> Result<(), StateError> {
-        let dir = self.ensure_dir(pipeline, job)?;
-        let path = dir.join("checkpoint.json");
-        let tmp = dir.join("checkpoint.json.tmp");
         let body = serde_json::to_vec_pretty(&CheckpointFile {
             last_processed_hour: hour,
             updated_at: Utc::now(),
         })
         .expect("checkpoint serializes");
+        self.replace_file(pipeline, job, "checkpoint.json", &body)
+    }
+
+    /// A model's hours loaded but not yet recomputed (`pending.json`).
+    pub fn pending(&self, pipeline: &str, key: &str) -> Result<Vec<(Hour, Hour)>, StateError> {
+        let path = self.job_dir(pipeline, key).join("pending.json");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str::<PendingFile>(&text)
+                .map(|p| p.pending)
+                .map_err(|e| io_err(&path, format!("unreadable pending hours: {e}"))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(io_err(&path, e)),
+        }
+    }
+
+    pub fn set_pending(
+        &self,
+        pipeline: &str,
+        key: &str,
+        ranges: &[(Hour, Hour)],
+    ) -> Result<(), StateError> {
+        let body = serde_json::to_vec_pretty(&PendingFile {
+            pending: ranges.to_vec(),
+            updated_at: Utc::now(),
+        })
+        .expect("pending serializes");
+        self.replace_file(pipeline, key, "pending.json", &body)
+    }
+
+    /// Replaces `<job dir>/<file>` atomically: write, fsync, rename, fsync the directory.
+    fn replace_file(
+        &self,
+        pipeline: &str,
+        job: &str,
+        file: &str,
+        body: &[u8],
+    ) -> Result<(), StateError> {
+        let dir = self.ensure_dir(pipeline, job)?;
+        let path = dir.join(file);
+        let tmp = dir.join(format!("{file}.tmp"));
         let write = || -> std::io::Result<()> {
             let mut f = File::create(&tmp)?;
-            f.write_all(&body)?;
+            f.write_all(body)?;
             f.sync_all()?;
             std::fs::rename(&tmp, &path)?;
             File::open(&dir)?.sync_all()

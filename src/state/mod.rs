@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use local::{LocalLease, LocalState};
-pub use prefect::{block_name, parse_datetime, PrefectLease, PrefectState, LEASE_TTL};
+pub use prefect::{block_name, merge_range, parse_datetime, PrefectLease, PrefectState, LEASE_TTL};
 
 use crate::prefect::{Client, PrefectError};
 use crate::secret::{self, EnvSecrets};
@@ -210,6 +210,31 @@ impl State {
         match self {
             State::Local(s) => s.ledger(pipeline, job),
             State::Prefect(s) => s.ledger(pipeline, job).await,
+        }
+    }
+
+    /// A model's hours loaded but not yet recomputed, as merged ranges
+    /// (`key`: [`crate::spec::Model::state_key`]).
+    pub async fn pending(
+        &self,
+        pipeline: &str,
+        key: &str,
+    ) -> Result<Vec<(Hour, Hour)>, StateError> {
+        match self {
+            State::Local(s) => s.pending(pipeline, key),
+            State::Prefect(s) => s.pending(pipeline, key).await,
+        }
+    }
+
+    pub async fn set_pending(
+        &self,
+        pipeline: &str,
+        key: &str,
+        ranges: &[(Hour, Hour)],
+    ) -> Result<(), StateError> {
+        match self {
+            State::Local(s) => s.set_pending(pipeline, key, ranges),
+            State::Prefect(s) => s.set_pending(pipeline, key, ranges).await,
         }
     }
 

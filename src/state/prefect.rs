@@ -14,7 +14,9 @@
 //! - `empty_at_source`: hours whose latest load found nothing at the source
 //!   (the sinks kept what they held), as merged ranges;
 //! - `runs` (the last [`KEEP_RUNS`]) and `last_run`;
-//! - `lease`: who holds (or last held) the job's lease.
+//! - `lease`: who holds (or last held) the job's lease;
+//! - `pending` (a model's block): hours loaded whose products are not yet
+//!   recomputed, as merged ranges.
 //!
 //! Prefect has no compare-and-swap on documents: the lease makes this
 //! process the job's only writer, so the document is read once per run and
@@ -96,7 +98,7 @@ pub fn parse_datetime(s: &str) -> Option<DateTime<Utc>> {
 }
 
 /// Adds `[from, to)` to merged, sorted ranges.
-fn merge_range(ranges: &mut Vec<(Hour, Hour)>, from: Hour, to: Hour) {
+pub fn merge_range(ranges: &mut Vec<(Hour, Hour)>, from: Hour, to: Hour) {
     ranges.push((from, to));
     ranges.sort_by_key(|r| r.0);
     let mut out: Vec<(Hour, Hour)> = Vec::with_capacity(ranges.len());
@@ -209,6 +211,39 @@ impl PrefectState {
             None => docs.remove(&name),
         };
         Ok(cp)
+    }
+
+    /// A model's pending hours (read from the server, and kept for later writes).
+    pub async fn pending(
+        &self,
+        pipeline: &str,
+        key: &str,
+    ) -> Result<Vec<(Hour, Hour)>, StateError> {
+        let name = self.name(pipeline, key);
+        let doc = self.fetch(&name).await?;
+        let ranges = read_ranges(
+            doc.as_ref()
+                .and_then(|d| d.data.pointer("/metadata/pending")),
+        );
+        let mut docs = self.docs.lock().await;
+        match doc {
+            Some(d) => docs.insert(name, d),
+            None => docs.remove(&name),
+        };
+        Ok(ranges)
+    }
+
+    pub async fn set_pending(
+        &self,
+        pipeline: &str,
+        key: &str,
+        ranges: &[(Hour, Hour)],
+    ) -> Result<(), StateError> {
+        let v = write_ranges(ranges);
+        self.modify(pipeline, key, |d| {
+            object(d, "metadata").insert("pending".into(), v);
+        })
+        .await
     }
 
     /// Applies `f` to the job's document data and writes the whole of it.

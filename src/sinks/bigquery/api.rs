@@ -334,6 +334,73 @@ impl Api {
     }
 }
 
+impl Api {
+    /// The schema (name, type) and every row of a `SELECT`, page by page
+    /// (`jobs.getQueryResults` with the page token); values as BigQuery's
+    /// REST API gives them (`f[].v`).
+    pub async fn select(
+        &self,
+        sql: &str,
+        request_id: &str,
+        location: Option<&str>,
+    ) -> Result<(Vec<(String, String)>, Vec<Vec<Value>>), ApiError> {
+        let mut v = self.query(sql, request_id, location).await?;
+        let schema: Vec<(String, String)> = v["schema"]["fields"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|f| {
+                (
+                    f["name"].as_str().unwrap_or_default().to_owned(),
+                    f["type"].as_str().unwrap_or("STRING").to_owned(),
+                )
+            })
+            .collect();
+        let job = v["jobReference"]["jobId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let location = v["jobReference"]["location"].as_str().map(str::to_owned);
+        let mut rows = Vec::new();
+        loop {
+            for r in v["rows"].as_array().into_iter().flatten() {
+                rows.push(
+                    r["f"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|c| c["v"].clone())
+                        .collect(),
+                );
+            }
+            let Some(token) = v["pageToken"].as_str().filter(|t| !t.is_empty()) else {
+                break;
+            };
+            if job.is_empty() {
+                break;
+            }
+            let mut path = format!("/queries/{job}?pageToken={}", urlencode(token));
+            if let Some(l) = &location {
+                path.push_str(&format!("&location={l}"));
+            }
+            v = self.ok(Method::GET, &path, None).await?;
+        }
+        Ok((schema, rows))
+    }
+}
+
+/// Percent-encodes a query parameter value.
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -261,6 +261,11 @@ impl BigQuerySink {
 
     /// Reads `result_<job>` (synchronous: it needs the DuckDB connection).
     pub fn read(&self, conn: &Connection, job: &str) -> Result<Rows, SinkError> {
+        self.read_table(conn, &format!("result_{job}"))
+    }
+
+    /// Reads a table of the embedded database (unquoted name) as rows to send.
+    pub fn read_table(&self, conn: &Connection, table: &str) -> Result<Rows, SinkError> {
         let err = |e: ::duckdb::Error| self.setup_err(format!("reading the result: {e}"));
         let mut stmt = conn
             .prepare(
@@ -268,7 +273,7 @@ impl BigQuerySink {
             )
             .map_err(err)?;
         let cols: Vec<(String, String)> = stmt
-            .query_map([format!("result_{job}")], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_map([table], |r| Ok((r.get(0)?, r.get(1)?)))
             .map_err(err)?
             .collect::<Result<_, _>>()
             .map_err(err)?;
@@ -286,7 +291,7 @@ impl BigQuerySink {
                 .map(|(_, _, e)| e.as_str())
                 .collect::<Vec<_>>()
                 .join(", "),
-            crate::duck::result_table(job)
+            crate::template::quote_ident(table)
         );
         let hour_col = typed.iter().position(|(c, _, _)| c == "hour_start");
         let mut stmt = conn.prepare(&select).map_err(err)?;
@@ -433,30 +438,118 @@ impl BigQuerySink {
         scope: &Scope,
         run_id: &str,
     ) -> Result<u64, SinkError> {
-        let batch = scope.batch;
+        let what = format!(
+            "T.`pollutant` = '{}' AND {}",
+            job.replace('\\', "\\\\").replace('\'', "\\'"),
+            scope.predicate("T.`hour_start`", hour_literal)
+        );
         let target = self.table.as_deref().unwrap_or(table);
-        self.ensure_target(target, &rows, tags)
+        let staging = staging_name(target, job, scope.batch.from, run_id);
+        self.replace(rows, tags, target, &staging, &what)
             .await
-            .map_err(|e| self.load_err(batch, e))?;
-        let staging = staging_name(target, job, batch.from, run_id);
-        let result = self
-            .through_staging(&rows, job, target, &staging, scope)
-            .await;
+            .map_err(|e| self.load_err(scope.batch, e))
+    }
+
+    /// Replaces a model's key range (`what`, a predicate over the target
+    /// `T`) in `table` with `rows`; `label` (the model and its first key)
+    /// names the staging table, `range` the keys in errors.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn replace_keys(
+        &self,
+        rows: Rows,
+        tags: &[String],
+        table: &str,
+        label: &str,
+        first: Hour,
+        what: &str,
+        range: &str,
+        run_id: &str,
+    ) -> Result<u64, SinkError> {
+        let staging = staging_name(table, label, first, run_id);
+        self.replace(rows, tags, table, &staging, what)
+            .await
+            .map_err(|message| SinkError::Load {
+                sink: self.name.clone(),
+                range: range.to_owned(),
+                message,
+            })
+    }
+
+    /// The rows of `target` matching `what` become `rows`, through the
+    /// staging table `staging` (dropped afterwards); returns rows written.
+    async fn replace(
+        &self,
+        rows: Rows,
+        tags: &[String],
+        target: &str,
+        staging: &str,
+        what: &str,
+    ) -> Result<u64, String> {
+        self.ensure_target(target, &rows, tags).await?;
+        let result = self.through_staging(&rows, target, staging, what).await;
         // Dropped whatever happened; if this fails too, the table expires by itself.
-        if let Err(e) = self.api().delete_table(&self.dataset, &staging).await {
+        if let Err(e) = self.api().delete_table(&self.dataset, staging).await {
             tracing::warn!(sink = %self.name, table = %staging, error = %e, "could not drop the staging table; it expires by itself");
         }
-        result.map_err(|e| self.load_err(batch, e))?;
+        result?;
         Ok(rows.rows.len() as u64)
+    }
+
+    /// Whether the dataset has `table` yet.
+    pub async fn has_table(&self, table: &str) -> Result<bool, SinkError> {
+        self.api()
+            .get_table(&self.dataset, table)
+            .await
+            .map(|t| t.is_some())
+            .map_err(|e| self.setup_err(format!("reading table `{table}`: {e}")))
+    }
+
+    /// `table` as a query names it.
+    pub fn table_ref(&self, table: &str) -> String {
+        self.full(table)
+    }
+
+    /// Runs a `SELECT` and returns its schema and rows, as text per value
+    /// (timestamps as microseconds since the epoch), for the embedded
+    /// database (see [`copy_in`]). `label` names the read in errors.
+    pub async fn select(&self, sql: &str, label: &str) -> Result<Selected, SinkError> {
+        let id = request_id(&format!(
+            "{sql}-{}",
+            chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
+        ));
+        let (schema, rows) = self
+            .api()
+            .select(sql, &id, self.location.as_deref())
+            .await
+            .map_err(|e| self.setup_err(format!("reading {label} back: {e}")))?;
+        let rows = rows
+            .into_iter()
+            .map(|r| {
+                r.into_iter()
+                    .zip(&schema)
+                    .map(|(v, (_, t))| match v {
+                        Value::Null => None,
+                        Value::String(s) if t == "TIMESTAMP" => Some(timestamp_micros(&s)),
+                        Value::String(s) => Some(s),
+                        other => Some(other.to_string()),
+                    })
+                    .collect()
+            })
+            .collect();
+        Ok(Selected { schema, rows })
+    }
+
+    /// A DATE or TIMESTAMP key literal in BigQuery's dialect.
+    pub fn key_literal(grain: crate::models::Grain, k: i64) -> String {
+        crate::models::keys::literal(grain, k, hour_literal)
     }
 
     async fn through_staging(
         &self,
         rows: &Rows,
-        job: &str,
         target: &str,
         staging: &str,
-        scope: &Scope,
+        what: &str,
     ) -> Result<(), String> {
         let api = self.api();
         let expires = chrono::Utc::now().timestamp_millis() + STAGING_TTL_MS;
@@ -506,7 +599,7 @@ impl BigQuerySink {
         let merge = format!(
             "MERGE {target} T USING {staging} S ON FALSE \
              WHEN NOT MATCHED BY TARGET THEN INSERT ({cols}) VALUES ({src}) \
-             WHEN NOT MATCHED BY SOURCE AND T.`pollutant` = '{job}' AND {hours} THEN DELETE",
+             WHEN NOT MATCHED BY SOURCE AND {what} THEN DELETE",
             target = self.full(target),
             staging = self.full(staging),
             cols = cols.join(", "),
@@ -515,8 +608,6 @@ impl BigQuerySink {
                 .map(|c| format!("S.{c}"))
                 .collect::<Vec<_>>()
                 .join(", "),
-            job = job.replace('\\', "\\\\").replace('\'', "\\'"),
-            hours = scope.predicate("T.`hour_start`", hour_literal),
         );
         api.query(
             &merge,
@@ -527,6 +618,71 @@ impl BigQuerySink {
         .map_err(|e| format!("MERGE into {}: {e}", self.full(target)))?;
         Ok(())
     }
+}
+
+/// Rows read back from BigQuery: its column types and each value as text.
+pub struct Selected {
+    pub schema: Vec<(String, String)>,
+    pub rows: Vec<Vec<Option<String>>>,
+}
+
+/// A TIMESTAMP as the REST API gives it (seconds since the epoch, as a
+/// float in text: `1.7744832E9`; an emulator may answer RFC 3339), as
+/// microseconds since the epoch in text.
+fn timestamp_micros(s: &str) -> String {
+    if let Ok(secs) = s.parse::<f64>() {
+        return ((secs * 1e6).round() as i64).to_string();
+    }
+    let t = s.replace(' ', "T");
+    chrono::DateTime::parse_from_rfc3339(&t)
+        .or_else(|_| chrono::DateTime::parse_from_str(&t, "%Y-%m-%dT%H:%M:%S%.f%#z"))
+        .map(|d| d.timestamp_micros().to_string())
+        .unwrap_or_else(|_| s.to_owned())
+}
+
+/// Copies rows read back from BigQuery into the embedded database as table
+/// `into` (unquoted name), with DuckDB's types for BigQuery's.
+pub fn copy_in(conn: &Connection, rows: &Selected, into: &str) -> Result<(), ::duckdb::Error> {
+    let q = crate::template::quote_ident;
+    let raw = format!("{into}__text");
+    let cols: Vec<String> = rows
+        .schema
+        .iter()
+        .map(|(n, _)| format!("{} VARCHAR", q(n)))
+        .collect();
+    conn.execute_batch(&format!(
+        "CREATE OR REPLACE TABLE {} ({})",
+        q(&raw),
+        cols.join(", ")
+    ))?;
+    {
+        let mut app = conn.appender(&raw)?;
+        for r in &rows.rows {
+            app.append_row(::duckdb::appender_params_from_iter(r.iter()))?;
+        }
+    }
+    let typed: Vec<String> = rows
+        .schema
+        .iter()
+        .map(|(n, t)| {
+            let c = q(n);
+            match t.as_str() {
+                "TIMESTAMP" => format!("to_timestamp({c}::BIGINT / 1000000.0) AS {c}"),
+                "INTEGER" | "INT64" => format!("{c}::BIGINT AS {c}"),
+                "FLOAT" | "FLOAT64" | "NUMERIC" | "BIGNUMERIC" => format!("{c}::DOUBLE AS {c}"),
+                "BOOLEAN" | "BOOL" => format!("{c}::BOOLEAN AS {c}"),
+                "DATE" => format!("{c}::DATE AS {c}"),
+                _ => c,
+            }
+        })
+        .collect();
+    conn.execute_batch(&format!(
+        "CREATE OR REPLACE TABLE {} AS SELECT {} FROM {}; DROP TABLE {};",
+        q(into),
+        typed.join(", "),
+        q(&raw),
+        q(&raw)
+    ))
 }
 
 /// The `[first, end)` row ranges of the `insertAll` requests: at most
