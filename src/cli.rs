@@ -202,6 +202,11 @@ pub struct BackfillArgs {
     /// sinks are deleted); by default such hours are kept as the sinks hold them.
     #[arg(long)]
     pub replace_empty: bool,
+    /// Recompute only this model (repeatable; with the models it reads)
+    /// over the range, from the rows the sinks hold: no job runs and the
+    /// source is not read.
+    #[arg(long = "model", short = 'm', value_name = "MODEL", conflicts_with_all = ["jobs", "replace_empty"])]
+    pub models: Vec<String>,
 }
 
 #[derive(Debug, Args)]

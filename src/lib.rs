@@ -8,6 +8,7 @@
 //! - [`sources`]: InfluxDB v1/v2/v3 and line-protocol files, streamed.
 //! - [`duck`]: the embedded DuckDB (staging, transform).
 //! - [`sinks`]: DuckDB files / MotherDuck, BigQuery.
+//! - [`models`]: products over the hourly rows (daily means, the air-quality index, ...).
 //! - [`state`]: checkpoints, ledger, run history, leases.
 //! - [`runner`]: one run of a pipeline; [`cron`] and `serve`: schedules; [`progress`]: the terminal line.
 //! - [`memory`]: malloc settings that keep peak memory flat in long runs.
@@ -15,6 +16,7 @@
 //! - [`prefect`]: the Prefect REST client (blocks, secrets, concurrency leases).
 //! - [`commands`]: what each CLI verb prints; [`error`]: exit codes and the reporter.
 
+pub mod bind;
 pub mod cli;
 pub mod commands;
 pub mod cron;
@@ -23,6 +25,7 @@ pub mod error;
 pub mod http;
 pub mod logging;
 pub mod memory;
+pub mod models;
 pub mod plan;
 pub mod prefect;
 pub mod progress;

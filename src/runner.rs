@@ -27,7 +27,7 @@ use crate::sinks::{Sink, SinkError};
 use crate::sources::{Fetch, PointSink, Source};
 use crate::spec::{Config, Hour, Job, Pipeline, StateConfig};
 use crate::staged::StagedHandle;
-use crate::state::{Holder, Lease, LedgerEntry, RunRecord, State};
+use crate::state::{Holder, Lease, LedgerEntry, RunRecord, State, StateError};
 use crate::template::{RenderInput, Templates};
 
 /// What to process.
@@ -54,6 +54,10 @@ pub struct Options {
     /// Report into this Prefect flow run (one a worker claimed) instead of
     /// a new one.
     pub flow_run: Option<String>,
+    /// Recompute only these models over the backfill's hours, from the
+    /// hourly rows the sinks hold (`backfill --model`): no job runs and the
+    /// source is not asked anything.
+    pub models: Vec<String>,
 }
 
 /// What happened to one job.
@@ -74,6 +78,9 @@ pub struct Outcome {
     pub error: Option<JobError>,
     /// Stopped early on request; what was done is committed.
     pub stopped: bool,
+    /// A model's outcome (its name is in `job` as `model <name>`): the
+    /// output keys it recomputed.
+    pub keys: Option<String>,
 }
 
 impl Outcome {
@@ -105,6 +112,46 @@ impl Outcome {
             checkpoint: None,
             error: Some(error),
             stopped: false,
+            keys: None,
+        }
+    }
+
+    /// A model that could not be recomputed at all.
+    fn model_failed(model: &str, error: JobError) -> Outcome {
+        Outcome {
+            keys: Some("nothing recomputed".into()),
+            ..Outcome::failed(&Outcome::model_name(model), error)
+        }
+    }
+
+    /// The name a model's outcome is reported under.
+    pub fn model_name(model: &str) -> String {
+        format!("model {model}")
+    }
+
+    fn model(o: crate::models::ModelOutcome) -> Outcome {
+        let keys = o
+            .ranges
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        Outcome {
+            ok: o.ok,
+            error: o.error,
+            checkpoint: o.checkpoint,
+            hours: o.input_hours,
+            batches: o.ranges.len(),
+            rows_out: o.rows,
+            keys: Some(if keys.is_empty() {
+                "nothing pending".into()
+            } else {
+                keys
+            }),
+            ..Outcome::failed(
+                &Outcome::model_name(&o.model),
+                JobError::Internal(String::new()),
+            )
         }
     }
 }
@@ -114,6 +161,7 @@ pub fn settings(p: &Pipeline) -> Settings {
     Settings {
         delay: p.delay,
         start: p.start,
+        end: p.end,
         lookback_hours: p.lookback_hours,
         max_hours_per_run: p.max_hours_per_run,
         batch_hours: p.batch_hours,
@@ -163,6 +211,7 @@ pub async fn run(config: &Config, pipeline: &Pipeline, opts: Options) -> Vec<Out
         let jobs: Vec<Job> = pipeline
             .jobs
             .iter()
+            .filter(|_| opts.models.is_empty())
             .filter(|j| opts.jobs.is_empty() || opts.jobs.contains(&j.name))
             .cloned()
             .collect();
@@ -247,6 +296,17 @@ fn parameters(mode: Mode, jobs: &[&str]) -> serde_json::Value {
 fn job_state(o: &Outcome) -> (&'static str, String) {
     match (&o.error, o.stopped) {
         (Some(e), _) => ("FAILED", e.to_string()),
+        (None, _) if o.keys.is_some() => (
+            "COMPLETED",
+            format!(
+                "recomputed {}: {} hours read, {} rows, checkpoint {}",
+                o.keys.as_deref().unwrap_or_default(),
+                o.hours,
+                o.rows_out,
+                o.checkpoint
+                    .map_or_else(|| "none".to_owned(), |c| c.to_string())
+            ),
+        ),
         (None, stopped) => {
             let mut m = format!(
                 "{} hours, {} rows in, {} rows out, checkpoint {}",
@@ -347,7 +407,8 @@ async fn run_jobs(
                 Err(e) => outcomes.push(Outcome::failed(&job.name, e.into())),
             }
         }
-        if leased.is_empty() {
+        let asked = opts.models.clone();
+        if leased.is_empty() && asked.is_empty() {
             return outcomes;
         }
         let kind = mode_word(opts.mode);
@@ -359,6 +420,9 @@ async fn run_jobs(
                     record(&state, &pipeline.name, &run_id, kind, &o, Utc::now()).await;
                     lease.release().await;
                     outcomes.push(o);
+                }
+                for m in &asked {
+                    outcomes.push(Outcome::model_failed(m, err.clone()));
                 }
                 return outcomes;
             }
@@ -387,6 +451,11 @@ async fn run_jobs(
         {
             crate::memory::long_run();
         }
+        // Models reading these jobs: leased after every job (a fixed order,
+        // so two runs cannot wait for each other), and told which hours are
+        // about to change before any sink is written.
+        let model_leases =
+            lease_models(&shared, &mut planned, &mut outcomes, &holder(&run_id)).await;
         let sem = Arc::new(Semaphore::new(pipeline.concurrency as usize));
         let mut handles = Vec::new();
         for group in groups(planned) {
@@ -413,9 +482,179 @@ async fn run_jobs(
             }
         }
         shared.progress.finish();
-        // Report in the pipeline's job order.
-        outcomes.sort_by_key(|o| pipeline.jobs.iter().position(|j| j.name == o.job));
+        // Report in the pipeline's job order, then the models.
+        outcomes.sort_by_key(|o| {
+            pipeline
+                .jobs
+                .iter()
+                .position(|j| j.name == o.job)
+                .unwrap_or(usize::MAX)
+        });
+        let ctx = crate::models::Ctx {
+            pipeline: &shared.pipeline,
+            state: &shared.state,
+            sinks: &shared.sinks,
+            conn: &shared.conn,
+            gate: &shared.gate,
+            templates: &shared.templates,
+            run_id: &shared.run_id,
+            kind,
+        };
+        // In the spec's order: a model after those whose rows it reads.
+        let mut failed: Vec<String> = Vec::new();
+        for (m, lease) in model_leases {
+            let o = match m.depends_on.iter().find(|u| failed.contains(u)) {
+                Some(u) => crate::models::ModelOutcome::not_run(
+                    &m.name,
+                    JobError::Template(format!(
+                        "model `{}` was not recomputed: model `{u}`, whose rows it reads, failed; its hours stay pending",
+                        m.name
+                    )),
+                ),
+                None => crate::models::recompute(&ctx, &m, &lease).await,
+            };
+            if !o.ok {
+                failed.push(m.name.clone());
+            }
+            lease.release().await;
+            outcomes.push(Outcome::model(o));
+        }
         outcomes
+    }
+}
+
+fn holder(run_id: &str) -> Holder {
+    Holder {
+        pid: std::process::id(),
+        host: hostname(),
+        since: Utc::now(),
+        run_id: run_id.to_owned(),
+    }
+}
+
+/// Leases the models this run changes the input of (those reading a job
+/// with hours to load, or those `--model` names) and marks those hours
+/// pending. A model that cannot be leased or marked fails the jobs that
+/// read it: loading their hours would leave its products stale.
+async fn lease_models(
+    sh: &Shared,
+    planned: &mut Vec<Planned>,
+    outcomes: &mut Vec<Outcome>,
+    holder: &Holder,
+) -> Vec<(crate::spec::Model, Lease)> {
+    let p = &sh.pipeline;
+    let hours_of = |job: &str, planned: &[Planned]| -> Option<(Hour, Hour)> {
+        planned
+            .iter()
+            .find(|(j, ..)| j.name == job)
+            .and_then(|(_, _, _, plan)| Some((plan.batches.first()?.from, plan.batches.last()?.to)))
+    };
+    let needed = |m: &crate::spec::Model| {
+        sh.opts.models.contains(&m.name) || m.jobs.iter().any(|j| hours_of(j, planned).is_some())
+    };
+    // Also those left with pending hours by a run that died or failed
+    // (unless only some models were asked for): the loads happened, the
+    // products must follow. Busy, they are the other run's to finish.
+    // Models reading another's rows follow it: its recomputed keys are
+    // their changed input.
+    let mut models: Vec<(&crate::spec::Model, bool)> = Vec::new();
+    for m in &p.models {
+        let upstream: Vec<bool> = models
+            .iter()
+            .filter(|(u, _)| m.depends_on.contains(&u.name))
+            .map(|(_, pending_only)| *pending_only)
+            .collect();
+        if needed(m) || upstream.iter().any(|only| !only) {
+            models.push((m, false));
+        } else if !upstream.is_empty()
+            || (sh.opts.models.is_empty()
+                && sh
+                    .state
+                    .pending(&p.name, &m.state_key())
+                    .await
+                    .is_ok_and(|r| !r.is_empty()))
+        {
+            models.push((m, true));
+        }
+    }
+    // Leases in name order, so that two runs cannot wait for each other.
+    models.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+    let mut leased: Vec<(&crate::spec::Model, Lease)> = Vec::new();
+    for (m, pending_only) in models {
+        let taken = sh
+            .state
+            .lease(
+                &p.name,
+                &m.state_key(),
+                holder,
+                sh.opts.wait && !pending_only,
+            )
+            .await;
+        match taken {
+            Ok(lease) => leased.push((m, lease)),
+            Err(StateError::Busy { .. }) if pending_only => {}
+            Err(e) => fail_model(m, e, planned, outcomes).await,
+        }
+    }
+    // Marks in the spec's order (a model after those it reads): the hours
+    // its jobs are about to load, or the backfill's range, and the hours of
+    // the keys its upstream models will recompute.
+    leased.sort_by_key(|(m, _)| p.models.iter().position(|x| x.name == m.name));
+    let mut marked: Vec<(crate::spec::Model, Lease)> = Vec::new();
+    let mut pending_of: Vec<(String, Vec<(Hour, Hour)>)> = Vec::new();
+    for (m, lease) in leased {
+        let mut hours: Vec<(Hour, Hour)> = match sh.opts.mode {
+            Mode::Backfill { from, to } if sh.opts.models.contains(&m.name) => vec![(from, to)],
+            _ => m.jobs.iter().filter_map(|j| hours_of(j, planned)).collect(),
+        };
+        for (u, pending) in &pending_of {
+            if m.depends_on.contains(u) {
+                let u = p.model(u).expect("validated");
+                hours.extend(crate::models::step::spans(u, pending));
+            }
+        }
+        match crate::models::mark(&sh.state, &p.name, m, &hours).await {
+            Ok(pending) => {
+                pending_of.push((m.name.clone(), pending));
+                marked.push((m.clone(), lease));
+            }
+            Err(e) => {
+                lease.release().await;
+                fail_model(m, e, planned, outcomes).await;
+            }
+        }
+    }
+    marked
+}
+
+/// A model that could not be leased or marked fails, with the jobs reading it.
+async fn fail_model(
+    m: &crate::spec::Model,
+    e: StateError,
+    planned: &mut Vec<Planned>,
+    outcomes: &mut Vec<Outcome>,
+) {
+    let (own, why) = match JobError::from(e) {
+        JobError::LeaseBusy(msg) => (
+            JobError::LeaseBusy(format!(
+                "model `{}` is being recomputed by another run: {msg}",
+                m.name
+            )),
+            JobError::LeaseBusy(format!(
+                "model `{}`, which reads this job, is being recomputed by another run: {msg}",
+                m.name
+            )),
+        ),
+        other => (other.clone(), other),
+    };
+    outcomes.push(Outcome::model_failed(&m.name, own));
+    let (reading, rest): (Vec<Planned>, Vec<Planned>) = std::mem::take(planned)
+        .into_iter()
+        .partition(|(j, ..)| m.jobs.contains(&j.name));
+    *planned = rest;
+    for (job, lease, ..) in reading {
+        lease.release().await;
+        outcomes.push(Outcome::failed(&job.name, why.clone()));
     }
 }
 
@@ -477,8 +716,11 @@ async fn setup(
         }
         sinks.push(sink);
     }
-    if let Err(e) = source.connect(secrets.as_ref()).await {
-        return Err((state, JobError::Source(e.to_string())));
+    // A models-only run reads the sinks, never the source (its raw data may have expired).
+    if opts.models.is_empty() {
+        if let Err(e) = source.connect(secrets.as_ref()).await {
+            return Err((state, JobError::Source(e.to_string())));
+        }
     }
     // From here on the database runs templates: it may reach only the sink
     // files' directories. Not with MotherDuck, whose extension needs the

@@ -31,6 +31,28 @@ pub struct RenderInput<'a> {
     pub staging: &'a str,
 }
 
+/// What a model's template sees besides the model itself.
+pub struct ModelInput<'a> {
+    pub pipeline: &'a str,
+    pub model: &'a crate::spec::Model,
+    /// The table of hourly rows it reads (`hours_from` to `hours_to`).
+    pub hourly: &'a str,
+    /// The table of UTC hours with their local day, year and day length.
+    pub calendar: &'a str,
+    /// Per job (`pollutant`), the number `h` of its newest loaded hour.
+    pub newest: &'a str,
+    /// Per model of `depends_on`, the relation of its rows for the hours read.
+    pub inputs: &'a std::collections::BTreeMap<String, String>,
+    /// The output keys to compute, as SQL literals of the key column's type.
+    pub keys_from: String,
+    pub keys_to: String,
+    /// The keys' own hours `[from, to)` as hour numbers since the epoch
+    /// (`h`), lookback excluded.
+    pub key_hours: (i64, i64),
+    pub hours_from: Hour,
+    pub hours_to: Hour,
+}
+
 impl Templates {
     pub fn new(dir: &Path, label: &str) -> Templates {
         let mut env = Environment::new();
@@ -41,6 +63,14 @@ impl Templates {
         env.add_filter("sqlstr", |v: Value| quote_literal(&v.to_string()));
         env.add_filter("ts", |s: String| {
             format!("TIMESTAMPTZ '{}'", s.replace('\'', "''"))
+        });
+        // A template refuses what it cannot compute (e.g. a parameter
+        // needing more lookback than the model declares).
+        env.add_function("fail", |msg: String| -> Result<Value, minijinja::Error> {
+            Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                msg,
+            ))
         });
         Templates {
             env,
@@ -78,6 +108,47 @@ impl Templates {
         let sql = tmpl
             .render(ctx)
             .map_err(|e| self.diagnostic(&job.template, &e))?;
+        Ok(tidy(&sql))
+    }
+
+    /// Renders a model's template for the output keys `[keys_from, keys_to)`.
+    pub fn render_model(&self, input: &ModelInput) -> Result<String, Diagnostic> {
+        let m = input.model;
+        let tmpl = self
+            .env
+            .get_template(&m.template)
+            .map_err(|e| self.diagnostic(&m.template, &e))?;
+        let params = Value::from_serialize(&m.params);
+        let ctx = context! {
+            pipeline => input.pipeline,
+            hourly => input.hourly,
+            calendar => input.calendar,
+            newest => input.newest,
+            inputs => Value::from_serialize(input.inputs),
+            key => m.grain.key_column(),
+            keys_from => input.keys_from.clone(),
+            keys_to => input.keys_to.clone(),
+            key_hours_from => input.key_hours.0,
+            key_hours_to => input.key_hours.1,
+            hours_from => input.hours_from.to_string(),
+            hours_to => input.hours_to.to_string(),
+            tags => m.tags.clone(),
+            jobs => m.jobs.clone(),
+            params => params.clone(),
+            model => context! {
+                name => m.name.clone(),
+                grain => m.grain.word(),
+                lookback_hours => m.lookback_hours,
+                timezone => m.zone.to_string(),
+                table => m.table.clone(),
+                template => m.template.clone(),
+                jobs => m.jobs.clone(),
+                params => params,
+            },
+        };
+        let sql = tmpl
+            .render(ctx)
+            .map_err(|e| self.diagnostic(&m.template, &e))?;
         Ok(tidy(&sql))
     }
 

@@ -6,7 +6,7 @@ use crate::error::{Error, EXIT_OK};
 use crate::plan::Plan;
 use crate::runner::{plan_for, sharing, Mode};
 use crate::sources::{Fetch, Source};
-use crate::spec::{Config, Job, StateConfig};
+use crate::spec::{Config, Hour, Job, Model, Pipeline, StateConfig};
 use crate::state::{State, StateError};
 use crate::template::RenderInput;
 
@@ -155,8 +155,121 @@ pub fn dry_run(config: &Config, a: &DryRunArgs) -> Result<i32, Error> {
             out.push_str("  (other batches differ only in their time bounds)\n");
         }
     }
+    let mut marks: Vec<(&str, Vec<(Hour, Hour)>)> = Vec::new();
+    for m in &p.models {
+        // What the run would mark, and what the state says is already pending.
+        let mut hours: Vec<(Hour, Hour)> = jobs
+            .iter()
+            .filter(|(j, ..)| m.jobs.contains(&j.name))
+            .filter_map(|(_, _, plan)| Some((plan.batches.first()?.from, plan.batches.last()?.to)))
+            .collect();
+        let pending = match &state {
+            Ok(s) => rt.block_on(s.pending(&p.name, &m.state_key())),
+            Err(e) => Err(StateError::Config(e.to_string())),
+        };
+        let pending_text = match &pending {
+            Ok(r) if r.is_empty() => "none".to_owned(),
+            Ok(r) => r
+                .iter()
+                .map(|(a, b)| format!("[{a}, {b})"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            Err(e) => format!("not read ({e})"),
+        };
+        hours.extend(pending.unwrap_or_default());
+        for (u, theirs) in &marks {
+            if m.depends_on.iter().any(|d| d == u) {
+                let u = p.model(u).expect("validated");
+                hours.extend(crate::models::step::spans(u, theirs));
+            }
+        }
+        out.push_str(&model_plan(
+            config,
+            p,
+            m,
+            &hours,
+            &pending_text,
+            &templates,
+        )?);
+        marks.push((&m.name, hours));
+    }
     print!("{out}");
     Ok(EXIT_OK)
+}
+
+/// A model's part of the plan: the keys the hours touch, what they read,
+/// and the SQL of the first range.
+fn model_plan(
+    config: &Config,
+    p: &Pipeline,
+    m: &Model,
+    hours: &[(Hour, Hour)],
+    pending: &str,
+    templates: &crate::template::Templates,
+) -> Result<String, Error> {
+    let mut out = format!(
+        "
+model `{}`: {} keys{}, lookback {}h, reads {} -> table `{}` in sinks: {}
+  pending hours in the state: {pending}
+",
+        m.name,
+        m.grain.word(),
+        match m.grain {
+            crate::models::Grain::Hour => String::new(),
+            _ => format!(" in {}", m.zone),
+        },
+        m.lookback_hours,
+        m.jobs.join(","),
+        m.table,
+        p.sinks.join(", ")
+    );
+    let ranges = crate::models::step::affected(m, hours);
+    let Some(first) = ranges.first() else {
+        out.push_str(
+            "  nothing to recompute
+",
+        );
+        return Ok(out);
+    };
+    for r in &ranges {
+        let (a, b) = crate::models::keys::inputs(m.zone, m.lookback_hours, *r);
+        out.push_str(&format!(
+            "  recomputes {r} from the hourly rows of [{a}, {b})
+"
+        ));
+    }
+    let (from, to) = crate::models::keys::inputs(m.zone, m.lookback_hours, *first);
+    let stage = crate::models::stage::hourly_table(m);
+    let sql = templates
+        .render_model(&crate::template::ModelInput {
+            pipeline: &p.name,
+            model: m,
+            hourly: &crate::template::quote_ident(&stage),
+            calendar: &crate::template::quote_ident(&crate::models::stage::calendar_table(m)),
+            newest: &crate::template::quote_ident(&crate::models::stage::newest_table(m)),
+            inputs: &m
+                .depends_on
+                .iter()
+                .map(|u| {
+                    let view = crate::models::stage::input_view(m, u);
+                    (u.clone(), crate::template::quote_ident(&view))
+                })
+                .collect(),
+            keys_from: crate::models::stage::key_literal(m.grain, first.from),
+            keys_to: crate::models::stage::key_literal(m.grain, first.to),
+            key_hours: crate::models::keys::key_hours(m.zone, *first),
+            hours_from: from,
+            hours_to: to,
+        })
+        .map_err(|d| Error::Spec(vec![d]))?;
+    let _ = config;
+    out.push_str(&format!(
+        "  sql of the first range (`{}`):
+",
+        m.template
+    ));
+    out.push_str(&indent(&sql, "    "));
+    Ok(out)
 }
 
 fn indent(text: &str, pad: &str) -> String {

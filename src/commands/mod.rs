@@ -30,12 +30,17 @@ pub fn dispatch(cli: &Cli) -> Result<i32, Error> {
 }
 
 fn validate(cli: &Cli, config: &Config) -> Result<i32, Error> {
+    // Only here, not before every command: it costs a DuckDB and a run of
+    // every template, which an hourly run should not pay.
+    crate::bind::check(config, &config.templates()).map_err(Error::Spec)?;
     let jobs: usize = config.pipelines.values().map(|p| p.jobs.len()).sum();
+    let models: usize = config.pipelines.values().map(|p| p.models.len()).sum();
     println!(
-        "{} is valid: {} pipelines, {} jobs, {} sources, {} sinks",
+        "{} is valid: {} pipelines, {} jobs, {} models, {} sources, {} sinks",
         cli.config.display(),
         config.pipelines.len(),
         jobs,
+        models,
         config.sources.len(),
         config.sinks.len()
     );
@@ -62,6 +67,22 @@ fn list(config: &Config) -> Result<i32, Error> {
                 j.name, j.measurement, j.field, j.table, j.template
             );
         }
+        let width = p.models.iter().map(|m| m.name.len()).max().unwrap_or(0);
+        for m in &p.models {
+            let zone = match m.grain {
+                crate::models::Grain::Hour => String::new(),
+                _ => format!(" ({})", m.zone),
+            };
+            println!(
+                "  model {:width$}  {}{zone}, lookback {}h, reads {} -> {} via {}",
+                m.name,
+                m.grain.word(),
+                m.lookback_hours,
+                m.jobs.join(","),
+                m.table,
+                m.template
+            );
+        }
     }
     Ok(EXIT_OK)
 }
@@ -81,6 +102,20 @@ pub(crate) fn check_jobs(p: &Pipeline, jobs: &[String]) -> Result<(), Error> {
             let hint = did_you_mean(j, p.jobs.iter().map(|j| j.name.as_str()));
             return Err(Error::Usage(format!(
                 "pipeline `{}` has no job `{j}`{hint}",
+                p.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Checks `--model` names against the pipeline.
+pub(crate) fn check_models(p: &Pipeline, models: &[String]) -> Result<(), Error> {
+    for m in models {
+        if p.model(m).is_none() {
+            let hint = did_you_mean(m, p.models.iter().map(|m| m.name.as_str()));
+            return Err(Error::Usage(format!(
+                "pipeline `{}` has no model `{m}`{hint}",
                 p.name
             )));
         }

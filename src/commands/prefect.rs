@@ -219,6 +219,7 @@ fn options_of(
         progress: false,
         replace_empty: false,
         flow_run: Some(flow_run.to_owned()),
+        models: Vec::new(),
     })
 }
 

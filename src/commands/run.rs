@@ -25,6 +25,7 @@ pub fn run(config: &Config, a: &RunArgs, quiet: bool) -> Result<i32, Error> {
         progress: progress_wanted(quiet),
         replace_empty: a.replace_empty,
         flow_run: None,
+        models: Vec::new(),
     };
     execute(config, p, opts)
 }
@@ -32,6 +33,7 @@ pub fn run(config: &Config, a: &RunArgs, quiet: bool) -> Result<i32, Error> {
 pub fn backfill(config: &Config, a: &BackfillArgs, quiet: bool) -> Result<i32, Error> {
     let p = super::pipeline(config, &a.pipeline)?;
     super::check_jobs(p, &a.filter.jobs)?;
+    super::check_models(p, &a.models)?;
     let (from, to) = super::range(&a.range.from, &a.range.to)?;
     let opts = Options {
         now: super::now(&a.now)?,
@@ -42,8 +44,25 @@ pub fn backfill(config: &Config, a: &BackfillArgs, quiet: bool) -> Result<i32, E
         progress: progress_wanted(quiet),
         replace_empty: a.replace_empty,
         flow_run: None,
+        models: with_upstream(p, &a.models),
     };
     execute(config, p, opts)
+}
+
+/// `models` and every model they read, transitively, in the spec's order:
+/// a model is recomputed from what those hold.
+fn with_upstream(p: &Pipeline, models: &[String]) -> Vec<String> {
+    let mut want: Vec<&str> = models.iter().map(String::as_str).collect();
+    for m in p.models.iter().rev() {
+        if want.contains(&m.name.as_str()) {
+            want.extend(m.depends_on.iter().map(String::as_str));
+        }
+    }
+    p.models
+        .iter()
+        .filter(|m| want.contains(&m.name.as_str()))
+        .map(|m| m.name.clone())
+        .collect()
 }
 
 /// The async runtime every networked command uses.
@@ -82,7 +101,22 @@ pub(crate) fn finish(
         // Jobs that failed for the same reason (a sink or source that could
         // not be set up) are reported once.
         let mut by_error: Vec<(String, Vec<&str>)> = Vec::new();
-        for o in outcomes.iter().filter(|o| !o.ok) {
+        for o in outcomes.iter().filter(|o| !o.ok && o.keys.is_some()) {
+            // A model's error names the model.
+            let e = o
+                .error
+                .as_ref()
+                .map_or_else(|| "failed".to_owned(), |e| e.to_string());
+            let e = crate::secret::redact(&e);
+            let name = o.job.trim_start_matches("model ");
+            let named = format!("model `{name}`");
+            if e.starts_with(&named) {
+                eprintln!("error: {e}");
+            } else {
+                eprintln!("error: {named}: {e}");
+            }
+        }
+        for o in outcomes.iter().filter(|o| !o.ok && o.keys.is_none()) {
             let e = o
                 .error
                 .as_ref()
@@ -120,6 +154,13 @@ fn print_report(config: &Config, p: &Pipeline, verb: &str, outcomes: &[Outcome])
             (true, true) => "stopped",
             (true, false) => "ok",
         };
+        if let Some(keys) = &o.keys {
+            out.push_str(&format!(
+                "  {:width$}  {status:6}  {keys}: {} hours read, {} rows, checkpoint {cp}\n",
+                o.job, o.hours, o.rows_out
+            ));
+            continue;
+        }
         let mut line = format!(
             "  {:width$}  {status:6}  {} hours ({} new, {} redone) in {} batches, {} rows in, {} rows out, checkpoint {cp}",
             o.job, o.hours, o.new_hours, o.redo_hours, o.batches, o.rows_in, o.rows_out
@@ -138,13 +179,30 @@ fn print_report(config: &Config, p: &Pipeline, verb: &str, outcomes: &[Outcome])
     }
     let tables: std::collections::BTreeSet<&str> =
         p.jobs.iter().map(|j| j.table.as_str()).collect();
-    let tables: Vec<&str> = tables.into_iter().collect();
+    let mut tables: Vec<&str> = tables.into_iter().collect();
+    tables.extend(p.models.iter().map(|m| m.table.as_str()));
     for s in &p.sinks {
         out.push_str(&format!(
-            "  data: {} ({}), table {}\n",
+            "  data: {} ({}), {} {}\n",
             s,
             config.sinks[s].describe(),
+            if tables.len() == 1 { "table" } else { "tables" },
             tables.join(", ")
+        ));
+    }
+    // Where a newcomer can look at the products of a local file.
+    let local = p.sinks.iter().find_map(|s| match &config.sinks[s] {
+        crate::spec::SinkConfig::Duckdb { path, .. }
+            if !path.starts_with("md:") && !path.contains("${") =>
+        {
+            Some(path.clone())
+        }
+        _ => None,
+    });
+    if let (Some(path), Some(m)) = (local, p.models.first()) {
+        out.push_str(&format!(
+            "  look: duckdb {path} -c 'FROM {} LIMIT 10'   (any DuckDB client reads the file)\n",
+            m.table
         ));
     }
     // A closed pipe (`| head`) is not an error worth a panic.

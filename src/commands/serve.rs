@@ -90,6 +90,7 @@ pub fn serve(config: &Config, a: &ServeArgs, quiet: bool) -> Result<i32, Error> 
                 progress: super::run::progress_wanted(quiet),
                 replace_empty: false,
                 flow_run: None,
+                models: Vec::new(),
             };
             info!(pipeline = %p.name, "scheduled run");
             let outcomes = runner::run(config, p, opts).await;

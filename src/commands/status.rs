@@ -130,7 +130,43 @@ async fn report(
                     ranges(&empty)
                 );
             }
-            for r in state.runs(&p.name, &job.name, 3).await? {
+            print_runs(&state.runs(&p.name, &job.name, 3).await?);
+        }
+        for m in &p.models {
+            let key = m.state_key();
+            let cp = state.checkpoint(&p.name, &key).await?;
+            let pending = state.pending(&p.name, &key).await?;
+            let cp_text = cp.map(|c| c.to_string()).unwrap_or_else(|| "none".into());
+            println!(
+                "  model {}: checkpoint {cp_text} (newest hour whose products are recomputed)",
+                m.name
+            );
+            if pending.is_empty() {
+                println!("    pending: none");
+            } else {
+                let hours: Vec<String> =
+                    pending.iter().map(|(a, b)| format!("[{a}, {b})")).collect();
+                let keys: Vec<String> = crate::models::step::affected(m, &pending)
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
+                println!(
+                    "    pending: hours {} (recomputes {} on the next run)",
+                    hours.join(", "),
+                    keys.join(", ")
+                );
+            }
+            print_runs(&state.runs(&p.name, &key, 3).await?);
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+/// The last runs of a job or model, newest last.
+fn print_runs(runs: &[crate::state::RunRecord]) {
+    {
+        {
+            for r in runs {
                 let secs = (r.finished - r.started).num_milliseconds() as f64 / 1000.0;
                 let outcome = if r.ok { "ok" } else { "failed" };
                 let mut line = format!(
@@ -152,5 +188,4 @@ async fn report(
             }
         }
     }
-    Ok(EXIT_OK)
 }

@@ -1,0 +1,18 @@
+//! Products over the hourly table: models. A model is a SQL template over
+//! the hourly rows of a pipeline's jobs with an output key of one grain
+//! (UTC hour, local day, local year) and a lookback; whenever a run loads
+//! hours, every output key those hours touch is recomputed and replaced in
+//! every sink, and nothing else is rewritten.
+//!
+//! - [`keys`]: which keys an hour change touches and which hours they read (pure).
+//! - [`stage`]: a model's input, result and contract in the embedded DuckDB.
+//! - [`step`]: the model step of a run: pending hours, recomputation, state.
+//!
+//! History needs no raw data: a model reads the hourly rows the sinks hold.
+
+pub mod keys;
+pub mod stage;
+pub mod step;
+
+pub use keys::{Grain, KeyRange, Zone};
+pub use step::{mark, recompute, Ctx, ModelOutcome};

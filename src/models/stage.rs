@@ -1,0 +1,293 @@
+//! A model's work in the embedded DuckDB: its input tables (the hourly
+//! rows it reads and the calendar of their days), its result, and the
+//! result contract, for one range of output keys.
+//!
+//! Tables are named per model (`model_hourly_<m>`, `model_calendar_<m>`,
+//! `model_result_<m>`) and dropped when the range is written.
+
+use duckdb::Connection;
+
+use super::keys::{self, Grain, KeyRange};
+use crate::spec::{Hour, Model};
+use crate::template::{quote_ident, quote_literal};
+
+/// Why a model's computation failed before any sink was written.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error("model `{model}`: reading the hourly rows: {message}")]
+    Input { model: String, message: String },
+    #[error("model `{model}`: template `{template}` failed: {message}")]
+    Sql {
+        model: String,
+        template: String,
+        message: String,
+    },
+    /// A row the sinks would not replace on the next recomputation.
+    #[error("model `{model}`: template `{template}` broke the result contract: every row must have `{column}` in {range}; first offending row: {row}; no sink was written")]
+    Contract {
+        model: String,
+        template: String,
+        column: &'static str,
+        range: String,
+        row: String,
+    },
+}
+
+pub fn hourly_table(m: &Model) -> String {
+    format!("model_hourly_{}", m.name)
+}
+pub fn calendar_table(m: &Model) -> String {
+    format!("model_calendar_{}", m.name)
+}
+pub fn newest_table(m: &Model) -> String {
+    format!("model_newest_{}", m.name)
+}
+pub fn result_table(m: &Model) -> String {
+    format!("model_result_{}", m.name)
+}
+
+fn ts(h: Hour) -> String {
+    format!("TIMESTAMPTZ {}", quote_literal(&h.to_string()))
+}
+
+/// A key as a DuckDB literal of its column's type.
+pub fn key_literal(grain: Grain, k: i64) -> String {
+    keys::literal(grain, k, ts)
+}
+
+/// `model_hourly_<m>` := the rows of `sources` (the sink tables holding the
+/// model's jobs, as the connection names them, or copies read back) for
+/// its jobs in `[from, to)`, with `h`, the hour's number since the epoch;
+/// and `model_newest_<m>` from `newest_sources` (the same tables, or
+/// copies of their newest rows from `from` on).
+pub fn load_inputs(
+    conn: &Connection,
+    m: &Model,
+    sources: &[String],
+    newest_sources: &[String],
+    from: Hour,
+    to: Hour,
+) -> Result<(), StageError> {
+    let err = |e: duckdb::Error| StageError::Input {
+        model: m.name.clone(),
+        message: e.to_string(),
+    };
+    let jobs: Vec<String> = m.jobs.iter().map(|j| quote_literal(j)).collect();
+    let selects: Vec<String> = sources
+        .iter()
+        .map(|t| {
+            format!(
+                "SELECT *, epoch_us(hour_start) // 3600000000 AS h FROM {t} \
+                 WHERE pollutant IN ({}) AND hour_start >= {} AND hour_start < {}",
+                jobs.join(", "),
+                ts(from),
+                ts(to)
+            )
+        })
+        .collect();
+    // A view: a template reads only the columns and hours it needs.
+    conn.execute_batch(&format!(
+        "CREATE OR REPLACE VIEW {} AS {}",
+        quote_ident(&hourly_table(m)),
+        selects.join(" UNION ALL BY NAME ")
+    ))
+    .map_err(err)?;
+    // Whether a later hour exists is not in the window: an outage at its
+    // end would hide it. Rows from `from` on suffice, since keys start after.
+    let newest: Vec<String> = newest_sources
+        .iter()
+        .map(|t| {
+            format!(
+                "SELECT pollutant, hour_start FROM {t} WHERE pollutant IN ({}) AND hour_start >= {}",
+                jobs.join(", "),
+                ts(from)
+            )
+        })
+        .collect();
+    conn.execute_batch(&format!(
+        "CREATE OR REPLACE TABLE {} AS SELECT pollutant, max(epoch_us(hour_start) // 3600000000) AS h \
+         FROM ({}) GROUP BY pollutant",
+        quote_ident(&newest_table(m)),
+        newest.join(" UNION ALL ")
+    ))
+    .map_err(err)?;
+    load_calendar(conn, m, from, to).map_err(err)
+}
+
+/// `model_calendar_<m>`: every UTC hour of the local days touching `[from,
+/// to)`, with `h`, `day` (DATE), `year` and `hours_in_day` (23, 24, 25).
+fn load_calendar(conn: &Connection, m: &Model, from: Hour, to: Hour) -> duckdb::Result<()> {
+    let days = keys::days(m.zone, from, to);
+    let values: Vec<String> = days
+        .iter()
+        .map(|d| {
+            format!(
+                "({}, {}, DATE '{}')",
+                keys::hour_number(d.first),
+                d.hours,
+                d.date
+            )
+        })
+        .collect();
+    let rows = if values.is_empty() {
+        "SELECT NULL::BIGINT AS first, NULL::BIGINT AS n, NULL::DATE AS day WHERE false".to_owned()
+    } else {
+        format!(
+            "SELECT * FROM (VALUES {}) v(first, n, day)",
+            values.join(", ")
+        )
+    };
+    conn.execute_batch(&format!(
+        "CREATE OR REPLACE TABLE {} AS \
+         SELECT to_timestamp((first + i) * 3600) AS hour_start, first + i AS h, day, \
+                year(day)::INTEGER AS year, n::INTEGER AS hours_in_day \
+         FROM (SELECT first, n, day, unnest(range(n)) AS i FROM ({rows}))",
+        quote_ident(&calendar_table(m))
+    ))
+}
+
+/// An empty `model_hourly_<m>` shaped like `hourly` (a job's result
+/// columns), for binding a template without data.
+pub fn empty_inputs(conn: &Connection, m: &Model, hourly: &str) -> Result<(), StageError> {
+    let err = |e: duckdb::Error| StageError::Input {
+        model: m.name.clone(),
+        message: e.to_string(),
+    };
+    conn.execute_batch(&format!(
+        "CREATE OR REPLACE VIEW {} AS SELECT *, epoch_us(hour_start) // 3600000000 AS h FROM {hourly} LIMIT 0",
+        quote_ident(&hourly_table(m))
+    ))
+    .map_err(err)?;
+    conn.execute_batch(&format!(
+        "CREATE OR REPLACE TABLE {} AS SELECT pollutant, h FROM {} LIMIT 0",
+        quote_ident(&newest_table(m)),
+        quote_ident(&hourly_table(m))
+    ))
+    .map_err(err)?;
+    let t = Hour::parse("2000-01-01T00:00:00Z").expect("constant");
+    load_calendar(conn, m, t, t).map_err(err)
+}
+
+/// The number of the newest loaded hour among the model's jobs, from the
+/// rows read (`model_newest_<m>`).
+pub fn newest_loaded(conn: &Connection, m: &Model) -> Option<i64> {
+    conn.query_row(
+        &format!("SELECT max(h) FROM {}", quote_ident(&newest_table(m))),
+        [],
+        |r| r.get::<_, Option<i64>>(0),
+    )
+    .ok()
+    .flatten()
+}
+
+/// Runs the rendered SQL into `model_result_<m>` and checks the contract:
+/// every row's key lies in `r` (sinks replace exactly that range, so a row
+/// outside it would be duplicated by every recomputation). Returns rows.
+pub fn compute(conn: &Connection, m: &Model, sql: &str, r: KeyRange) -> Result<u64, StageError> {
+    let result = quote_ident(&result_table(m));
+    let sql_err = |e: duckdb::Error| StageError::Sql {
+        model: m.name.clone(),
+        template: m.template.clone(),
+        message: e.to_string(),
+    };
+    conn.execute_batch(&format!("CREATE OR REPLACE TABLE {result} AS {sql}"))
+        .map_err(sql_err)?;
+    let col = m.grain.key_column();
+    let contract = |row: String| StageError::Contract {
+        model: m.name.clone(),
+        template: m.template.clone(),
+        column: col,
+        range: r.to_string(),
+        row,
+    };
+    let key = quote_ident(col);
+    let inside = format!(
+        "{key} >= {} AND {key} < {}",
+        key_literal(m.grain, r.from),
+        key_literal(m.grain, r.to)
+    );
+    let first = conn.query_row(
+        &format!(
+            "SELECT duckhour_row::VARCHAR FROM {result} duckhour_row \
+             WHERE {key} IS NULL OR NOT ({inside}) LIMIT 1"
+        ),
+        [],
+        |r| r.get::<_, String>(0),
+    );
+    match first {
+        Ok(row) => return Err(contract(row)),
+        Err(duckdb::Error::QueryReturnedNoRows) => {}
+        Err(e) => {
+            return Err(contract(format!(
+                "? (the result has no comparable `{col}` column: {e})"
+            )))
+        }
+    }
+    conn.query_row(&format!("SELECT count(*) FROM {result}"), [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map(|n| n as u64)
+    .map_err(sql_err)
+}
+
+/// The predicate a sink replaces by: the key column in `r`, with `lit`
+/// writing a key in the sink's dialect and `col` the quoted column.
+pub fn replaced(col: &str, r: KeyRange, lit: impl Fn(Grain, i64) -> String) -> String {
+    format!(
+        "{col} >= {} AND {col} < {}",
+        lit(r.grain, r.from),
+        lit(r.grain, r.to)
+    )
+}
+
+/// The view of an upstream model `u`'s rows that `m` reads.
+pub fn input_view(m: &Model, u: &str) -> String {
+    format!("model_input_{}_{u}", m.name)
+}
+
+/// `model_input_<m>_<u>` := the rows of `source` (model `u`'s table, as
+/// the connection names it) whose key falls in the hours `[from, to)`.
+pub fn load_upstream(
+    conn: &Connection,
+    m: &Model,
+    u: &Model,
+    source: &str,
+    from: Hour,
+    to: Hour,
+) -> Result<(), StageError> {
+    let r = KeyRange {
+        grain: u.grain,
+        from: keys::key_of(u.grain, u.zone, from),
+        to: keys::key_of(u.grain, u.zone, to.plus(-1)) + 1,
+    };
+    let col = quote_ident(u.grain.key_column());
+    conn.execute_batch(&format!(
+        "CREATE OR REPLACE VIEW {} AS SELECT * FROM {source} WHERE {}",
+        quote_ident(&input_view(m, &u.name)),
+        replaced(&col, r, key_literal)
+    ))
+    .map_err(|e| StageError::Input {
+        model: m.name.clone(),
+        message: format!("reading model `{}`: {e}", u.name),
+    })
+}
+
+/// Drops the model's tables and views.
+pub fn clear(conn: &Connection, m: &Model) {
+    let mut sql: String = m
+        .depends_on
+        .iter()
+        .map(|u| format!("DROP VIEW IF EXISTS {};", quote_ident(&input_view(m, u))))
+        .collect();
+    sql.push_str(&format!(
+        "DROP VIEW IF EXISTS {};",
+        quote_ident(&hourly_table(m))
+    ));
+    let _ = conn.execute_batch(&sql);
+    let _ = conn.execute_batch(&format!(
+        "DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {};",
+        quote_ident(&newest_table(m)),
+        quote_ident(&calendar_table(m)),
+        quote_ident(&result_table(m))
+    ));
+}
