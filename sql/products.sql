@@ -1,0 +1,106 @@
+{#- Shared pieces of the product models (daily_mean.sql and friends).
+
+  Rules: EU Directive 2008/50/EC Annexes VII and XI, Directive (EU)
+  2024/2881 Annexes I and IV, and the EEA's European Air Quality Index.
+  Only valid hourly values enter a product: at least `min_minutes` (45 of
+  60, i.e. 75 %) minutes present (2008/50/EC Annex VII). Hours are numbered
+  `h` (hours since 1970-01-01T00:00Z) so that windows are integer ranges:
+  the embedded DuckDB has no ICU, and no floating drift can creep in.
+-#}
+
+{#- The job holding pollutant `p` (co, no2, o3, pm10, pm25, so2):
+    `params.pollutants` maps those names to job names; default the same. -#}
+{% macro job_of(params, p) -%}
+{%- if params.pollutants is defined and p in params.pollutants -%}
+{{ params.pollutants[p] | sqlstr }}
+{%- else -%}
+{{ p | sqlstr }}
+{%- endif -%}
+{%- endmacro %}
+
+{#- Whether the hourly row `a` is valid: enough minutes present. -#}
+{% macro valid(params, a) -%}
+{{ a }}n_minutes >= {{ params.min_minutes | default(45) }}
+{%- endmacro %}
+
+{#- The tag columns, each followed by a comma, from alias `a`. -#}
+{% macro tags_of(tags, a) -%}
+{% for t in tags %}{{ a }}{{ t | ident }}, {% endfor %}
+{%- endmacro %}
+
+{#- `, a.t` for every tag. -#}
+{% macro tags_after(tags, a) -%}
+{% for t in tags %}, {{ a }}{{ t | ident }}{% endfor %}
+{%- endmacro %}
+
+{#- `AND a.t = b.t` for every tag. -#}
+{% macro same_tags(tags, a, b) -%}
+{% for t in tags %} AND {{ a }}{{ t | ident }} = {{ b }}{{ t | ident }}{% endfor %}
+{%- endmacro %}
+
+{#- Running means of `n` hours, right-aligned, for labels `h` in [lo, hi):
+    per pollutant, tags and label, the mean of the valid hourly averages of
+    hours h-n+1 .. h (`mean`) and how many there are (`n_valid`). A label
+    exists when its window holds at least one valid hour and it is not after
+    the pollutant's newest loaded hour. One row per hour of a dense grid and
+    a ROWS frame: each window is summed afresh (DuckDB's segment tree), never
+    by adding and subtracting along a running sum that drifts. -#}
+{% macro running(hourly, newest, params, tags, n, lo, hi) -%}
+SELECT pollutant, {{ tags_of(tags, "") }}h, total / n_valid AS mean, n_valid
+FROM (
+    SELECT g.pollutant, {{ tags_of(tags, "g.") }}g.h,
+        sum(v.avg) OVER w AS total, count(v.avg) OVER w AS n_valid
+    FROM (
+        SELECT s.pollutant, {{ tags_of(tags, "s.") }}unnest(range(greatest(s.lo, {{ lo }} - {{ n - 1 }}), least(nw.h + 1, {{ hi }}))) AS h
+        FROM (
+            SELECT pollutant, {{ tags_of(tags, "") }}min(h) AS lo
+            FROM {{ hourly }} WHERE {{ valid(params, "") }} GROUP BY ALL
+        ) s
+        JOIN {{ newest }} nw ON nw.pollutant = s.pollutant
+    ) g
+    LEFT JOIN (
+        SELECT pollutant, {{ tags_of(tags, "") }}h, avg FROM {{ hourly }} WHERE {{ valid(params, "") }}
+    ) v ON v.pollutant = g.pollutant{{ same_tags(tags, "v.", "g.") }} AND v.h = g.h
+    WINDOW w AS (PARTITION BY g.pollutant{{ tags_after(tags, "g.") }} ORDER BY g.h ROWS BETWEEN {{ n - 1 }} PRECEDING AND CURRENT ROW)
+)
+WHERE n_valid > 0 AND h >= {{ lo }} AND h < {{ hi }}
+{%- endmacro %}
+
+{#- Per pollutant, tags and local day: the maximum of the day's valid 8-hour
+    means (6 of 8 hours valid), the label of the earliest window reaching
+    it, how many valid ones, and the day's length. Each 8-hour mean belongs
+    to the day of its label, "the day on which it ends" (2008/50/EC Annex
+    VII: the first window of a day runs 17:00-01:00, the last 16:00-24:00). -#}
+{% macro daily_max_8h(hourly, newest, calendar, params, tags, lo, hi) -%}
+SELECT pollutant, {{ tags_of(tags, "") }}day,
+    max(mean) FILTER (WHERE ok) AS max_8h,
+    min(h) FILTER (WHERE ok AND mean = day_max) AS max_8h_h,
+    count(*) FILTER (WHERE ok) AS n_valid_8h,
+    any_value(hours_in_day) AS hours_in_day
+FROM (
+    SELECT w.*, c.day, c.hours_in_day, w.n_valid >= {{ params.min_valid_8h | default(6) }} AS ok,
+        max(w.mean) FILTER (WHERE w.n_valid >= {{ params.min_valid_8h | default(6) }})
+            OVER (PARTITION BY w.pollutant, {{ tags_of(tags, "w.") }}c.day) AS day_max
+    FROM ({{ running(hourly, newest, params, tags, 8, lo, hi) }}) w
+    JOIN {{ calendar }} c ON c.h = w.h
+)
+GROUP BY ALL
+{%- endmacro %}
+
+{#- Per pollutant, tags and local day: the mean of the day's valid hourly
+    averages, how many there are, and the day's length (23, 24 or 25). -#}
+{% macro daily(hourly, calendar, params, tags) -%}
+SELECT hr.pollutant, {{ tags_of(tags, "hr.") }}c.day,
+    avg(hr.avg) FILTER (WHERE {{ valid(params, "hr.") }}) AS mean,
+    count(*) FILTER (WHERE {{ valid(params, "hr.") }}) AS n_valid_hours,
+    any_value(c.hours_in_day) AS hours_in_day,
+    any_value(hr.unit) AS unit
+FROM {{ hourly }} hr JOIN {{ calendar }} c ON c.h = hr.h
+GROUP BY ALL
+{%- endmacro %}
+
+{#- A day's data is valid with 75 % of its hours (18 of 24, 18 of 23,
+    19 of 25): 2008/50/EC Annex VII. -#}
+{% macro day_complete(n, hours) -%}
+{{ n }} >= ceil(0.75 * {{ hours }})
+{%- endmacro %}
