@@ -1,5 +1,6 @@
 //! Runs SQL statements given as arguments against a DuckDB database (the
-//! first argument: a file, or `:memory:`) and prints rows. A development aid:
+//! first argument: a file, or `:memory:`) and prints rows (statements that
+//! change data, `INSERT`/`CREATE`/`DELETE`/`UPDATE`/`DROP`, just run). A development aid:
 //! the embedded DuckDB has no ICU and no CLI, so this is how to look inside.
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -10,6 +11,16 @@ fn main() {
         duckdb::Connection::open(&db).unwrap()
     };
     for sql in args {
+        let verb = sql.trim_start().to_ascii_uppercase();
+        if ["INSERT", "CREATE", "DELETE", "UPDATE", "DROP"]
+            .iter()
+            .any(|v| verb.starts_with(v))
+        {
+            if let Err(e) = conn.execute_batch(&sql) {
+                println!("ERROR {sql}: {e}");
+            }
+            continue;
+        }
         let wrapped = format!("SELECT COLUMNS(*)::VARCHAR FROM ({sql})");
         match conn.prepare(&wrapped) {
             Ok(mut st) => {

@@ -9,6 +9,8 @@ mod ops;
 mod prefect_client;
 mod prefect_runs;
 mod prefect_state;
+mod products;
+mod products_ref;
 mod readme;
 mod shared;
 mod spec_errors;

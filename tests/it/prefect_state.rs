@@ -637,3 +637,66 @@ fn a_lease_granted_but_not_answered_does_not_block_its_own_runner() {
     assert_eq!(after.last(), Some(&200), "{takes:?}");
     assert_eq!(after.iter().filter(|s| **s == 200).count(), 1, "{takes:?}");
 }
+
+/// Models keep their state in `PipelineStateBlock` documents of their own,
+/// which the Python class reads and writes: pending hours in `metadata`, the
+/// checkpoint in `last_processed_hour`. A Python save keeps them, and a
+/// model left pending there is recomputed by the next run.
+#[test]
+fn model_state_lives_in_blocks_the_python_class_reads() {
+    let p = prefect();
+    let spec = spec("mdl", "", 24, &["co", "no2"]).replace(
+        "    jobs:\n",
+        "    models:\n      - {name: daily_mean, grain: day}\n    jobs:\n",
+    );
+    let ws = Ws::new(&spec);
+    let out = run(&ws, p, &["run", "mdl", "--now", "2026-11-21T00:10:00Z"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains("day [2026-11-20, 2026-11-21)"),
+        "{out:?}"
+    );
+    let got = p.python(&["load-state", "mdl-model-daily-mean"]);
+    assert_eq!(got[0]["last_processed_hour"], "2026-11-20T23:00:00+00:00");
+    assert_eq!(got[0]["metadata"]["pending"], serde_json::json!([]));
+    assert_eq!(got[0]["metadata"]["job"], "model-daily-mean");
+    let means = |ws: &Ws| {
+        ws.query("wh.duckdb", "SELECT pollutant, count(*), round(sum(mean), 6) FROM daily_mean GROUP BY ALL ORDER BY ALL")
+    };
+    let first = means(&ws);
+    assert_eq!(first.len(), 2, "{first:?}");
+
+    // Python saves the block (as the old flows would); the pending hours survive.
+    p.python(&["save-state", "mdl-model-daily-mean", "2026-11-20T23:00:00"]);
+    let doc = p.state_doc("mdl-model-daily-mean").unwrap();
+    assert_eq!(doc["data"]["metadata"]["pending"], serde_json::json!([]));
+
+    // Rows removed behind duckhour's back come back when the hours are pending
+    // again: a backfill of one hour recomputes that day from the sink.
+    let conn = duckdb::Connection::open(ws.path("wh.duckdb")).unwrap();
+    conn.execute_batch("DELETE FROM daily_mean").unwrap();
+    drop(conn);
+    let out = run(
+        &ws,
+        p,
+        &[
+            "backfill",
+            "mdl",
+            "--from",
+            "2026-11-20T05:00:00Z",
+            "--to",
+            "2026-11-20T06:00:00Z",
+            "--now",
+            "2026-11-21T00:10:00Z",
+        ],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(means(&ws), first);
+    let out = run(&ws, p, &["status", "mdl", "--now", "2026-11-21T00:10:00Z"]);
+    assert!(
+        out.stdout
+            .contains("model daily_mean: checkpoint 2026-11-20T23:00:00Z")
+            && out.stdout.contains("pending: none"),
+        "{out:?}"
+    );
+}

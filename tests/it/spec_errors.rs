@@ -42,7 +42,7 @@ fn base_spec_is_valid() {
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(
         out.stdout,
-        "pipelines.yaml is valid: 1 pipelines, 2 jobs, 1 sources, 1 sinks\n"
+        "pipelines.yaml is valid: 1 pipelines, 2 jobs, 0 models, 1 sources, 1 sinks\n"
     );
 }
 
@@ -166,7 +166,7 @@ fn shipped_spec_validates_and_lists() {
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(
         out.stdout,
-        "pipelines.yaml is valid: 2 pipelines, 12 jobs, 2 sources, 3 sinks\n"
+        "pipelines.yaml is valid: 2 pipelines, 12 jobs, 12 models, 2 sources, 3 sinks\n"
     );
     let out = ws.run(&["list"]);
     assert_eq!(out.code, 0, "{out:?}");
@@ -175,6 +175,93 @@ fn shipped_spec_validates_and_lists() {
         out.stdout.contains(
             "hourly  source influx -> sinks motherduck, bigquery  (6 jobs, schedule `5 * * * *`)\n"
         ),
+        "{out:?}"
+    );
+    assert!(
+        out.stdout.contains(
+            "  model daily_max_8h  day (Europe/Berlin), lookback 7h, reads co,no2,o3,pm10,pm25,so2 -> daily_max_8h via daily_max_8h.sql\n"
+        ),
+        "{out:?}"
+    );
+}
+
+/// Models: a bad grain, an unknown job and time zone each point at their
+/// line with a suggestion; a zone whose days do not hold whole UTC hours is
+/// refused; a model table may not be a job's.
+#[test]
+fn model_errors_point_at_their_line() {
+    let with = |models: &str| {
+        validate_with(
+            "      - name: no2\n",
+            &format!("      - name: no2\n    models:\n{models}"),
+        )
+    };
+    assert_error(
+        with("      - {name: daily_mean, grain: dya}\n"),
+        "error: model `daily_mean`: unknown grain `dya` (hour, day or year); did you mean `day`?\n  --> pipelines.yaml:22:39\n   |\n22 |       - {name: daily_mean, grain: dya}\n   |                                       ^\n",
+    );
+    assert_error(
+        with("      - {name: daily_mean, grain: day, jobs: [co, no3]}\n"),
+        "error: model `daily_mean`: unknown job `no3`; did you mean `no2`?\n  --> pipelines.yaml:22:58\n   |\n22 |       - {name: daily_mean, grain: day, jobs: [co, no3]}\n   |                                                          ^\n",
+    );
+    assert_error(
+        with("      - {name: daily_mean, grain: day, timezone: Europe/Madird}\n"),
+        "error: model `daily_mean`: unknown time zone `Europe/Madird`; did you mean `Europe/Madrid`?\n  --> pipelines.yaml:22:56\n   |\n22 |       - {name: daily_mean, grain: day, timezone: Europe/Madird}\n   |                                                        ^\n",
+    );
+    let out = with("      - {name: daily_mean, grain: day, timezone: Asia/Kolkata}\n");
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("time zone `Asia/Kolkata` has offsets that are not whole hours"),
+        "{out:?}"
+    );
+    let out = with("      - {name: daily_mean, grain: day, table: pollutant_hourly}\n");
+    assert!(
+        out.stderr
+            .contains("table `pollutant_hourly` is where job `co` loads its hourly rows"),
+        "{out:?}"
+    );
+    let out = with("      - {name: daily_mean, template: daily_maen.sql, grain: day}\n");
+    assert!(
+        out.stderr.contains(
+            "template `daily_maen.sql` not found in `sql`; did you mean `daily_mean.sql`?"
+        ),
+        "{out:?}"
+    );
+}
+
+/// `validate` runs every template on empty inputs: a model using DuckDB's
+/// ICU time-zone functions (absent from the embedded engine) or a column
+/// the hourly rows lack fails there, naming the file, not in a run.
+#[test]
+fn validate_binds_model_sql_before_any_run() {
+    let ws = Ws::new(&BASE.replacen(
+        "      - name: no2\n",
+        "      - name: no2\n    models:\n      - {name: by_local_hour, grain: hour}\n      - {name: typo, grain: day}\n",
+        1,
+    ));
+    ws.write(
+        "sql/by_local_hour.sql",
+        "SELECT pollutant, station, hour_start, hour(hour_start AT TIME ZONE 'Europe/Madrid') AS local_hour FROM {{ hourly }}",
+    );
+    ws.write(
+        "sql/typo.sql",
+        "SELECT pollutant, station, day, avgg FROM {{ hourly }} JOIN {{ calendar }} USING (h)",
+    );
+    let out = ws.run(&["validate"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains(
+            "error: model `by_local_hour` of pipeline `demo`: its SQL fails on empty hourly rows:"
+        ),
+        "{out:?}"
+    );
+    assert!(out.stderr.contains("icu"), "{out:?}");
+    assert!(out.stderr.contains("--> sql/by_local_hour.sql"), "{out:?}");
+    assert!(
+        out.stderr.contains(
+            "error: model `typo` of pipeline `demo`: its SQL fails on empty hourly rows:"
+        ) && out.stderr.contains("avgg"),
         "{out:?}"
     );
 }
