@@ -219,7 +219,11 @@ model `{}`: {} keys{}, lookback {}h, reads {} -> table `{}` in sinks: {}
             _ => format!(" in {}", m.zone),
         },
         m.lookback_hours,
-        m.jobs.join(","),
+        if m.depends_on.is_empty() {
+            m.jobs.join(",")
+        } else {
+            format!("{} and model {}", m.jobs.join(","), m.depends_on.join(", "))
+        },
         m.table,
         p.sinks.join(", ")
     );

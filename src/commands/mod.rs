@@ -78,7 +78,11 @@ fn list(config: &Config) -> Result<i32, Error> {
                 m.name,
                 m.grain.word(),
                 m.lookback_hours,
-                m.jobs.join(","),
+                if m.depends_on.is_empty() {
+                    m.jobs.join(",")
+                } else {
+                    format!("{} and model {}", m.jobs.join(","), m.depends_on.join(", "))
+                },
                 m.table,
                 m.template
             );

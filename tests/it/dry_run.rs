@@ -14,7 +14,20 @@ fn demo_dry_run_is_exact_and_writes_nothing() {
         "2026-11-21T02:10:00Z",
     ]);
     assert_eq!(out.code, 0, "{out:?}");
-    assert_eq!(out.stdout, EXPECTED, "{out:?}");
+    let (jobs, models) = out
+        .stdout
+        .split_at(out.stdout.find("\nmodel `").unwrap_or(0));
+    assert_eq!(jobs, EXPECTED, "{out:?}");
+    // Every model reading `co`, the keys the planned day touches, and their SQL.
+    for line in [
+        "model `daily_mean`: day keys in UTC, lookback 0h, reads co,no2,o3,pm10,pm25,so2 -> table `daily_mean` in sinks: local\n  pending hours in the state: none\n  recomputes day [2026-11-20, 2026-11-21) from the hourly rows of [2026-11-20T00:00:00Z, 2026-11-21T00:00:00Z)\n  sql of the first range (`daily_mean.sql`):\n",
+        "  recomputes hour [2026-11-20T00:00:00Z, 2026-11-21T07:00:00Z) from the hourly rows of [2026-11-19T17:00:00Z, 2026-11-21T07:00:00Z)\n",
+        "model `exceedances`: year keys in UTC, lookback 0h, reads co,no2,o3,pm10,pm25,so2 and model exceedance_days -> table `exceedances` in sinks: local\n  pending hours in the state: none\n  recomputes year [2026, 2027) from the hourly rows of [2026-01-01T00:00:00Z, 2027-01-01T00:00:00Z)\n",
+        "        FROM \"model_input_exceedances_exceedance_days\"\n        WHERE year(day) >= 2026 AND year(day) < 2027\n",
+    ] {
+        assert!(models.contains(line), "{line}\n{out:?}");
+    }
+    assert_eq!(models.matches("\nmodel `").count(), 7, "{out:?}");
     assert!(!ws.path(".duckhour").exists());
     assert!(!ws.path("demo.duckdb").exists());
 }
@@ -56,10 +69,9 @@ source: sample
 sink: local (duckdb demo.duckdb schema main)
 state: local .duckhour
 
-job `co`: checkpoint none; last complete hour 2026-11-21T01:00:00Z
-  hours: 26 (26 new, 0 redone)
-  batch 1/2: [2026-11-20T00:00:00Z, 2026-11-21T00:00:00Z) 24 hours
-  batch 2/2: [2026-11-21T00:00:00Z, 2026-11-21T02:00:00Z) 2 hours
+job `co`: checkpoint none; last complete hour 2026-11-20T23:00:00Z
+  hours: 24 (24 new, 0 redone)
+  batch 1/1: [2026-11-20T00:00:00Z, 2026-11-21T00:00:00Z) 24 hours
   table `pollutant_hourly` in sinks: local
   source queries of batch 1 (1):
     scan data/sample.lp.gz for measurement "air_quality" field "co" tags [station] with time in [2026-11-20T00:00:00Z, 2026-11-21T00:00:00Z)
@@ -81,5 +93,4 @@ job `co`: checkpoint none; last complete hour 2026-11-21T01:00:00Z
     WHERE time >= TIMESTAMPTZ '2026-11-20T00:00:00Z' AND time < TIMESTAMPTZ '2026-11-21T00:00:00Z'
     GROUP BY ALL
     ORDER BY hour_start, "station"
-  (other batches differ only in their time bounds)
 "#;

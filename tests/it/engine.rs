@@ -368,16 +368,38 @@ fn two_runs_of_one_job_one_works_the_other_names_the_holder() {
 #[test]
 fn demo_runs_with_no_service_and_a_second_run_loads_nothing_new() {
     let ws = Ws::shipped();
-    let out = ws.run(&["run", "demo", "--now", "2026-11-21T00:10:00Z"]);
+    // Far past the sample: the demo ends with it (`end:`), whatever the date.
+    let out = ws.run(&["run", "demo", "--now", "2031-05-05T00:10:00Z"]);
     assert_eq!(out.code, 0, "{out:?}");
-    assert_eq!(out.stdout, "run of pipeline `demo`:\n  co    ok      24 hours (24 new, 0 redone) in 1 batches, 4240 rows in, 71 rows out, checkpoint 2026-11-20T23:00:00Z\n  no2   ok      24 hours (24 new, 0 redone) in 1 batches, 4240 rows in, 71 rows out, checkpoint 2026-11-20T23:00:00Z\n  o3    ok      24 hours (24 new, 0 redone) in 1 batches, 4240 rows in, 71 rows out, checkpoint 2026-11-20T23:00:00Z\n  pm10  ok      24 hours (24 new, 0 redone) in 1 batches, 4240 rows in, 71 rows out, checkpoint 2026-11-20T23:00:00Z\n  pm25  ok      24 hours (24 new, 0 redone) in 1 batches, 4240 rows in, 71 rows out, checkpoint 2026-11-20T23:00:00Z\n  so2   ok      24 hours (24 new, 0 redone) in 1 batches, 4120 rows in, 69 rows out, checkpoint 2026-11-20T23:00:00Z\n  data: local (duckdb demo.duckdb schema main), table pollutant_hourly\n");
-    let out = ws.run(&["run", "demo", "--now", "2026-11-21T00:10:00Z"]);
+    assert_eq!(
+        out.stdout,
+        r#"run of pipeline `demo`:
+  co                     ok      24 hours (24 new, 0 redone) in 1 batches, 4240 rows in, 71 rows out, checkpoint 2026-11-20T23:00:00Z
+  no2                    ok      24 hours (24 new, 0 redone) in 1 batches, 4240 rows in, 71 rows out, checkpoint 2026-11-20T23:00:00Z
+  o3                     ok      24 hours (24 new, 0 redone) in 1 batches, 4240 rows in, 71 rows out, checkpoint 2026-11-20T23:00:00Z
+  pm10                   ok      24 hours (24 new, 0 redone) in 1 batches, 4240 rows in, 71 rows out, checkpoint 2026-11-20T23:00:00Z
+  pm25                   ok      24 hours (24 new, 0 redone) in 1 batches, 4240 rows in, 71 rows out, checkpoint 2026-11-20T23:00:00Z
+  so2                    ok      24 hours (24 new, 0 redone) in 1 batches, 4120 rows in, 69 rows out, checkpoint 2026-11-20T23:00:00Z
+  model daily_mean       ok      day [2026-11-20, 2026-11-21): 24 hours read, 18 rows, checkpoint 2026-11-20T23:00:00Z
+  model rolling_8h       ok      hour [2026-11-20T00:00:00Z, 2026-11-21T07:00:00Z): 38 hours read, 432 rows, checkpoint 2026-11-20T23:00:00Z
+  model rolling_24h      ok      hour [2026-11-20T00:00:00Z, 2026-11-21T23:00:00Z): 70 hours read, 432 rows, checkpoint 2026-11-20T23:00:00Z
+  model daily_max_8h     ok      day [2026-11-20, 2026-11-22): 55 hours read, 18 rows, checkpoint 2026-11-20T23:00:00Z
+  model eaqi             ok      hour [2026-11-20T00:00:00Z, 2026-11-21T00:00:00Z): 24 hours read, 70 rows, checkpoint 2026-11-20T23:00:00Z
+  model exceedance_days  ok      day [2026-11-20, 2026-11-22): 55 hours read, 45 rows, checkpoint 2026-11-20T23:00:00Z
+  model exceedances      ok      year [2026, 2027): 8760 hours read, 45 rows, checkpoint 2026-11-20T23:00:00Z
+  data: local (duckdb demo.duckdb schema main), tables pollutant_hourly, daily_mean, rolling_8h, rolling_24h, daily_max_8h, eaqi, exceedance_days, exceedances
+  look: duckdb demo.duckdb -c 'FROM daily_mean LIMIT 10'   (any DuckDB client reads the file)
+"#
+    );
+    // The real clock (no --now): nothing new, no product recomputed.
+    let out = ws.run(&["run", "demo"]);
     assert_eq!(out.code, 0, "{out:?}");
     assert!(
         out.stdout
             .contains("  co    ok      0 hours (0 new, 0 redone) in 0 batches"),
         "{out:?}"
     );
+    assert!(!out.stdout.contains("model "), "{out:?}");
     let r = ws.query(
         "demo.duckdb",
         "SELECT count(*), count(DISTINCT pollutant), sum(valid::INT) FROM pollutant_hourly",
@@ -385,6 +407,14 @@ fn demo_runs_with_no_service_and_a_second_run_loads_nothing_new() {
     assert_eq!(
         r,
         vec![vec!["424".to_owned(), "6".to_owned(), "418".to_owned()]]
+    );
+    let r = ws.query(
+        "demo.duckdb",
+        "SELECT count(*), sum(valid::INT), min(hours_in_day) FROM daily_mean",
+    );
+    assert_eq!(
+        r,
+        vec![vec!["18".to_owned(), "18".to_owned(), "24".to_owned()]]
     );
 }
 

@@ -42,8 +42,8 @@ fn serve_until(ws: &Ws, args: &[&str], env: &[(&str, &str)], ready: impl FnMut()
 fn demo_with_schedule() -> Ws {
     let spec = std::fs::read_to_string(crate::util::repo().join("pipelines.yaml")).unwrap();
     let spec = spec.replacen(
-        "    start: 2026-11-20T00:00:00Z\n    batch_hours: 24\n",
-        "    start: 2026-11-20T00:00:00Z\n    batch_hours: 24\n    schedule: \"5 * * * *\"\n",
+        "    end: 2026-11-21T00:00:00Z\n    batch_hours: 24\n",
+        "    end: 2026-11-21T00:00:00Z\n    batch_hours: 24\n    schedule: \"5 * * * *\"\n",
         1,
     );
     assert!(spec.contains("schedule: \"5 * * * *\"\n    jobs:\n      - name: co\n        params: {unit: mg/m3}\n      - name: no2"), "demo schedule inserted");
@@ -65,10 +65,10 @@ fn serve_catches_up_at_start_then_stops_on_sigterm() {
         || done.iter().all(|p| p.exists()),
     );
     assert_eq!(out.code, 0, "{out:?}");
-    assert!(out.stdout.starts_with("serving demo (UTC); stop with Ctrl-C or SIGTERM\nrun of pipeline `demo`:\n  co    ok      "), "{out:?}");
+    assert!(out.stdout.starts_with("serving demo (UTC); stop with Ctrl-C or SIGTERM\nrun of pipeline `demo`:\n  co                     ok      "), "{out:?}");
     assert!(
         // "next run of `demo` at ..." is printed unless the signal came first.
-        out.stdout.ends_with("stopped\n") && out.stdout.matches("  ok  ").count() == 6,
+        out.stdout.ends_with("stopped\n") && out.stdout.matches("  ok  ").count() == 6 + 7,
         "{out:?}"
     );
     assert_eq!(out.stderr, "", "{out:?}");
@@ -196,10 +196,14 @@ fn progress_only_on_a_terminal_and_logs_as_json_with_spans() {
         "-v",
         "--log-format",
         "json",
-        "run",
+        "backfill",
         "demo",
         "--job",
         "co",
+        "--from",
+        "2026-11-20T00:00:00Z",
+        "--to",
+        "2026-11-21T00:00:00Z",
         "--now",
         "2026-11-23T00:10:00Z",
     ]);
@@ -226,7 +230,7 @@ fn progress_only_on_a_terminal_and_logs_as_json_with_spans() {
         .iter()
         .find(|l| l["fields"]["message"] == "job finished")
         .expect("a job line");
-    assert_eq!(done["fields"]["hours"], 48);
+    assert_eq!(done["fields"]["hours"], 24);
 }
 
 #[test]
@@ -329,6 +333,13 @@ fn json_logs_at_the_default_level_tell_runs_and_jobs() {
             "job started",
             "batch loaded",
             "job finished",
+            "model finished",
+            "model finished",
+            "model finished",
+            "model finished",
+            "model finished",
+            "model finished",
+            "model finished",
             "run finished"
         ],
         "{out:?}"
@@ -344,7 +355,24 @@ fn json_logs_at_the_default_level_tell_runs_and_jobs() {
             &serde_json::json!("2026-11-20T23:00:00Z")
         )
     );
-    assert_eq!(lines[4]["fields"]["failed"], 0);
+    let model = &lines[4]["fields"];
+    assert_eq!(
+        (&model["model"], &model["ok"], &model["rows"]),
+        (
+            &serde_json::json!("daily_mean"),
+            &serde_json::json!(true),
+            &serde_json::json!(3)
+        )
+    );
+    let end = &lines[11]["fields"];
+    assert_eq!(
+        (&end["jobs"], &end["models"], &end["failed"]),
+        (
+            &serde_json::json!(1),
+            &serde_json::json!(7),
+            &serde_json::json!(0)
+        )
+    );
 }
 
 /// One JSON object per log line.

@@ -166,7 +166,7 @@ fn shipped_spec_validates_and_lists() {
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(
         out.stdout,
-        "pipelines.yaml is valid: 2 pipelines, 12 jobs, 12 models, 2 sources, 3 sinks\n"
+        "pipelines.yaml is valid: 2 pipelines, 12 jobs, 14 models, 2 sources, 3 sinks\n"
     );
     let out = ws.run(&["list"]);
     assert_eq!(out.code, 0, "{out:?}");
@@ -179,7 +179,7 @@ fn shipped_spec_validates_and_lists() {
     );
     assert!(
         out.stdout.contains(
-            "  model daily_max_8h  day (Europe/Berlin), lookback 7h, reads co,no2,o3,pm10,pm25,so2 -> daily_max_8h via daily_max_8h.sql\n"
+            "  model daily_max_8h     day (Europe/Berlin), lookback 7h, reads co,no2,o3,pm10,pm25,so2 -> daily_max_8h via daily_max_8h.sql\n  model eaqi             hour, lookback 0h, reads co,no2,o3,pm10,pm25,so2 -> eaqi via eaqi.sql\n  model exceedance_days  day (Europe/Berlin), lookback 7h, reads co,no2,o3,pm10,pm25,so2 -> exceedance_days via exceedance_days.sql\n  model exceedances      year (Europe/Berlin), lookback 0h, reads co,no2,o3,pm10,pm25,so2 and model exceedance_days -> exceedances via exceedances.sql\n"
         ),
         "{out:?}"
     );
@@ -198,15 +198,15 @@ fn model_errors_point_at_their_line() {
     };
     assert_error(
         with("      - {name: daily_mean, grain: dya}\n"),
-        "error: model `daily_mean`: unknown grain `dya` (hour, day or year); did you mean `day`?\n  --> pipelines.yaml:22:39\n   |\n22 |       - {name: daily_mean, grain: dya}\n   |                                       ^\n",
+        "error: model `daily_mean`: unknown grain `dya` (hour, day or year); did you mean `day`?\n  --> pipelines.yaml:19:35\n   |\n19 |       - {name: daily_mean, grain: dya}\n   |                                   ^\n",
     );
     assert_error(
         with("      - {name: daily_mean, grain: day, jobs: [co, no3]}\n"),
-        "error: model `daily_mean`: unknown job `no3`; did you mean `no2`?\n  --> pipelines.yaml:22:58\n   |\n22 |       - {name: daily_mean, grain: day, jobs: [co, no3]}\n   |                                                          ^\n",
+        "error: model `daily_mean`: unknown job `no3`; did you mean `no2`?\n  --> pipelines.yaml:19:51\n   |\n19 |       - {name: daily_mean, grain: day, jobs: [co, no3]}\n   |                                                   ^\n",
     );
     assert_error(
         with("      - {name: daily_mean, grain: day, timezone: Europe/Madird}\n"),
-        "error: model `daily_mean`: unknown time zone `Europe/Madird`; did you mean `Europe/Madrid`?\n  --> pipelines.yaml:22:56\n   |\n22 |       - {name: daily_mean, grain: day, timezone: Europe/Madird}\n   |                                                        ^\n",
+        "error: model `daily_mean`: unknown time zone `Europe/Madird`; did you mean `Europe/Madrid`?\n  --> pipelines.yaml:19:50\n   |\n19 |       - {name: daily_mean, grain: day, timezone: Europe/Madird}\n   |                                                  ^\n",
     );
     let out = with("      - {name: daily_mean, grain: day, timezone: Asia/Kolkata}\n");
     assert_eq!(out.code, 2, "{out:?}");

@@ -1,0 +1,418 @@
+//! The shared-batch path: which jobs of a run read one query per batch (a
+//! group), and a group's batches in order, the next one downloading while
+//! this one is transformed and loaded by each of its jobs ([`super::load`]).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::Semaphore;
+use tracing::{info, info_span, warn, Instrument};
+
+use super::load::{download, load_batch, staged, Staging};
+use super::{mode_word, record, Outcome, Shared};
+use crate::error::JobError;
+use crate::plan::{self, Batch, Plan};
+use crate::sources::Fetch;
+use crate::spec::{Hour, Job};
+use crate::state::Lease;
+
+/// Jobs of a run that read one query per batch: same measurement and tags,
+/// same plan. A job alone is a group of one.
+pub(super) struct Group {
+    pub(super) plan: Plan,
+    pub(super) members: Vec<Member>,
+}
+
+/// One job of a group, with what it has done so far.
+pub(super) struct Member {
+    pub(super) job: Job,
+    pub(super) lease: Lease,
+    pub(super) checkpoint: Option<Hour>,
+    pub(super) out: Outcome,
+    pub(super) span: tracing::Span,
+    pub(super) started: DateTime<Utc>,
+    pub(super) t0: Instant,
+}
+
+impl Member {
+    pub(super) fn active(&self) -> bool {
+        self.out.ok && !self.out.stopped
+    }
+
+    pub(super) fn fail(&mut self, e: JobError) {
+        self.out.ok = false;
+        self.out.error = Some(e);
+    }
+}
+
+/// Which jobs share their queries: those with the same batches (the usual
+/// case: a pipeline's jobs advance together) reading the same measurement
+/// with the same tags. A job with nothing to do, or whose plan differs (a
+/// new job catching up, a failed one being redone), is on its own. Indices
+/// into `jobs`, each group in the jobs' order.
+pub fn sharing(jobs: &[(&Job, &Plan)]) -> Vec<Vec<usize>> {
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    for (i, (job, plan)) in jobs.iter().enumerate() {
+        let with = out.iter_mut().find(|g| {
+            let (first, fplan) = jobs[g[0]];
+            !plan.batches.is_empty()
+                && fplan.batches == plan.batches
+                && Fetch::of([first]).shares(job)
+        });
+        match with {
+            Some(g) => g.push(i),
+            None => out.push(vec![i]),
+        }
+    }
+    out
+}
+
+/// A job ready to run: its lease, checkpoint and plan.
+pub(super) type Planned = (Job, Lease, Option<Hour>, Plan);
+
+/// Forms the groups of [`sharing`].
+pub(super) fn groups(planned: Vec<Planned>) -> Vec<Group> {
+    let shape: Vec<Vec<usize>> = {
+        let refs: Vec<(&Job, &Plan)> = planned.iter().map(|(j, _, _, p)| (j, p)).collect();
+        sharing(&refs)
+    };
+    let mut slots: Vec<Option<Planned>> = planned.into_iter().map(Some).collect();
+    let mut out = Vec::new();
+    for indices in shape {
+        let mut plan = None;
+        let mut members = Vec::new();
+        for i in indices {
+            let (job, lease, checkpoint, p) = slots[i].take().expect("each job in one group");
+            let o = Outcome::planned(&job.name, &p, checkpoint);
+            members.push(Member {
+                span: info_span!("job", job = %job.name),
+                job,
+                lease,
+                checkpoint,
+                out: o,
+                started: Utc::now(),
+                t0: Instant::now(),
+            });
+            plan.get_or_insert(p);
+        }
+        out.push(Group {
+            plan: plan.expect("a group has a job"),
+            members,
+        });
+    }
+    out
+}
+
+/// Runs a group's batches, then records each job's run.
+pub(super) async fn run_group(sh: Arc<Shared>, mut g: Group) -> Vec<Outcome> {
+    let shared_with: Vec<String> = g.members.iter().map(|m| m.job.name.clone()).collect();
+    for m in &g.members {
+        m.span.in_scope(|| {
+            let checkpoint = m
+                .checkpoint
+                .map_or_else(|| "none".to_owned(), |c| c.to_string());
+            let (hours, batches) = (g.plan.total_hours(), g.plan.batches.len());
+            if shared_with.len() > 1 {
+                let shared_with = shared_with.join(",");
+                info!(hours, batches, %checkpoint, %shared_with, "job started");
+            } else {
+                info!(hours, batches, %checkpoint, "job started");
+            }
+        });
+    }
+    group_batches(&sh, &mut g).await;
+    let kind = mode_word(sh.opts.mode);
+    let mut outcomes = Vec::new();
+    for m in g.members {
+        let Member {
+            job,
+            lease,
+            out: outcome,
+            span,
+            started,
+            t0,
+            ..
+        } = m;
+        async {
+            // A lost lease means another runner may own the job's block now.
+            match lease.check() {
+                Ok(()) => {
+                    record(
+                        &sh.state,
+                        &sh.pipeline.name,
+                        &sh.run_id,
+                        kind,
+                        &outcome,
+                        started,
+                    )
+                    .await
+                }
+                Err(_) => warn!(job = %job.name, "lease lost: this run is not recorded"),
+            }
+            let result = match (&outcome.error, outcome.stopped) {
+                (Some(e), _) => e.kind(),
+                (None, true) => "stopped",
+                (None, false) => "ok",
+            };
+            info!(
+                ok = outcome.ok,
+                outcome = result,
+                hours = outcome.hours,
+                empty_hours = outcome.empty_hours,
+                rows_in = outcome.rows_in,
+                rows_out = outcome.rows_out,
+                checkpoint = %outcome.checkpoint.map_or_else(|| "none".to_owned(), |c| c.to_string()),
+                error = %outcome.error.as_ref().map_or_else(String::new, |e| e.to_string()),
+                ms = t0.elapsed().as_millis() as u64,
+                "job finished"
+            );
+            lease.release().await;
+        }
+        .instrument(span)
+        .await;
+        outcomes.push(outcome);
+    }
+    outcomes
+}
+
+/// The staging view of a job's `i`-th batch: two alternate, so the next
+/// batch can be extracted while this one is transformed and loaded. (`#`
+/// cannot appear in a job name.)
+pub(super) fn staging_key(job: &str, i: usize) -> String {
+    if i.is_multiple_of(2) {
+        job.to_owned()
+    } else {
+        format!("{job}#2")
+    }
+}
+
+type Prefetch = tokio::task::JoinHandle<Result<(Staging, u64), JobError>>;
+
+/// Starts downloading `batch` for the group's jobs still going, in the
+/// background: one query for all their fields. `None` when none is left.
+fn prefetch(sh: &Arc<Shared>, g: &Group, batch: Batch) -> Option<(Batch, Fetch, Prefetch)> {
+    let active: Vec<&Job> = g
+        .members
+        .iter()
+        .filter(|m| m.active())
+        .map(|m| &m.job)
+        .collect();
+    if active.is_empty() {
+        return None;
+    }
+    let fetch = Fetch::of(active);
+    let sh = sh.clone();
+    let f = fetch.clone();
+    let span = info_span!("batch", from = %batch.from, to = %batch.to);
+    let task = tokio::spawn(async move { download(&sh, &f, batch).await }.instrument(span));
+    Some((batch, fetch, task))
+}
+
+/// The batches of one group, in order. As soon as a batch's download ends,
+/// the next one's begins, so the source stays busy while this batch's last
+/// chunk is parsed, transformed and loaded; each job's loads, ledger and
+/// checkpoint stay strictly in order. A job whose transform or load fails
+/// stops there (its checkpoint stays); the others go on. A failed download
+/// fails every job that was to read it.
+async fn group_batches(sh: &Arc<Shared>, g: &mut Group) {
+    // The plan's batches, cut further as the rows an hour become known so
+    // that a batch stays within `plan::BATCH_VALUES` however wide the network.
+    let mut queue: std::collections::VecDeque<Batch> = g.plan.batches.iter().copied().collect();
+    let mut rate = None;
+    if let Some(first) = queue.front().filter(|b| b.hours() > plan::UNSIZED_HOURS) {
+        let fetch = Fetch::of(g.members.iter().map(|m| &m.job));
+        let hour = Batch {
+            from: first.from,
+            to: first.from.plus(1),
+        };
+        rate = sh.source.estimate(&fetch, hour).await.map(|n| n as f64);
+    }
+    let mut next = take_batch(&mut queue, rate, g).and_then(|b| prefetch(sh, g, b));
+    let mut i = 0;
+    while let Some((batch, fetch, extracting)) = next.take() {
+        let batch = &batch;
+        if sh.opts.stop.load(Ordering::Relaxed) {
+            extracting.abort();
+            g.members
+                .iter_mut()
+                .filter(|m| m.active())
+                .for_each(|m| m.out.stopped = true);
+            break;
+        }
+        let t0 = Instant::now();
+        let downloaded = match extracting.await {
+            Ok(r) => r,
+            Err(e) => Err(JobError::Internal(format!("extract task failed: {e}"))),
+        };
+        let readers = |g: &mut Group| -> Vec<usize> {
+            (0..g.members.len())
+                .filter(|&k| {
+                    g.members[k].active() && fetch.fields.contains(&g.members[k].job.field)
+                })
+                .collect()
+        };
+        let (writer, rows) = match downloaded {
+            Ok(w) => w,
+            Err(e) => {
+                for k in readers(g) {
+                    g.members[k].fail(e.clone());
+                }
+                break;
+            }
+        };
+        // An empty batch (an outage) says nothing about the next one.
+        if rows > 0 {
+            rate = Some(rows as f64 / batch.hours() as f64);
+        }
+        if !sh.opts.stop.load(Ordering::Relaxed) {
+            next = take_batch(&mut queue, rate, g).and_then(|b| prefetch(sh, g, b));
+        }
+        let (handle, _) = match staged(writer).await {
+            Ok(staged) => staged,
+            Err(e) => {
+                for k in readers(g) {
+                    g.members[k].fail(e.clone());
+                }
+                if let Some((_, _, h)) = next.take() {
+                    h.abort();
+                }
+                break;
+            }
+        };
+        // The batch's rows are freed once the last reader has transformed them.
+        let mut handle = Some(Arc::new(handle));
+        // The jobs reading this batch transform and load it side by side,
+        // as many at once as the pipeline's `concurrency`.
+        let readers = readers(g);
+        let sem = Arc::new(Semaphore::new(sh.pipeline.concurrency.max(1) as usize));
+        let mut slots = Vec::new();
+        for (k, m) in std::mem::take(&mut g.members).into_iter().enumerate() {
+            if !readers.contains(&k) {
+                slots.push(Slot::Idle(Box::new(m)));
+                continue;
+            }
+            let staged = handle.clone().expect("held until every reader has it");
+            let field = fetch.column(&m.job);
+            let (sh, sem, batch) = (sh.clone(), sem.clone(), *batch);
+            slots.push(Slot::Busy(tokio::spawn(async move {
+                let _permit = sem.acquire().await.expect("semaphore open");
+                load_batch(&sh, m, batch, i, staged, field, t0).await
+            })));
+        }
+        // Each reader holds the batch's rows until its transform has read them.
+        drop(handle.take());
+        for slot in slots {
+            g.members.push(match slot {
+                Slot::Idle(m) => *m,
+                Slot::Busy(task) => match task.await {
+                    Ok(m) => m,
+                    Err(e) => std::panic::resume_unwind(e.into_panic()),
+                },
+            });
+        }
+        if !g.members.iter().any(Member::active) {
+            if let Some((_, _, h)) = next.take() {
+                h.abort();
+            }
+            break;
+        }
+        if next.is_none() && !queue.is_empty() {
+            // Stopped on request before the next extract began.
+            g.members
+                .iter_mut()
+                .filter(|m| m.active())
+                .for_each(|m| m.out.stopped = true);
+            break;
+        }
+        i += 1;
+    }
+}
+
+/// A member of a group while a batch is loaded: waiting, or loading it.
+enum Slot {
+    Idle(Box<Member>),
+    Busy(tokio::task::JoinHandle<Member>),
+}
+
+/// The next batch, cut to the value budget at `rate` rows an hour.
+fn take_batch(
+    queue: &mut std::collections::VecDeque<Batch>,
+    rate: Option<f64>,
+    g: &Group,
+) -> Option<Batch> {
+    let b = queue.pop_front()?;
+    let Some(rate) = rate else { return Some(b) };
+    let fields = Fetch::of(g.members.iter().filter(|m| m.active()).map(|m| &m.job))
+        .fields
+        .len();
+    let (b, rest) = plan::cut(b, rate, fields);
+    if let Some(rest) = rest {
+        queue.push_front(rest);
+    }
+    Some(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(name: &str, measurement: &str, field: &str) -> Job {
+        Job {
+            name: name.into(),
+            measurement: measurement.into(),
+            field: field.into(),
+            tags: vec!["station".into()],
+            template: "t.sql".into(),
+            table: "t".into(),
+            params: Default::default(),
+        }
+    }
+
+    fn plan(from: &str, to: &str) -> Plan {
+        let (from, to) = (Hour::parse(from).unwrap(), Hour::parse(to).unwrap());
+        Plan {
+            last_complete: to,
+            new_hours: 0,
+            redo_hours: 0,
+            left_hours: 0,
+            batches: if from == to {
+                vec![]
+            } else {
+                vec![Batch { from, to }]
+            },
+        }
+    }
+
+    /// Jobs advancing together on one measurement share; a job catching up,
+    /// one on another measurement or with nothing to do reads on its own.
+    #[test]
+    fn jobs_with_the_same_batches_and_measurement_share_a_query() {
+        let together = plan("2026-11-20T00:00:00Z", "2026-11-20T03:00:00Z");
+        let behind = plan("2026-11-19T00:00:00Z", "2026-11-20T03:00:00Z");
+        let idle = plan("2026-11-20T03:00:00Z", "2026-11-20T03:00:00Z");
+        let (co, no2, o3, new, other, idle1, idle2) = (
+            job("co", "air", "co"),
+            job("no2", "air", "no2"),
+            job("o3", "air", "o3"),
+            job("pm10", "air", "pm10"),
+            job("temp", "weather", "t"),
+            job("so2", "air", "so2"),
+            job("pm25", "air", "pm25"),
+        );
+        let jobs = [
+            (&co, &together),
+            (&new, &behind),
+            (&no2, &together),
+            (&other, &together),
+            (&idle1, &idle),
+            (&idle2, &idle),
+            (&o3, &together),
+        ];
+        assert_eq!(
+            sharing(&jobs),
+            vec![vec![0, 2, 6], vec![1], vec![3], vec![4], vec![5]]
+        );
+    }
+}

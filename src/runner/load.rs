@@ -1,0 +1,265 @@
+//! The job path of one batch: transform the job's field of the staged
+//! rows, check the result contract, load every sink, write the ledger,
+//! then move the job's checkpoint. A failure stops this job only.
+//!
+//! Ordering is what makes it safe: a batch's ledger rows are written after
+//! the sink committed, and the checkpoint only after every sink has the batch.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::Utc;
+use tokio::sync::mpsc;
+use tracing::{info, info_span, Instrument};
+
+use super::groups::{staging_key, Member};
+use super::Shared;
+use crate::duck;
+use crate::error::JobError;
+use crate::plan::{self, Batch, Scope};
+use crate::sources::{Fetch, PointSink};
+use crate::spec::Job;
+use crate::staged::StagedHandle;
+use crate::state::{Lease, LedgerEntry};
+use crate::template::RenderInput;
+
+/// One job's part of a batch: transform its field's rows, load every
+/// sink, then move its checkpoint. A failure stops this job only.
+pub(super) async fn load_batch(
+    sh: &Arc<Shared>,
+    mut m: Member,
+    batch: Batch,
+    i: usize,
+    staged: Arc<StagedHandle>,
+    field: usize,
+    t0: Instant,
+) -> Member {
+    let span = info_span!(parent: &m.span, "batch", from = %batch.from, to = %batch.to);
+    let key = staging_key(&m.job.name, i);
+    let loaded = transform_load(sh, &m.job, &m.lease, batch, &key, staged, field)
+        .instrument(span.clone())
+        .await;
+    match loaded {
+        Ok(Loaded {
+            rows_in,
+            rows_out,
+            kept,
+        }) => {
+            span.in_scope(|| {
+                info!(
+                    rows_in,
+                    rows_out,
+                    empty_hours = kept,
+                    ms = t0.elapsed().as_millis() as u64,
+                    "batch loaded"
+                );
+                if kept > 0 {
+                    info!(
+                        empty_hours = kept,
+                        "{kept} hours empty at the source: kept what the sinks hold"
+                    );
+                }
+            });
+            m.out.rows_in += rows_in;
+            m.out.rows_out += rows_out;
+            m.out.empty_hours += kept;
+            m.out.hours += batch.hours();
+            m.out.batches += 1;
+            sh.progress.batch_done(batch.hours(), rows_in);
+        }
+        Err(e) => {
+            m.fail(e);
+            return m;
+        }
+    }
+    let advanced = plan::advance(m.checkpoint, sh.pipeline.start, batch);
+    if advanced != m.checkpoint {
+        if let Some(h) = advanced {
+            // Still ours? A lost lease means another runner may own the job now.
+            let moved = match m.lease.confirm().await {
+                Ok(()) => {
+                    sh.state
+                        .set_checkpoint(&sh.pipeline.name, &m.job.name, h)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = moved {
+                m.fail(e.into());
+                return m;
+            }
+        }
+        m.checkpoint = advanced;
+        m.out.checkpoint = advanced;
+    }
+    m
+}
+
+/// The staging writer of a batch still taking the last chunk after the
+/// download ended; it hands back the batch's rows (kept until the batch is
+/// transformed) and how many there are.
+pub(super) type Staging = tokio::task::JoinHandle<(StagedHandle, u64)>;
+
+/// Downloads one batch of `fetch`. Returns once the source has answered in
+/// full, with the staging writer still finishing the last chunk, so the
+/// next query can start at once; and how many rows it sent.
+pub(super) async fn download(
+    sh: &Arc<Shared>,
+    fetch: &Fetch,
+    batch: Batch,
+) -> Result<(Staging, u64), JobError> {
+    let conn = {
+        let c = sh.conn.lock().unwrap_or_else(|p| p.into_inner());
+        c.try_clone()
+            .map_err(|e| JobError::Internal(e.to_string()))?
+    };
+    let rows = StagedHandle::new(&fetch.tags, fetch.fields.len());
+    let (tx, rx) = mpsc::channel(4);
+    let gate = sh.clone();
+    let writer = tokio::task::spawn_blocking(move || {
+        let n = duck::write_staging(&conn, rows.staged(), rx, &gate.gate);
+        (rows, n)
+    });
+    let mut sink = PointSink::new(tx, fetch.fields.len());
+    let t0 = Instant::now();
+    let extracted = sh.source.extract(fetch, batch, &mut sink).await;
+    drop(sink);
+    tracing::debug!(
+        ms = t0.elapsed().as_millis() as u64,
+        fields = fetch.fields.len(),
+        "downloaded"
+    );
+    let rows = extracted.map_err(|e| JobError::Source(e.to_string()))?;
+    Ok((writer, rows))
+}
+
+/// Waits for the staging writer; the batch's rows and how many.
+pub(super) async fn staged(writer: Staging) -> Result<(StagedHandle, u64), JobError> {
+    writer
+        .await
+        .map_err(|e| JobError::Internal(format!("staging thread failed: {e}")))
+}
+
+/// What one batch's load did.
+struct Loaded {
+    /// Rows of the job's field the batch had.
+    rows_in: u64,
+    /// Rows the transform produced and the sinks got.
+    rows_out: u64,
+    /// Hours the source returned nothing for, left as the sinks hold them.
+    kept: i64,
+}
+
+/// Transforms the staged batch (field `field` of it) and loads it into
+/// every sink. This job's hold on the batch's rows (`staged`) is dropped as
+/// soon as the transform has read them, so a job waiting for a sink holds
+/// only its result and the next batch. Before any sink is touched, the result must keep the
+/// contract (`pollutant` = the job, `hour_start` in the batch), and rows of
+/// hours the source returned nothing for are left out: those hours stay as
+/// the sinks hold them unless `replace_empty`.
+async fn transform_load(
+    sh: &Shared,
+    job: &Job,
+    lease: &Lease,
+    batch: Batch,
+    key: &str,
+    staged: Arc<StagedHandle>,
+    field: usize,
+) -> Result<Loaded, JobError> {
+    let conn = {
+        let c = sh.conn.lock().unwrap_or_else(|p| p.into_inner());
+        c.try_clone()
+            .map_err(|e| JobError::Internal(e.to_string()))?
+    };
+    let shared = || sh.gate.read().unwrap_or_else(|p| p.into_inner());
+    tokio::task::block_in_place(|| {
+        let _g = shared();
+        duck::stage_view(&conn, key, &staged, field)
+    })?;
+    let staging = duck::staging_table(key);
+    let sql = sh
+        .templates
+        .render(&RenderInput {
+            pipeline: &sh.pipeline.name,
+            source: &sh.pipeline.source,
+            job,
+            window_start: batch.from,
+            window_end: batch.to,
+            staging: &staging,
+        })
+        .map_err(|d| JobError::Template(d.to_string()))?;
+    let (rows_in, with_rows) = staged.staged().field_rows(field);
+    let replace_empty = sh.opts.replace_empty || sh.pipeline.replace_empty;
+    let scope = Scope::new(batch, &with_rows, replace_empty);
+    let rows_out = tokio::task::block_in_place(|| {
+        let _g = shared();
+        duck::transform(&conn, &job.name, &sql)?;
+        drop(staged);
+        duck::check_contract(&conn, job, batch)?;
+        duck::keep_scope(&conn, &job.name, &scope)?;
+        duck::rows(&conn, &job.name)
+    })?;
+
+    let per_hour = tokio::task::block_in_place(|| {
+        let _g = shared();
+        duck::rows_per_hour(&conn, &job.name)
+    })?;
+    for sink in &sh.sinks {
+        // Every write asks the lease first: once it may have expired,
+        // another runner may be writing the same hours.
+        lease.check()?;
+        // Nothing to replace: every hour was empty at the source.
+        let loaded = if scope.ranges.is_empty() {
+            Ok(0)
+        } else {
+            match tokio::task::block_in_place(|| {
+                let _g = shared();
+                sink.unload(&conn, &job.name, &job.table, &scope)
+            }) {
+                Ok(u) => sink.finish(u, job, &scope, &sh.run_id).await,
+                Err(e) => Err(e),
+            }
+        };
+        let ok = loaded.is_ok();
+        let at = Utc::now();
+        let entries: Vec<LedgerEntry> = batch
+            .each_hour()
+            .map(|hour| LedgerEntry {
+                hour,
+                sink: sink.name().to_owned(),
+                rows: if ok {
+                    per_hour.get(&hour).copied().unwrap_or(0)
+                } else {
+                    0
+                },
+                ok,
+                empty: !scope.contains(hour),
+                at,
+                run_id: sh.run_id.clone(),
+            })
+            .collect();
+        let recorded = match lease.check() {
+            Ok(()) => {
+                sh.state
+                    .append_ledger(&sh.pipeline.name, &job.name, &entries)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        loaded?;
+        recorded?;
+        tokio::task::block_in_place(|| {
+            let _alone = sh.gate.write().unwrap_or_else(|p| p.into_inner());
+            sink.reopen_if_due(&conn, &batch.to_string())
+        })?;
+    }
+    let _ = tokio::task::block_in_place(|| {
+        let _g = shared();
+        duck::clear(&conn, key, &job.name)
+    });
+    Ok(Loaded {
+        rows_in,
+        rows_out,
+        kept: scope.kept_hours(),
+    })
+}
