@@ -1,5 +1,6 @@
 {#-
-  exceedance_days (grain: day, lookback 7h). Per pollutant, station, local
+  exceedance_days (grain: day; depends_on: daily_mean, daily_max_8h). Per
+  pollutant, station, local
   day and limit: how many valid values the day has (`n_values`: valid
   hours for an hourly limit; 1 for a valid day, else 0, for a daily one)
   and how many are strictly above the limit (`n_exceedances`). The day-level
@@ -16,8 +17,8 @@
   `params.metrics` replaces the list (same keys).
 -#}
 {% import "products.sql" as p -%}
-{%- if model.lookback_hours < 7 -%}
-{{ fail("model `" ~ model.name ~ "`: maximum daily 8-hour means need `lookback: 7h`") }}
+{%- if "daily_mean" not in inputs or "daily_max_8h" not in inputs -%}
+{{ fail("model `" ~ model.name ~ "` reads the daily means and maxima: set `depends_on: [daily_mean, daily_max_8h]`") }}
 {%- endif -%}
 {%- set metrics = params.metrics if params.metrics is defined else [
     {"directive": "2008/50/EC", "pollutant": "pm10", "statistic": "daily_mean", "limit": 50, "allowed": 35},
@@ -36,21 +37,16 @@
     {"directive": "(EU) 2024/2881", "pollutant": "co", "statistic": "max_daily_8h_mean", "limit": 10, "allowed": 0},
     {"directive": "(EU) 2024/2881", "pollutant": "o3", "statistic": "max_daily_8h_mean", "limit": 120, "allowed": 18},
 ] -%}
-WITH days AS (
-    {{ p.daily(hourly, calendar, params, tags) }}
-),
-vals AS (
+WITH vals AS (
     SELECT 'hourly' AS statistic, hr.pollutant, {{ p.tags_of(tags, "hr.") }}c.day, hr.avg AS value
     FROM {{ hourly }} hr JOIN {{ calendar }} c ON c.h = hr.h
     WHERE {{ p.valid(params, "hr.") }}
     UNION ALL
     SELECT 'daily_mean', pollutant, {{ p.tags_of(tags, "") }}day, mean
-    FROM days
-    WHERE {{ p.day_complete("n_valid_hours", "hours_in_day") }}
+    FROM {{ inputs.daily_mean }} WHERE valid
     UNION ALL
     SELECT 'max_daily_8h_mean', pollutant, {{ p.tags_of(tags, "") }}day, max_8h
-    FROM ({{ p.daily_max_8h(hourly, newest, calendar, params, tags, key_hours_from, key_hours_to) }})
-    WHERE {{ p.day_complete("n_valid_8h", "hours_in_day") }}
+    FROM {{ inputs.daily_max_8h }} WHERE valid
 ),
 metrics AS (
     SELECT * FROM (VALUES
@@ -63,7 +59,7 @@ SELECT d.pollutant, {{ p.tags_of(tags, "d.") }}d.day, m.directive, m.statistic A
     m.limit_value, m.unit, m.allowed,
     count(v.value) AS n_values,
     count(v.value) FILTER (WHERE v.value > m.limit_value) AS n_exceedances
-FROM days d
+FROM {{ inputs.daily_mean }} d
 JOIN metrics m ON m.pollutant = d.pollutant
 LEFT JOIN vals v ON v.pollutant = d.pollutant{{ p.same_tags(tags, "v.", "d.") }}
     AND v.day = d.day AND v.statistic = m.statistic

@@ -67,22 +67,25 @@ WHERE n_valid > 0 AND h >= {{ lo }} AND h < {{ hi }}
 {%- endmacro %}
 
 {#- Per pollutant, tags and local day: the maximum of the day's valid 8-hour
-    means (6 of 8 hours valid), the label of the earliest window reaching
-    it, how many valid ones, and the day's length. Each 8-hour mean belongs
-    to the day of its label, "the day on which it ends" (2008/50/EC Annex
-    VII: the first window of a day runs 17:00-01:00, the last 16:00-24:00). -#}
-{% macro daily_max_8h(hourly, newest, calendar, params, tags, lo, hi) -%}
+    means (`min_valid_8h`, 6 of 8 hours valid), the label of the earliest
+    window reaching it, how many valid ones, and the day's length; from
+    `windows`, rows of 8-hour means (`hour_start` of the label, `mean`,
+    `n_valid`). Each 8-hour mean belongs to the day of its label, "the day
+    on which it ends" (2008/50/EC Annex VII: the first window of a day runs
+    17:00-01:00, the last 16:00-24:00). -#}
+{% macro daily_max_8h(windows, calendar, params, tags) -%}
 SELECT pollutant, {{ tags_of(tags, "") }}day,
     max(mean) FILTER (WHERE ok) AS max_8h,
     min(h) FILTER (WHERE ok AND mean = day_max) AS max_8h_h,
     count(*) FILTER (WHERE ok) AS n_valid_8h,
     any_value(hours_in_day) AS hours_in_day
 FROM (
-    SELECT w.*, c.day, c.hours_in_day, w.n_valid >= {{ params.min_valid_8h | default(6) }} AS ok,
+    SELECT w.pollutant, {{ tags_of(tags, "w.") }}c.h, w.mean, c.day, c.hours_in_day,
+        w.n_valid >= {{ params.min_valid_8h | default(6) }} AS ok,
         max(w.mean) FILTER (WHERE w.n_valid >= {{ params.min_valid_8h | default(6) }})
-            OVER (PARTITION BY w.pollutant, {{ tags_of(tags, "w.") }}c.day) AS day_max
-    FROM ({{ running(hourly, newest, params, tags, 8, lo, hi) }}) w
-    JOIN {{ calendar }} c ON c.h = w.h
+            OVER (PARTITION BY w.pollutant{{ tags_after(tags, "w.") }}, c.day) AS day_max
+    FROM {{ windows }} w
+    JOIN {{ calendar }} c ON c.h = epoch_us(w.hour_start) // 3600000000
 )
 GROUP BY ALL
 {%- endmacro %}

@@ -12,6 +12,7 @@ use crate::template::{quote_ident, ModelInput, RenderInput, Templates};
 /// Binds every template of every pipeline; one diagnostic per failure.
 pub fn check(config: &Config, templates: &Templates) -> Result<(), Vec<Diagnostic>> {
     let conn = crate::duck::open()
+        .and_then(|c| crate::duck::load_extensions(&c, &config.extensions).map(|_| c))
         .and_then(|c| crate::duck::confine(&c, &[]).map(|_| c))
         .map_err(|e| vec![Diagnostic::file("duckdb", e.to_string())])?;
     let mut errors = Vec::new();

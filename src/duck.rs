@@ -20,6 +20,8 @@ pub enum DuckError {
     Db(#[from] duckdb::Error),
     #[error("the SQL of job `{job}` failed: {message}")]
     Transform { job: String, message: String },
+    #[error("DuckDB extension `{name}` could not be loaded: {message}")]
+    Extension { name: String, message: String },
     #[error("the SQL of job `{job}` must return columns {missing}")]
     MissingColumns { job: String, missing: String },
     /// A result row the sinks would not replace on the next load: loading it
@@ -43,6 +45,44 @@ pub fn open() -> Result<Connection, DuckError> {
     )?;
     staged::register(&conn)?;
     Ok(conn)
+}
+
+/// Loads DuckDB extensions (`extensions:`) from DuckDB's extension
+/// directory, before the database is confined. Nothing is downloaded. With
+/// `icu`, the session's time zone is UTC, so that timestamps print and
+/// compare the same on every machine.
+pub fn load_extensions(conn: &Connection, names: &[String]) -> Result<(), DuckError> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    conn.execute_batch("SET autoinstall_known_extensions = false")?;
+    for name in names {
+        if let Err(e) = conn.execute_batch(&format!("LOAD {}", quote_ident(name))) {
+            let dir: Option<String> = conn
+                .query_row("SELECT current_setting('extension_directory')", [], |r| {
+                    r.get(0)
+                })
+                .ok()
+                .filter(|d: &String| !d.is_empty());
+            let version: String = conn
+                .query_row("SELECT library_version FROM pragma_version()", [], |r| {
+                    r.get(0)
+                })
+                .unwrap_or_else(|_| "?".into());
+            return Err(DuckError::Extension {
+                name: name.clone(),
+                message: format!(
+                    "{e}; put `{name}.duckdb_extension` of DuckDB {version} in {} (`INSTALL {name}` in a DuckDB {version} client does, or copy it from PyPI's `duckdb-extension-{name}=={}`)",
+                    dir.unwrap_or_else(|| format!("~/.duckdb/extensions/{version}/<platform>/")),
+                    version.trim_start_matches('v')
+                ),
+            });
+        }
+        if name == "icu" {
+            conn.execute_batch("SET TimeZone = 'UTC'")?;
+        }
+    }
+    Ok(())
 }
 
 /// Confines what SQL run from now on can reach: files only under `dirs`

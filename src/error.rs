@@ -124,7 +124,7 @@ impl From<crate::duck::DuckError> for JobError {
         use crate::duck::DuckError;
         let message = e.to_string();
         match e {
-            DuckError::Db(_) => JobError::Internal(message),
+            DuckError::Db(_) | DuckError::Extension { .. } => JobError::Internal(message),
             _ => JobError::Template(message),
         }
     }

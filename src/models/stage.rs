@@ -105,7 +105,7 @@ pub fn load_inputs(
         })
         .collect();
     conn.execute_batch(&format!(
-        "CREATE OR REPLACE TABLE {} AS SELECT pollutant, max(epoch_us(hour_start) // 3600000000) AS h \
+        "CREATE OR REPLACE VIEW {} AS SELECT pollutant, max(epoch_us(hour_start) // 3600000000) AS h \
          FROM ({}) GROUP BY pollutant",
         quote_ident(&newest_table(m)),
         newest.join(" UNION ALL ")
@@ -137,8 +137,9 @@ fn load_calendar(conn: &Connection, m: &Model, from: Hour, to: Hour) -> duckdb::
             values.join(", ")
         )
     };
+    // Views: a template that does not read them costs nothing.
     conn.execute_batch(&format!(
-        "CREATE OR REPLACE TABLE {} AS \
+        "CREATE OR REPLACE VIEW {} AS \
          SELECT to_timestamp((first + i) * 3600) AS hour_start, first + i AS h, day, \
                 year(day)::INTEGER AS year, n::INTEGER AS hours_in_day \
          FROM (SELECT first, n, day, unnest(range(n)) AS i FROM ({rows}))",
@@ -159,7 +160,7 @@ pub fn empty_inputs(conn: &Connection, m: &Model, hourly: &str) -> Result<(), St
     ))
     .map_err(err)?;
     conn.execute_batch(&format!(
-        "CREATE OR REPLACE TABLE {} AS SELECT pollutant, h FROM {} LIMIT 0",
+        "CREATE OR REPLACE VIEW {} AS SELECT pollutant, h FROM {} LIMIT 0",
         quote_ident(&newest_table(m)),
         quote_ident(&hourly_table(m))
     ))
@@ -168,22 +169,16 @@ pub fn empty_inputs(conn: &Connection, m: &Model, hourly: &str) -> Result<(), St
     load_calendar(conn, m, t, t).map_err(err)
 }
 
-/// The number of the newest loaded hour among the model's jobs, from the
-/// rows read (`model_newest_<m>`).
-pub fn newest_loaded(conn: &Connection, m: &Model) -> Option<i64> {
-    conn.query_row(
-        &format!("SELECT max(h) FROM {}", quote_ident(&newest_table(m))),
-        [],
-        |r| r.get::<_, Option<i64>>(0),
-    )
-    .ok()
-    .flatten()
-}
-
 /// Runs the rendered SQL into `model_result_<m>` and checks the contract:
 /// every row's key lies in `r` (sinks replace exactly that range, so a row
-/// outside it would be duplicated by every recomputation). Returns rows.
-pub fn compute(conn: &Connection, m: &Model, sql: &str, r: KeyRange) -> Result<u64, StageError> {
+/// outside it would be duplicated by every recomputation). Returns the rows,
+/// and the number of the newest loaded hour of its jobs among those read.
+pub fn compute(
+    conn: &Connection,
+    m: &Model,
+    sql: &str,
+    r: KeyRange,
+) -> Result<(u64, Option<i64>), StageError> {
     let result = quote_ident(&result_table(m));
     let sql_err = |e: duckdb::Error| StageError::Sql {
         model: m.name.clone(),
@@ -206,28 +201,30 @@ pub fn compute(conn: &Connection, m: &Model, sql: &str, r: KeyRange) -> Result<u
         key_literal(m.grain, r.from),
         key_literal(m.grain, r.to)
     );
-    let first = conn.query_row(
+    // One statement: how many rows, the first outside the range, and the
+    // newest loaded hour.
+    let checked = conn.query_row(
         &format!(
-            "SELECT duckhour_row::VARCHAR FROM {result} duckhour_row \
-             WHERE {key} IS NULL OR NOT ({inside}) LIMIT 1"
+            "SELECT count(*), first(duckhour_row::VARCHAR) FILTER (WHERE {key} IS NULL OR NOT ({inside})), \
+             (SELECT max(h) FROM {}) FROM {result} duckhour_row",
+            quote_ident(&newest_table(m))
         ),
         [],
-        |r| r.get::<_, String>(0),
+        |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, Option<i64>>(2)?,
+            ))
+        },
     );
-    match first {
-        Ok(row) => return Err(contract(row)),
-        Err(duckdb::Error::QueryReturnedNoRows) => {}
-        Err(e) => {
-            return Err(contract(format!(
-                "? (the result has no comparable `{col}` column: {e})"
-            )))
-        }
+    match checked {
+        Ok((_, Some(row), _)) => Err(contract(row)),
+        Ok((n, None, newest)) => Ok((n as u64, newest)),
+        Err(e) => Err(contract(format!(
+            "? (the result has no comparable `{col}` column: {e})"
+        ))),
     }
-    conn.query_row(&format!("SELECT count(*) FROM {result}"), [], |r| {
-        r.get::<_, i64>(0)
-    })
-    .map(|n| n as u64)
-    .map_err(sql_err)
 }
 
 /// The predicate a sink replaces by: the key column in `r`, with `lit`
@@ -272,22 +269,11 @@ pub fn load_upstream(
     })
 }
 
-/// Drops the model's tables and views.
+/// Drops the model's result. Its input views stay (they hold no rows, and
+/// the next range replaces them): dropping them cost a statement each.
 pub fn clear(conn: &Connection, m: &Model) {
-    let mut sql: String = m
-        .depends_on
-        .iter()
-        .map(|u| format!("DROP VIEW IF EXISTS {};", quote_ident(&input_view(m, u))))
-        .collect();
-    sql.push_str(&format!(
-        "DROP VIEW IF EXISTS {};",
-        quote_ident(&hourly_table(m))
-    ));
-    let _ = conn.execute_batch(&sql);
     let _ = conn.execute_batch(&format!(
-        "DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {};",
-        quote_ident(&newest_table(m)),
-        quote_ident(&calendar_table(m)),
+        "DROP TABLE IF EXISTS {}",
         quote_ident(&result_table(m))
     ));
 }

@@ -36,6 +36,24 @@ pub struct Ctx<'a> {
     pub run_id: &'a str,
     /// `run` or `backfill`, for the run record.
     pub kind: &'a str,
+    /// The first DuckDB sink's tables, listed once per run (models add theirs).
+    pub tables: Mutex<Option<std::collections::HashSet<String>>>,
+}
+
+impl Ctx<'_> {
+    /// Whether the first DuckDB sink `src` has `table`.
+    fn has(
+        &self,
+        conn: &Connection,
+        src: &crate::sinks::duckdb::DuckSink,
+        table: &str,
+    ) -> Result<bool, JobError> {
+        let mut known = self.tables.lock().unwrap_or_else(|p| p.into_inner());
+        if known.is_none() {
+            *known = Some(tokio::task::block_in_place(|| src.tables(conn))?);
+        }
+        Ok(known.as_ref().is_some_and(|t| t.contains(table)))
+    }
 }
 
 /// What happened to one model in a run.
@@ -241,14 +259,14 @@ async fn inputs(
     };
     if let Some(src) = ctx.sinks.iter().find_map(Sink::duck) {
         for t in &m.hourly_tables {
-            if tokio::task::block_in_place(|| src.has_table(conn, t))? {
+            if ctx.has(conn, src, t)? {
                 got.hourly.push(src.table_ref(t));
             }
         }
         got.newest = got.hourly.clone();
         for u in &m.depends_on {
             let u = ctx.pipeline.model(u).expect("validated");
-            if !tokio::task::block_in_place(|| src.has_table(conn, &u.table))? {
+            if !ctx.has(conn, src, &u.table)? {
                 return Ok(None);
             }
             got.upstream.push((u.name.clone(), src.table_ref(&u.table)));
@@ -347,7 +365,10 @@ async fn recompute_range(
     };
     let shared = || ctx.gate.read().unwrap_or_else(|p| p.into_inner());
     let (from, to) = keys::inputs(m.zone, m.lookback_hours, r);
+    let t0 = std::time::Instant::now();
+    let step = |what: &str| tracing::debug!(model = %m.name, us = t0.elapsed().as_micros() as u64, "{what}");
     let found = inputs(ctx, m, &conn, from, to).await;
+    step("inputs found");
     let drop_scratch = |got: &Option<Inputs>| {
         for t in got.iter().flat_map(|g| &g.scratch) {
             let _ = conn.execute_batch(&format!("DROP TABLE IF EXISTS {t}"));
@@ -384,8 +405,10 @@ async fn recompute_range(
                     hours_to: to,
                 })
                 .map_err(|d| JobError::Template(d.to_string()))?;
-            let rows = stage::compute(&conn, m, &sql, r).map_err(stage_err)?;
-            Ok(Some((rows, stage::newest_loaded(&conn, m))))
+            step("rendered");
+            let computed = stage::compute(&conn, m, &sql, r).map_err(stage_err)?;
+            step("computed");
+            Ok(Some(computed))
         });
     let computed = match computed {
         Ok(Some(n)) => n,
@@ -440,9 +463,19 @@ async fn recompute_range(
             failed = Some(e.into());
             break;
         }
+        if let Some(known) = ctx
+            .tables
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        {
+            known.insert(m.table.clone());
+        }
     }
+    step("written");
     stage::clear(&conn, m);
     drop_scratch(&got);
+    step("cleared");
     match failed {
         Some(e) => Err(e),
         None => Ok(computed),

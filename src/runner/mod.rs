@@ -522,10 +522,11 @@ async fn setup(
     opts: Options,
 ) -> Result<Shared, (State, JobError)> {
     let mut source = Source::new(&pipeline.source, &config.sources[&pipeline.source]);
-    let conn = match duck::open() {
-        Ok(c) => c,
-        Err(e) => return Err((state, e.into())),
-    };
+    let conn =
+        match duck::open().and_then(|c| duck::load_extensions(&c, &config.extensions).map(|_| c)) {
+            Ok(c) => c,
+            Err(e) => return Err((state, e.into())),
+        };
     let home = match &pipeline.state {
         StateConfig::Local { dir } => dir.join("duckdb-home"),
         _ => std::env::temp_dir().join("duckhour-duckdb-home"),

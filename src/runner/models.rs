@@ -164,6 +164,7 @@ pub(super) async fn recompute(
         templates: &shared.templates,
         run_id: &shared.run_id,
         kind,
+        tables: Default::default(),
     };
     let mut failed: Vec<String> = Vec::new();
     let mut outcomes = Vec::new();

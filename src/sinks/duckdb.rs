@@ -272,15 +272,21 @@ impl DuckSink {
         self.target(table)
     }
 
-    /// Whether the sink has `table` yet (it is created on first load).
-    pub fn has_table(&self, conn: &Connection, table: &str) -> Result<bool, SinkError> {
-        conn.query_row(
-            "SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND schema_name = ? AND table_name = ?",
-            [&self.alias, &self.schema, &table.to_owned()],
-            |r| r.get::<_, i64>(0),
-        )
-        .map(|n| n > 0)
-        .map_err(|e| self.setup_err(e.to_string()))
+    /// The tables the sink's schema has (a table is created on first load).
+    pub fn tables(
+        &self,
+        conn: &Connection,
+    ) -> Result<std::collections::HashSet<String>, SinkError> {
+        let err = |e: ::duckdb::Error| self.setup_err(e.to_string());
+        let mut stmt = conn
+            .prepare("SELECT table_name FROM duckdb_tables() WHERE database_name = ? AND schema_name = ?")
+            .map_err(err)?;
+        let names = stmt
+            .query_map([&self.alias, &self.schema], |r| r.get::<_, String>(0))
+            .map_err(err)?
+            .collect::<Result<_, _>>()
+            .map_err(err)?;
+        Ok(names)
     }
 
     pub fn load(
@@ -323,24 +329,25 @@ impl DuckSink {
         let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
         let target = self.target(table);
         conn.execute_batch(&format!(
-            "CREATE TABLE IF NOT EXISTS {target} AS SELECT * FROM {result} LIMIT 0"
+            "CREATE TABLE IF NOT EXISTS {target} AS SELECT * FROM {result} LIMIT 0;
+             BEGIN TRANSACTION;
+             DELETE FROM {target} WHERE {what};"
         ))
-        .map_err(|e| err(e.to_string()))?;
-        let sql = format!(
-            "BEGIN TRANSACTION;
-             DELETE FROM {target} WHERE {what};
-             INSERT INTO {target} BY NAME SELECT * FROM {result};
-             COMMIT;"
-        );
-        if let Err(e) = conn.execute_batch(&sql) {
+        .and_then(|_| {
+            conn.execute(
+                &format!("INSERT INTO {target} BY NAME SELECT * FROM {result}"),
+                [],
+            )
+        })
+        .and_then(|n| conn.execute_batch("COMMIT").map(|_| n))
+        .map(|n| {
+            *loaded += n as u64;
+            n as u64
+        })
+        .map_err(|e| {
             let _ = conn.execute_batch("ROLLBACK");
-            return Err(err(e.to_string()));
-        }
-        let n: i64 = conn
-            .query_row(&format!("SELECT count(*) FROM {result}"), [], |r| r.get(0))
-            .map_err(|e| err(e.to_string()))?;
-        *loaded += n as u64;
-        Ok(n as u64)
+            err(e.to_string())
+        })
     }
 
     /// Reopens a local file once more than [`REOPEN_ROWS`] rows were

@@ -18,6 +18,8 @@ pub struct Config {
     pub sql_dir: PathBuf,
     /// The template directory as messages name it (e.g. `sql`).
     pub sql_label: String,
+    /// DuckDB extensions to load before templates run.
+    pub extensions: Vec<String>,
     pub sources: BTreeMap<String, SourceConfig>,
     pub sinks: BTreeMap<String, SinkConfig>,
     pub pipelines: BTreeMap<String, Pipeline>,

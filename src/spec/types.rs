@@ -24,6 +24,11 @@ pub struct Spec {
     /// Directory of SQL templates, relative to this file. Default `sql`.
     #[serde(default)]
     pub sql_dir: Option<String>,
+    /// DuckDB extensions loaded into the embedded database before any
+    /// template runs, e.g. `icu` for DuckDB's time-zone functions. Read
+    /// from DuckDB's extension directory; never downloaded. Default none.
+    #[serde(default)]
+    pub extensions: Vec<Spanned<String>>,
     /// Named sources of minute readings.
     #[serde(default)]
     pub sources: BTreeMap<String, Spanned<SourceSpec>>,

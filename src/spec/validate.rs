@@ -64,6 +64,18 @@ pub fn validate(loaded: &Loaded) -> Result<Config, Vec<Diagnostic>> {
             api_key: p.value.api_key.clone(),
         }
     });
+    for e in &spec.extensions {
+        let ok = !e.value.is_empty()
+            && e.value
+                .chars()
+                .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_');
+        if !ok {
+            c.err(
+                e.into(),
+                format!("extensions: `{}` is not a DuckDB extension name (lowercase letters, digits, `_`)", e.value),
+            );
+        }
+    }
     let mut sources = BTreeMap::new();
     for (name, s) in &spec.sources {
         check_name(&mut c, s.into(), "source", name);
@@ -113,6 +125,7 @@ pub fn validate(loaded: &Loaded) -> Result<Config, Vec<Diagnostic>> {
             dir,
             sql_dir,
             sql_label,
+            extensions: spec.extensions.iter().map(|e| e.value.clone()).collect(),
             sources,
             sinks,
             pipelines,

@@ -171,9 +171,9 @@ fn models_yaml(tz: &str) -> String {
       - {{name: daily_mean, grain: day, timezone: {tz}}}
       - {{name: rolling_8h, template: rolling_mean.sql, grain: hour, lookback: 7h, params: {{hours: 8, min_valid: 6}}}}
       - {{name: rolling_24h, template: rolling_mean.sql, grain: hour, lookback: 23h, params: {{hours: 24, min_valid: 18}}}}
-      - {{name: daily_max_8h, grain: day, lookback: 7h, timezone: {tz}}}
+      - {{name: daily_max_8h, grain: day, timezone: {tz}, depends_on: [rolling_8h]}}
       - {{name: eaqi, grain: hour}}
-      - {{name: exceedance_days, grain: day, lookback: 7h, timezone: {tz}}}
+      - {{name: exceedance_days, grain: day, timezone: {tz}, depends_on: [daily_mean, daily_max_8h]}}
       - {{name: exceedances, grain: year, timezone: {tz}, depends_on: [exceedance_days]}}
 "
     )
@@ -699,4 +699,80 @@ fn products_in_bigquery_equal_those_in_duckdb() {
     );
     assert_eq!(out.code, 0, "{out:?}");
     summaries_equal(&ws, only);
+}
+
+/// With `extensions: [icu]` and the extension where DuckDB keeps it (as
+/// `INSTALL icu` leaves it; here the file of PyPI's duckdb-extension-icu
+/// 1.5.5 that scripts/bigquery installs), DuckDB's time-zone functions work
+/// in a model; without the file, `validate` and `run` say which file goes where.
+#[test]
+fn duckdb_time_zone_functions_work_with_the_icu_extension() {
+    let spec = "extensions: [icu]
+sources:
+  sample: {type: line_protocol, path: data/sample.lp.gz}
+sinks:
+  wh: {type: duckdb, path: wh.duckdb}
+pipelines:
+  demo:
+    source: sample
+    sinks: [wh]
+    measurement: air_quality
+    start: 2026-11-20T00:00:00Z
+    end: 2026-11-21T00:00:00Z
+    jobs: [{name: no2}]
+    models:
+      - {name: local_hours, grain: hour}
+";
+    let ws = Ws::new(spec);
+    ws.write(
+        "sql/local_hours.sql",
+        "SELECT pollutant, station, hour_start, hour(hour_start AT TIME ZONE 'Europe/Madrid') AS local_hour, \
+         strftime(hour_start AT TIME ZONE 'America/New_York', '%Y-%m-%d') AS ny_day \
+         FROM {{ hourly }} WHERE hour_start >= {{ keys_from }} AND hour_start < {{ keys_to }}",
+    );
+    let out = ws.run(&["validate"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("DuckDB extension `icu` could not be loaded:")
+            && out
+                .stderr
+                .contains("put `icu.duckdb_extension` of DuckDB v1.5.5 in"),
+        "{out:?}"
+    );
+    let out = ws.run(&["run", "demo", "--now", "2026-11-22T00:00:00Z"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("DuckDB extension `icu` could not be loaded"),
+        "{out:?}"
+    );
+
+    let file = std::path::Path::new(
+        "/var/tmp/duckhour-py/bigquery/duckdb-home/.duckdb/extensions/v1.5.5/linux_amd64/icu.duckdb_extension",
+    );
+    assert!(
+        file.exists(),
+        "run scripts/bigquery install (scripts/test does)"
+    );
+    let dir = ws.path("home/.duckdb/extensions/v1.5.5/linux_amd64");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(file, dir.join("icu.duckdb_extension")).unwrap();
+    let out = ws.run(&["validate"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let out = ws.run(&["run", "demo", "--now", "2026-11-22T00:00:00Z"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let rows = ws.query(
+        "wh.duckdb",
+        "SELECT epoch_us(hour_start) // 1000000, local_hour, ny_day FROM local_hours",
+    );
+    assert_eq!(rows.len(), 71, "{rows:?}");
+    for r in rows {
+        let t = chrono::DateTime::from_timestamp(r[0].parse().unwrap(), 0).unwrap();
+        use chrono::Timelike;
+        let madrid = t.with_timezone(&chrono_tz::Europe::Madrid);
+        let ny = t.with_timezone(&chrono_tz::America::New_York);
+        assert_eq!(r[1], madrid.hour().to_string(), "{t}");
+        assert_eq!(r[2], ny.format("%Y-%m-%d").to_string(), "{t}");
+    }
 }
