@@ -222,7 +222,12 @@ model `{}`: {} keys{}, lookback {}h, reads {} -> table `{}` in sinks: {}
         if m.depends_on.is_empty() {
             m.jobs.join(",")
         } else {
-            format!("{} and model {}", m.jobs.join(","), m.depends_on.join(", "))
+            format!(
+                "{} and model{} {}",
+                m.jobs.join(","),
+                if m.depends_on.len() > 1 { "s" } else { "" },
+                m.depends_on.join(", ")
+            )
         },
         m.table,
         p.sinks.join(", ")

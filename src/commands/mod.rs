@@ -81,7 +81,12 @@ fn list(config: &Config) -> Result<i32, Error> {
                 if m.depends_on.is_empty() {
                     m.jobs.join(",")
                 } else {
-                    format!("{} and model {}", m.jobs.join(","), m.depends_on.join(", "))
+                    format!(
+                        "{} and model{} {}",
+                        m.jobs.join(","),
+                        if m.depends_on.len() > 1 { "s" } else { "" },
+                        m.depends_on.join(", ")
+                    )
                 },
                 m.table,
                 m.template

@@ -383,9 +383,9 @@ fn demo_runs_with_no_service_and_a_second_run_loads_nothing_new() {
   model daily_mean       ok      day [2026-11-20, 2026-11-21): 24 hours read, 18 rows, checkpoint 2026-11-20T23:00:00Z
   model rolling_8h       ok      hour [2026-11-20T00:00:00Z, 2026-11-21T07:00:00Z): 38 hours read, 432 rows, checkpoint 2026-11-20T23:00:00Z
   model rolling_24h      ok      hour [2026-11-20T00:00:00Z, 2026-11-21T23:00:00Z): 70 hours read, 432 rows, checkpoint 2026-11-20T23:00:00Z
-  model daily_max_8h     ok      day [2026-11-20, 2026-11-22): 55 hours read, 18 rows, checkpoint 2026-11-20T23:00:00Z
+  model daily_max_8h     ok      day [2026-11-20, 2026-11-22): 48 hours read, 18 rows, checkpoint 2026-11-20T23:00:00Z
   model eaqi             ok      hour [2026-11-20T00:00:00Z, 2026-11-21T00:00:00Z): 24 hours read, 70 rows, checkpoint 2026-11-20T23:00:00Z
-  model exceedance_days  ok      day [2026-11-20, 2026-11-22): 55 hours read, 45 rows, checkpoint 2026-11-20T23:00:00Z
+  model exceedance_days  ok      day [2026-11-20, 2026-11-22): 48 hours read, 45 rows, checkpoint 2026-11-20T23:00:00Z
   model exceedances      ok      year [2026, 2027): 8760 hours read, 45 rows, checkpoint 2026-11-20T23:00:00Z
   data: local (duckdb demo.duckdb schema main), tables pollutant_hourly, daily_mean, rolling_8h, rolling_24h, daily_max_8h, eaqi, exceedance_days, exceedances
   look: duckdb demo.duckdb -c 'FROM daily_mean LIMIT 10'   (any DuckDB client reads the file)

@@ -179,7 +179,7 @@ fn shipped_spec_validates_and_lists() {
     );
     assert!(
         out.stdout.contains(
-            "  model daily_max_8h     day (Europe/Berlin), lookback 7h, reads co,no2,o3,pm10,pm25,so2 -> daily_max_8h via daily_max_8h.sql\n  model eaqi             hour, lookback 0h, reads co,no2,o3,pm10,pm25,so2 -> eaqi via eaqi.sql\n  model exceedance_days  day (Europe/Berlin), lookback 7h, reads co,no2,o3,pm10,pm25,so2 -> exceedance_days via exceedance_days.sql\n  model exceedances      year (Europe/Berlin), lookback 0h, reads co,no2,o3,pm10,pm25,so2 and model exceedance_days -> exceedances via exceedances.sql\n"
+            "  model daily_max_8h     day (Europe/Berlin), lookback 0h, reads co,no2,o3,pm10,pm25,so2 and model rolling_8h -> daily_max_8h via daily_max_8h.sql\n  model eaqi             hour, lookback 0h, reads co,no2,o3,pm10,pm25,so2 -> eaqi via eaqi.sql\n  model exceedance_days  day (Europe/Berlin), lookback 0h, reads co,no2,o3,pm10,pm25,so2 and models daily_mean, daily_max_8h -> exceedance_days via exceedance_days.sql\n  model exceedances      year (Europe/Berlin), lookback 0h, reads co,no2,o3,pm10,pm25,so2 and model exceedance_days -> exceedances via exceedances.sql\n"
         ),
         "{out:?}"
     );
