@@ -7,7 +7,7 @@ use duckdb::Connection;
 
 use crate::models::{keys, stage, KeyRange};
 use crate::spec::{Config, Diagnostic, Hour, Model, Pipeline};
-use crate::template::{quote_ident, ModelInput, RenderInput, Templates};
+use crate::template::{quote_ident, RenderInput, Templates};
 
 /// Binds every template of every pipeline; one diagnostic per failure.
 pub fn check(config: &Config, templates: &Templates) -> Result<(), Vec<Diagnostic>> {
@@ -109,7 +109,6 @@ fn bind_model(
     ))
     .map_err(|e| format!("its jobs' results do not combine: {e}"))?;
     stage::empty_inputs(conn, m, &hourly).map_err(|e| e.to_string())?;
-    let mut inputs = std::collections::BTreeMap::new();
     for u in &m.depends_on {
         let view = quote_ident(&stage::input_view(m, u));
         conn.execute_batch(&format!(
@@ -117,7 +116,6 @@ fn bind_model(
             quote_ident(&format!("bind_out_{u}"))
         ))
         .map_err(|e| format!("model `{u}`, which it reads, did not bind: {e}"))?;
-        inputs.insert(u.clone(), view);
     }
     let r = KeyRange {
         grain: m.grain,
@@ -132,22 +130,7 @@ fn bind_model(
         to: r.from + 1,
         ..r
     };
-    let (from, to) = keys::inputs(m.zone, m.lookback_hours, r);
-    let sql = templates
-        .render_model(&ModelInput {
-            pipeline: &p.name,
-            model: m,
-            hourly: &quote_ident(&stage::hourly_table(m)),
-            calendar: &quote_ident(&stage::calendar_table(m)),
-            newest: &quote_ident(&stage::newest_table(m)),
-            inputs: &inputs,
-            keys_from: stage::key_literal(m.grain, r.from),
-            keys_to: stage::key_literal(m.grain, r.to),
-            key_hours: crate::models::keys::key_hours(m.zone, r),
-            hours_from: from,
-            hours_to: to,
-        })
-        .map_err(|d| d.to_string())?;
+    let sql = stage::render(templates, &p.name, m, r).map_err(|d| d.to_string())?;
     let out = stage::compute(conn, m, &sql, r)
         .map_err(|e| e.to_string())
         .and_then(|_| {

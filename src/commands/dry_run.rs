@@ -183,14 +183,7 @@ pub fn dry_run(config: &Config, a: &DryRunArgs) -> Result<i32, Error> {
                 hours.extend(crate::models::step::spans(u, theirs));
             }
         }
-        out.push_str(&model_plan(
-            config,
-            p,
-            m,
-            &hours,
-            &pending_text,
-            &templates,
-        )?);
+        out.push_str(&model_plan(p, m, &hours, &pending_text, &templates)?);
         marks.push((&m.name, hours));
     }
     print!("{out}");
@@ -200,83 +193,39 @@ pub fn dry_run(config: &Config, a: &DryRunArgs) -> Result<i32, Error> {
 /// A model's part of the plan: the keys the hours touch, what they read,
 /// and the SQL of the first range.
 fn model_plan(
-    config: &Config,
     p: &Pipeline,
     m: &Model,
     hours: &[(Hour, Hour)],
     pending: &str,
     templates: &crate::template::Templates,
 ) -> Result<String, Error> {
+    let zone = match m.grain {
+        crate::models::Grain::Hour => String::new(),
+        _ => format!(" in {}", m.zone),
+    };
     let mut out = format!(
-        "
-model `{}`: {} keys{}, lookback {}h, reads {} -> table `{}` in sinks: {}
-  pending hours in the state: {pending}
-",
+        "\nmodel `{}`: {} keys{zone}, lookback {}h, reads {} -> table `{}` in sinks: {}\n  pending hours in the state: {pending}\n",
         m.name,
         m.grain.word(),
-        match m.grain {
-            crate::models::Grain::Hour => String::new(),
-            _ => format!(" in {}", m.zone),
-        },
         m.lookback_hours,
-        if m.depends_on.is_empty() {
-            m.jobs.join(",")
-        } else {
-            format!(
-                "{} and model{} {}",
-                m.jobs.join(","),
-                if m.depends_on.len() > 1 { "s" } else { "" },
-                m.depends_on.join(", ")
-            )
-        },
+        m.inputs_text(),
         m.table,
         p.sinks.join(", ")
     );
     let ranges = crate::models::step::affected(m, hours);
     let Some(first) = ranges.first() else {
-        out.push_str(
-            "  nothing to recompute
-",
-        );
+        out.push_str("  nothing to recompute\n");
         return Ok(out);
     };
     for r in &ranges {
         let (a, b) = crate::models::keys::inputs(m.zone, m.lookback_hours, *r);
         out.push_str(&format!(
-            "  recomputes {r} from the hourly rows of [{a}, {b})
-"
+            "  recomputes {r} from the hourly rows of [{a}, {b})\n"
         ));
     }
-    let (from, to) = crate::models::keys::inputs(m.zone, m.lookback_hours, *first);
-    let stage = crate::models::stage::hourly_table(m);
-    let sql = templates
-        .render_model(&crate::template::ModelInput {
-            pipeline: &p.name,
-            model: m,
-            hourly: &crate::template::quote_ident(&stage),
-            calendar: &crate::template::quote_ident(&crate::models::stage::calendar_table(m)),
-            newest: &crate::template::quote_ident(&crate::models::stage::newest_table(m)),
-            inputs: &m
-                .depends_on
-                .iter()
-                .map(|u| {
-                    let view = crate::models::stage::input_view(m, u);
-                    (u.clone(), crate::template::quote_ident(&view))
-                })
-                .collect(),
-            keys_from: crate::models::stage::key_literal(m.grain, first.from),
-            keys_to: crate::models::stage::key_literal(m.grain, first.to),
-            key_hours: crate::models::keys::key_hours(m.zone, *first),
-            hours_from: from,
-            hours_to: to,
-        })
+    let sql = crate::models::stage::render(templates, &p.name, m, *first)
         .map_err(|d| Error::Spec(vec![d]))?;
-    let _ = config;
-    out.push_str(&format!(
-        "  sql of the first range (`{}`):
-",
-        m.template
-    ));
+    out.push_str(&format!("  sql of the first range (`{}`):\n", m.template));
     out.push_str(&indent(&sql, "    "));
     Ok(out)
 }

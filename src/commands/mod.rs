@@ -78,16 +78,7 @@ fn list(config: &Config) -> Result<i32, Error> {
                 m.name,
                 m.grain.word(),
                 m.lookback_hours,
-                if m.depends_on.is_empty() {
-                    m.jobs.join(",")
-                } else {
-                    format!(
-                        "{} and model{} {}",
-                        m.jobs.join(","),
-                        if m.depends_on.len() > 1 { "s" } else { "" },
-                        m.depends_on.join(", ")
-                    )
-                },
+                m.inputs_text(),
                 m.table,
                 m.template
             );

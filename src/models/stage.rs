@@ -169,6 +169,35 @@ pub fn empty_inputs(conn: &Connection, m: &Model, hourly: &str) -> Result<(), St
     load_calendar(conn, m, t, t).map_err(err)
 }
 
+/// Renders `m`'s template for the keys `r`, over its input relations as
+/// [`load_inputs`] and [`load_upstream`] name them.
+pub fn render(
+    templates: &crate::template::Templates,
+    pipeline: &str,
+    m: &Model,
+    r: KeyRange,
+) -> Result<String, crate::spec::Diagnostic> {
+    let (from, to) = keys::inputs(m.zone, m.lookback_hours, r);
+    let inputs = m
+        .depends_on
+        .iter()
+        .map(|u| (u.clone(), quote_ident(&input_view(m, u))))
+        .collect();
+    templates.render_model(&crate::template::ModelInput {
+        pipeline,
+        model: m,
+        hourly: &quote_ident(&hourly_table(m)),
+        calendar: &quote_ident(&calendar_table(m)),
+        newest: &quote_ident(&newest_table(m)),
+        inputs: &inputs,
+        keys_from: key_literal(m.grain, r.from),
+        keys_to: key_literal(m.grain, r.to),
+        key_hours: keys::key_hours(m.zone, r),
+        hours_from: from,
+        hours_to: to,
+    })
+}
+
 /// Runs the rendered SQL into `model_result_<m>` and checks the contract:
 /// every row's key lies in `r` (sinks replace exactly that range, so a row
 /// outside it would be duplicated by every recomputation). Returns the rows,

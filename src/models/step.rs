@@ -22,7 +22,7 @@ use crate::sinks::bigquery::BigQuerySink;
 use crate::sinks::Sink;
 use crate::spec::{Hour, Model, Pipeline};
 use crate::state::{merge_range, Lease, RunRecord, State, StateError};
-use crate::template::{quote_ident, ModelInput, Templates};
+use crate::template::{quote_ident, Templates};
 
 /// What a model step needs of the run.
 pub struct Ctx<'a> {
@@ -383,27 +383,11 @@ async fn recompute_range(
             let _g = shared();
             let Some(got) = &got else { return Ok(None) };
             stage::load_inputs(&conn, m, &got.hourly, &got.newest, from, to).map_err(stage_err)?;
-            let mut views = std::collections::BTreeMap::new();
             for (u, source) in &got.upstream {
                 let u = ctx.pipeline.model(u).expect("validated");
                 stage::load_upstream(&conn, m, u, source, from, to).map_err(stage_err)?;
-                views.insert(u.name.clone(), quote_ident(&stage::input_view(m, &u.name)));
             }
-            let sql = ctx
-                .templates
-                .render_model(&ModelInput {
-                    pipeline: &ctx.pipeline.name,
-                    model: m,
-                    hourly: &quote_ident(&stage::hourly_table(m)),
-                    calendar: &quote_ident(&stage::calendar_table(m)),
-                    newest: &quote_ident(&stage::newest_table(m)),
-                    inputs: &views,
-                    keys_from: stage::key_literal(m.grain, r.from),
-                    keys_to: stage::key_literal(m.grain, r.to),
-                    key_hours: crate::models::keys::key_hours(m.zone, r),
-                    hours_from: from,
-                    hours_to: to,
-                })
+            let sql = stage::render(ctx.templates, &ctx.pipeline.name, m, r)
                 .map_err(|d| JobError::Template(d.to_string()))?;
             step("rendered");
             let computed = stage::compute(&conn, m, &sql, r).map_err(stage_err)?;

@@ -216,6 +216,19 @@ impl Model {
     pub fn state_key(&self) -> String {
         state_key(&self.name)
     }
+
+    /// What it reads, for `list` and `dry-run`: `co,no2 and model daily_mean`.
+    pub fn inputs_text(&self) -> String {
+        match self.depends_on.len() {
+            0 => self.jobs.join(","),
+            n => format!(
+                "{} and model{} {}",
+                self.jobs.join(","),
+                if n > 1 { "s" } else { "" },
+                self.depends_on.join(", ")
+            ),
+        }
+    }
 }
 
 /// See [`Model::state_key`].

@@ -471,20 +471,7 @@ fn pipeline_config(
             );
         }
     }
-    let lookback_hours = match &v.lookback {
-        None => 0,
-        Some(l) if l.value.secs() % 3600 != 0 => {
-            c.err(
-                l.into(),
-                format!(
-                    "pipeline `{name}`: `lookback` must be whole hours, not {}",
-                    l.value
-                ),
-            );
-            0
-        }
-        Some(l) => (l.value.secs() / 3600) as u32,
-    };
+    let lookback_hours = whole_hours(c, &format!("pipeline `{name}`"), &v.lookback);
     let positive = |c: &mut Checker, key: &str, val: &Option<Spanned<u32>>, default: u32| match val
     {
         Some(s) if s.value == 0 => {
@@ -676,20 +663,7 @@ fn model_config(
             Grain::Hour
         }
     };
-    let lookback_hours = match &v.lookback {
-        None => 0,
-        Some(l) if l.value.secs() % 3600 != 0 => {
-            c.err(
-                l.into(),
-                format!(
-                    "model `{name}`: `lookback` must be whole hours, not {}",
-                    l.value
-                ),
-            );
-            0
-        }
-        Some(l) => (l.value.secs() / 3600) as u32,
-    };
+    let lookback_hours = whole_hours(c, &format!("model `{name}`"), &v.lookback);
     let zone = match &v.timezone {
         None => Zone::UTC,
         Some(tz) => match Zone::parse(&tz.value) {
@@ -843,6 +817,21 @@ fn model_config(
         depends_on,
         params,
     })
+}
+
+/// A `lookback` in whole hours (0 when absent); `who` names its owner in the error.
+fn whole_hours(c: &mut Checker, who: &str, l: &Option<Spanned<Duration>>) -> u32 {
+    match l {
+        None => 0,
+        Some(l) if l.value.secs() % 3600 != 0 => {
+            c.err(
+                l.into(),
+                format!("{who}: `lookback` must be whole hours, not {}", l.value),
+            );
+            0
+        }
+        Some(l) => (l.value.secs() / 3600) as u32,
+    }
 }
 
 fn check_template(c: &mut Checker, templates: &BTreeSet<String>, at: Span, who: &str, name: &str) {
