@@ -4,6 +4,7 @@
 mod config;
 mod diag;
 mod load;
+mod models;
 mod types;
 mod validate;
 mod values;

@@ -1,0 +1,214 @@
+//! Validation of a pipeline's `models:`: grain, lookback, time zone,
+//! template, table, jobs and `depends_on`, each error at its line.
+
+use std::collections::BTreeSet;
+
+use serde_saphyr::Spanned;
+
+use super::config::{Job, Model};
+use super::diag::did_you_mean;
+use super::types::{ModelSpec, PipelineSpec};
+use super::validate::{check_template, is_identifier, whole_hours, Checker};
+use super::values::Span;
+
+/// A pipeline's model with its defaults, or `None` after reporting why not.
+pub(super) fn model_config(
+    c: &mut Checker,
+    pipeline: &str,
+    p: &PipelineSpec,
+    m: &Spanned<ModelSpec>,
+    jobs: &[Job],
+    templates: &BTreeSet<String>,
+) -> Option<Model> {
+    use crate::models::{Grain, Zone};
+    let v = &m.value;
+    let name = &v.name.value;
+    let errors = c.errors.len();
+    if !is_identifier(name) || name.chars().any(|ch| ch.is_ascii_uppercase()) {
+        c.err(
+            (&v.name).into(),
+            format!("model `{name}`: a model name is lowercase letters, digits and `_`, not starting with a digit"),
+        );
+    }
+    let first = p.models.iter().position(|o| o.value.name.value == *name);
+    if first.is_some_and(|i| !std::ptr::eq(&p.models[i], m)) {
+        c.err(
+            (&v.name).into(),
+            format!("pipeline `{pipeline}`: model `{name}` is defined twice"),
+        );
+    }
+    let key = crate::spec::state_key(name);
+    if jobs.iter().any(|j| j.name == key) {
+        c.err(
+            (&v.name).into(),
+            format!("pipeline `{pipeline}`: model `{name}` keeps its state as `{key}`, the name of a job: rename one"),
+        );
+    }
+    let grain = match v.grain.value.as_str() {
+        "hour" => Grain::Hour,
+        "day" => Grain::Day,
+        "year" => Grain::Year,
+        other => {
+            let hint = did_you_mean(other, ["hour", "day", "year"]);
+            c.err(
+                (&v.grain).into(),
+                format!("model `{name}`: unknown grain `{other}` (hour, day or year){hint}"),
+            );
+            Grain::Hour
+        }
+    };
+    let lookback_hours = whole_hours(c, &format!("model `{name}`"), &v.lookback);
+    let zone = match &v.timezone {
+        None => Zone::UTC,
+        Some(tz) => match Zone::parse(&tz.value) {
+            Ok(z) if z.whole_hours() => z,
+            Ok(_) => {
+                c.err(
+                    tz.into(),
+                    format!("model `{name}`: time zone `{}` has offsets that are not whole hours, so its days do not hold whole UTC hours", tz.value),
+                );
+                Zone::UTC
+            }
+            Err(e) => {
+                let hint = did_you_mean(&tz.value, chrono_tz::TZ_VARIANTS.iter().map(|z| z.name()));
+                c.err(tz.into(), format!("model `{name}`: {e}{hint}"));
+                Zone::UTC
+            }
+        },
+    };
+    if grain == Grain::Hour && v.timezone.is_some() {
+        let at = v.timezone.as_ref().map(Span::from).unwrap_or(m.into());
+        c.err(
+            at,
+            format!("model `{name}`: `timezone` is for `day` and `year` grains; hour keys are UTC"),
+        );
+    }
+    let template = match &v.template {
+        Some(t) => {
+            check_template(c, templates, t.into(), &format!("model `{name}`"), &t.value);
+            t.value.clone()
+        }
+        None => {
+            let t = format!("{name}.sql");
+            check_template(
+                c,
+                templates,
+                (&v.name).into(),
+                &format!("model `{name}`"),
+                &t,
+            );
+            t
+        }
+    };
+    let table = v
+        .table
+        .as_ref()
+        .map(|t| t.value.clone())
+        .unwrap_or_else(|| name.clone());
+    if !is_identifier(&table) {
+        let at = v.table.as_ref().map(Span::from).unwrap_or(m.into());
+        c.err(
+            at,
+            format!("model `{name}`: table `{table}` must be letters, digits and `_`, not starting with a digit"),
+        );
+    }
+    if let Some(j) = jobs.iter().find(|j| j.table == table) {
+        let at = v.table.as_ref().map(Span::from).unwrap_or(m.into());
+        c.err(
+            at,
+            format!(
+                "model `{name}`: table `{table}` is where job `{}` loads its hourly rows",
+                j.name
+            ),
+        );
+    }
+    let names: Vec<String> = match &v.jobs {
+        None => jobs.iter().map(|j| j.name.clone()).collect(),
+        Some(list) => {
+            for j in list {
+                if !jobs.iter().any(|k| k.name == j.value) {
+                    let hint = did_you_mean(&j.value, jobs.iter().map(|k| k.name.as_str()));
+                    c.err(
+                        j.into(),
+                        format!("model `{name}`: unknown job `{}`{hint}", j.value),
+                    );
+                }
+            }
+            jobs.iter()
+                .filter(|k| list.iter().any(|j| j.value == k.name))
+                .map(|k| k.name.clone())
+                .collect()
+        }
+    };
+    let mut depends_on = Vec::new();
+    for d in &v.depends_on {
+        let earlier: Vec<&str> = p
+            .models
+            .iter()
+            .take_while(|o| !std::ptr::eq(*o, m))
+            .map(|o| o.value.name.value.as_str())
+            .collect();
+        if earlier.contains(&d.value.as_str()) {
+            depends_on.push(d.value.clone());
+        } else if p.models.iter().any(|o| o.value.name.value == d.value) {
+            c.err(
+                d.into(),
+                format!(
+                    "model `{name}`: `depends_on: {}` must name a model listed before it",
+                    d.value
+                ),
+            );
+        } else {
+            let hint = did_you_mean(
+                &d.value,
+                p.models.iter().map(|o| o.value.name.value.as_str()),
+            );
+            c.err(
+                d.into(),
+                format!(
+                    "model `{name}`: unknown model `{}` in `depends_on`{hint}",
+                    d.value
+                ),
+            );
+        }
+    }
+    let read: Vec<&Job> = jobs.iter().filter(|j| names.contains(&j.name)).collect();
+    let tags = read.first().map(|j| j.tags.clone()).unwrap_or_default();
+    if let Some(j) = read.iter().find(|j| j.tags != tags) {
+        c.err(
+            m.into(),
+            format!(
+                "model `{name}`: its jobs must have the same tags; `{}` has [{}], `{}` has [{}]",
+                read[0].name,
+                tags.join(", "),
+                j.name,
+                j.tags.join(", ")
+            ),
+        );
+    }
+    let mut hourly_tables: Vec<String> = Vec::new();
+    for j in &read {
+        if !hourly_tables.contains(&j.table) {
+            hourly_tables.push(j.table.clone());
+        }
+    }
+    let mut params: serde_json::Map<_, _> = p
+        .params
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    params.extend(v.params.iter().map(|(k, v)| (k.clone(), v.clone())));
+    (c.errors.len() == errors).then(|| Model {
+        name: name.clone(),
+        template,
+        grain,
+        lookback_hours,
+        zone,
+        table,
+        jobs: names,
+        tags,
+        hourly_tables,
+        depends_on,
+        params,
+    })
+}
