@@ -157,7 +157,7 @@ fn hours_empty_at_the_source_keep_what_the_sinks_hold() {
 }
 
 /// The emulator's root (without `/bigquery/v2`).
-fn emulator_root() -> String {
+pub(crate) fn emulator_root() -> String {
     bigquery().url.trim_end_matches("/bigquery/v2").to_owned()
 }
 
@@ -169,7 +169,7 @@ fn id_ok(s: &str, extra: &str, max: usize) -> bool {
 
 /// Every documented BigQuery limit on one recorded request; the list of
 /// what was broken (empty when it keeps them all).
-fn broken_limits(s: &Seen) -> Vec<String> {
+pub(crate) fn broken_limits(s: &Seen) -> Vec<String> {
     let mut bad = Vec::new();
     let path = s.path.split('?').next().unwrap();
     let segs: Vec<&str> = path.split('/').collect();
@@ -323,7 +323,7 @@ fn every_bigquery_request_keeps_the_documented_limits() {
     assert_eq!(bq_summary(ds), duck_summary(&ws));
 }
 
-fn uuid_like(s: &str) -> bool {
+pub(crate) fn uuid_like(s: &str) -> bool {
     let parts: Vec<&str> = s.split('-').collect();
     parts.iter().map(|p| p.len()).collect::<Vec<_>>() == [8, 4, 4, 4, 12]
         && s.chars().all(|c| c == '-' || c.is_ascii_hexdigit())

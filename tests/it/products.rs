@@ -776,3 +776,108 @@ pipelines:
         assert_eq!(r[2], ny.format("%Y-%m-%d").to_string(), "{t}");
     }
 }
+
+/// The products' BigQuery loads keep BigQuery's documented limits (which
+/// the emulator does not enforce): every request through a recording proxy
+/// is checked as the jobs' are, each key range's MERGE has its own UUID
+/// requestId, and a MERGE answered 503 is retried with the same one; the
+/// products end equal to DuckDB's.
+#[test]
+fn product_loads_keep_bigquerys_documented_limits() {
+    use crate::util::{Act, Recorder, Seen};
+    let db = "prod_limits";
+    influx().create_db(db);
+    write(db, &points());
+    let retried = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let r = retried.clone();
+    let rec = Recorder::start(
+        &crate::guarantees::emulator_root(),
+        Box::new(move |s: &Seen| {
+            let q = s.json()["query"].as_str().unwrap_or("").to_owned();
+            if q.starts_with("MERGE")
+                && q.contains(".daily_mean`")
+                && !r.swap(true, std::sync::atomic::Ordering::SeqCst)
+            {
+                return Act::Answer(503, r#"{"error":{"code":503,"message":"backend error","errors":[{"reason":"backendError"}]}}"#.into());
+            }
+            Act::Forward
+        }),
+    );
+    let dataset = "prod_limits";
+    let bq = format!(
+        "  bq:
+    type: bigquery
+    project: {}
+    dataset: {dataset}
+    location: EU
+    endpoint: ${{env:TEST_BQ_URL}}
+",
+        crate::bigquery_sink::PROJECT
+    );
+    let ws = Ws::new(&spec(db, "wh, bq", &bq, true));
+    let bq_url = format!("{}/bigquery/v2", rec.url);
+    let out = ws.run_env(
+        &["run", "aq", "--now", NOW],
+        &[("TEST_INFLUX_URL", &influx().url), ("TEST_BQ_URL", &bq_url)],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let seen = rec.seen();
+    let broken: Vec<(String, Vec<String>)> = seen
+        .iter()
+        .map(|s| (s.path.clone(), crate::guarantees::broken_limits(s)))
+        .filter(|(_, b)| !b.is_empty())
+        .collect();
+    assert!(broken.is_empty(), "{broken:#?}");
+    let merges: Vec<&Seen> = seen
+        .iter()
+        .filter(|s| {
+            s.json()["query"]
+                .as_str()
+                .is_some_and(|q| q.starts_with("MERGE"))
+        })
+        .collect();
+    let of = |t: &str| -> Vec<&Seen> {
+        merges
+            .iter()
+            .copied()
+            .filter(|s| {
+                s.json()["query"]
+                    .as_str()
+                    .unwrap()
+                    .contains(&format!(".{t}`"))
+            })
+            .collect()
+    };
+    let daily = of("daily_mean");
+    assert_eq!(
+        daily.iter().map(|s| s.status).collect::<Vec<_>>(),
+        [503, 200],
+        "{daily:#?}"
+    );
+    assert_eq!(daily[0].json()["requestId"], daily[1].json()["requestId"]);
+    // One MERGE per model (one key range each here) and per job batch, each its own id.
+    for t in [
+        "rolling_8h",
+        "rolling_24h",
+        "daily_max_8h",
+        "eaqi",
+        "exceedance_days",
+        "exceedances",
+    ] {
+        assert_eq!(of(t).len(), 1, "{t}");
+    }
+    let mut ids: Vec<String> = merges
+        .iter()
+        .filter(|s| s.status == 200)
+        .map(|s| s.json()["requestId"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        ids.iter().all(|i| crate::guarantees::uuid_like(i)),
+        "{ids:?}"
+    );
+    let n = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "distinct loads never share a requestId");
+    summaries_equal(&ws, dataset);
+}
