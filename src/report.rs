@@ -6,14 +6,23 @@
 //! to a bounded channel without waiting; one task talks to Prefect with
 //! short timeouts; after the first failure it stops trying, and the run
 //! says once, at its end, what it could not report.
+//!
+//! While the flow run is RUNNING, another task sends its
+//! `prefect.flow-run.heartbeat` event every `prefect.heartbeat`, shaped as
+//! Prefect's own flow engine sends it (resource `prefect.flow-run.<id>`,
+//! related flow, deployment and tags), so that the "zombie flows"
+//! automation Prefect documents marks the run Crashed once the process is
+//! gone. It goes on when the rest of the reporting has given up, and stops
+//! (its last request answered) before the run's final state is proposed: a
+//! heartbeat after that state would make the automation crash a finished run.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::prefect::runs::{short, state};
 use crate::prefect::Client;
@@ -57,11 +66,126 @@ const LOG_BATCH: usize = 100;
 /// How long one call to Prefect may take, retries included.
 const CALL_BUDGET: Duration = Duration::from_secs(5);
 
+/// A flow run as its heartbeat names it: one a worker claimed (RUNNING
+/// already), or one a run created.
+#[derive(Debug, Clone, Default)]
+pub struct FlowRun {
+    pub id: String,
+    pub name: String,
+    pub flow_id: Option<String>,
+    /// The flow's name (the pipeline's).
+    pub flow_name: String,
+    pub deployment_id: Option<String>,
+    pub tags: Vec<String>,
+}
+
+impl FlowRun {
+    /// From the server's JSON of a flow run of the flow `flow_name`.
+    pub fn of(fr: &Value, flow_name: &str) -> Option<FlowRun> {
+        let s = |k: &str| fr[k].as_str().map(str::to_owned);
+        Some(FlowRun {
+            id: s("id")?,
+            name: s("name").unwrap_or_default(),
+            flow_id: s("flow_id"),
+            flow_name: flow_name.to_owned(),
+            deployment_id: s("deployment_id"),
+            tags: fr["tags"]
+                .as_array()
+                .map(|t| {
+                    t.iter()
+                        .filter_map(|t| t.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        })
+    }
+
+    /// The `prefect.flow-run.heartbeat` event at `at`, as Prefect's flow
+    /// engine emits it; its id is derived from the run and the instant.
+    pub fn heartbeat(&self, at: DateTime<Utc>) -> Value {
+        let mut related = Vec::new();
+        if let Some(f) = &self.flow_id {
+            related.push(json!({
+                "prefect.resource.id": format!("prefect.flow.{f}"),
+                "prefect.resource.role": "flow",
+                "prefect.resource.name": self.flow_name,
+            }));
+        }
+        if let Some(d) = &self.deployment_id {
+            related.push(json!({
+                "prefect.resource.id": format!("prefect.deployment.{d}"),
+                "prefect.resource.role": "deployment",
+            }));
+        }
+        for t in &self.tags {
+            related.push(json!({
+                "prefect.resource.id": format!("prefect.tag.{t}"),
+                "prefect.resource.role": "tag",
+            }));
+        }
+        let occurred = at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+        let id = uuid::Uuid::new_v5(
+            &uuid::Uuid::NAMESPACE_URL,
+            format!("duckhour:heartbeat:{}:{occurred}", self.id).as_bytes(),
+        );
+        json!({
+            "id": id.to_string(),
+            "occurred": occurred,
+            "event": "prefect.flow-run.heartbeat",
+            "resource": {
+                "prefect.resource.id": format!("prefect.flow-run.{}", self.id),
+                "prefect.resource.name": self.name,
+            },
+            "related": related,
+            "payload": {},
+        })
+    }
+}
+
+/// The heartbeat of the run's flow run, once it has one.
+#[derive(Default)]
+struct Beat {
+    running: Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
+}
+
+type SharedBeat = Arc<tokio::sync::Mutex<Beat>>;
+
+impl Beat {
+    /// Starts beating for `run` every `every` (the first beat at once).
+    fn start(&mut self, client: Client, run: FlowRun, every: Duration) {
+        if self.running.is_some() {
+            return;
+        }
+        let (tx, mut rx) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            loop {
+                if let Err(e) = client.emit_events(&[run.heartbeat(Utc::now())]).await {
+                    tracing::debug!(flow_run = %run.id, error = %e, "heartbeat not sent");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = rx.changed() => return,
+                }
+            }
+        });
+        self.running = Some((tx, task));
+    }
+
+    /// Stops beating, once the request under way (if any) is answered.
+    async fn stop(&mut self) {
+        if let Some((tx, task)) = self.running.take() {
+            let _ = tx.send(true);
+            let _ = task.await;
+        }
+    }
+}
+
 /// Where a run reports; `Report::none()` reports nowhere.
 pub struct Report {
     tx: Option<mpsc::Sender<Event>>,
     pump: Option<tokio::task::JoinHandle<Option<String>>>,
     dropped: std::sync::atomic::AtomicU64,
+    beat: SharedBeat,
 }
 
 impl Report {
@@ -70,21 +194,30 @@ impl Report {
             tx: None,
             pump: None,
             dropped: Default::default(),
+            beat: Default::default(),
         }
     }
 
     /// Reports to the Prefect server of `client` (must run inside the
     /// runtime): into `flow_run` when a worker claimed one, else into a new
-    /// flow run.
-    pub fn prefect(client: Client, flow_run: Option<String>) -> Report {
+    /// flow run; with a heartbeat every `heartbeat` while it runs.
+    pub fn prefect(client: Client, flow_run: Option<FlowRun>, heartbeat: Duration) -> Report {
         let (tx, rx) = mpsc::channel(QUEUE);
         let client = client
             .with_retry_budget(CALL_BUDGET)
             .with_request_timeout(CALL_BUDGET);
+        let beat = SharedBeat::default();
         Report {
             tx: Some(tx),
-            pump: Some(tokio::spawn(pump(client, rx, flow_run))),
+            pump: Some(tokio::spawn(pump(
+                client,
+                rx,
+                flow_run,
+                beat.clone(),
+                heartbeat,
+            ))),
             dropped: Default::default(),
+            beat,
         }
     }
 
@@ -111,6 +244,9 @@ impl Report {
     /// reported, if anything.
     pub async fn finish(mut self, wait: Duration) -> Option<String> {
         self.tx.take();
+        // The run is over: no heartbeat may follow (the pump stops it before
+        // proposing the final state; here for a pump that gave up).
+        let _ = tokio::time::timeout(wait, async { self.beat.lock().await.stop().await }).await;
         let pump = self.pump.take()?;
         let dropped = self.dropped.load(std::sync::atomic::Ordering::Relaxed);
         let problem = match tokio::time::timeout(wait, pump).await {
@@ -135,9 +271,13 @@ impl Report {
 struct Remote {
     client: Client,
     flow_run: Option<String>,
+    /// The flow run a worker claimed.
+    claimed: Option<FlowRun>,
     tasks: HashMap<String, String>,
     pipeline: String,
     logs: Vec<Value>,
+    beat: SharedBeat,
+    heartbeat: Duration,
 }
 
 impl Remote {
@@ -182,8 +322,12 @@ impl Remote {
                 tags,
             } => {
                 self.pipeline = pipeline.clone();
-                if self.flow_run.is_some() {
+                if let Some(run) = self.claimed.clone() {
                     // A worker's claimed run: it is RUNNING already.
+                    self.beat
+                        .lock()
+                        .await
+                        .start(self.client.clone(), run, self.heartbeat);
                     return Ok(());
                 }
                 let flow = self
@@ -197,12 +341,24 @@ impl Remote {
                         "flow_id": flow,
                         "name": run_id,
                         "parameters": parameters,
-                        "tags": tags,
+                        "tags": &tags,
                         "state": state("RUNNING", None),
                     }))
                     .await
                     .map_err(|e| e.to_string())?;
-                self.flow_run = Some(id);
+                self.flow_run = Some(id.clone());
+                let run = FlowRun {
+                    id,
+                    name: run_id,
+                    flow_id: Some(flow),
+                    flow_name: pipeline,
+                    deployment_id: None,
+                    tags,
+                };
+                self.beat
+                    .lock()
+                    .await
+                    .start(self.client.clone(), run, self.heartbeat);
             }
             Event::JobStarted { job } => {
                 self.task(&job).await?;
@@ -247,6 +403,7 @@ impl Remote {
             } => {
                 self.flush_logs().await?;
                 let id = self.flow_run.clone().ok_or("no flow run")?;
+                self.beat.lock().await.stop().await;
                 self.client
                     .set_state("flow_runs", &id, state(kind, Some(&message)))
                     .await
@@ -262,14 +419,19 @@ impl Remote {
 async fn pump(
     client: Client,
     mut rx: mpsc::Receiver<Event>,
-    flow_run: Option<String>,
+    claimed: Option<FlowRun>,
+    beat: SharedBeat,
+    heartbeat: Duration,
 ) -> Option<String> {
     let mut remote = Remote {
         client,
-        flow_run,
+        flow_run: claimed.as_ref().map(|r| r.id.clone()),
+        claimed,
         tasks: HashMap::new(),
         pipeline: String::new(),
         logs: Vec::new(),
+        beat,
+        heartbeat,
     };
     let mut failed: Option<String> = None;
     loop {
@@ -322,5 +484,46 @@ pub fn log(job: Option<String>, level: u8, message: String) {
             message,
             at: Utc::now(),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The event Prefect's flow engine sends (`_emit_flow_run_heartbeat`):
+    /// its name, resource, related flow, deployment and tags; a repeat at
+    /// the same instant is the same event.
+    #[test]
+    fn heartbeat_is_shaped_as_prefects_own() {
+        let fr = json!({
+            "id": "5f0c", "name": "bright-owl", "flow_id": "f1",
+            "deployment_id": "d1", "tags": ["duckhour"],
+        });
+        let run = FlowRun::of(&fr, "hourly").unwrap();
+        let at = DateTime::parse_from_rfc3339("2026-11-21T00:10:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let e = run.heartbeat(at);
+        assert_eq!(e["event"], "prefect.flow-run.heartbeat");
+        assert_eq!(e["occurred"], "2026-11-21T00:10:00.000000Z");
+        assert_eq!(
+            e["resource"],
+            json!({"prefect.resource.id": "prefect.flow-run.5f0c", "prefect.resource.name": "bright-owl"})
+        );
+        assert_eq!(
+            e["related"],
+            json!([
+                {"prefect.resource.id": "prefect.flow.f1", "prefect.resource.role": "flow", "prefect.resource.name": "hourly"},
+                {"prefect.resource.id": "prefect.deployment.d1", "prefect.resource.role": "deployment"},
+                {"prefect.resource.id": "prefect.tag.duckhour", "prefect.resource.role": "tag"},
+            ])
+        );
+        assert_eq!(e["id"], run.heartbeat(at)["id"]);
+        assert_ne!(
+            e["id"],
+            run.heartbeat(at + chrono::Duration::seconds(30))["id"]
+        );
+        assert!(uuid::Uuid::parse_str(e["id"].as_str().unwrap()).is_ok());
     }
 }

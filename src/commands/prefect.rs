@@ -32,6 +32,8 @@ pub const POOL_TYPE: &str = "duckhour";
 const POLL: Duration = Duration::from_secs(2);
 /// Prefect marks a worker offline after ~90 s without a heartbeat.
 const HEARTBEAT: Duration = Duration::from_secs(30);
+/// How long a claim under way may still take once the worker is told to stop.
+const CLAIM_GRACE: Duration = Duration::from_secs(3);
 
 fn client_for(p: &Pipeline) -> Result<Client, Error> {
     let t = p.report.as_ref().ok_or_else(|| {
@@ -177,7 +179,7 @@ fn options_of(
     p: &Pipeline,
     params: &Value,
     stop: Arc<AtomicBool>,
-    flow_run: &str,
+    flow_run: crate::report::FlowRun,
 ) -> Result<Options, String> {
     let hour = |k: &str| -> Result<Option<Hour>, String> {
         match &params[k] {
@@ -218,7 +220,7 @@ fn options_of(
         stop,
         progress: false,
         replace_empty: false,
-        flow_run: Some(flow_run.to_owned()),
+        flow_run: Some(flow_run),
         models: Vec::new(),
     })
 }
@@ -242,6 +244,7 @@ pub fn worker(config: &Config, a: &WorkerArgs) -> Result<i32, Error> {
         .unwrap_or_else(|| format!("duckhour-{}", std::process::id()));
     super::run::runtime()?.block_on(async move {
         let shutdown = Arc::new(AtomicBool::new(false));
+        let (told, stopping) = tokio::sync::watch::channel(false);
         {
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
@@ -251,64 +254,103 @@ pub fn worker(config: &Config, a: &WorkerArgs) -> Result<i32, Error> {
                     _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {},
                 }
                 shutdown.store(true, Ordering::SeqCst);
+                let _ = told.send(true);
             });
         }
-        client.ensure_work_pool(&a.pool, POOL_TYPE).await.map_err(|e| Error::Other(e.to_string()))?;
+        // Whatever the server's state, a worker told to stop while no flow
+        // run is under way stops now: calls to an unreachable server are
+        // retried for up to a minute, and the worker does not wait for them.
+        let told = || {
+            let mut s = stopping.clone();
+            async move {
+                let _ = s.wait_for(|v| *v).await;
+            }
+        };
+        let setup = client.ensure_work_pool(&a.pool, POOL_TYPE);
+        tokio::select! {
+            r = setup => r.map_err(|e| Error::Other(e.to_string()))?,
+            _ = told() => { println!("stopped"); return Ok(EXIT_OK); }
+        }
         println!("worker `{name}` polling work pool `{}`; stop with Ctrl-C or SIGTERM", a.pool);
         let mut beat = tokio::time::Instant::now() - HEARTBEAT;
-        while !shutdown.load(Ordering::SeqCst) {
-            if beat.elapsed() >= HEARTBEAT {
-                if let Err(e) = client.heartbeat(&a.pool, &name).await {
-                    warn!(error = %e, "heartbeat failed");
+        'poll: while !shutdown.load(Ordering::SeqCst) {
+            let idle = async {
+                if beat.elapsed() >= HEARTBEAT {
+                    if let Err(e) = client.heartbeat(&a.pool, &name).await {
+                        warn!(error = %e, "heartbeat failed");
+                    }
+                    beat = tokio::time::Instant::now();
                 }
-                beat = tokio::time::Instant::now();
-            }
-            let due = match client.due_flow_runs(&a.pool, 10).await {
-                Ok(d) => d,
-                Err(e) => {
-                    warn!(error = %e, "cannot read the work pool; retrying");
-                    Vec::new()
+                match client.due_flow_runs(&a.pool, 10).await {
+                    Ok(d) => d,
+                    Err(e) => {
+                        warn!(error = %e, "cannot read the work pool; retrying");
+                        Vec::new()
+                    }
                 }
             };
+            let due = tokio::select! {
+                d = idle => d,
+                _ = told() => break 'poll,
+            };
             for fr in due {
-                if shutdown.load(Ordering::SeqCst) {
-                    break;
+                // A claim under way gets a moment to finish: one left half
+                // done would leave the flow run PENDING. A run claimed while
+                // stopping starts stopped, and ends as such.
+                let mut claiming = std::pin::pin!(claim(config, &client, &fr));
+                let claimed = tokio::select! {
+                    c = &mut claiming => c,
+                    _ = told() => tokio::time::timeout(CLAIM_GRACE, claiming).await.ok().flatten(),
+                };
+                if let Some(c) = claimed {
+                    if shutdown.load(Ordering::SeqCst) {
+                        c.stop.store(true, Ordering::SeqCst);
+                    }
+                    execute(config, &client, c, &name, shutdown.clone()).await;
                 }
-                execute(config, &client, &fr, &name, shutdown.clone()).await;
+                if shutdown.load(Ordering::SeqCst) {
+                    break 'poll;
+                }
             }
-            tokio::time::sleep(POLL).await;
+            tokio::select! {
+                _ = tokio::time::sleep(POLL) => {}
+                _ = told() => break 'poll,
+            }
         }
         println!("stopped");
         Ok(EXIT_OK)
     })
 }
 
-/// Claims one flow run and runs it; a run another worker claimed is left alone.
-async fn execute(
-    config: &Config,
-    client: &Client,
-    fr: &Value,
-    worker: &str,
-    shutdown: Arc<AtomicBool>,
-) {
-    let Some(id) = fr["id"].as_str() else { return };
+/// A flow run this worker claimed (RUNNING), and what it asks for.
+struct Claim<'a> {
+    id: String,
+    pipeline: &'a Pipeline,
+    opts: Options,
+    stop: Arc<AtomicBool>,
+}
+
+/// Claims one flow run; `None`: another worker has it, it is not runnable,
+/// or it failed for bad parameters (then it is FAILED).
+async fn claim<'a>(config: &'a Config, client: &Client, fr: &Value) -> Option<Claim<'a>> {
+    let id = fr["id"].as_str()?;
     // The list may be minutes old by now, and Prefect accepts PENDING from a
     // finished run (a re-run): claim only a run that is still SCHEDULED.
     // Two claims of one SCHEDULED run still race, and there the second
     // PENDING gets ABORT.
-    match client.read("flow_runs", id).await {
-        Ok(cur) if cur["state"]["type"] == "SCHEDULED" => {}
-        _ => return,
-    }
+    let cur = match client.read("flow_runs", id).await {
+        Ok(cur) if cur["state"]["type"] == "SCHEDULED" => cur,
+        _ => return None,
+    };
     match client
         .set_state("flow_runs", id, state("PENDING", None))
         .await
     {
         Ok(s) if s == "ACCEPT" => {}
-        Ok(_) => return, // claimed by another worker (ABORT), or not runnable now
+        Ok(_) => return None, // claimed by another worker (ABORT), or not runnable now
         Err(e) => {
             warn!(flow_run = id, error = %e, "could not claim the flow run");
-            return;
+            return None;
         }
     }
     let pipeline = match fr["deployment_id"].as_str() {
@@ -331,14 +373,19 @@ async fn execute(
             pipeline.unwrap_or_default()
         ))
         .await;
-        return;
+        return None;
     };
     let stop = Arc::new(AtomicBool::new(false));
-    let opts = match options_of(p, &fr["parameters"], stop.clone(), id) {
+    let run = crate::report::FlowRun::of(&cur, &p.name).unwrap_or_else(|| crate::report::FlowRun {
+        id: id.to_owned(),
+        flow_name: p.name.clone(),
+        ..Default::default()
+    });
+    let opts = match options_of(p, &fr["parameters"], stop.clone(), run) {
         Ok(o) => o,
         Err(m) => {
             fail(format!("bad parameters: {m}")).await;
-            return;
+            return None;
         }
     };
     match client
@@ -348,9 +395,26 @@ async fn execute(
         Ok(s) if s == "ACCEPT" => {}
         other => {
             warn!(flow_run = id, answer = ?other, "the server did not let the flow run start");
-            return;
+            return None;
         }
     }
+    Some(Claim {
+        id: id.to_owned(),
+        pipeline: p,
+        opts,
+        stop,
+    })
+}
+
+/// Runs a claimed flow run to its final state.
+async fn execute(
+    config: &Config,
+    client: &Client,
+    c: Claim<'_>,
+    worker: &str,
+    shutdown: Arc<AtomicBool>,
+) {
+    let (id, p, opts, stop) = (c.id.as_str(), c.pipeline, c.opts, c.stop);
     info!(flow_run = id, pipeline = %p.name, "running a flow run");
     // Between batches the run stops when the UI cancels it or the worker is told to stop.
     let watcher = {

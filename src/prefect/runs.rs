@@ -85,6 +85,21 @@ impl Client {
             .ok_or_else(|| self.err(&what, ErrorKind::Protocol("no `status`".into())))
     }
 
+    /// Emits events (`POST /events`: a JSON array; the server answers 204).
+    pub async fn emit_events(&self, events: &[Value]) -> Result<(), PrefectError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.ok(
+            Method::POST,
+            "/events",
+            Some(&Value::from(events.to_vec())),
+            "events",
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Sends log records (`name`, `level`, `message`, `timestamp`, run ids).
     pub async fn send_logs(&self, logs: &[Value]) -> Result<(), PrefectError> {
         if logs.is_empty() {

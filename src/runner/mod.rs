@@ -69,7 +69,7 @@ pub struct Options {
     pub replace_empty: bool,
     /// Report into this Prefect flow run (one a worker claimed) instead of
     /// a new one.
-    pub flow_run: Option<String>,
+    pub flow_run: Option<crate::report::FlowRun>,
     /// Recompute only these models over the backfill's hours, from the
     /// hourly rows the sinks hold (`backfill --model`): no job runs and the
     /// source is not asked anything.
@@ -282,12 +282,12 @@ const FILE_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
 const REPORT_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// The pipeline's report: its Prefect server's flow runs, or nowhere.
-fn open_report(pipeline: &Pipeline, flow_run: Option<String>) -> Report {
+fn open_report(pipeline: &Pipeline, flow_run: Option<crate::report::FlowRun>) -> Report {
     let Some(t) = &pipeline.report else {
         return Report::none();
     };
     match crate::state::prefect_client("prefect", &t.url, t.api_key.as_deref()) {
-        Ok(client) => Report::prefect(client, flow_run),
+        Ok(client) => Report::prefect(client, flow_run, t.heartbeat),
         Err(e) => {
             warn!(error = %e, "cannot report this run to Prefect");
             Report::none()

@@ -30,6 +30,8 @@ pub struct Config {
 pub struct PrefectTarget {
     pub url: String,
     pub api_key: Option<String>,
+    /// How often a flow run's heartbeat event is sent.
+    pub heartbeat: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]

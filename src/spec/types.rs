@@ -45,15 +45,21 @@ pub struct Spec {
     pub prefect: Option<Spanned<PrefectSpec>>,
 }
 
-/// `prefect:`, where runs are reported.
+/// `prefect:`, where runs are reported, and how.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PrefectSpec {
-    /// API base URL, e.g. `http://127.0.0.1:4200/api`.
-    pub url: String,
+    /// API base URL, e.g. `http://127.0.0.1:4200/api`, for pipelines with
+    /// local state (those with Prefect state report to their state's server).
+    #[serde(default)]
+    pub url: Option<String>,
     /// API key (Prefect Cloud); use `${secret:...}` or `${env:...}`.
     #[serde(default)]
     pub api_key: Option<String>,
+    /// How often a process running a flow run sends its
+    /// `prefect.flow-run.heartbeat` event, 1s to 10m. Default `30s`.
+    #[serde(default)]
+    pub heartbeat: Option<Spanned<super::values::Duration>>,
 }
 
 /// State store kinds.

@@ -54,15 +54,41 @@ pub fn validate(loaded: &Loaded) -> Result<Config, Vec<Diagnostic>> {
         Some(s) => state_config(&mut c, s, &dir),
     };
 
-    let report = spec.prefect.as_ref().map(|p| {
-        c.refs(p.into(), "prefect.url", &p.value.url);
+    // Prefect's own flow engine beats every 30 s or more; tests and tight
+    // automations may want less, and more than 10 min defeats the purpose.
+    let heartbeat = match spec
+        .prefect
+        .as_ref()
+        .and_then(|p| p.value.heartbeat.as_ref())
+    {
+        None => std::time::Duration::from_secs(30),
+        Some(h) if (1..=600).contains(&h.value.secs()) => {
+            std::time::Duration::from_secs(h.value.secs())
+        }
+        Some(h) => {
+            c.err(
+                h.into(),
+                format!("prefect: `heartbeat` must be 1s to 10m, not {}", h.value),
+            );
+            std::time::Duration::from_secs(30)
+        }
+    };
+    if let Some(p) = spec.prefect.as_ref() {
+        if p.value.url.is_none() && p.value.api_key.is_some() {
+            c.err(p.into(), "prefect: `api_key` is only used with `url`");
+        }
+    }
+    let report = spec.prefect.as_ref().and_then(|p| {
+        let url = p.value.url.as_ref()?;
+        c.refs(p.into(), "prefect.url", url);
         if let Some(k) = &p.value.api_key {
             c.refs(p.into(), "prefect.api_key", k);
         }
-        PrefectTarget {
-            url: p.value.url.clone(),
+        Some(PrefectTarget {
+            url: url.clone(),
             api_key: p.value.api_key.clone(),
-        }
+            heartbeat,
+        })
     });
     for e in &spec.extensions {
         let ok = !e.value.is_empty()
@@ -102,6 +128,7 @@ pub fn validate(loaded: &Loaded) -> Result<Config, Vec<Diagnostic>> {
             StateConfig::Prefect { url, api_key, .. } => Some(PrefectTarget {
                 url: url.clone(),
                 api_key: api_key.clone(),
+                heartbeat,
             }),
             StateConfig::Local { .. } => report.clone(),
         };

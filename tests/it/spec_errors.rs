@@ -320,3 +320,26 @@ error: sink `bq`: `table` `hourly.v2` must be letters, digits and `_`, not start
     ));
     assert_eq!(ws.run(&["validate"]).code, 0);
 }
+
+/// `prefect.heartbeat` out of its range points at itself; `api_key` alone
+/// (nothing to report to) is refused.
+#[test]
+fn prefect_heartbeat_range() {
+    let out = validate_with("sources:\n", "prefect: {heartbeat: 20m}\nsources:\n");
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.starts_with(
+            "error: prefect: `heartbeat` must be 1s to 10m, not 20m\n  --> pipelines.yaml:1:22\n"
+        ),
+        "{out:?}"
+    );
+    let out = validate_with("sources:\n", "prefect: {api_key: k}\nsources:\n");
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr
+            .starts_with("error: prefect: `api_key` is only used with `url`\n"),
+        "{out:?}"
+    );
+    let ok = validate_with("sources:\n", "prefect: {heartbeat: 45s}\nsources:\n");
+    assert_eq!(ok.code, 0, "{ok:?}");
+}
