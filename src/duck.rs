@@ -341,6 +341,36 @@ pub fn rows_per_hour(
     Ok(out)
 }
 
+/// The stations (values of `tags`, joined by `/`) with an hour under 75 %
+/// coverage in the job's result; `None` when the result has no `coverage`
+/// column or lacks a tag (a template of one's own).
+pub fn low_coverage(
+    conn: &Connection,
+    job: &str,
+    tags: &[String],
+) -> Result<Option<Vec<String>>, DuckError> {
+    let cols = columns(conn, &format!("result_{job}"))?;
+    if tags.is_empty()
+        || !cols.iter().any(|c| c == "coverage")
+        || tags.iter().any(|t| !cols.contains(t))
+    {
+        return Ok(None);
+    }
+    let station: Vec<String> = tags
+        .iter()
+        .map(|t| format!("coalesce({}::VARCHAR, '')", quote_ident(t)))
+        .collect();
+    let mut stmt = conn.prepare(&format!(
+        "SELECT DISTINCT concat_ws('/', {}) AS s FROM {} WHERE coverage < 0.75 ORDER BY s",
+        station.join(", "),
+        result_table(job)
+    ))?;
+    let names = stmt
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(names))
+}
+
 /// Column names of a table in the in-memory database.
 pub fn columns(conn: &Connection, table: &str) -> Result<Vec<String>, DuckError> {
     // `pragma_table_info` looks up this one table; information_schema

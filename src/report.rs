@@ -53,10 +53,31 @@ pub enum Event {
         message: String,
         at: DateTime<Utc>,
     },
+    /// The run's summary, a table artifact of the flow run under `key`.
+    Summary {
+        key: String,
+        /// Rows: JSON objects with the same keys.
+        table: Value,
+        description: String,
+    },
     RunFinished {
         state: &'static str,
         message: String,
     },
+}
+
+/// The artifact key of a pipeline's run summaries (Prefect takes lowercase
+/// letters, digits and dashes): the UI shows one artifact per key, with
+/// every run's version in its history.
+pub fn artifact_key(pipeline: &str) -> String {
+    let name: String = pipeline
+        .chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9' | '-') => c,
+            _ => '-',
+        })
+        .collect();
+    format!("duckhour-{name}")
 }
 
 /// Events the channel holds before new ones are dropped (and counted).
@@ -397,6 +418,29 @@ impl Remote {
                     self.flush_logs().await?;
                 }
             }
+            Event::Summary {
+                key,
+                table,
+                description,
+            } => {
+                let id = self.flow_run.clone().ok_or("no flow run")?;
+                // A summary that cannot be stored must not cost the run its
+                // final state: said, and the reporting goes on.
+                if let Err(e) = self
+                    .client
+                    .create_artifact(&json!({
+                        "key": key,
+                        "type": "table",
+                        // As Prefect's `create_table_artifact` sends it: a JSON string.
+                        "data": table.to_string(),
+                        "description": description,
+                        "flow_run_id": id,
+                    }))
+                    .await
+                {
+                    tracing::warn!(error = %e, "could not store the run's summary in Prefect");
+                }
+            }
             Event::RunFinished {
                 state: kind,
                 message,
@@ -525,5 +569,13 @@ mod tests {
             run.heartbeat(at + chrono::Duration::seconds(30))["id"]
         );
         assert!(uuid::Uuid::parse_str(e["id"].as_str().unwrap()).is_ok());
+    }
+
+    /// Keys take lowercase letters, digits and dashes only (Prefect's
+    /// `ArtifactKey`); pipeline names may hold more.
+    #[test]
+    fn artifact_keys() {
+        assert_eq!(artifact_key("hourly"), "duckhour-hourly");
+        assert_eq!(artifact_key("Air_Quality.v2"), "duckhour-air-quality-v2");
     }
 }

@@ -85,6 +85,13 @@ impl Client {
             .ok_or_else(|| self.err(&what, ErrorKind::Protocol("no `status`".into())))
     }
 
+    /// Creates an artifact (`key`, `type`, `data`, `description`, run ids).
+    pub async fn create_artifact(&self, body: &Value) -> Result<(), PrefectError> {
+        self.ok(Method::POST, "/artifacts/", Some(body), "artifact")
+            .await?;
+        Ok(())
+    }
+
     /// Emits events (`POST /events`: a JSON array; the server answers 204).
     pub async fn emit_events(&self, events: &[Value]) -> Result<(), PrefectError> {
         if events.is_empty() {

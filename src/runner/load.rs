@@ -44,6 +44,7 @@ pub(super) async fn load_batch(
             rows_in,
             rows_out,
             kept,
+            low_coverage,
         }) => {
             span.in_scope(|| {
                 info!(
@@ -63,6 +64,10 @@ pub(super) async fn load_batch(
             m.out.rows_in += rows_in;
             m.out.rows_out += rows_out;
             m.out.empty_hours += kept;
+            if let Some(low) = low_coverage {
+                let all = m.out.low_coverage.get_or_insert_with(Default::default);
+                all.extend(low);
+            }
             m.out.hours += batch.hours();
             m.out.batches += 1;
             sh.progress.batch_done(batch.hours(), rows_in);
@@ -148,6 +153,9 @@ struct Loaded {
     rows_out: u64,
     /// Hours the source returned nothing for, left as the sinks hold them.
     kept: i64,
+    /// Stations with an hour under 75 % coverage (read only for a run
+    /// summary: when the run reports to Prefect).
+    low_coverage: Option<Vec<String>>,
 }
 
 /// Transforms the staged batch (field `field` of it) and loads it into
@@ -200,9 +208,13 @@ async fn transform_load(
         duck::rows(&conn, &job.name)
     })?;
 
-    let per_hour = tokio::task::block_in_place(|| {
+    let (per_hour, low_coverage) = tokio::task::block_in_place(|| {
         let _g = shared();
-        duck::rows_per_hour(&conn, &job.name)
+        let low = match sh.pipeline.report {
+            Some(_) => duck::low_coverage(&conn, &job.name, &job.tags)?,
+            None => None,
+        };
+        Ok::<_, crate::duck::DuckError>((duck::rows_per_hour(&conn, &job.name)?, low))
     })?;
     for sink in &sh.sinks {
         // Every write asks the lease first: once it may have expired,
@@ -261,5 +273,6 @@ async fn transform_load(
         rows_in,
         rows_out,
         kept: scope.kept_hours(),
+        low_coverage,
     })
 }

@@ -97,6 +97,10 @@ pub struct Outcome {
     /// A model's outcome (its name is in `job` as `model <name>`): the
     /// output keys it recomputed.
     pub keys: Option<String>,
+    /// Stations with an hour under 75 % coverage among those loaded, when
+    /// known (read for a run reported to Prefect, from a result with a
+    /// `coverage` column).
+    pub low_coverage: Option<std::collections::BTreeSet<String>>,
 }
 
 impl Outcome {
@@ -129,6 +133,7 @@ impl Outcome {
             error: Some(error),
             stopped: false,
             keys: None,
+            low_coverage: None,
         }
     }
 
@@ -242,7 +247,7 @@ pub async fn run(config: &Config, pipeline: &Pipeline, opts: Options) -> Vec<Out
         });
         crate::report::forward_logs(report.sender());
         info!(mode = %mode_text(opts.mode), jobs = %names.join(","), "run started");
-        let outcomes = run_jobs(config, pipeline, opts, run_id, jobs).await;
+        let outcomes = run_jobs(config, pipeline, opts, run_id.clone(), jobs).await;
         let failed = outcomes.iter().filter(|o| !o.ok).count();
         let (models, jobs): (Vec<&Outcome>, Vec<&Outcome>) =
             outcomes.iter().partition(|o| o.keys.is_some());
@@ -265,6 +270,17 @@ pub async fn run(config: &Config, pipeline: &Pipeline, opts: Options) -> Vec<Out
             });
         }
         let (state, message) = run_state(&outcomes);
+        if report.is_on() {
+            report.send(Event::Summary {
+                key: crate::report::artifact_key(&pipeline.name),
+                table: summary(&outcomes),
+                description: format!(
+                    "duckhour run `{run_id}` of pipeline `{}`: {}",
+                    pipeline.name,
+                    crate::prefect::runs::short(&crate::secret::redact(&message))
+                ),
+            });
+        }
         report.send(Event::RunFinished { state, message });
         if let Some(problem) = report.finish(REPORT_WAIT).await {
             warn!("could not report this run to Prefect ({problem}); the data work is done and recorded");
@@ -354,6 +370,48 @@ fn job_state(o: &Outcome) -> (&'static str, String) {
 }
 
 /// The flow run's final state and message: which jobs failed and why.
+/// The run's summary as a Prefect table artifact's rows: per job (and
+/// model), what it loaded or recomputed, the stations with an hour under
+/// 75 % coverage, its checkpoint, and what failed.
+pub fn summary(outcomes: &[Outcome]) -> serde_json::Value {
+    /// Stations named in one cell, at most; the rest are counted.
+    const SHOWN: usize = 20;
+    let rows: Vec<serde_json::Value> = outcomes
+        .iter()
+        .map(|o| {
+            let state = match (&o.error, o.stopped) {
+                (Some(_), _) => "failed",
+                (None, true) => "stopped",
+                (None, false) => "completed",
+            };
+            let low = match &o.low_coverage {
+                None => String::new(),
+                Some(s) if s.is_empty() => "none".into(),
+                Some(s) => {
+                    let mut names: Vec<&str> = s.iter().map(String::as_str).take(SHOWN).collect();
+                    let more = s.len().saturating_sub(SHOWN);
+                    let more = format!("and {more} more");
+                    if s.len() > SHOWN {
+                        names.push(&more);
+                    }
+                    names.join(", ")
+                }
+            };
+            serde_json::json!({
+                "job": o.job,
+                "state": state,
+                "hours": o.hours,
+                "rows": o.rows_out,
+                "empty hours": o.empty_hours,
+                "stations under 75 % coverage": low,
+                "checkpoint": o.checkpoint.map(|c| c.to_string()).unwrap_or_default(),
+                "error": o.error.as_ref().map(|e| crate::prefect::runs::short(&crate::secret::redact(&e.to_string()))).unwrap_or_default(),
+            })
+        })
+        .collect();
+    serde_json::Value::from(rows)
+}
+
 pub fn run_state(outcomes: &[Outcome]) -> (&'static str, String) {
     let failed: Vec<String> = outcomes
         .iter()

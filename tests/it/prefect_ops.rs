@@ -1,8 +1,9 @@
 //! Operating duckhour in Prefect, against a real Prefect 3.9 server of the
 //! test's own (it installs an automation and is stopped): heartbeats that
 //! let Prefect's documented "zombie flows" automation mark the flow run of
-//! a worker killed with -9 as Crashed, and only that one; and a worker that
-//! stops at once on SIGTERM while its server does not answer.
+//! a worker killed with -9 as Crashed, and only that one; run summaries as
+//! versions of the pipeline's table artifact; and a worker that stops at
+//! once on SIGTERM while its server does not answer.
 
 use std::time::{Duration, Instant};
 
@@ -198,6 +199,46 @@ fn a_killed_workers_flow_run_is_crashed_by_prefects_zombie_automation_and_no_oth
     for id in [&done, &failed, &cancelled] {
         assert!(!heartbeats(&p, id).is_empty(), "no heartbeat for {id}");
     }
+    // Each run's summary is a version of the pipeline's table artifact.
+    let arts = p.post_json(
+        "/artifacts/filter",
+        serde_json::json!({"artifacts": {"key": {"any_": ["duckhour-zombie"]}}, "sort": "CREATED_DESC"}),
+    );
+    let arts: Vec<(String, serde_json::Value)> = arts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            let rows: serde_json::Value =
+                serde_json::from_str(a["data"].as_str().unwrap()).unwrap();
+            (
+                a["flow_run_id"].as_str().unwrap().to_owned(),
+                rows[0].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(arts.len(), 2, "{arts:?}");
+    let arts: Vec<_> = arts.into_iter().rev().collect();
+    assert_eq!(arts[0].0, done);
+    assert_eq!(
+        (
+            &arts[0].1["job"],
+            &arts[0].1["state"],
+            &arts[0].1["checkpoint"],
+            &arts[0].1["empty hours"]
+        ),
+        (
+            &"co".into(),
+            &"completed".into(),
+            &"2026-11-21T23:00:00Z".into(),
+            &24.into()
+        )
+    );
+    assert_eq!(arts[1].0, cancelled);
+    assert_eq!(
+        (&arts[1].1["job"], &arts[1].1["state"]),
+        (&"no2".into(), &"stopped".into())
+    );
     // Past the automation's window and evaluation period: still as they ended.
     std::thread::sleep(Duration::from_secs(20));
     assert_eq!(

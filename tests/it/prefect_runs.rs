@@ -131,6 +131,85 @@ fn a_run_is_a_flow_run_with_a_task_run_per_job_and_its_logs() {
     assert!(finished
         .iter()
         .all(|l| l["task_run_id"].is_string() && l["level"] == 20));
+    // The run's summary: a table artifact under the pipeline's key.
+    let rows = summary(p, id, "duckhour-reported");
+    let low = under_75(&sample_minutes(), "co").join(", ");
+    assert!(!low.is_empty(), "the sample has no hour under 75 %");
+    let row = |job: &str| {
+        serde_json::json!({"job": job, "state": "completed", "hours": 24, "rows": 71,
+            "empty hours": 0, "stations under 75 % coverage": low,
+            "checkpoint": "2026-11-20T23:00:00Z", "error": ""})
+    };
+    assert_eq!(rows, vec![row("co"), row("no2")]);
+    // And its flow run had a heartbeat, naming its flow.
+    let beats = p.post_json(
+        "/events/filter",
+        serde_json::json!({"filter": {
+            "event": {"name": ["prefect.flow-run.heartbeat"]},
+            "resource": {"id": [format!("prefect.flow-run.{id}")]},
+        }}),
+    );
+    let beat = &beats["events"][0];
+    assert_eq!(
+        beat["related"][0],
+        serde_json::json!({"prefect.resource.id": format!("prefect.flow.{}", run["flow_id"].as_str().unwrap()),
+            "prefect.resource.role": "flow", "prefect.resource.name": "reported"}),
+        "{beats}"
+    );
+}
+
+/// The rows of the one table artifact of flow run `id`, which has `key`.
+fn summary(p: &Prefect, id: &str, key: &str) -> Vec<serde_json::Value> {
+    let arts = p.post_json(
+        "/artifacts/filter",
+        serde_json::json!({"artifacts": {"flow_run_id": {"any_": [id]}}}),
+    );
+    let arts = arts.as_array().unwrap();
+    assert_eq!(arts.len(), 1, "{arts:?}");
+    assert_eq!(arts[0]["key"], key);
+    assert_eq!(arts[0]["type"], "table");
+    serde_json::from_str(arts[0]["data"].as_str().unwrap()).unwrap()
+}
+
+/// The sample's minute points: (station, field, unix seconds).
+fn sample_minutes() -> Vec<(String, String, i64)> {
+    use std::io::Read;
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(
+        std::fs::File::open(crate::util::repo().join("data/sample.lp.gz")).unwrap(),
+    )
+    .read_to_string(&mut text)
+    .unwrap();
+    let mut out = Vec::new();
+    for l in text.lines().filter(|l| !l.starts_with('#')) {
+        let mut parts = l.split(' ');
+        let (series, fields, ns) = (
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+        );
+        let station = series.split("station=").nth(1).unwrap().to_owned();
+        let t = ns.parse::<i64>().unwrap() / 1_000_000_000;
+        for f in fields.split(',') {
+            out.push((station.clone(), f.split('=').next().unwrap().to_owned(), t));
+        }
+    }
+    out
+}
+
+/// Stations with an hour where `field` has fewer than 45 of 60 minutes
+/// (under 75 % coverage), sorted.
+fn under_75(minutes: &[(String, String, i64)], field: &str) -> Vec<String> {
+    let mut per: std::collections::BTreeMap<(&str, i64), u32> = Default::default();
+    for (s, _, t) in minutes.iter().filter(|m| m.1 == field) {
+        *per.entry((s.as_str(), t.div_euclid(3600))).or_default() += 1;
+    }
+    let low: std::collections::BTreeSet<String> = per
+        .iter()
+        .filter(|(_, n)| **n < 45)
+        .map(|((s, _), _)| (*s).to_owned())
+        .collect();
+    low.into_iter().collect()
 }
 
 #[test]
@@ -173,6 +252,19 @@ fn a_failing_sink_is_a_failed_flow_run_naming_the_sink() {
     );
     // The checkpoint did not move.
     assert_eq!(p.checkpoint("failing-co"), None);
+    // The summary says what failed, per job.
+    let rows = summary(p, run["id"].as_str().unwrap(), "duckhour-failing");
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    for (row, job) in rows.iter().zip(["co", "no2"]) {
+        assert_eq!(row["job"], job);
+        assert_eq!(row["state"], "failed");
+        assert_eq!(row["rows"], 0);
+        assert_eq!(row["checkpoint"], "");
+        assert!(
+            row["error"].as_str().unwrap().starts_with("sink `wh`: "),
+            "{row}"
+        );
+    }
 }
 
 /// With local state and a `prefect:` server that does not answer, the run
