@@ -207,6 +207,11 @@ pub struct BackfillArgs {
     /// source is not read.
     #[arg(long = "model", short = 'm', value_name = "MODEL", conflicts_with_all = ["jobs", "replace_empty"])]
     pub models: Vec<String>,
+    /// Send the events of models with `events:` (threshold alerts) for
+    /// episodes the backfill finds; by default only `run` (and `serve`, and
+    /// a worker's runs in run mode) sends them.
+    #[arg(long)]
+    pub alerts: bool,
 }
 
 #[derive(Debug, Args)]

@@ -71,6 +71,10 @@ pub enum JobError {
     /// The state store (checkpoint, ledger) failed.
     #[error("{0}")]
     State(String),
+    /// Prefect did not take events that must not be lost (a model's
+    /// `events:`, e.g. threshold alerts); they are sent again next run.
+    #[error("{0}")]
+    Events(String),
     /// Anything else (the embedded database, a task that died).
     #[error("{0}")]
     Internal(String),
@@ -87,6 +91,7 @@ impl JobError {
             JobError::Sink { .. } => "sink",
             JobError::Template(_) => "template",
             JobError::State(_) => "state",
+            JobError::Events(_) => "events",
             JobError::Internal(_) => "internal",
         }
     }

@@ -73,8 +73,11 @@ fn list(config: &Config) -> Result<i32, Error> {
                 crate::models::Grain::Hour => String::new(),
                 _ => format!(" ({})", m.zone),
             };
+            let events = m.events.as_ref().map_or_else(String::new, |e| {
+                format!(", new episodes as Prefect events `{e}`")
+            });
             println!(
-                "  model {:width$}  {}{zone}, lookback {}h, reads {} -> {} via {}",
+                "  model {:width$}  {}{zone}, lookback {}h, reads {} -> {} via {}{events}",
                 m.name,
                 m.grain.word(),
                 m.lookback_hours,

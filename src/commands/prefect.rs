@@ -64,6 +64,9 @@ fn parameter_schema(p: &Pipeline) -> Value {
                      "description": "only these jobs (empty: all)"},
             "from": hour("from", 2, "backfill: first hour (inclusive, UTC)"),
             "to": hour("to", 3, "backfill: end hour (exclusive, UTC)"),
+            "alerts": {"title": "alerts", "position": 4, "default": null,
+                       "anyOf": [{"type": "boolean"}, {"type": "null"}],
+                       "description": "send threshold alert events for new episodes (default: in run mode only)"},
         },
         "required": []
     })
@@ -212,10 +215,17 @@ fn options_of(
         },
         other => return Err(format!("`mode` must be run or backfill, not `{other}`")),
     };
+    // Alerts: always in run mode; a backfill sends them only when asked.
+    let alerts = match &params["alerts"] {
+        Value::Null => matches!(mode, Mode::Run),
+        Value::Bool(b) => *b,
+        v => return Err(format!("`alerts`: not true or false: {v}")),
+    };
     Ok(Options {
         now: Utc::now(),
         jobs,
         mode,
+        alerts,
         wait: true,
         stop,
         progress: false,

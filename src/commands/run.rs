@@ -24,6 +24,7 @@ pub fn run(config: &Config, a: &RunArgs, quiet: bool) -> Result<i32, Error> {
         stop: Default::default(),
         progress: progress_wanted(quiet),
         replace_empty: a.replace_empty,
+        alerts: true,
         flow_run: None,
         models: Vec::new(),
     };
@@ -43,6 +44,7 @@ pub fn backfill(config: &Config, a: &BackfillArgs, quiet: bool) -> Result<i32, E
         stop: Default::default(),
         progress: progress_wanted(quiet),
         replace_empty: a.replace_empty,
+        alerts: a.alerts,
         flow_run: None,
         models: with_upstream(p, &a.models),
     };

@@ -89,6 +89,7 @@ pub fn serve(config: &Config, a: &ServeArgs, quiet: bool) -> Result<i32, Error> 
                 stop: stop.clone(),
                 progress: super::run::progress_wanted(quiet),
                 replace_empty: false,
+                alerts: true,
                 flow_run: None,
                 models: Vec::new(),
             };

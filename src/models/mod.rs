@@ -7,9 +7,11 @@
 //! - [`keys`]: which keys an hour change touches and which hours they read (pure).
 //! - [`stage`]: a model's input, result and contract in the embedded DuckDB.
 //! - [`step`]: the model step of a run: pending hours, recomputation, state.
+//! - [`events`]: a model's new episodes as Prefect events (`events:`).
 //!
 //! History needs no raw data: a model reads the hourly rows the sinks hold.
 
+pub mod events;
 pub mod keys;
 pub mod stage;
 pub mod step;

@@ -38,6 +38,10 @@ pub struct Ctx<'a> {
     pub kind: &'a str,
     /// The first DuckDB sink's tables, listed once per run (models add theirs).
     pub tables: Mutex<Option<std::collections::HashSet<String>>>,
+    /// Where models with `events:` send new episodes; `None`: this run
+    /// sends none (a backfill not asked to, or no such model).
+    /// (`Err`: the client could not be made; those models fail.)
+    pub events: Option<Result<crate::prefect::Client, String>>,
 }
 
 impl Ctx<'_> {
@@ -407,6 +411,36 @@ async fn recompute_range(
             return Err(e);
         }
     };
+    if let (Some(name), Some(client)) = (&m.events, &ctx.events) {
+        let sent = match client {
+            Ok(client) => {
+                super::events::send_new(
+                    client,
+                    &ctx.pipeline.name,
+                    &conn,
+                    ctx.gate,
+                    ctx.sinks,
+                    m,
+                    name,
+                    r,
+                )
+                .await
+            }
+            Err(e) => Err(JobError::Events(format!(
+                "model `{}`: cannot send its `{name}` events: {e}",
+                m.name
+            ))),
+        };
+        match sent {
+            Ok(0) => {}
+            Ok(n) => info!(model = %m.name, events = n, "sent {n} `{name}` events for {r}"),
+            Err(e) => {
+                stage::clear(&conn, m);
+                drop_scratch(&got);
+                return Err(e);
+            }
+        }
+    }
     let result = stage::result_table(m);
     let range = r.to_string();
     let mut failed = None;
@@ -491,6 +525,7 @@ mod tests {
             hourly_tables: vec!["pollutant_hourly".into()],
             depends_on: vec![],
             params: Default::default(),
+            events: None,
         }
     }
 

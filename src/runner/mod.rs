@@ -67,6 +67,9 @@ pub struct Options {
     /// Replace hours the source returned nothing for (`--replace-empty`);
     /// the pipeline's `replace_empty` also turns it on.
     pub replace_empty: bool,
+    /// Send the events of models with `events:` for new episodes (always
+    /// in run mode; in a backfill only when asked: `backfill --alerts`).
+    pub alerts: bool,
     /// Report into this Prefect flow run (one a worker claimed) instead of
     /// a new one.
     pub flow_run: Option<crate::report::FlowRun>,

@@ -147,6 +147,20 @@ async fn fail_model(
     }
 }
 
+/// Where this run's models send events: the pipeline's Prefect server,
+/// when a model has `events:` and the run sends them (`Options::alerts`).
+fn events_client(sh: &Shared) -> Option<Result<crate::prefect::Client, String>> {
+    let t = sh.pipeline.report.as_ref()?;
+    if !sh.opts.alerts || sh.pipeline.models.iter().all(|m| m.events.is_none()) {
+        return None;
+    }
+    Some(
+        crate::state::prefect_client("prefect", &t.url, t.api_key.as_deref())
+            .map(|c| c.with_retry_budget(std::time::Duration::from_secs(15)))
+            .map_err(|e| e.to_string()),
+    )
+}
+
 /// Recomputes the leased models in the spec's order (a model after those
 /// whose rows it reads; one whose upstream failed waits with its hours
 /// pending), releasing each lease; one outcome per model.
@@ -165,6 +179,7 @@ pub(super) async fn recompute(
         run_id: &shared.run_id,
         kind,
         tables: Default::default(),
+        events: events_client(shared),
     };
     let mut failed: Vec<String> = Vec::new();
     let mut outcomes = Vec::new();

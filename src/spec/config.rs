@@ -209,6 +209,8 @@ pub struct Model {
     /// Models of the pipeline (earlier in its list) whose rows it reads.
     pub depends_on: Vec<String>,
     pub params: serde_json::Map<String, serde_json::Value>,
+    /// The Prefect event each new episode row is sent as.
+    pub events: Option<String>,
 }
 
 impl Model {

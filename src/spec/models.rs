@@ -198,6 +198,21 @@ pub(super) fn model_config(
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     params.extend(v.params.iter().map(|(k, v)| (k.clone(), v.clone())));
+    if let Some(e) = &v.events {
+        let ok = e.value.contains('.')
+            && e.value
+                .chars()
+                .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || "._-".contains(ch));
+        if !ok {
+            c.err(
+                e.into(),
+                format!(
+                    "model `{name}`: `events: {}` must be an event name of lowercase letters, digits, `.`, `_` and `-`, with a dot (e.g. `air-quality.threshold.exceeded`)",
+                    e.value
+                ),
+            );
+        }
+    }
     (c.errors.len() == errors).then(|| Model {
         name: name.clone(),
         template,
@@ -210,5 +225,6 @@ pub(super) fn model_config(
         hourly_tables,
         depends_on,
         params,
+        events: v.events.as_ref().map(|e| e.value.clone()),
     })
 }

@@ -322,6 +322,12 @@ pub struct ModelSpec {
     /// Values the template sees as `params`, merged over the pipeline's.
     #[serde(default)]
     pub params: BTreeMap<String, serde_json::Value>,
+    /// A Prefect event name (e.g. `air-quality.threshold.exceeded`): each
+    /// row of the model with an `episode` not yet in its table is sent as
+    /// one such event, its id derived from the episode. The rows need
+    /// `episode` and `resource` columns. Default: no events.
+    #[serde(default)]
+    pub events: Option<Spanned<String>>,
 }
 
 /// An entry of a pipeline's `jobs:`.

@@ -132,6 +132,19 @@ pub fn validate(loaded: &Loaded) -> Result<Config, Vec<Diagnostic>> {
             }),
             StateConfig::Local { .. } => report.clone(),
         };
+        if pipeline.report.is_none() {
+            for m in &p.value.models {
+                if let Some(e) = &m.value.events {
+                    c.err(
+                        e.into(),
+                        format!(
+                            "model `{}` sends events to Prefect, but pipeline `{name}` reports to no Prefect server: give it Prefect state, or set `prefect: {{url: …}}`",
+                            m.value.name.value
+                        ),
+                    );
+                }
+            }
+        }
         pipelines.insert(name.clone(), pipeline);
     }
     check_block_names(&mut c, &pipelines);

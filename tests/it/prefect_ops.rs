@@ -261,3 +261,323 @@ fn a_killed_workers_flow_run_is_crashed_by_prefects_zombie_automation_and_no_oth
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).ends_with("stopped\n"));
 }
+
+/// Minute lines of `field` at `station` for the hour starting `hour` hours
+/// after 2026-11-20T00:00Z, every minute at `value`.
+fn hour_lines(station: &str, field: &str, hour: i64, value: f64) -> String {
+    let t0 = 1_795_132_800 + hour * 3600; // 2026-11-20T00:00:00Z
+    (0..60)
+        .map(|m| {
+            format!(
+                "air_quality,station={station} {field}={value} {}000000000\n",
+                t0 + m * 60
+            )
+        })
+        .collect()
+}
+
+/// The episodes of the definition (Directive 2008/50/EC Annex XII), from
+/// hourly values: a run of consecutive hours strictly above `value` that is
+/// at least `hours` long is one episode, identified by its first hour.
+fn episodes(
+    series: &[(&str, &str, Vec<f64>)],
+    thresholds: &[(&str, &str, f64, usize)],
+) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for (station, pollutant, values) in series {
+        for (tp, name, value, hours) in thresholds {
+            if tp != pollutant {
+                continue;
+            }
+            let mut run = 0usize;
+            for (h, v) in values.iter().enumerate() {
+                run = if *v > *value { run + 1 } else { 0 };
+                if run == *hours {
+                    out.insert(format!(
+                        "{pollutant}|{station}|{name}|2026-11-20T{:02}:00:00Z",
+                        h + 1 - hours
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A listener for the webhook: the `text` of every POST it gets.
+fn listener() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", l.local_addr().unwrap());
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = got.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut len = 0;
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                    break;
+                }
+                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; len];
+            let _ = r.read_exact(&mut body);
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            seen.lock()
+                .unwrap()
+                .push(v["text"].as_str().unwrap_or("").to_owned());
+            let _ =
+                s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (url, got)
+}
+
+/// Threshold alerts as Prefect events: an automation with a webhook
+/// notification (Prefect's own actions service) fires exactly once per
+/// episode across a run, a rerun, a backfill of the same hours and a
+/// backfill of old hours, which alerts only when asked (`--alerts`).
+#[test]
+fn threshold_episodes_notify_once_each_through_a_prefect_automation() {
+    let p = crate::util::prefect();
+    let (url, got) = listener();
+    p.python_file("runs.py", &["alert-automation", &url]);
+    // Hourly values 00:00 .. 08:00: a short O3 peak, a longer one over the
+    // alert threshold, O3 exactly at 180 (not above); NO2 above 400 for two
+    // hours (no episode) then three and a fourth; SO2 exactly at 500.
+    let series: Vec<(&str, &str, Vec<f64>)> = vec![
+        (
+            "alpha",
+            "o3",
+            vec![50.0, 50.0, 200.0, 180.0, 50.0, 250.0, 250.0, 50.0, 50.0],
+        ),
+        (
+            "beta",
+            "no2",
+            vec![50.0, 450.0, 450.0, 100.0, 410.0, 410.0, 410.0, 410.0, 50.0],
+        ),
+        (
+            "beta",
+            "so2",
+            vec![500.0, 500.0, 500.0, 500.0, 20.0, 20.0, 20.0, 20.0, 20.0],
+        ),
+    ];
+    let thresholds = [
+        ("o3", "information", 180.0, 1),
+        ("o3", "alert", 240.0, 1),
+        ("no2", "alert", 400.0, 3),
+        ("so2", "alert", 500.0, 3),
+    ];
+    let lines = |series: &[(&str, &str, Vec<f64>)]| -> String {
+        series
+            .iter()
+            .flat_map(|(s, f, v)| {
+                v.iter()
+                    .enumerate()
+                    .map(move |(h, x)| hour_lines(s, f, h as i64, *x))
+            })
+            .collect()
+    };
+    let spec = "prefect: {url: '${env:PREFECT_API_URL}'}
+state: {type: local, path: state}
+sources:
+  points: {type: line_protocol, path: points.lp}
+sinks:
+  wh: {type: duckdb, path: wh.duckdb}
+pipelines:
+  alerting:
+    source: points
+    sinks: [wh]
+    measurement: air_quality
+    start: 2026-11-20T00:00:00Z
+    jobs: [{name: o3}, {name: no2}, {name: so2}]
+    models:
+      - name: threshold_episodes
+        grain: hour
+        lookback: 3h
+        events: air-quality.threshold.exceeded
+";
+    let ws = Ws::new(spec);
+    ws.write("points.lp", &lines(&series));
+    let expected = episodes(&series, &thresholds);
+    assert_eq!(expected.len(), 4, "{expected:?}");
+    let wait_for = |n: usize| {
+        let t0 = Instant::now();
+        while got.lock().unwrap().len() < n && t0.elapsed().as_secs() < 30 {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        // And nothing more arrives.
+        std::thread::sleep(Duration::from_secs(5));
+        let mut seen: Vec<String> = got.lock().unwrap().clone();
+        seen.sort();
+        seen
+    };
+    let now = ["--now", "2026-11-20T09:30:00Z"];
+    let run_at =
+        |api: &str, args: &[&str]| ws.run_env(&[args, &now].concat(), &[("PREFECT_API_URL", api)]);
+    let run = |args: &[&str]| {
+        let out = run_at(&p.url, args);
+        assert_eq!(out.code, 0, "{out:?}");
+        out
+    };
+    run(&["run", "alerting"]);
+    assert_eq!(wait_for(4), expected.iter().cloned().collect::<Vec<_>>());
+    let rows = ws.query(
+        "wh.duckdb",
+        "SELECT episode FROM threshold_episodes ORDER BY episode",
+    );
+    assert_eq!(
+        rows.into_iter().flatten().collect::<Vec<_>>(),
+        expected.iter().cloned().collect::<Vec<_>>()
+    );
+    // A rerun, and a backfill of the same hours even when asked: nothing new.
+    run(&["run", "alerting"]);
+    run(&[
+        "backfill",
+        "alerting",
+        "--from",
+        "2026-11-20T00:00:00Z",
+        "--to",
+        "2026-11-20T09:00:00Z",
+        "--alerts",
+    ]);
+    assert_eq!(wait_for(4).len(), 4);
+    // Late points of old hours make new episodes: a backfill finds them
+    // (its table gets them) but alerts only when asked.
+    let late: Vec<(&str, &str, Vec<f64>)> = vec![
+        (
+            "gamma",
+            "no2",
+            vec![420.0, 420.0, 420.0, 50.0, 50.0, 50.0, 50.0, 50.0, 50.0],
+        ),
+        (
+            "delta",
+            "o3",
+            vec![50.0, 190.0, 50.0, 50.0, 50.0, 50.0, 50.0, 50.0, 50.0],
+        ),
+    ];
+    let all: Vec<(&str, &str, Vec<f64>)> =
+        series.iter().cloned().chain(late.iter().cloned()).collect();
+    ws.write("points.lp", &lines(&all));
+    let everything = episodes(&all, &thresholds);
+    assert_eq!(everything.len(), 6);
+    run(&[
+        "backfill",
+        "alerting",
+        "--job",
+        "no2",
+        "--from",
+        "2026-11-20T00:00:00Z",
+        "--to",
+        "2026-11-20T09:00:00Z",
+    ]);
+    assert_eq!(wait_for(4).len(), 4, "a backfill not asked to alert did");
+    run(&[
+        "backfill",
+        "alerting",
+        "--job",
+        "o3",
+        "--from",
+        "2026-11-20T00:00:00Z",
+        "--to",
+        "2026-11-20T09:00:00Z",
+        "--alerts",
+    ]);
+    let seen = wait_for(5);
+    assert_eq!(seen.len(), 5, "{seen:?}");
+    assert!(
+        seen.contains(&"o3|delta|information|2026-11-20T01:00:00Z".to_owned()),
+        "{seen:?}"
+    );
+    let rows = ws.query(
+        "wh.duckdb",
+        "SELECT episode FROM threshold_episodes ORDER BY episode",
+    );
+    assert_eq!(
+        rows.into_iter().flatten().collect::<Vec<_>>(),
+        everything.iter().cloned().collect::<Vec<_>>()
+    );
+    // Prefect refusing the events: the model fails, writes nothing and
+    // keeps its hours; the next run (nothing new to load) sends them.
+    let refusing = Recorder::start(
+        p.url.trim_end_matches("/api"),
+        Box::new(|s: &crate::util::Seen| {
+            if s.method == "POST" && s.path.ends_with("/api/events") {
+                crate::util::Act::Answer(400, r#"{"detail": "refused by the test"}"#.into())
+            } else {
+                crate::util::Act::Forward
+            }
+        }),
+    );
+    let late: Vec<(&str, &str, Vec<f64>)> = vec![(
+        "epsilon",
+        "o3",
+        vec![50.0, 50.0, 50.0, 50.0, 50.0, 50.0, 50.0, 181.0, 50.0],
+    )];
+    let all: Vec<(&str, &str, Vec<f64>)> =
+        all.iter().cloned().chain(late.iter().cloned()).collect();
+    ws.write("points.lp", &lines(&all));
+    let out = run_at(
+        &format!("{}/api", refusing.url),
+        &[
+            "backfill",
+            "alerting",
+            "--job",
+            "o3",
+            "--from",
+            "2026-11-20T00:00:00Z",
+            "--to",
+            "2026-11-20T09:00:00Z",
+            "--alerts",
+        ],
+    );
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("error: model `threshold_episodes`: Prefect did not take 1 `air-quality.threshold.exceeded` events for hour [2026-11-20T00:00:00Z, 2026-11-20T12:00:00Z): "),
+        "{out:?}"
+    );
+    let rows = ws.query(
+        "wh.duckdb",
+        "SELECT count(*) FROM threshold_episodes WHERE episode LIKE '%epsilon%'",
+    );
+    assert_eq!(rows, vec![vec!["0".to_owned()]]);
+    assert_eq!(wait_for(5).len(), 5);
+    run(&["run", "alerting"]);
+    let seen = wait_for(6);
+    assert_eq!(seen.len(), 6, "{seen:?}");
+    assert!(
+        seen.contains(&"o3|epsilon|information|2026-11-20T07:00:00Z".to_owned()),
+        "{seen:?}"
+    );
+    // Prefect holds one event per alerted episode, with the station as its resource.
+    let evs = p.post_json(
+        "/events/filter",
+        serde_json::json!({"filter": {"event": {"name": ["air-quality.threshold.exceeded"]},
+            "resource": {"id_prefix": ["air-quality.station."]}}, "limit": 50}),
+    );
+    let mut evs: Vec<(String, String)> = evs["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["payload"]["episode"].as_str().unwrap().to_owned(),
+                e["resource"]["prefect.resource.id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    evs.sort();
+    assert_eq!(evs.len(), 6, "{evs:?}");
+    assert!(evs.contains(&(
+        "no2|beta|alert|2026-11-20T04:00:00Z".into(),
+        "air-quality.station.beta".into()
+    )));
+}

@@ -166,7 +166,7 @@ fn shipped_spec_validates_and_lists() {
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(
         out.stdout,
-        "pipelines.yaml is valid: 2 pipelines, 12 jobs, 14 models, 2 sources, 3 sinks\n"
+        "pipelines.yaml is valid: 2 pipelines, 12 jobs, 15 models, 2 sources, 3 sinks\n"
     );
     let out = ws.run(&["list"]);
     assert_eq!(out.code, 0, "{out:?}");
@@ -179,7 +179,7 @@ fn shipped_spec_validates_and_lists() {
     );
     assert!(
         out.stdout.contains(
-            "  model daily_max_8h     day (Europe/Berlin), lookback 0h, reads co,no2,o3,pm10,pm25,so2 and model rolling_8h -> daily_max_8h via daily_max_8h.sql\n  model eaqi             hour, lookback 0h, reads co,no2,o3,pm10,pm25,so2 -> eaqi via eaqi.sql\n  model exceedance_days  day (Europe/Berlin), lookback 0h, reads co,no2,o3,pm10,pm25,so2 and models daily_mean, daily_max_8h -> exceedance_days via exceedance_days.sql\n  model exceedances      year (Europe/Berlin), lookback 0h, reads co,no2,o3,pm10,pm25,so2 and model exceedance_days -> exceedances via exceedances.sql\n"
+            "  model daily_max_8h        day (Europe/Berlin), lookback 0h, reads co,no2,o3,pm10,pm25,so2 and model rolling_8h -> daily_max_8h via daily_max_8h.sql\n  model eaqi                hour, lookback 0h, reads co,no2,o3,pm10,pm25,so2 -> eaqi via eaqi.sql\n  model exceedance_days     day (Europe/Berlin), lookback 0h, reads co,no2,o3,pm10,pm25,so2 and models daily_mean, daily_max_8h -> exceedance_days via exceedance_days.sql\n  model exceedances         year (Europe/Berlin), lookback 0h, reads co,no2,o3,pm10,pm25,so2 and model exceedance_days -> exceedances via exceedances.sql\n  model threshold_episodes  hour, lookback 3h, reads co,no2,o3,pm10,pm25,so2 -> threshold_episodes via threshold_episodes.sql, new episodes as Prefect events `air-quality.threshold.exceeded`\n"
         ),
         "{out:?}"
     );
@@ -342,4 +342,63 @@ fn prefect_heartbeat_range() {
     );
     let ok = validate_with("sources:\n", "prefect: {heartbeat: 45s}\nsources:\n");
     assert_eq!(ok.code, 0, "{ok:?}");
+}
+
+/// A model with `events:` needs a Prefect server to send them to, and an
+/// event name Prefect can match.
+#[test]
+fn model_events_need_prefect_and_a_name() {
+    let model = "    models:\n      - {name: threshold_episodes, grain: hour, lookback: 3h, events: air-quality.threshold.exceeded}\n";
+    let out = validate_with(
+        "      - name: no2\n",
+        &format!("      - name: no2\n{model}"),
+    );
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.starts_with("error: model `threshold_episodes` sends events to Prefect, but pipeline `demo` reports to no Prefect server: give it Prefect state, or set `prefect: {url: …}`\n  --> pipelines.yaml:19:71\n"),
+        "{out:?}"
+    );
+    let ok = validate_with(
+        "sources:\n",
+        "prefect: {url: 'http://127.0.0.1:4200/api'}\nsources:\n",
+    );
+    assert_eq!(ok.code, 0, "{ok:?}");
+    let ws = Ws::new(
+        &BASE
+            .replacen(
+                "sources:\n",
+                "prefect: {url: 'http://127.0.0.1:4200/api'}\nsources:\n",
+                1,
+            )
+            .replacen(
+                "      - name: no2\n",
+                &format!(
+                    "      - name: no2\n{}",
+                    model.replace("air-quality.threshold.exceeded", "Alert")
+                ),
+                1,
+            ),
+    );
+    let out = ws.run(&["validate"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("model `threshold_episodes`: `events: Alert` must be an event name"),
+        "{out:?}"
+    );
+    let ws = Ws::new(
+        &BASE
+            .replacen(
+                "sources:\n",
+                "prefect: {url: 'http://127.0.0.1:4200/api'}\nsources:\n",
+                1,
+            )
+            .replacen(
+                "      - name: no2\n",
+                &format!("      - name: no2\n{model}"),
+                1,
+            ),
+    );
+    let out = ws.run(&["validate"]);
+    assert_eq!(out.code, 0, "{out:?}");
 }
