@@ -70,15 +70,13 @@ fn wait_checkpoint(p: &Prefect, block: &str, at: &str, secs: u64) {
 
 /// The heartbeat events the server holds for flow run `id`.
 fn heartbeats(p: &Prefect, id: &str) -> Vec<serde_json::Value> {
-    let page = p.post_json(
-        "/events/filter",
-        serde_json::json!({"filter": {
+    p.events(
+        serde_json::json!({
             "event": {"name": ["prefect.flow-run.heartbeat"]},
             "resource": {"id": [format!("prefect.flow-run.{id}")]},
-            "occurred": {"since": "2020-01-01T00:00:00Z"},
-        }, "limit": 50}),
-    );
-    page["events"].as_array().unwrap().clone()
+        }),
+        1,
+    )
 }
 
 #[test]
@@ -555,14 +553,12 @@ pipelines:
         "{seen:?}"
     );
     // Prefect holds one event per alerted episode, with the station as its resource.
-    let evs = p.post_json(
-        "/events/filter",
-        serde_json::json!({"filter": {"event": {"name": ["air-quality.threshold.exceeded"]},
-            "resource": {"id_prefix": ["air-quality.station."]}}, "limit": 50}),
+    let evs = p.events(
+        serde_json::json!({"event": {"name": ["air-quality.threshold.exceeded"]},
+            "resource": {"id_prefix": ["air-quality.station."]}}),
+        6,
     );
-    let mut evs: Vec<(String, String)> = evs["events"]
-        .as_array()
-        .unwrap()
+    let mut evs: Vec<(String, String)> = evs
         .iter()
         .map(|e| {
             (

@@ -142,19 +142,19 @@ fn a_run_is_a_flow_run_with_a_task_run_per_job_and_its_logs() {
     };
     assert_eq!(rows, vec![row("co"), row("no2")]);
     // And its flow run had a heartbeat, naming its flow.
-    let beats = p.post_json(
-        "/events/filter",
-        serde_json::json!({"filter": {
+    let beats = p.events(
+        serde_json::json!({
             "event": {"name": ["prefect.flow-run.heartbeat"]},
             "resource": {"id": [format!("prefect.flow-run.{id}")]},
-        }}),
+        }),
+        1,
     );
-    let beat = &beats["events"][0];
+    let beat = &beats[0];
     assert_eq!(
         beat["related"][0],
         serde_json::json!({"prefect.resource.id": format!("prefect.flow.{}", run["flow_id"].as_str().unwrap()),
             "prefect.resource.role": "flow", "prefect.resource.name": "reported"}),
-        "{beats}"
+        "{beats:?}"
     );
 }
 

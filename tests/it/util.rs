@@ -377,6 +377,24 @@ impl Prefect {
         r.json().unwrap()
     }
 
+    /// The events matching `filter` (an `EventFilter`), waiting up to 30 s
+    /// for at least `least` of them: the server stores events a moment
+    /// after it accepts them.
+    pub fn events(&self, filter: serde_json::Value, least: usize) -> Vec<serde_json::Value> {
+        let t0 = std::time::Instant::now();
+        loop {
+            let page = self.post_json(
+                "/events/filter",
+                serde_json::json!({"filter": filter, "limit": 50}),
+            );
+            let evs = page["events"].as_array().cloned().unwrap_or_default();
+            if evs.len() >= least || t0.elapsed().as_secs() >= 30 {
+                return evs;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+    }
+
     /// A `PipelineStateBlock` document's full JSON (with its schema), or `None`.
     pub fn state_doc(&self, name: &str) -> Option<serde_json::Value> {
         let (code, v) = self.get(&format!(
