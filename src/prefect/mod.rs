@@ -42,7 +42,13 @@ pub enum ErrorKind {
     /// Unreachable for the given seconds.
     Unreachable(String, u64),
     Protocol(String),
+    /// Secret data came back masked (`********`): the key may read blocks
+    /// but not their secret values.
+    Masked,
 }
+
+/// What Prefect puts in place of a secret value for a key that may not read it.
+pub const MASKED: &str = "********";
 
 impl std::fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -57,6 +63,9 @@ impl std::fmt::Display for ErrorKind {
             ErrorKind::Status(s, d) => write!(f, "HTTP {s}: {d}"),
             ErrorKind::Unreachable(m, secs) => write!(f, "unreachable for {secs}s: {m}"),
             ErrorKind::Protocol(m) => write!(f, "unexpected response: {m}"),
+            ErrorKind::Masked => f.write_str(
+                "its secret value came back masked (`********`): the API key may not read secret block data; give it the Developer role, or a custom role that may read secret blocks",
+            ),
         }
     }
 }
@@ -227,6 +236,10 @@ impl Client {
         // ~10 ms a process).
         let http = reqwest::Client::builder()
             .tls_built_in_root_certs(base.starts_with("https://"))
+            // Prefect Cloud's load balancer closes connections idle for 30 s
+            // (reqwest keeps them 90 s): reusing one it closed costs a failed
+            // request. The Python client keeps them 25 s.
+            .pool_idle_timeout(Duration::from_secs(25))
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(Duration::from_secs(5))
             .build()
@@ -492,6 +505,7 @@ impl Client {
         let what = format!("secret block `{name}`");
         if let Some(doc) = self.read_block("secret", name, &what).await? {
             return match doc.data.get("value") {
+                Some(Value::String(s)) if s == MASKED => Err(self.err(&what, ErrorKind::Masked)),
                 Some(Value::String(s)) => Ok(Some(Secret::new(s.clone()))),
                 Some(v) if !v.is_null() => Ok(Some(Secret::new(v.to_string()))),
                 _ => Err(self.err(&what, ErrorKind::Protocol("no `value`".into()))),
@@ -499,7 +513,13 @@ impl Client {
         }
         let what = format!("gcp-credentials block `{name}`");
         if let Some(doc) = self.read_block("gcp-credentials", name, &what).await? {
+            let masked = |v: &Value| match v {
+                Value::String(s) => s == MASKED,
+                Value::Object(m) => m.values().any(|v| v.as_str() == Some(MASKED)),
+                _ => false,
+            };
             return match doc.data.get("service_account_info") {
+                Some(v) if masked(v) => Err(self.err(&what, ErrorKind::Masked)),
                 Some(Value::String(s)) => Ok(Some(Secret::new(s.clone()))),
                 Some(v @ Value::Object(_)) => Ok(Some(Secret::new(v.to_string()))),
                 _ => Err(self.err(
@@ -578,7 +598,9 @@ impl Client {
             .await?;
         match r.status.as_u16() {
             200 | 204 => Ok(true),
-            410 => Ok(false),
+            // 410 on the server since Oct 2025; Prefect Cloud answered a lost
+            // lease's renewal with 404 (PrefectHQ/prefect#18942).
+            404 | 410 => Ok(false),
             _ => Err(self.err(&what, status_kind(r.status, &r.body))),
         }
     }

@@ -170,3 +170,39 @@ pipelines:
     assert!(!out.stderr.contains(KEY) && !out.stdout.contains(KEY));
     assert!(!ws.path("wh.duckdb").exists());
 }
+
+/// Prefect Cloud answered a lost lease's renewal with 404 (2025,
+/// PrefectHQ/prefect#18942) before the server's 410: both are a lost lease,
+/// never an error to retry.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_404_renewal_is_a_lost_lease() {
+    let (c, _) = client(vec![Some(R404.to_vec())]);
+    assert!(!c
+        .renew_lease(
+            "c6ee139f-cc0a-4db1-a2fd-b5d30c732848",
+            Duration::from_secs(120)
+        )
+        .await
+        .unwrap());
+}
+
+/// A key that may read blocks but not secret data gets `********` in place
+/// of the value (Prefect Cloud's Viewer and Runner roles): that is never a
+/// credential; the error says what to change.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_masked_secret_is_refused_with_the_role_to_give() {
+    let doc = r#"{"id":"9d5c1b9e-4c1f-4d7e-9d54-1f1d0c5e2a11","name":"motherduck-token","data":{"value":"********"},"block_schema_id":"0b1c","block_type_id":"0a1b","is_anonymous":false}"#;
+    let (c, base) = client(vec![response("200 OK", "", doc)]);
+    let e = c.secret("motherduck-token").await.unwrap_err().to_string();
+    assert_eq!(
+        e,
+        format!("prefect {base}: secret block `motherduck-token`: its secret value came back masked (`********`): the API key may not read secret block data; give it the Developer role, or a custom role that may read secret blocks")
+    );
+    let gcp = r#"{"id":"9d5c1b9e-4c1f-4d7e-9d54-1f1d0c5e2a12","name":"gcp","data":{"service_account_info":{"type":"service_account","private_key":"********"}},"block_schema_id":"0b1c","block_type_id":"0a1b","is_anonymous":false}"#;
+    let (c, _) = client(vec![Some(R404.to_vec()), response("200 OK", "", gcp)]);
+    let e = c.secret("gcp").await.unwrap_err().to_string();
+    assert!(
+        e.contains("gcp-credentials block `gcp`: its secret value came back masked"),
+        "{e}"
+    );
+}
