@@ -158,10 +158,13 @@ pub fn backfill(config: &Config, a: &PrefectBackfillArgs) -> Result<i32, Error> 
             })?;
         let parts = splits(&jobs, from, to, a.split);
         for (job, f, t) in &parts {
+            // A repeated or retried `prefect backfill` makes no second flow
+            // run of the same part: Prefect returns the one with this key.
             let body = json!({
                 "name": format!("{}-{job}-{}", p.name, f.0.format("%Y%m%d%H")),
                 "parameters": {"mode": "backfill", "jobs": [job], "from": f.to_string(), "to": t.to_string()},
                 "tags": ["duckhour", "backfill"],
+                "idempotency_key": format!("duckhour-backfill/{}/{job}/{f}/{t}", p.name),
             });
             client
                 .run_deployment(&id, &body)

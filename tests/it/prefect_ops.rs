@@ -577,3 +577,50 @@ pipelines:
         "air-quality.station.beta".into()
     )));
 }
+
+/// `prefect backfill` run twice (or retried) makes each flow run once:
+/// every part carries an idempotency key, and Prefect returns the run that
+/// has it.
+#[test]
+fn a_repeated_prefect_backfill_makes_no_second_flow_runs() {
+    let p = crate::util::prefect();
+    let ws = Ws::new(&SPEC.replace("zombie", "twice"));
+    let env = [("PREFECT_API_URL", p.url.as_str())];
+    assert_eq!(
+        ws.run_env(&["prefect", "deploy", "twice", "--pool", "it-twice"], &env)
+            .code,
+        0
+    );
+    let backfill = [
+        "prefect",
+        "backfill",
+        "twice",
+        "--from",
+        "2026-11-20T00:00:00Z",
+        "--to",
+        "2026-11-22T00:00:00Z",
+        "--split",
+        "job",
+    ];
+    for _ in 0..2 {
+        let out = ws.run_env(&backfill, &env);
+        assert_eq!(out.code, 0, "{out:?}");
+        assert!(
+            out.stdout
+                .starts_with("2 flow runs of deployment `twice/twice`"),
+            "{out:?}"
+        );
+    }
+    let runs = p.post_json(
+        "/flow_runs/filter",
+        serde_json::json!({"flows": {"name": {"any_": ["twice"]}}}),
+    );
+    let mut jobs: Vec<String> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["parameters"]["jobs"][0].as_str().unwrap().to_owned())
+        .collect();
+    jobs.sort();
+    assert_eq!(jobs, ["co", "no2"]);
+}
