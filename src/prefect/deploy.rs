@@ -20,7 +20,26 @@ impl Client {
             )
             .await?;
         match r.status.as_u16() {
-            200 | 201 | 409 => Ok(()),
+            200 | 201 => Ok(()),
+            409 => {
+                // It exists: ours only if it has our type. A pool of another
+                // type (a process pool of the Python flows, say) is served by
+                // other workers, which would take duckhour's flow runs.
+                let pool = self
+                    .ok(Method::GET, &format!("/work_pools/{name}"), None, &what)
+                    .await?;
+                let v = self.json_of(&pool, &what)?;
+                match v["type"].as_str() {
+                    Some(t) if t == kind => Ok(()),
+                    t => Err(self.err(
+                        &what,
+                        ErrorKind::Conflict(format!(
+                            "it exists with type `{}`, not `{kind}`: its workers would take duckhour's flow runs; choose another pool with `--pool`",
+                            t.unwrap_or("?")
+                        )),
+                    )),
+                }
+            }
             _ => Err(self.err(&what, super::status_kind(r.status, &r.body))),
         }
     }

@@ -624,3 +624,30 @@ fn a_repeated_prefect_backfill_makes_no_second_flow_runs() {
     jobs.sort();
     assert_eq!(jobs, ["co", "no2"]);
 }
+
+/// `prefect deploy` refuses a pool name already used by a pool of another
+/// type (its workers would take duckhour's flow runs), and says what to do.
+#[test]
+fn deploy_refuses_a_pool_of_another_type() {
+    let p = crate::util::prefect();
+    assert_eq!(
+        p.post(
+            "/work_pools/",
+            serde_json::json!({"name": "it-python-pool", "type": "process"})
+        ),
+        201
+    );
+    let ws = Ws::new(&SPEC.replace("zombie", "pooled"));
+    let out = ws.run_env(
+        &["prefect", "deploy", "pooled", "--pool", "it-python-pool"],
+        &[("PREFECT_API_URL", p.url.as_str())],
+    );
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("work pool `it-python-pool`: conflict (409): it exists with type `process`, not `duckhour`: its workers would take duckhour's flow runs; choose another pool with `--pool`"),
+        "{out:?}"
+    );
+    // Nothing was deployed into it.
+    let (code, _) = p.get("/deployments/name/pooled/pooled");
+    assert_eq!(code, 404);
+}
