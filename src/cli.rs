@@ -119,6 +119,11 @@ pub struct WorkerArgs {
     /// This worker's name in the pool; default `duckhour-<pid>`.
     #[arg(long)]
     pub name: Option<String>,
+    /// Seconds between asking the pool for due flow runs (and a running
+    /// flow run for a cancel), 1 to 300; default 10, as Prefect's own
+    /// workers (each ask counts against Prefect Cloud's request limit).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub poll: u64,
 }
 
 #[derive(Debug, Args)]
@@ -221,4 +226,27 @@ pub struct StatusArgs {
     /// Pretend the current time is this (RFC 3339).
     #[arg(long)]
     pub now: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn worker(args: &[&str]) -> Result<WorkerArgs, clap::Error> {
+        let cli = Cli::try_parse_from([&["duckhour", "prefect", "worker"], args].concat())?;
+        match cli.command {
+            Command::Prefect(PrefectCommand::Worker(w)) => Ok(w),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// The worker polls every 10 s unless told (as Prefect's own workers
+    /// against Cloud), 1 to 300 s.
+    #[test]
+    fn worker_poll_default_and_range() {
+        assert_eq!(worker(&[]).unwrap().poll, 10);
+        assert_eq!(worker(&["--poll", "1"]).unwrap().poll, 1);
+        assert!(worker(&["--poll", "0"]).is_err());
+        assert!(worker(&["--poll", "301"]).is_err());
+    }
 }

@@ -28,8 +28,6 @@ use crate::spec::{Config, Hour, Pipeline};
 /// The work pool type duckhour's pools get (Prefect takes any string).
 pub const POOL_TYPE: &str = "duckhour";
 
-/// How often the worker asks for due runs (and checks for cancellation).
-const POLL: Duration = Duration::from_secs(2);
 /// Prefect marks a worker offline after ~90 s without a heartbeat.
 const HEARTBEAT: Duration = Duration::from_secs(30);
 /// How long a claim under way may still take once the worker is told to stop.
@@ -251,6 +249,7 @@ pub fn worker(config: &Config, a: &WorkerArgs) -> Result<i32, Error> {
         _ => return Err(Error::Usage("the pipelines report to more than one Prefect server; run one worker per server (one spec each)".into())),
     };
     let client = client_for(first)?;
+    let poll = Duration::from_secs(a.poll);
     let name = a
         .name
         .clone()
@@ -319,14 +318,14 @@ pub fn worker(config: &Config, a: &WorkerArgs) -> Result<i32, Error> {
                     if shutdown.load(Ordering::SeqCst) {
                         c.stop.store(true, Ordering::SeqCst);
                     }
-                    execute(config, &client, c, &name, shutdown.clone()).await;
+                    execute(config, &client, c, &name, shutdown.clone(), poll).await;
                 }
                 if shutdown.load(Ordering::SeqCst) {
                     break 'poll;
                 }
             }
             tokio::select! {
-                _ = tokio::time::sleep(POLL) => {}
+                _ = tokio::time::sleep(poll) => {}
                 _ = told() => break 'poll,
             }
         }
@@ -426,6 +425,7 @@ async fn execute(
     c: Claim<'_>,
     worker: &str,
     shutdown: Arc<AtomicBool>,
+    poll: Duration,
 ) {
     let (id, p, opts, stop) = (c.id.as_str(), c.pipeline, c.opts, c.stop);
     info!(flow_run = id, pipeline = %p.name, "running a flow run");
@@ -433,11 +433,17 @@ async fn execute(
     let watcher = {
         let (client, id, stop) = (client.clone(), id.to_owned(), stop.clone());
         tokio::spawn(async move {
+            // A signal is seen at once; the server is asked once a `poll`.
+            let mut asked = tokio::time::Instant::now();
             loop {
-                tokio::time::sleep(POLL).await;
+                tokio::time::sleep(Duration::from_millis(250)).await;
                 if shutdown.load(Ordering::SeqCst) {
                     stop.store(true, Ordering::SeqCst);
                 }
+                if asked.elapsed() < poll {
+                    continue;
+                }
+                asked = tokio::time::Instant::now();
                 if let Ok(fr) = client.read("flow_runs", &id).await {
                     if fr["state"]["type"] == "CANCELLING" {
                         stop.store(true, Ordering::SeqCst);

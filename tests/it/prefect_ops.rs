@@ -38,12 +38,14 @@ const BACKFILL: &str =
     r#""mode": "backfill", "from": "2026-11-20T00:00:00Z", "to": "2026-11-22T00:00:00Z""#;
 
 fn worker(ws: &Ws, api_url: &str, name: &str) -> std::process::Child {
-    ws.cmd(&["prefect", "worker", "--pool", "it-ops", "--name", name])
-        .env("PREFECT_API_URL", api_url)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap()
+    ws.cmd(&[
+        "prefect", "worker", "--pool", "it-ops", "--name", name, "--poll", "1",
+    ])
+    .env("PREFECT_API_URL", api_url)
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap()
 }
 
 fn trigger(p: &Prefect, deployment: &str, params: &str) -> String {

@@ -26,12 +26,15 @@ pipelines:
 
 /// A `duckhour prefect worker` on `pool`, talking to `api_url`.
 fn spawn_worker(ws: &Ws, api_url: &str, pool: &str, name: &str) -> std::process::Child {
-    ws.cmd(&["prefect", "worker", "--pool", pool, "--name", name])
-        .env("PREFECT_API_URL", api_url)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap()
+    // Polling each second (10 s by default) keeps the tests short.
+    ws.cmd(&[
+        "prefect", "worker", "--pool", pool, "--name", name, "--poll", "1",
+    ])
+    .env("PREFECT_API_URL", api_url)
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap()
 }
 
 /// A run of `deployment` with `params`, made by Prefect's own Python client; its id.
