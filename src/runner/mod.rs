@@ -21,6 +21,7 @@
 mod groups;
 mod load;
 mod models;
+mod summary;
 
 pub use groups::sharing;
 use groups::{groups, run_group, Planned};
@@ -276,7 +277,7 @@ pub async fn run(config: &Config, pipeline: &Pipeline, opts: Options) -> Vec<Out
         if report.is_on() {
             report.send(Event::Summary {
                 key: crate::report::artifact_key(&pipeline.name),
-                table: summary(&outcomes),
+                table: summary::table(&outcomes),
                 description: format!(
                     "duckhour run `{run_id}` of pipeline `{}`: {}",
                     pipeline.name,
@@ -373,48 +374,6 @@ fn job_state(o: &Outcome) -> (&'static str, String) {
 }
 
 /// The flow run's final state and message: which jobs failed and why.
-/// The run's summary as a Prefect table artifact's rows: per job (and
-/// model), what it loaded or recomputed, the stations with an hour under
-/// 75 % coverage, its checkpoint, and what failed.
-pub fn summary(outcomes: &[Outcome]) -> serde_json::Value {
-    /// Stations named in one cell, at most; the rest are counted.
-    const SHOWN: usize = 20;
-    let rows: Vec<serde_json::Value> = outcomes
-        .iter()
-        .map(|o| {
-            let state = match (&o.error, o.stopped) {
-                (Some(_), _) => "failed",
-                (None, true) => "stopped",
-                (None, false) => "completed",
-            };
-            let low = match &o.low_coverage {
-                None => String::new(),
-                Some(s) if s.is_empty() => "none".into(),
-                Some(s) => {
-                    let mut names: Vec<&str> = s.iter().map(String::as_str).take(SHOWN).collect();
-                    let more = s.len().saturating_sub(SHOWN);
-                    let more = format!("and {more} more");
-                    if s.len() > SHOWN {
-                        names.push(&more);
-                    }
-                    names.join(", ")
-                }
-            };
-            serde_json::json!({
-                "job": o.job,
-                "state": state,
-                "hours": o.hours,
-                "rows": o.rows_out,
-                "empty hours": o.empty_hours,
-                "stations under 75 % coverage": low,
-                "checkpoint": o.checkpoint.map(|c| c.to_string()).unwrap_or_default(),
-                "error": o.error.as_ref().map(|e| crate::prefect::runs::short(&crate::secret::redact(&e.to_string()))).unwrap_or_default(),
-            })
-        })
-        .collect();
-    serde_json::Value::from(rows)
-}
-
 pub fn run_state(outcomes: &[Outcome]) -> (&'static str, String) {
     let failed: Vec<String> = outcomes
         .iter()
