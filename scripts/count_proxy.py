@@ -1,6 +1,7 @@
 """A counting HTTP proxy for scripts/bench-prefect: forwards every request to
 UPSTREAM (e.g. a Prefect server's root) byte for byte and counts them by
-method and path (ids replaced by `{id}`), for `GET /counts` (JSON) and
+method and path (ids replaced by `{id}`), and the answers >= 400 by status,
+method and path (they are counted among the requests too), for `GET /counts` (JSON) and
 `POST /counts/reset`. Stdlib only.
 
   python3 scripts/count_proxy.py PORT UPSTREAM
@@ -58,6 +59,10 @@ class Proxy(http.server.BaseHTTPRequestHandler):
         conn.request(self.command, self.path, body=body, headers=headers)
         r = conn.getresponse()
         data = r.read()
+        if r.status >= 400:
+            # Answers that were not a success, e.g. `503 PATCH …`: retries and refusals.
+            with LOCK:
+                COUNTS[f"{r.status} {shape(self.command, self.path)}"] += 1
         self.send_response(r.status)
         for k, v in r.getheaders():
             if k.lower() not in ("transfer-encoding", "connection", "content-length"):
