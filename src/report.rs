@@ -84,6 +84,10 @@ pub fn artifact_key(pipeline: &str) -> String {
 const QUEUE: usize = 4096;
 /// Log records sent in one request.
 const LOG_BATCH: usize = 100;
+/// How long a log record may wait for more to go with it: a run shorter
+/// than this sends its logs in one request at its end, after every task run
+/// exists with its final state (one request each, not two).
+const LOG_EVERY: Duration = Duration::from_secs(5);
 /// How long one call to Prefect may take, retries included.
 const CALL_BUDGET: Duration = Duration::from_secs(5);
 
@@ -296,13 +300,22 @@ struct Remote {
     claimed: Option<FlowRun>,
     tasks: HashMap<String, String>,
     pipeline: String,
-    logs: Vec<Value>,
+    /// Log records not sent yet, with their job (its task run is looked up
+    /// when they are sent), and since when the oldest waits.
+    logs: Vec<(Option<String>, Value)>,
+    logs_since: Option<std::time::Instant>,
     beat: SharedBeat,
     heartbeat: Duration,
 }
 
 impl Remote {
+    /// The job's task run, created RUNNING if it does not exist yet.
     async fn task(&mut self, job: &str) -> Result<String, String> {
+        self.task_in(job, state("RUNNING", None)).await
+    }
+
+    /// The job's task run, created in `initial` if it does not exist yet.
+    async fn task_in(&mut self, job: &str, initial: Value) -> Result<String, String> {
         if let Some(id) = self.tasks.get(job) {
             return Ok(id.clone());
         }
@@ -314,7 +327,7 @@ impl Remote {
                 "task_key": format!("duckhour.{}.{job}", self.pipeline),
                 "dynamic_key": "0",
                 "name": job,
-                "state": state("RUNNING", None),
+                "state": initial,
             }))
             .await
             .map_err(|e| e.to_string())?;
@@ -323,15 +336,30 @@ impl Remote {
     }
 
     async fn flush_logs(&mut self) -> Result<(), String> {
+        self.logs_since = None;
         while !self.logs.is_empty() {
             let n = self.logs.len().min(LOG_BATCH);
-            let batch: Vec<Value> = self.logs.drain(..n).collect();
+            let mut batch = Vec::with_capacity(n);
+            for (job, mut record) in self.logs.drain(..n).collect::<Vec<_>>() {
+                if let Some(j) = job {
+                    record["task_run_id"] = json!(self.task(&j).await?);
+                }
+                batch.push(record);
+            }
             self.client
                 .send_logs(&batch)
                 .await
                 .map_err(|e| e.to_string())?;
         }
         Ok(())
+    }
+
+    /// Sends the logs once the oldest has waited [`LOG_EVERY`].
+    async fn flush_due_logs(&mut self) -> Result<(), String> {
+        match self.logs_since {
+            Some(t) if t.elapsed() >= LOG_EVERY => self.flush_logs().await,
+            _ => Ok(()),
+        }
     }
 
     async fn handle(&mut self, e: Event) -> Result<(), String> {
@@ -389,12 +417,16 @@ impl Remote {
                 state: kind,
                 message,
             } => {
-                self.flush_logs().await?;
-                let id = self.task(&job).await?;
-                self.client
-                    .set_state("task_runs", &id, state(kind, Some(&message)))
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let last = state(kind, Some(&message));
+                if let Some(id) = self.tasks.get(&job).cloned() {
+                    self.client
+                        .set_state("task_runs", &id, last)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                } else {
+                    // Not seen by Prefect yet: created in its final state.
+                    self.task_in(&job, last).await?;
+                }
             }
             Event::Log {
                 job,
@@ -402,18 +434,18 @@ impl Remote {
                 message,
                 at,
             } => {
-                let task = match &job {
-                    Some(j) => Some(self.task(j).await?),
-                    None => None,
-                };
-                self.logs.push(json!({
-                    "name": format!("duckhour.{}", self.pipeline),
-                    "level": level,
-                    "message": short(&message),
-                    "timestamp": at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
-                    "flow_run_id": self.flow_run,
-                    "task_run_id": task,
-                }));
+                self.logs.push((
+                    job,
+                    json!({
+                        "name": format!("duckhour.{}", self.pipeline),
+                        "level": level,
+                        "message": short(&message),
+                        "timestamp": at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+                        "flow_run_id": self.flow_run,
+                        "task_run_id": null,
+                    }),
+                ));
+                self.logs_since.get_or_insert_with(std::time::Instant::now);
                 if self.logs.len() >= LOG_BATCH {
                     self.flush_logs().await?;
                 }
@@ -474,12 +506,13 @@ async fn pump(
         tasks: HashMap::new(),
         pipeline: String::new(),
         logs: Vec::new(),
+        logs_since: None,
         beat,
         heartbeat,
     };
     let mut failed: Option<String> = None;
     loop {
-        // Logs go out at least once a second while the run goes on.
+        // Logs go out once the oldest has waited `LOG_EVERY` (checked every second).
         let next = tokio::time::timeout(Duration::from_secs(1), rx.recv()).await;
         if failed.is_some() {
             match next {
@@ -488,9 +521,12 @@ async fn pump(
             }
         }
         let step = match next {
-            Ok(Some(e)) => remote.handle(e).await,
+            Ok(Some(e)) => match remote.handle(e).await {
+                Ok(()) => remote.flush_due_logs().await,
+                err => err,
+            },
             Ok(None) => break,
-            Err(_) => remote.flush_logs().await,
+            Err(_) => remote.flush_due_logs().await,
         };
         if let Err(e) = step {
             failed = Some(e);
