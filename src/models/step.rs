@@ -216,7 +216,7 @@ async fn recompute_pending(
         out.rows += rows;
         loaded = loaded.max(newest);
     }
-    lease.confirm().await?;
+    lease.check()?;
     ctx.state.set_pending(pipeline, &key, &[]).await?;
     // The newest pending hour that holds loaded rows: a model reading
     // another's days may have hours pending past the data.

@@ -84,7 +84,13 @@ pub struct PrefectError {
 pub struct BlockDoc {
     pub id: String,
     pub data: Value,
+    /// The type and schema it is stored with (absent from an answer that
+    /// lacks them), so that writing it back needs no schema lookup.
+    pub schema: Option<SchemaIds>,
 }
+
+/// Block documents read per request: Prefect's largest page.
+const BLOCKS_PER_READ: usize = 200;
 
 /// The ids a `PipelineStateBlock` document is written with.
 #[derive(Debug, Clone)]
@@ -377,6 +383,18 @@ impl Client {
         r.json().map_err(|k| self.err(what, k))
     }
 
+    /// A block document from its JSON.
+    fn doc_of(&self, v: &Value, what: &str) -> Result<BlockDoc, PrefectError> {
+        let field = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+        Ok(BlockDoc {
+            id: self.id_of(v, what)?,
+            data: v.get("data").cloned().unwrap_or(Value::Null),
+            schema: field("block_type_id")
+                .zip(field("block_schema_id"))
+                .map(|(type_id, schema_id)| SchemaIds { type_id, schema_id }),
+        })
+    }
+
     fn id_of(&self, v: &Value, what: &str) -> Result<String, PrefectError> {
         v.get("id")
             .and_then(Value::as_str)
@@ -440,16 +458,42 @@ impl Client {
             format!("/block_types/slug/{slug}/block_documents/name/{name}?include_secrets=true");
         let r = self.call(Method::GET, &path, None, what).await?;
         match r.status.as_u16() {
-            200 => {
-                let v = self.json_of(&r, what)?;
-                Ok(Some(BlockDoc {
-                    id: self.id_of(&v, what)?,
-                    data: v.get("data").cloned().unwrap_or(Value::Null),
-                }))
-            }
+            200 => Ok(Some(self.doc_of(&self.json_of(&r, what)?, what)?)),
             404 => Ok(None),
             _ => Err(self.err(what, status_kind(r.status, &r.body))),
         }
+    }
+
+    /// The named documents of a block type that exist, by name, read in
+    /// one request per [`BLOCKS_PER_READ`] names, without secret values.
+    pub async fn read_blocks(
+        &self,
+        slug: &str,
+        names: &[String],
+        what: &str,
+    ) -> Result<std::collections::HashMap<String, BlockDoc>, PrefectError> {
+        let mut found = std::collections::HashMap::new();
+        for chunk in names.chunks(BLOCKS_PER_READ) {
+            let body = json!({
+                "block_documents": {"name": {"any_": chunk}, "is_anonymous": {"eq_": false}},
+                "block_types": {"slug": {"any_": [slug]}},
+                "include_secrets": false,
+                "limit": BLOCKS_PER_READ,
+            });
+            let r = self
+                .ok(Method::POST, "/block_documents/filter", Some(&body), what)
+                .await?;
+            let Value::Array(docs) = self.json_of(&r, what)? else {
+                return Err(self.err(what, ErrorKind::Protocol("not a list".into())));
+            };
+            for v in &docs {
+                let name = v.get("name").and_then(Value::as_str).unwrap_or_default();
+                if chunk.iter().any(|n| n == name) {
+                    found.insert(name.to_owned(), self.doc_of(v, what)?);
+                }
+            }
+        }
+        Ok(found)
     }
 
     /// Creates a named document; `Conflict` when the name is taken.
@@ -474,6 +518,7 @@ impl Client {
         Ok(BlockDoc {
             id: self.id_of(&v, what)?,
             data: data.clone(),
+            schema: Some(ids.clone()),
         })
     }
 

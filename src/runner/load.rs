@@ -81,7 +81,7 @@ pub(super) async fn load_batch(
     if advanced != m.checkpoint {
         if let Some(h) = advanced {
             // Still ours? A lost lease means another runner may own the job now.
-            let moved = match m.lease.confirm().await {
+            let moved = match m.lease.check() {
                 Ok(()) => {
                     sh.state
                         .set_checkpoint(&sh.pipeline.name, &m.job.name, h)

@@ -469,8 +469,14 @@ async fn run_jobs(
         // Plan every job up front (the progress line knows the total), then
         // let jobs with the same plan and measurement share their queries.
         let mut planned = Vec::new();
+        let keys: Vec<String> = leased.iter().map(|(j, _)| j.name.clone()).collect();
+        let loaded = shared.state.load(&pipeline.name, &keys).await;
         for (job, lease) in leased {
-            match shared.state.checkpoint(&pipeline.name, &job.name).await {
+            let read = match &loaded {
+                Ok(()) => shared.state.checkpoint(&pipeline.name, &job.name).await,
+                Err(e) => Err(e.clone()),
+            };
+            match read {
                 Ok(cp) => {
                     let plan = plan_for(pipeline, shared.opts.mode, shared.opts.now, cp);
                     shared.progress.planned(plan.total_hours());

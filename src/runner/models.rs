@@ -85,6 +85,14 @@ pub(super) async fn lease_models(
             Err(e) => fail_model(m, e, planned, outcomes).await,
         }
     }
+    let keys: Vec<String> = leased.iter().map(|(m, _)| m.state_key()).collect();
+    if let Err(e) = sh.state.load(&p.name, &keys).await {
+        for (m, lease) in leased {
+            lease.release().await;
+            fail_model(m, e.clone(), planned, outcomes).await;
+        }
+        return Vec::new();
+    }
     // Marks in the spec's order (a model after those it reads): the hours
     // its jobs are about to load, or the backfill's range, and the hours of
     // the keys its upstream models will recompute.

@@ -175,6 +175,16 @@ impl State {
         }
     }
 
+    /// Reads the state of the jobs or models `keys`, whose leases this run
+    /// holds, at once (one request to Prefect); later reads and writes of
+    /// this run use it. Nothing to do for local files.
+    pub async fn load(&self, pipeline: &str, keys: &[String]) -> Result<(), StateError> {
+        match self {
+            State::Local(_) => Ok(()),
+            State::Prefect(s) => s.load(pipeline, keys).await,
+        }
+    }
+
     pub async fn checkpoint(&self, pipeline: &str, job: &str) -> Result<Option<Hour>, StateError> {
         match self {
             State::Local(s) => s.checkpoint(pipeline, job),
@@ -303,14 +313,6 @@ impl Lease {
         match self {
             Lease::Local(_) => Ok(()),
             Lease::Prefect(l) => l.check(),
-        }
-    }
-
-    /// Checks the lease is still ours before a checkpoint moves.
-    pub async fn confirm(&self) -> Result<(), StateError> {
-        match self {
-            Lease::Local(_) => Ok(()),
-            Lease::Prefect(l) => l.confirm().await,
         }
     }
 

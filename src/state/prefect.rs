@@ -19,8 +19,14 @@
 //!   recomputed, as merged ranges.
 //!
 //! Prefect has no compare-and-swap on documents: the lease makes this
-//! process the job's only writer, so the document is read once per run and
-//! then written whole from the copy kept here.
+//! process the job's only writer, so a run reads the documents of the jobs
+//! and models it has leased once, in one request ([`PrefectState::load`]),
+//! and then writes each whole from the copy kept here. Writes are few: the
+//! ledger, the checkpoint and the holder are written together at most
+//! every [`FLUSH_EVERY`] during a run, and at its end with the run's record
+//! ([`PrefectState::record_run`]); only a model's pending hours are written
+//! at once, since they must be durable before any sink changes. A run
+//! killed between writes leaves an older checkpoint: its hours are redone.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,6 +47,47 @@ pub const KEEP_RUNS: usize = 20;
 /// blocks the job for at most this.
 pub const LEASE_TTL: Duration = Duration::from_secs(120);
 
+/// How long a change to a document may wait for the next write during a
+/// run (the work a killed run may have to redo).
+pub const FLUSH_EVERY: Duration = Duration::from_secs(5);
+
+/// When a change to a document is written.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Write {
+    /// Now: it must be durable before the caller goes on.
+    Now,
+    /// With the next write, or now if a change has waited [`FLUSH_EVERY`].
+    Soon,
+}
+
+/// A document as this run knows it.
+#[derive(Debug, Default)]
+struct Cached {
+    /// Its id once it exists on the server.
+    id: Option<String>,
+    schema: Option<SchemaIds>,
+    data: Map<String, Value>,
+    /// Since when it has changes not yet written.
+    dirty_since: Option<Instant>,
+}
+
+impl Cached {
+    fn of(doc: Option<BlockDoc>) -> Cached {
+        match doc {
+            None => Cached::default(),
+            Some(d) => Cached {
+                id: Some(d.id),
+                schema: d.schema,
+                data: match d.data {
+                    Value::Object(m) => m,
+                    _ => Map::new(),
+                },
+                dirty_since: None,
+            },
+        }
+    }
+}
+
 /// How a lease of `ttl` is kept: renewed every quarter of it, each renewal
 /// given at most a quarter to answer; and trusted for three quarters after
 /// the start of the last renewal that succeeded. The server expires it a
@@ -56,15 +103,18 @@ pub struct PrefectState {
     block_name: String,
     lease_ttl: Duration,
     ids: tokio::sync::OnceCell<SchemaIds>,
-    docs: tokio::sync::Mutex<HashMap<String, BlockDoc>>,
+    /// The documents read under a lease in this run (see [`Self::load`]),
+    /// with the changes not yet written.
+    docs: tokio::sync::Mutex<HashMap<String, Cached>>,
+    /// The holder of each lease this run took, written into the
+    /// document's `metadata.lease` with its next write.
+    holders: std::sync::Mutex<HashMap<String, Value>>,
 }
 
 /// A held lease, renewed in the background until released. Its expiry is
 /// known locally: every write of the job asks [`PrefectLease::check`] first.
 #[derive(Debug)]
 pub struct PrefectLease {
-    /// For renewals: short timeouts (see [`quarter`]).
-    client: Client,
     /// For the release, with the store's usual retries.
     release_client: Client,
     id: String,
@@ -168,6 +218,7 @@ impl PrefectState {
             lease_ttl,
             ids: tokio::sync::OnceCell::new(),
             docs: tokio::sync::Mutex::new(HashMap::new()),
+            holders: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -187,52 +238,68 @@ impl PrefectState {
             .await?)
     }
 
-    /// The job's checkpoint, read from the server (and kept for later writes).
-    pub async fn checkpoint(&self, pipeline: &str, job: &str) -> Result<Option<Hour>, StateError> {
-        let name = self.name(pipeline, job);
-        let doc = self.fetch(&name).await?;
+    /// Reads the documents of `keys` (jobs or models whose leases this
+    /// run holds) in one request; later reads and writes of this run use
+    /// the copy kept here. Read before the lease is held, a document could
+    /// be older than the last holder's final write.
+    pub async fn load(&self, pipeline: &str, keys: &[String]) -> Result<(), StateError> {
         let mut docs = self.docs.lock().await;
-        let cp = match &doc {
-            None => None,
-            Some(d) => match d.data.get("last_processed_hour") {
-                None | Some(Value::Null) => None,
-                Some(v) => {
-                    let bad = || StateError::Corrupt {
-                        place: format!("prefect block `{name}`"),
-                        message: format!("`last_processed_hour` is not an hour: {v}"),
-                    };
-                    let t = v.as_str().and_then(parse_datetime).ok_or_else(bad)?;
-                    Some(Hour::exact(t).ok_or_else(bad)?)
-                }
-            },
-        };
-        match doc {
-            Some(d) => docs.insert(name, d),
-            None => docs.remove(&name),
-        };
-        Ok(cp)
+        let names: Vec<String> = keys
+            .iter()
+            .map(|k| self.name(pipeline, k))
+            .filter(|n| !docs.contains_key(n))
+            .collect();
+        if names.is_empty() {
+            return Ok(());
+        }
+        let what = format!("state blocks of pipeline `{pipeline}`");
+        let mut found = self.client.read_blocks(STATE_SLUG, &names, &what).await?;
+        for n in names {
+            let doc = found.remove(&n);
+            docs.insert(n, Cached::of(doc));
+        }
+        Ok(())
     }
 
-    /// A model's pending hours (read from the server, and kept for later writes).
+    /// A document's data: this run's copy if [`Self::load`]ed, else read.
+    async fn data(&self, name: &str) -> Result<Option<Value>, StateError> {
+        if let Some(c) = self.docs.lock().await.get(name) {
+            let known = c.id.is_some() || c.dirty_since.is_some();
+            return Ok(known.then(|| Value::Object(c.data.clone())));
+        }
+        Ok(self.fetch(name).await?.map(|d| d.data))
+    }
+
+    /// The job's checkpoint.
+    pub async fn checkpoint(&self, pipeline: &str, job: &str) -> Result<Option<Hour>, StateError> {
+        let name = self.name(pipeline, job);
+        let data = self.data(&name).await?;
+        match data.as_ref().and_then(|d| d.get("last_processed_hour")) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => {
+                let bad = || StateError::Corrupt {
+                    place: format!("prefect block `{name}`"),
+                    message: format!("`last_processed_hour` is not an hour: {v}"),
+                };
+                let t = v.as_str().and_then(parse_datetime).ok_or_else(bad)?;
+                Ok(Some(Hour::exact(t).ok_or_else(bad)?))
+            }
+        }
+    }
+
+    /// A model's pending hours.
     pub async fn pending(
         &self,
         pipeline: &str,
         key: &str,
     ) -> Result<Vec<(Hour, Hour)>, StateError> {
-        let name = self.name(pipeline, key);
-        let doc = self.fetch(&name).await?;
-        let ranges = read_ranges(
-            doc.as_ref()
-                .and_then(|d| d.data.pointer("/metadata/pending")),
-        );
-        let mut docs = self.docs.lock().await;
-        match doc {
-            Some(d) => docs.insert(name, d),
-            None => docs.remove(&name),
-        };
-        Ok(ranges)
+        let data = self.data(&self.name(pipeline, key)).await?;
+        Ok(read_ranges(
+            data.as_ref().and_then(|d| d.pointer("/metadata/pending")),
+        ))
     }
 
+    /// Written at once: they must be durable before any sink changes.
     pub async fn set_pending(
         &self,
         pipeline: &str,
@@ -240,71 +307,105 @@ impl PrefectState {
         ranges: &[(Hour, Hour)],
     ) -> Result<(), StateError> {
         let v = write_ranges(ranges);
-        self.modify(pipeline, key, |d| {
+        let when = if ranges.is_empty() {
+            Write::Soon
+        } else {
+            Write::Now
+        };
+        self.modify(pipeline, key, when, |d| {
             object(d, "metadata").insert("pending".into(), v);
         })
         .await
     }
 
-    /// Applies `f` to the job's document data and writes the whole of it.
+    /// Applies `f` to the document's data and writes the whole of it when
+    /// `when` says so.
     async fn modify(
         &self,
         pipeline: &str,
         job: &str,
+        when: Write,
         f: impl FnOnce(&mut Map<String, Value>),
     ) -> Result<(), StateError> {
         let name = self.name(pipeline, job);
         let what = Self::what(&name);
-        let ids = self
-            .ids
-            .get_or_try_init(|| self.client.ensure_state_schema())
-            .await?;
         let mut docs = self.docs.lock().await;
         if !docs.contains_key(&name) {
-            if let Some(d) = self.fetch(&name).await? {
-                docs.insert(name.clone(), d);
-            }
+            let doc = self.fetch(&name).await?;
+            docs.insert(name.clone(), Cached::of(doc));
         }
-        let mut data = match docs.get(&name).map(|d| &d.data) {
-            Some(Value::Object(m)) => m.clone(),
-            _ => Map::new(),
-        };
+        let c = docs.get_mut(&name).expect("inserted");
+        let data = &mut c.data;
         data.entry("last_processed_hour").or_insert(Value::Null);
         data.entry("pipeline_version")
             .or_insert_with(|| json!("v1.0.0"));
-        let meta = object(&mut data, "metadata");
+        let meta = object(data, "metadata");
         meta.insert(
             "writer".into(),
             json!(concat!("duckhour ", env!("CARGO_PKG_VERSION"))),
         );
         meta.insert("pipeline".into(), json!(pipeline));
         meta.insert("job".into(), json!(job));
-        meta.insert("updated_at".into(), json!(time_text(Utc::now())));
-        f(&mut data);
-        let data = Value::Object(data);
-        let id = docs.get(&name).map(|d| d.id.clone());
-        let written = match id {
-            Some(id) => match self.client.update_block(&id, ids, &data, &what).await {
+        f(data);
+        let due = when == Write::Now || c.dirty_since.is_some_and(|t| t.elapsed() >= FLUSH_EVERY);
+        if !due {
+            c.dirty_since.get_or_insert_with(Instant::now);
+            return Ok(());
+        }
+        if let Some(h) = self
+            .holders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&name)
+        {
+            object(&mut c.data, "metadata").insert("lease".into(), h.clone());
+        }
+        object(&mut c.data, "metadata").insert("updated_at".into(), json!(time_text(Utc::now())));
+        let data = Value::Object(c.data.clone());
+        let ids = match &c.schema {
+            Some(ids) if c.id.is_some() => ids.clone(),
+            _ => self
+                .ids
+                .get_or_try_init(|| self.client.ensure_state_schema())
+                .await?
+                .clone(),
+        };
+        let written = match c.id.clone() {
+            Some(id) => match self.client.update_block(&id, &ids, &data, &what).await {
                 Err(e) if e.kind == ErrorKind::NotFound => {
                     // Deleted under us: write it anew.
+                    let ids = self
+                        .ids
+                        .get_or_try_init(|| self.client.ensure_state_schema())
+                        .await?;
                     self.client.create_block(&name, ids, &data, &what).await?
                 }
                 other => {
                     other?;
-                    BlockDoc { id, data }
+                    BlockDoc {
+                        id,
+                        data,
+                        schema: Some(ids),
+                    }
                 }
             },
-            None => match self.client.create_block(&name, ids, &data, &what).await {
+            None => match self.client.create_block(&name, &ids, &data, &what).await {
                 Err(e) if matches!(e.kind, ErrorKind::Conflict(_)) => {
                     // Created meanwhile (e.g. a retried create that had landed).
                     let d = self.fetch(&name).await?.ok_or(e)?;
-                    self.client.update_block(&d.id, ids, &data, &what).await?;
-                    BlockDoc { id: d.id, data }
+                    self.client.update_block(&d.id, &ids, &data, &what).await?;
+                    BlockDoc {
+                        id: d.id,
+                        data,
+                        schema: Some(ids),
+                    }
                 }
                 other => other?,
             },
         };
-        docs.insert(name, written);
+        c.id = Some(written.id);
+        c.schema = written.schema;
+        c.dirty_since = None;
         Ok(())
     }
 
@@ -314,7 +415,7 @@ impl PrefectState {
         job: &str,
         hour: Hour,
     ) -> Result<(), StateError> {
-        self.modify(pipeline, job, |d| {
+        self.modify(pipeline, job, Write::Soon, |d| {
             d.insert("last_processed_hour".into(), json!(hour_text(hour)));
         })
         .await
@@ -329,7 +430,7 @@ impl PrefectState {
         if entries.is_empty() {
             return Ok(());
         }
-        self.modify(pipeline, job, |d| {
+        self.modify(pipeline, job, Write::Soon, |d| {
             let meta = object(d, "metadata");
             // Hours whose latest load found nothing at the source (the
             // sinks kept what they held), as merged ranges.
@@ -396,13 +497,12 @@ impl PrefectState {
 
     /// The hours each sink has, one `ok` entry per hour (row counts are kept per sink's last load only).
     pub async fn ledger(&self, pipeline: &str, job: &str) -> Result<Vec<LedgerEntry>, StateError> {
-        let name = self.name(pipeline, job);
-        let Some(doc) = self.fetch(&name).await? else {
+        let Some(data) = self.data(&self.name(pipeline, job)).await? else {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
-        let empty = read_ranges(doc.data.pointer("/metadata/empty_at_source"));
-        if let Some(Value::Object(ledger)) = doc.data.pointer("/metadata/ledger") {
+        let empty = read_ranges(data.pointer("/metadata/empty_at_source"));
+        if let Some(Value::Object(ledger)) = data.pointer("/metadata/ledger") {
             for (sink, v) in ledger {
                 for (from, to) in read_ranges(Some(v)) {
                     let mut h = from;
@@ -424,6 +524,8 @@ impl PrefectState {
         Ok(out)
     }
 
+    /// The job's (or model's) last write of the run, under its lease: with
+    /// every change still unwritten, and its holder marked as ended.
     pub async fn record_run(
         &self,
         pipeline: &str,
@@ -431,7 +533,16 @@ impl PrefectState {
         run: &RunRecord,
     ) -> Result<(), StateError> {
         let rec = serde_json::to_value(run).expect("run serializes");
-        self.modify(pipeline, job, |d| {
+        if let Some(h) = self
+            .holders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(&self.name(pipeline, job))
+            .and_then(Value::as_object_mut)
+        {
+            h.insert("ended".into(), json!(time_text(run.finished)));
+        }
+        self.modify(pipeline, job, Write::Now, |d| {
             let meta = object(d, "metadata");
             let runs = meta.entry("runs").or_insert_with(|| json!([]));
             if !runs.is_array() {
@@ -452,11 +563,10 @@ impl PrefectState {
         job: &str,
         last: usize,
     ) -> Result<Vec<RunRecord>, StateError> {
-        let name = self.name(pipeline, job);
-        let Some(doc) = self.fetch(&name).await? else {
+        let Some(data) = self.data(&self.name(pipeline, job)).await? else {
             return Ok(Vec::new());
         };
-        let mut all: Vec<RunRecord> = match doc.data.pointer("/metadata/runs") {
+        let mut all: Vec<RunRecord> = match data.pointer("/metadata/runs") {
             Some(Value::Array(a)) => a
                 .iter()
                 .filter_map(|v| serde_json::from_value(v.clone()).ok())
@@ -492,7 +602,7 @@ impl PrefectState {
     ) -> Result<PrefectLease, StateError> {
         let limit = format!("duckhour-{}", self.name(pipeline, job));
         let ttl = self.lease_ttl;
-        self.client.ensure_limit(&limit).await?;
+        // The limit exists but for a job's first run: made when the take says it is missing.
         // Set when an attempt may have taken a slot whose answer we lost:
         // until that orphan expires, "busy" may mean ourselves.
         let mut own_orphan_until: Option<Instant> = None;
@@ -524,15 +634,21 @@ impl PrefectState {
                 continue;
             }
             let name = self.name(pipeline, job);
-            let holder = self
+            let recorded = self
                 .fetch(&name)
                 .await
                 .ok()
                 .flatten()
-                .and_then(|d| d.data.pointer("/metadata/lease").cloned())
-                .and_then(|v| serde_json::from_value::<Holder>(v).ok())
-                .map(|h| format!("{h} (prefect limit `{limit}`)"))
-                .unwrap_or_else(|| format!("another runner (prefect limit `{limit}`)"));
+                .and_then(|d| d.data.pointer("/metadata/lease").cloned());
+            // A holder marked `ended` finished its run: the slot is someone
+            // else's, not yet recorded (holders are written with the block).
+            let holder = match recorded {
+                Some(v) if v.get("ended").is_none() => serde_json::from_value::<Holder>(v)
+                    .ok()
+                    .map(|h| format!("{h} (prefect limit `{limit}`)")),
+                _ => None,
+            }
+            .unwrap_or_else(|| format!("another runner (prefect limit `{limit}`)"));
             return Err(StateError::Busy {
                 pipeline: pipeline.into(),
                 job: job.into(),
@@ -547,14 +663,13 @@ impl PrefectState {
             .with_retry_budget(quarter(ttl) / 2)
             .with_request_timeout(quarter(ttl) / 2);
         let renewer = tokio::spawn(renew_loop(
-            renewals.clone(),
+            renewals,
             id.clone(),
             ttl,
             trusted_until.clone(),
             lost.clone(),
         ));
         let lease = PrefectLease {
-            client: renewals,
             release_client: self.client.clone(),
             id,
             limit,
@@ -565,16 +680,15 @@ impl PrefectState {
             lost,
             renewer,
         };
-        let h = serde_json::to_value(holder).expect("holder serializes");
-        if let Err(e) = self
-            .modify(pipeline, job, |d| {
-                object(d, "metadata").insert("lease".into(), h);
-            })
-            .await
-        {
-            lease.release().await;
-            return Err(e);
-        }
+        // Written with the block's next write: a run that ends within
+        // [`FLUSH_EVERY`] costs no request for it.
+        self.holders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                self.name(pipeline, job),
+                serde_json::to_value(holder).expect("holder serializes"),
+            );
         Ok(lease)
     }
 }
@@ -635,29 +749,6 @@ impl PrefectLease {
             return Err(self.lost_error(&format!("not renewed for {secs}s, it may have expired")));
         }
         Ok(())
-    }
-
-    /// Renews now, before a checkpoint moves: `LeaseLost` when the lease is
-    /// gone. A renewal that cannot get through leaves the decision to the
-    /// local clock ([`check`](Self::check)).
-    pub async fn confirm(&self) -> Result<(), StateError> {
-        self.check()?;
-        let started = Instant::now();
-        match self.client.renew_lease(&self.id, self.ttl).await {
-            Ok(true) => {
-                *self.trusted_until.lock().unwrap_or_else(|p| p.into_inner()) =
-                    started + self.ttl - quarter(self.ttl);
-                Ok(())
-            }
-            Ok(false) => {
-                self.lost.store(true, Ordering::SeqCst);
-                Err(self.lost_error("expired or revoked"))
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "could not renew the lease before the checkpoint");
-                self.check()
-            }
-        }
     }
 
     /// Gives the slot back; a failure only delays the next runner until the lease expires.

@@ -88,24 +88,16 @@ fn a_killed_workers_flow_run_is_crashed_by_prefects_zombie_automation_and_no_oth
     // The automation of Prefect's guide, its window 10 s (the least Prefect
     // takes for a proactive trigger) instead of 90.
     p.python_file("runs.py", &["zombie-automation", "10"]);
-    let ws = Ws::new(SPEC);
+    // Its source slowed, so that runs are still going when killed or cancelled.
+    let (_slow, sample) = crate::util::slow_sample("po_zombie", Duration::from_millis(300));
+    let ws = Ws::new(&crate::util::with_source(SPEC, &sample));
     ws.write("blocked", "not a directory");
     assert_eq!(
         ws.run_env(&["prefect", "deploy", "--pool", "it-ops"], &env)
             .code,
         0
     );
-    // Block writes slowed, so that runs are still going when killed or cancelled.
-    let rec = Recorder::start(
-        p.url.trim_end_matches("/api"),
-        Box::new(|s: &crate::util::Seen| {
-            if s.method == "PATCH" && s.path.contains("/block_documents/") {
-                std::thread::sleep(Duration::from_millis(300));
-            }
-            crate::util::Act::Forward
-        }),
-    );
-    let via = format!("{}/api", rec.url);
+    let via = p.url.clone();
 
     // 1. A worker killed with -9 in the middle of a flow run.
     let mut first = worker(&ws, &via, "it-doomed");

@@ -396,31 +396,19 @@ fn a_deployment_run_from_python_is_executed_by_a_duckhour_worker() {
 #[test]
 fn a_flow_run_cancelled_from_prefect_stops_between_batches() {
     let p = prefect();
+    // Its source slowed, so that the run is still going when cancelled.
+    let (_slow, sample) =
+        crate::util::slow_sample("pr_cancelled", std::time::Duration::from_millis(300));
     let spec = spec("cancelled", PREFECT_STATE, "", "wh.duckdb")
         .replace("    batch_hours: 12\n", "    batch_hours: 1\n");
-    let ws = Ws::new(&spec);
+    let ws = Ws::new(&crate::util::with_source(&spec, &sample));
     let env = [("PREFECT_API_URL", p.url.as_str())];
     assert_eq!(
         ws.run_env(&["prefect", "deploy", "--pool", "it-cancel"], &env)
             .code,
         0
     );
-    // Block writes slowed, so that the run is still going when cancelled.
-    let rec = crate::util::Recorder::start(
-        p.url.trim_end_matches("/api"),
-        Box::new(|s: &crate::util::Seen| {
-            if s.method == "PATCH" && s.path.contains("/block_documents/") {
-                std::thread::sleep(std::time::Duration::from_millis(300));
-            }
-            crate::util::Act::Forward
-        }),
-    );
-    let worker = spawn_worker(
-        &ws,
-        &format!("{}/api", rec.url),
-        "it-cancel",
-        "it-canceller",
-    );
+    let worker = spawn_worker(&ws, &p.url, "it-cancel", "it-canceller");
     let fid = trigger(
         p,
         "cancelled/cancelled",

@@ -5,7 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::util::{influx_auth, prefect, Act, Prefect, Recorder, Seen, Ws};
+use crate::util::{
+    influx_auth, prefect, slow_sample, with_source, Act, Prefect, Recorder, Seen, Ws,
+};
 
 /// A spec over the shipped sample day with Prefect state; `name` keeps the
 /// block and limit names of each test apart on the shared server.
@@ -251,22 +253,6 @@ fn start_long_run(ws: &Ws, api_url: &str, pipeline: &str) -> std::process::Child
     .unwrap()
 }
 
-/// A proxy in front of `p` that slows every block write down, so a run of
-/// 48 batches takes tens of seconds whatever the machine's load; its API URL.
-fn slowed(p: &Prefect) -> (Recorder, String) {
-    let rec = Recorder::start(
-        p.url.trim_end_matches("/api"),
-        Box::new(|s: &Seen| {
-            if s.method == "PATCH" && s.path.contains("/block_documents/") {
-                std::thread::sleep(Duration::from_millis(300));
-            }
-            Act::Forward
-        }),
-    );
-    let url = format!("{}/api", rec.url);
-    (rec, url)
-}
-
 /// Waits until `f` holds (polling), or panics after `secs`.
 fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
     let t0 = Instant::now();
@@ -291,13 +277,13 @@ fn finish(child: std::process::Child) -> crate::util::Out {
 #[test]
 fn two_runners_of_one_job() {
     let p = prefect();
-    let ws = Ws::new(&spec("two", "", 1, &["co"]));
     // Slowed, so that it still runs when the others come (the holder stays
     // in the block's metadata after a run, so it alone proves nothing).
-    let (_rec, url) = slowed(p);
-    let first = start_long_run(&ws, &url, "two");
+    let (_slow, sample) = slow_sample("pf_two", Duration::from_millis(300));
+    let ws = Ws::new(&with_source(&spec("two", "", 1, &["co"]), &sample));
+    let first = start_long_run(&ws, &p.url, "two");
     let pid = first.id();
-    // The holder is written once the lease is taken.
+    // The holder is written with the block's first write (within 5 s).
     wait_for(60, "the first runner's lease", || {
         p.state_doc("two-co")
             .is_some_and(|d| d["data"]["metadata"]["lease"]["pid"] == pid)
@@ -339,10 +325,19 @@ fn two_runners_of_one_job() {
 }
 
 #[test]
-fn a_revoked_lease_stops_the_job_before_its_checkpoint() {
+fn a_revoked_lease_is_noticed_at_its_next_renewal_and_nothing_is_written_after() {
     let p = prefect();
-    let ws = Ws::new(&spec("lost", "", 1, &["co"]));
-    let child = start_long_run(&ws, &p.url, "lost");
+    // A 60 s lease is renewed every 15 s; the run lasts about 29 s.
+    let (_slow, sample) = slow_sample("pf_lost", Duration::from_millis(600));
+    let ws = Ws::new(&with_source(
+        &spec("lost", "  lease: 60s", 1, &["co"]),
+        &sample,
+    ));
+    let rec = Recorder::start(
+        p.url.trim_end_matches("/api"),
+        Box::new(|_: &Seen| Act::Forward),
+    );
+    let child = start_long_run(&ws, &format!("{}/api", rec.url), "lost");
     wait_for(60, "a few batches", || {
         p.checkpoint("lost-co")
             .is_some_and(|c| c.as_str() >= "2026-11-20T03:00:00Z")
@@ -361,7 +356,6 @@ fn a_revoked_lease_stops_the_job_before_its_checkpoint() {
         })
         .next()
         .expect("the runner's lease file");
-    let before = p.checkpoint("lost-co").unwrap();
     assert_eq!(
         p.post(
             "/v2/concurrency_limits/decrement-with-lease",
@@ -369,6 +363,7 @@ fn a_revoked_lease_stops_the_job_before_its_checkpoint() {
         ),
         204
     );
+    let revoked = Instant::now();
     let out = finish(child);
     assert_eq!(out.code, 1, "{out:?}");
     assert!(
@@ -376,28 +371,57 @@ fn a_revoked_lease_stops_the_job_before_its_checkpoint() {
         "{}",
         out.stderr
     );
-    // A renewal that passed just before the revocation may still move the
-    // checkpoint once; after that, nothing does.
-    let cp = p.checkpoint("lost-co").unwrap();
-    let next = format!(
-        "2026-11-20T{:02}:00:00Z",
-        before[11..13].parse::<u32>().unwrap() + 1
+    // The first renewal after the revocation (410) tells the runner; no
+    // block write follows it (one the runner had begun as that renewal
+    // went out may arrive just after it).
+    let seen = rec.seen();
+    let refused = seen
+        .iter()
+        .find(|s| s.path.contains("/renew") && s.at > revoked)
+        .expect("a renewal after the revocation");
+    assert!(
+        matches!(refused.status, 404 | 410),
+        "{}: {}",
+        refused.path,
+        refused.status
     );
     assert!(
-        cp == before || cp == next,
-        "checkpoint {cp}, {before} when revoked"
+        refused.at < revoked + Duration::from_secs(16),
+        "renewed {:?} after the revocation",
+        refused.at - revoked
+    );
+    let late: Vec<&Seen> = seen
+        .iter()
+        .filter(|s| {
+            s.path.contains("/block_documents")
+                && s.method != "GET"
+                && !s.path.contains("/filter")
+                && s.at > refused.at + Duration::from_secs(1)
+        })
+        .collect();
+    assert!(
+        late.is_empty(),
+        "written after the lease was lost: {:?}",
+        late.iter().map(|s| &s.path).collect::<Vec<_>>()
+    );
+    // The checkpoint never passes the rows: every hour up to it is loaded.
+    let cp = p.checkpoint("lost-co").unwrap();
+    assert!(
+        cp.as_str() < "2026-11-21T23:00:00Z",
+        "the run ended before noticing: {cp}"
     );
     let loaded: i64 = ws.query(
         "wh.duckdb",
-        "SELECT count(DISTINCT hour_start) FROM pollutant_hourly",
+        &format!(
+            "SELECT count(DISTINCT hour_start) FROM pollutant_hourly WHERE hour_start <= '{}'",
+            &cp[..19]
+        ),
     )[0][0]
         .parse()
         .unwrap();
-    let cp_hour: i64 = cp[11..13].parse().unwrap();
-    assert!(
-        loaded == cp_hour + 1 || loaded == cp_hour + 2,
-        "{loaded} hours loaded, checkpoint {cp}"
-    );
+    let hours =
+        (cp[8..10].parse::<i64>().unwrap() - 20) * 24 + cp[11..13].parse::<i64>().unwrap() + 1;
+    assert_eq!(loaded, hours.min(24), "checkpoint {cp}");
     // The next run takes over from the checkpoint and finishes the job.
     next_run_completes(&ws, p, "lost", &["co"]);
 }
@@ -405,7 +429,8 @@ fn a_revoked_lease_stops_the_job_before_its_checkpoint() {
 #[test]
 fn server_restarted_mid_run() {
     let p = Prefect::start("restart");
-    let ws = Ws::new(&spec("rs", "", 1, &["co", "no2"]));
+    let (_slow, sample) = slow_sample("pf_restart", Duration::from_millis(300));
+    let ws = Ws::new(&with_source(&spec("rs", "", 1, &["co", "no2"]), &sample));
     let mut child = start_long_run(&ws, &p.url, "rs");
     wait_for(60, "a few batches", || {
         p.checkpoint("rs-co")
@@ -480,7 +505,7 @@ fn next_run_completes(ws: &Ws, p: &Prefect, pipeline: &str, jobs: &[&str]) {
     }
 }
 
-/// Renewals dropped by a proxy while the run goes on (block writes slowed
+/// Renewals dropped by a proxy while the run goes on (its source slowed
 /// so that the run outlasts its lease): the runner stops before its next
 /// write once its last renewal is three quarters of the lease old, before
 /// the server can give the job to anyone else; a second runner then takes
@@ -498,13 +523,15 @@ fn a_runner_that_cannot_renew_stops_writing_before_its_lease_expires() {
             if s.path.contains("/renew") && d.load(SeqCst) {
                 return Act::Answer(503, r#"{"detail":"renewal dropped by the test"}"#.into());
             }
-            if s.method == "PATCH" && s.path.contains("/block_documents/") {
-                std::thread::sleep(Duration::from_millis(1000));
-            }
             Act::Forward
         }),
     );
-    let ws = Ws::new(&spec("expiry", "  lease: 60s", 1, &["co"]));
+    // Slowed so that the run (about 72 s) outlasts its lease.
+    let (_slow, sample) = slow_sample("pf_expiry", Duration::from_millis(1500));
+    let ws = Ws::new(&with_source(
+        &spec("expiry", "  lease: 60s", 1, &["co"]),
+        &sample,
+    ));
     let via_proxy = format!("{}/api", rec.url);
     let child = ws
         .cmd(&[
@@ -537,13 +564,19 @@ fn a_runner_that_cannot_renew_stops_writing_before_its_lease_expires() {
     let seen = rec.seen();
     let last_renewal = seen
         .iter()
-        .filter(|s| s.path.contains("/renew") && (200..300).contains(&s.status))
+        // The take counts as the first renewal (the drop may come before the second).
+        .filter(|s| {
+            (s.path.contains("/renew") || s.path.ends_with("/increment-with-lease"))
+                && (200..300).contains(&s.status)
+        })
         .map(|s| s.at)
         .max()
-        .expect("renewals before the drop");
+        .expect("the lease taken");
     let last_write = seen
         .iter()
-        .filter(|s| s.method != "GET" && s.path.contains("/block_documents"))
+        .filter(|s| {
+            s.method != "GET" && s.path.contains("/block_documents") && !s.path.contains("/filter")
+        })
         .map(|s| s.at)
         .max()
         .unwrap();
@@ -614,6 +647,15 @@ fn a_lease_granted_but_not_answered_does_not_block_its_own_runner() {
         }),
     );
     log.set(rec.seen.clone()).unwrap();
+    // The job's limit exists, as after its first run (the first run makes
+    // it once its take finds none).
+    assert_eq!(
+        p.post(
+            "/v2/concurrency_limits/",
+            serde_json::json!({"name": "duckhour-orphan-co", "limit": 1})
+        ),
+        201
+    );
     let ws = Ws::new(&spec("orphan", "  lease: 60s", 24, &["co"]));
     let via_proxy = format!("{}/api", rec.url);
     let out = ws.run_env(

@@ -725,3 +725,34 @@ pub fn sigterm(pid: u32) {
         .unwrap();
     assert!(st.success());
 }
+
+/// For tests that act on a run while it goes on (kill it, revoke its lease,
+/// cancel it, restart its server): the shipped sample day in the shared
+/// InfluxDB's database `db`, behind a proxy that answers every request
+/// `delay` late, so that a backfill of one-hour batches lasts about
+/// 48 x `delay` whatever the machine. Returns the proxy (keep it alive) and
+/// the `sources:` entry named `sample` to put in a spec.
+pub fn slow_sample(db: &str, delay: std::time::Duration) -> (Recorder, String) {
+    crate::engine::seed_into(influx(), db);
+    let rec = Recorder::start(
+        &influx().url,
+        Box::new(move |_: &Seen| {
+            std::thread::sleep(delay);
+            Act::Forward
+        }),
+    );
+    let entry = format!(
+        "  sample: {{type: influxdb, url: \"{}\", database: {db}}}\n",
+        rec.url
+    );
+    (rec, entry)
+}
+
+/// `spec` with its `sample` source (the shipped file, in either of the
+/// suite's two spellings) replaced by `entry`.
+pub fn with_source(spec: &str, entry: &str) -> String {
+    let multi = "  sample:\n    type: line_protocol\n    path: data/sample.lp.gz\n";
+    let one = "  sample: {type: line_protocol, path: data/sample.lp.gz}\n";
+    assert!(spec.contains(multi) || spec.contains(one), "{spec}");
+    spec.replace(multi, entry).replace(one, entry)
+}
