@@ -109,6 +109,8 @@ pub enum Take {
     /// the server (it timed out or got a 5xx): the holder may be our own
     /// orphaned slot, which frees itself when its lease expires.
     BusyAfterRetry(Option<Duration>),
+    /// These limits do not exist (nothing was taken).
+    Missing(Vec<String>),
 }
 
 /// A block document name is `^[a-z0-9-]+$`.
@@ -589,11 +591,15 @@ impl Client {
         }
     }
 
-    /// Takes the limit's slot with a lease of `ttl`.
-    pub async fn take_lease(&self, name: &str, ttl: Duration) -> Result<Take, PrefectError> {
-        let what = format!("concurrency limit `{name}`");
+    /// Takes one slot of each of the limits `names` with one lease of `ttl`
+    /// (all or none: one that is held makes the answer `Busy`).
+    pub async fn take_lease(&self, names: &[&str], ttl: Duration) -> Result<Take, PrefectError> {
+        let what = match names {
+            [one] => format!("concurrency limit `{one}`"),
+            _ => format!("concurrency limits `{}`", names.join("`, `")),
+        };
         let body = json!({
-            "names": [name],
+            "names": names,
             "slots": 1,
             "mode": "concurrency",
             "lease_duration": ttl.as_secs(),
@@ -609,18 +615,27 @@ impl Client {
         match r.status.as_u16() {
             200 => {
                 let v = self.json_of(&r, &what)?;
-                // A missing limit is not an error to the server: it grants a lease on nothing.
-                let limits = v.get("limits").and_then(Value::as_array);
-                if limits.is_none_or(|l| l.is_empty()) {
-                    if let Some(id) = v.get("lease_id").and_then(Value::as_str) {
+                let id = v.get("lease_id").and_then(Value::as_str);
+                // A missing limit is not an error to the server: the lease
+                // covers only the limits that exist.
+                let granted: Vec<&str> = v
+                    .get("limits")
+                    .and_then(Value::as_array)
+                    .map(|l| l.iter().filter_map(|x| x.get("name")?.as_str()).collect())
+                    .unwrap_or_default();
+                let missing: Vec<String> = names
+                    .iter()
+                    .filter(|n| !granted.contains(n))
+                    .map(|n| n.to_string())
+                    .collect();
+                if !missing.is_empty() {
+                    if let Some(id) = id {
                         let _ = self.release_lease(id).await;
                     }
-                    return Err(self.err(&what, ErrorKind::NotFound));
+                    return Ok(Take::Missing(missing));
                 }
-                let id = v
-                    .get("lease_id")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| self.err(&what, ErrorKind::Protocol("no `lease_id`".into())))?;
+                let id =
+                    id.ok_or_else(|| self.err(&what, ErrorKind::Protocol("no `lease_id`".into())))?;
                 Ok(Take::Leased(id.to_owned()))
             }
             423 if r.retried => Ok(Take::BusyAfterRetry(retry_after(&r.headers))),

@@ -69,16 +69,12 @@ pub(super) async fn lease_models(
     // Leases in name order, so that two runs cannot wait for each other.
     models.sort_by(|a, b| a.0.name.cmp(&b.0.name));
     let mut leased: Vec<(&crate::spec::Model, Lease)> = Vec::new();
-    for (m, pending_only) in models {
-        let taken = sh
-            .state
-            .lease(
-                &p.name,
-                &m.state_key(),
-                holder,
-                sh.opts.wait && !pending_only,
-            )
-            .await;
+    let keys: Vec<(String, bool)> = models
+        .iter()
+        .map(|(m, pending_only)| (m.state_key(), sh.opts.wait && !pending_only))
+        .collect();
+    let taken = sh.state.lease_all(&p.name, &keys, holder).await;
+    for ((m, pending_only), taken) in models.into_iter().zip(taken) {
         match taken {
             Ok(lease) => leased.push((m, lease)),
             Err(StateError::Busy { .. }) if pending_only => {}

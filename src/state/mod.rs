@@ -272,27 +272,36 @@ impl State {
         }
     }
 
-    /// Takes the job's lease; `Busy` names the holder. With `wait`, polls until free.
-    pub async fn lease(
+    /// Takes the leases of `keys` (jobs or models), in that order, each
+    /// with its `wait` (poll until free) or not (`Busy` names the holder).
+    /// With Prefect, all are first asked for in one request.
+    pub async fn lease_all(
         &self,
         pipeline: &str,
-        job: &str,
+        keys: &[(String, bool)],
         holder: &Holder,
-        wait: bool,
-    ) -> Result<Lease, StateError> {
+    ) -> Vec<Result<Lease, StateError>> {
         match self {
-            State::Local(s) => loop {
-                match s.lease(pipeline, job, holder) {
-                    Err(StateError::Busy { .. }) if wait => {
-                        tokio::time::sleep(std::time::Duration::from_millis(500)).await
-                    }
-                    other => return other.map(Lease::Local),
+            State::Local(s) => {
+                let mut out = Vec::new();
+                for (key, wait) in keys {
+                    out.push(loop {
+                        match s.lease(pipeline, key, holder) {
+                            Err(StateError::Busy { .. }) if *wait => {
+                                tokio::time::sleep(std::time::Duration::from_millis(500)).await
+                            }
+                            other => break other.map(Lease::Local),
+                        }
+                    });
                 }
-            },
+                out
+            }
             State::Prefect(s) => s
-                .lease(pipeline, job, holder, wait)
+                .lease_all(pipeline, keys, holder)
                 .await
-                .map(|l| Lease::Prefect(Box::new(l))),
+                .into_iter()
+                .map(|l| l.map(|l| Lease::Prefect(Box::new(l))))
+                .collect(),
         }
     }
 }

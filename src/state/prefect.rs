@@ -111,21 +111,32 @@ pub struct PrefectState {
     holders: std::sync::Mutex<HashMap<String, Value>>,
 }
 
-/// A held lease, renewed in the background until released. Its expiry is
-/// known locally: every write of the job asks [`PrefectLease::check`] first.
+/// A lease as the server knows it: one id for one or more limits (the
+/// jobs or models of a run taken together), renewed in the background until
+/// its last user releases it.
 #[derive(Debug)]
-pub struct PrefectLease {
+struct LeaseCore {
     /// For the release, with the store's usual retries.
     release_client: Client,
     id: String,
-    limit: String,
-    pipeline: String,
-    job: String,
     ttl: Duration,
     /// Until when the lease may be trusted without another renewal.
     trusted_until: Arc<std::sync::Mutex<Instant>>,
     lost: Arc<AtomicBool>,
     renewer: tokio::task::JoinHandle<()>,
+    /// Jobs holding it and not yet released.
+    users: std::sync::atomic::AtomicUsize,
+}
+
+/// One job's (or model's) hold on a lease. Its expiry is known locally:
+/// every write of the job asks [`PrefectLease::check`] first.
+#[derive(Debug)]
+pub struct PrefectLease {
+    limit: String,
+    pipeline: String,
+    job: String,
+    core: Arc<LeaseCore>,
+    released: bool,
 }
 
 fn hour_text(h: Hour) -> String {
@@ -592,23 +603,83 @@ impl PrefectState {
         })
     }
 
-    /// Takes the job's lease, creating its limit when missing, and writes the holder.
-    pub async fn lease(
+    fn limit(&self, pipeline: &str, job: &str) -> String {
+        format!("duckhour-{}", self.name(pipeline, job))
+    }
+
+    /// Takes the leases of `keys` (jobs or models, in that order), each
+    /// with its `wait`: first all with one request (one lease for all
+    /// their limits, one renewal a period, one release), else one by one.
+    /// The holder is written with each block's next write: a run that ends
+    /// within [`FLUSH_EVERY`] costs no request for it.
+    pub async fn lease_all(
+        &self,
+        pipeline: &str,
+        keys: &[(String, bool)],
+        holder: &Holder,
+    ) -> Vec<Result<PrefectLease, StateError>> {
+        let mut orphan_until = None;
+        if keys.len() > 1 {
+            let limits: Vec<String> = keys.iter().map(|(k, _)| self.limit(pipeline, k)).collect();
+            let names: Vec<&str> = limits.iter().map(String::as_str).collect();
+            let ttl = self.lease_ttl;
+            for _ in 0..2 {
+                let started = Instant::now();
+                match self.client.take_lease(&names, ttl).await {
+                    Ok(Take::Leased(id)) => {
+                        let core = self.core(id, started);
+                        return keys
+                            .iter()
+                            .map(|(k, _)| Ok(self.lease_of(pipeline, k, core.clone(), holder)))
+                            .collect();
+                    }
+                    // A job's first run: its limit is made, and all are asked again.
+                    Ok(Take::Missing(missing)) => {
+                        for m in &missing {
+                            if let Err(e) = self.client.ensure_limit(m).await {
+                                let e = StateError::from(e);
+                                return keys.iter().map(|_| Err(e.clone())).collect();
+                            }
+                        }
+                    }
+                    Ok(Take::BusyAfterRetry(_)) => {
+                        orphan_until = Some(started + ttl + Duration::from_secs(60));
+                        break;
+                    }
+                    // One is held: each is taken alone, to know which.
+                    Ok(Take::Busy(_)) => break,
+                    Err(e) => {
+                        let e = StateError::from(e);
+                        return keys.iter().map(|_| Err(e.clone())).collect();
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for (k, wait) in keys {
+            out.push(self.lease(pipeline, k, holder, *wait, orphan_until).await);
+        }
+        out
+    }
+
+    /// Takes one key's lease. `orphan_until`: until then, a slot held may
+    /// be this run's own, taken by an earlier request whose answer was lost.
+    async fn lease(
         &self,
         pipeline: &str,
         job: &str,
         holder: &Holder,
         wait: bool,
+        orphan_until: Option<Instant>,
     ) -> Result<PrefectLease, StateError> {
-        let limit = format!("duckhour-{}", self.name(pipeline, job));
+        let limit = self.limit(pipeline, job);
         let ttl = self.lease_ttl;
-        // The limit exists but for a job's first run: made when the take says it is missing.
         // Set when an attempt may have taken a slot whose answer we lost:
         // until that orphan expires, "busy" may mean ourselves.
-        let mut own_orphan_until: Option<Instant> = None;
+        let mut own_orphan_until: Option<Instant> = orphan_until;
         let (id, taken_at) = loop {
             let started = Instant::now();
-            let busy = match self.client.take_lease(&limit, ttl).await {
+            let busy = match self.client.take_lease(&[&limit], ttl).await {
                 Ok(Take::Leased(id)) => break (id, started),
                 Ok(Take::BusyAfterRetry(hint)) => {
                     // The server frees an expired slot on its repossessor's
@@ -618,8 +689,8 @@ impl PrefectState {
                     hint
                 }
                 Ok(Take::Busy(hint)) => hint,
-                // The limit vanished between create and take: make it again.
-                Err(e) if e.kind == ErrorKind::NotFound => {
+                // A job's first run (or the limit was deleted): make it.
+                Ok(Take::Missing(_)) => {
                     self.client.ensure_limit(&limit).await?;
                     continue;
                 }
@@ -655,6 +726,13 @@ impl PrefectState {
                 holder,
             });
         };
+        let core = self.core(id, taken_at);
+        Ok(self.lease_of(pipeline, job, core, holder))
+    }
+
+    /// A lease taken at `taken_at`, renewed from now on.
+    fn core(&self, id: String, taken_at: Instant) -> Arc<LeaseCore> {
+        let ttl = self.lease_ttl;
         let lost = Arc::new(AtomicBool::new(false));
         let trusted_until = Arc::new(std::sync::Mutex::new(taken_at + ttl - quarter(ttl)));
         let renewals = self
@@ -669,19 +747,26 @@ impl PrefectState {
             trusted_until.clone(),
             lost.clone(),
         ));
-        let lease = PrefectLease {
+        Arc::new(LeaseCore {
             release_client: self.client.clone(),
             id,
-            limit,
-            pipeline: pipeline.into(),
-            job: job.into(),
             ttl,
             trusted_until,
             lost,
             renewer,
-        };
-        // Written with the block's next write: a run that ends within
-        // [`FLUSH_EVERY`] costs no request for it.
+            users: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
+
+    /// `job`'s share of the lease `core`; its holder kept for the block's next write.
+    fn lease_of(
+        &self,
+        pipeline: &str,
+        job: &str,
+        core: Arc<LeaseCore>,
+        holder: &Holder,
+    ) -> PrefectLease {
+        core.users.fetch_add(1, Ordering::SeqCst);
         self.holders
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -689,7 +774,13 @@ impl PrefectState {
                 self.name(pipeline, job),
                 serde_json::to_value(holder).expect("holder serializes"),
             );
-        Ok(lease)
+        PrefectLease {
+            limit: self.limit(pipeline, job),
+            pipeline: pipeline.into(),
+            job: job.into(),
+            core,
+            released: false,
+        }
     }
 }
 
@@ -739,25 +830,32 @@ impl PrefectLease {
     /// successful renewal is three quarters of the lease old: the caller
     /// must not write to any sink, ledger or block after that.
     pub fn check(&self) -> Result<(), StateError> {
-        if self.lost.load(Ordering::SeqCst) {
+        let c = &self.core;
+        if c.lost.load(Ordering::SeqCst) {
             return Err(self.lost_error("expired or revoked"));
         }
-        let until = *self.trusted_until.lock().unwrap_or_else(|p| p.into_inner());
+        let until = *c.trusted_until.lock().unwrap_or_else(|p| p.into_inner());
         if Instant::now() >= until {
-            self.lost.store(true, Ordering::SeqCst);
-            let secs = (self.ttl - quarter(self.ttl)).as_secs();
+            c.lost.store(true, Ordering::SeqCst);
+            let secs = (c.ttl - quarter(c.ttl)).as_secs();
             return Err(self.lost_error(&format!("not renewed for {secs}s, it may have expired")));
         }
         Ok(())
     }
 
-    /// Gives the slot back; a failure only delays the next runner until the lease expires.
-    pub async fn release(self) {
-        self.renewer.abort();
-        if self.lost.load(Ordering::SeqCst) {
+    /// Done with the job. The last of a shared lease's jobs gives the slots
+    /// back; a failure only delays the next runner until the lease expires.
+    pub async fn release(mut self) {
+        self.released = true;
+        let c = self.core.clone();
+        if c.users.fetch_sub(1, Ordering::SeqCst) != 1 {
             return;
         }
-        if let Err(e) = self.release_client.release_lease(&self.id).await {
+        c.renewer.abort();
+        if c.lost.load(Ordering::SeqCst) {
+            return;
+        }
+        if let Err(e) = c.release_client.release_lease(&c.id).await {
             tracing::warn!(error = %e, "could not release the lease; it expires by itself");
         }
     }
@@ -765,7 +863,11 @@ impl PrefectLease {
 
 impl Drop for PrefectLease {
     fn drop(&mut self) {
-        self.renewer.abort();
+        // The last user dropped unreleased (a failed run): renewals stop,
+        // the lease expires.
+        if !self.released && self.core.users.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.core.renewer.abort();
+        }
     }
 }
 

@@ -60,7 +60,7 @@ async fn retries_429_502_503_honouring_retry_after() {
     ]);
     let t0 = Instant::now();
     let got = c
-        .take_lease("duckhour-p-co", Duration::from_secs(120))
+        .take_lease(&["duckhour-p-co"], Duration::from_secs(120))
         .await
         .unwrap();
     assert_eq!(
@@ -86,7 +86,7 @@ async fn busy_and_lost_leases() {
         Some(R410.to_vec()),
     ]);
     assert_eq!(
-        c.take_lease("duckhour-p-co", Duration::from_secs(120))
+        c.take_lease(&["duckhour-p-co"], Duration::from_secs(120))
             .await
             .unwrap(),
         Take::Busy(Some(Duration::from_secs_f64(2.397546055679059)))
@@ -115,7 +115,7 @@ async fn errors_name_the_limit_or_block_and_never_the_key() {
 
     let (c, base) = client(vec![Some(R422.to_vec())]);
     let e = c
-        .take_lease("duckhour-p-co", Duration::from_secs(120))
+        .take_lease(&["duckhour-p-co"], Duration::from_secs(120))
         .await
         .unwrap_err()
         .to_string();
