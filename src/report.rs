@@ -341,6 +341,8 @@ impl Remote {
             let n = self.logs.len().min(LOG_BATCH);
             let mut batch = Vec::with_capacity(n);
             for (job, mut record) in self.logs.drain(..n).collect::<Vec<_>>() {
+                // Lines may come before the flow run is made.
+                record["flow_run_id"] = json!(self.flow_run);
                 if let Some(j) = job {
                     record["task_run_id"] = json!(self.task(&j).await?);
                 }
@@ -441,7 +443,7 @@ impl Remote {
                         "level": level,
                         "message": short(&message),
                         "timestamp": at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
-                        "flow_run_id": self.flow_run,
+                        "flow_run_id": null,
                         "task_run_id": null,
                     }),
                 ));

@@ -44,7 +44,7 @@ use crate::secret::{EnvSecrets, SecretSource};
 use crate::sinks::{Sink, SinkError};
 use crate::sources::Source;
 use crate::spec::{Config, Hour, Job, Pipeline, StateConfig};
-use crate::state::{Holder, RunRecord, State};
+use crate::state::{RunRecord, State};
 use crate::template::Templates;
 
 /// What to process.
@@ -243,15 +243,21 @@ pub async fn run(config: &Config, pipeline: &Pipeline, opts: Options) -> Vec<Out
         let t0 = Instant::now();
         let names: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
         let report = open_report(pipeline, opts.flow_run.clone());
-        report.send(Event::RunStarted {
+        let started = Event::RunStarted {
             pipeline: pipeline.name.clone(),
             run_id: run_id.clone(),
             parameters: parameters(opts.mode, &names),
             tags: vec!["duckhour".into(), mode_word(opts.mode).into()],
-        });
+        };
         crate::report::forward_logs(report.sender());
         info!(mode = %mode_text(opts.mode), jobs = %names.join(","), "run started");
-        let outcomes = run_jobs(config, pipeline, opts, run_id.clone(), jobs).await;
+        // The flow run is made once the leases are taken: on one server
+        // the two would meet (SQLite answers one of them 503, "database is
+        // locked"), and the leases come first.
+        let outcomes = run_jobs(config, pipeline, opts, run_id.clone(), jobs, || {
+            report.send(started)
+        })
+        .await;
         let failed = outcomes.iter().filter(|o| !o.ok).count();
         let (models, jobs): (Vec<&Outcome>, Vec<&Outcome>) =
             outcomes.iter().partition(|o| o.keys.is_some());
@@ -409,38 +415,38 @@ fn mode_text(mode: Mode) -> String {
     }
 }
 
+/// `leased`: called once the jobs' leases are taken (or refused).
 async fn run_jobs(
     config: &Config,
     pipeline: &Pipeline,
     opts: Options,
     run_id: String,
     jobs: Vec<Job>,
+    leased: impl FnOnce(),
 ) -> Vec<Outcome> {
     {
         let state = match State::open(&pipeline.state) {
             Ok(s) => s,
             Err(e) => {
+                leased();
                 return jobs
                     .iter()
                     .map(|j| Outcome::failed(&j.name, JobError::from(e.clone())))
-                    .collect()
+                    .collect();
             }
         };
         // Leases first: a job another process is running must say so before
         // this run opens sinks the other run may hold (a DuckDB file has one writer).
+        let on_leased = leased;
         let mut leased = Vec::new();
         let mut outcomes = Vec::new();
-        for job in jobs {
-            let holder = Holder {
-                pid: std::process::id(),
-                host: hostname(),
-                since: Utc::now(),
-                run_id: run_id.clone(),
-            };
-            match state
-                .lease(&pipeline.name, &job.name, &holder, opts.wait)
-                .await
-            {
+        let keys: Vec<(String, bool)> = jobs.iter().map(|j| (j.name.clone(), opts.wait)).collect();
+        let taken = state
+            .lease_all(&pipeline.name, &keys, &holder(&run_id))
+            .await;
+        on_leased();
+        for (job, lease) in jobs.into_iter().zip(taken) {
+            match lease {
                 Ok(lease) => leased.push((job, lease)),
                 // Busy: not our run to record; the holder records its own.
                 Err(e) => outcomes.push(Outcome::failed(&job.name, e.into())),
