@@ -1,7 +1,8 @@
 """A counting HTTP proxy for scripts/bench-prefect: forwards every request to
 UPSTREAM (e.g. a Prefect server's root) byte for byte and counts them by
 method and path (ids replaced by `{id}`), and the answers >= 400 by status,
-method and path (they are counted among the requests too), for `GET /counts` (JSON) and
+method and path (they are counted among the requests too), and the log
+records and events sent (Prefect Cloud's second budget), for `GET /counts` (JSON) and
 `POST /counts/reset`. Stdlib only.
 
   python3 scripts/count_proxy.py PORT UPSTREAM
@@ -54,6 +55,13 @@ class Proxy(http.server.BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else None
         with LOCK:
             COUNTS[shape(self.command, self.path)] += 1
+            # Prefect Cloud's second budget counts log records and events, not requests.
+            kind = {"/api/logs/": "(log records)", "/api/events": "(events)"}.get(self.path.split("?")[0])
+            if kind and body:
+                try:
+                    COUNTS[kind] += len(json.loads(body))
+                except ValueError:
+                    pass
         conn = http.client.HTTPConnection(UPSTREAM.hostname, UPSTREAM.port, timeout=120)
         headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
         conn.request(self.command, self.path, body=body, headers=headers)
