@@ -90,6 +90,13 @@ const LOG_BATCH: usize = 100;
 const LOG_EVERY: Duration = Duration::from_secs(5);
 /// How long one call to Prefect may take, retries included.
 const CALL_BUDGET: Duration = Duration::from_secs(5);
+/// How long one call waits out rate limits (429 and its `Retry-After`;
+/// Prefect Cloud's budgets are per minute): throttled, the report is late,
+/// not lost.
+pub const THROTTLE_BUDGET: Duration = Duration::from_secs(120);
+
+/// Log lines the queue had no room for (see [`log`]), since the last report finished.
+static DROPPED_LOGS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// A flow run as its heartbeat names it: one a worker claimed (RUNNING
 /// already), or one a run created.
@@ -230,6 +237,7 @@ impl Report {
         let (tx, rx) = mpsc::channel(QUEUE);
         let client = client
             .with_retry_budget(CALL_BUDGET)
+            .with_throttle_budget(THROTTLE_BUDGET)
             .with_request_timeout(CALL_BUDGET);
         let beat = SharedBeat::default();
         Report {
@@ -273,7 +281,8 @@ impl Report {
         // proposing the final state; here for a pump that gave up).
         let _ = tokio::time::timeout(wait, async { self.beat.lock().await.stop().await }).await;
         let pump = self.pump.take()?;
-        let dropped = self.dropped.load(std::sync::atomic::Ordering::Relaxed);
+        let dropped = self.dropped.load(std::sync::atomic::Ordering::Relaxed)
+            + DROPPED_LOGS.swap(0, std::sync::atomic::Ordering::Relaxed);
         let problem = match tokio::time::timeout(wait, pump).await {
             Ok(Ok(p)) => p,
             Ok(Err(e)) => Some(format!("the reporting task failed: {e}")),
@@ -283,7 +292,10 @@ impl Report {
             )),
         };
         match (problem, dropped) {
-            (Some(p), _) => Some(p),
+            (Some(p), 0) => Some(p),
+            (Some(p), n) => Some(format!(
+                "{p}; {n} more log lines were dropped (reporting fell behind)"
+            )),
             (None, 0) => None,
             (None, n) => Some(format!(
                 "{n} log lines were dropped (reporting fell behind)"
@@ -304,6 +316,8 @@ struct Remote {
     /// when they are sent), and since when the oldest waits.
     logs: Vec<(Option<String>, Value)>,
     logs_since: Option<std::time::Instant>,
+    /// Log lines given up on.
+    unsent: u64,
     beat: SharedBeat,
     heartbeat: Duration,
 }
@@ -348,18 +362,22 @@ impl Remote {
                 }
                 batch.push(record);
             }
-            self.client
-                .send_logs(&batch)
-                .await
-                .map_err(|e| e.to_string())?;
+            if let Err(e) = self.client.send_logs(&batch).await {
+                self.unsent += batch.len() as u64;
+                return Err(e.to_string());
+            }
         }
         Ok(())
     }
 
-    /// Sends the logs once the oldest has waited [`LOG_EVERY`].
+    /// Sends the logs once the oldest has waited [`LOG_EVERY`] and the flow
+    /// run they belong to exists (the run makes it once its leases are
+    /// taken, which a throttled server may delay).
     async fn flush_due_logs(&mut self) -> Result<(), String> {
         match self.logs_since {
-            Some(t) if t.elapsed() >= LOG_EVERY => self.flush_logs().await,
+            Some(t) if t.elapsed() >= LOG_EVERY && self.flow_run.is_some() => {
+                self.flush_logs().await
+            }
             _ => Ok(()),
         }
     }
@@ -448,7 +466,7 @@ impl Remote {
                     }),
                 ));
                 self.logs_since.get_or_insert_with(std::time::Instant::now);
-                if self.logs.len() >= LOG_BATCH {
+                if self.logs.len() >= LOG_BATCH && self.flow_run.is_some() {
                     self.flush_logs().await?;
                 }
             }
@@ -509,6 +527,7 @@ async fn pump(
         pipeline: String::new(),
         logs: Vec::new(),
         logs_since: None,
+        unsent: 0,
         beat,
         heartbeat,
     };
@@ -519,8 +538,10 @@ async fn pump(
         if failed.is_some() {
             match next {
                 Ok(None) => break,
-                _ => continue,
+                Ok(Some(Event::Log { .. })) => remote.unsent += 1,
+                _ => {}
             }
+            continue;
         }
         let step = match next {
             Ok(Some(e)) => match remote.handle(e).await {
@@ -531,15 +552,23 @@ async fn pump(
             Err(_) => remote.flush_due_logs().await,
         };
         if let Err(e) = step {
+            // Never sent once the reporting gave up: said with the failure.
+            remote.unsent += remote.logs.len() as u64;
+            remote.logs.clear();
             failed = Some(e);
         }
     }
     if failed.is_none() {
         if let Err(e) = remote.flush_logs().await {
+            remote.unsent += remote.logs.len() as u64;
             failed = Some(e);
         }
     }
-    failed
+    match (failed, remote.unsent) {
+        (Some(e), 0) => Some(e),
+        (Some(e), n) => Some(format!("{e}; {n} log lines not sent")),
+        (None, _) => None,
+    }
 }
 
 /// Where log lines go besides stderr while a run reports (set by the runner
@@ -560,12 +589,17 @@ pub fn log(job: Option<String>, level: u8, message: String) {
     let guard = forward().lock().unwrap_or_else(|p| p.into_inner());
     if let Some(tx) = guard.as_ref() {
         let message = crate::secret::redact(&message).into_owned();
-        let _ = tx.try_send(Event::Log {
-            job,
-            level,
-            message,
-            at: Utc::now(),
-        });
+        if tx
+            .try_send(Event::Log {
+                job,
+                level,
+                message,
+                at: Utc::now(),
+            })
+            .is_err()
+        {
+            DROPPED_LOGS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 }
 

@@ -45,6 +45,10 @@ pub enum ErrorKind {
     /// Secret data came back masked (`********`): the key may read blocks
     /// but not their secret values.
     Masked,
+    /// 404 on a path every server and workspace has: the URL names no
+    /// workspace, or the key is not a member of it (Prefect Cloud answers
+    /// such a key 404 on every path).
+    NoWorkspace,
 }
 
 /// What Prefect puts in place of a secret value for a key that may not read it.
@@ -56,7 +60,12 @@ impl std::fmt::Display for ErrorKind {
             ErrorKind::Unauthorized => {
                 f.write_str("unauthorized (401): check the state store's `api_key`")
             }
-            ErrorKind::Forbidden => f.write_str("forbidden (403): the API key lacks permission"),
+            ErrorKind::Forbidden => f.write_str(
+                "forbidden (403): the API key's role may not do this; give it the Developer role, or a custom role that may (README, \"Prefect Cloud\")",
+            ),
+            ErrorKind::NoWorkspace => f.write_str(
+                "not found (404) on a path every Prefect server and workspace has: the URL is not an API URL (`http://host:4200/api`, or `https://api.prefect.cloud/api/accounts/<account>/workspaces/<workspace>`), or the API key is not a member of that workspace",
+            ),
             ErrorKind::NotFound => f.write_str("not found (404)"),
             ErrorKind::Conflict(d) => write!(f, "conflict (409): {d}"),
             ErrorKind::Invalid(d) => write!(f, "rejected (422): {d}"),
@@ -128,6 +137,9 @@ pub struct Client {
     server: String,
     key: Option<Secret>,
     budget: Duration,
+    /// How long a call keeps waiting out 429s (Prefect Cloud's rate limits,
+    /// each with its `Retry-After`); at least `budget`.
+    throttle_budget: Duration,
     timeout: Duration,
 }
 
@@ -258,6 +270,7 @@ impl Client {
             server: shown_url(base),
             key,
             budget: RETRY_BUDGET,
+            throttle_budget: RETRY_BUDGET,
             timeout: REQUEST_TIMEOUT,
         }
     }
@@ -265,6 +278,16 @@ impl Client {
     /// How long each call keeps retrying (default [`RETRY_BUDGET`]).
     pub fn with_retry_budget(mut self, budget: Duration) -> Client {
         self.budget = budget;
+        self.throttle_budget = self.throttle_budget.max(budget);
+        self
+    }
+
+    /// How long each call keeps waiting while the server answers 429 (a
+    /// rate limit: the request was not applied, and `Retry-After` says when
+    /// to come back); default the retry budget. A throttled call is slow,
+    /// not failed.
+    pub fn with_throttle_budget(mut self, budget: Duration) -> Client {
+        self.throttle_budget = budget.max(self.budget);
         self
     }
 
@@ -336,7 +359,12 @@ impl Client {
                     maybe_applied |= status.as_u16() == 502;
                     let wait = retry_after(&headers)
                         .unwrap_or_else(|| backoff(attempt, Duration::from_secs(4)));
-                    if t0.elapsed() + wait > self.budget {
+                    let budget = if status.as_u16() == 429 {
+                        self.throttle_budget
+                    } else {
+                        self.budget
+                    };
+                    if t0.elapsed() + wait > budget {
                         return Err(self.err(what, status_kind(status, &body)));
                     }
                     tracing::debug!(status = status.as_u16(), ?wait, "prefect busy, retrying");
@@ -441,12 +469,43 @@ impl Client {
             "version": "non-versioned",
         });
         let what = "block schema of `PipelineStateBlock`";
-        // Idempotent: the server answers with the schema of the same checksum.
+        // A server answers a schema it has with that schema; Prefect Cloud
+        // answers 409, and the schema is then read back by its fields.
         let r = self
-            .ok(Method::POST, "/block_schemas/", Some(&schema), what)
+            .call(Method::POST, "/block_schemas/", Some(&schema), what)
             .await?;
-        let schema_id = self.id_of(&self.json_of(&r, what)?, what)?;
+        let schema_id = match r.status.as_u16() {
+            200 | 201 => self.id_of(&self.json_of(&r, what)?, what)?,
+            409 => self.find_state_schema(&type_id, what).await?,
+            _ => return Err(self.err(what, status_kind(r.status, &r.body))),
+        };
         Ok(SchemaIds { type_id, schema_id })
+    }
+
+    /// The id of the `PipelineStateBlock` schema whose fields are exactly
+    /// [`state_schema_fields`] (the one the Python class registers).
+    async fn find_state_schema(&self, type_id: &str, what: &str) -> Result<String, PrefectError> {
+        let body = json!({
+            "block_schemas": {"block_type_id": {"any_": [type_id]}},
+            "limit": BLOCKS_PER_READ,
+        });
+        let r = self
+            .ok(Method::POST, "/block_schemas/filter", Some(&body), what)
+            .await?;
+        let Value::Array(schemas) = self.json_of(&r, what)? else {
+            return Err(self.err(what, ErrorKind::Protocol("not a list".into())));
+        };
+        let want = state_schema_fields();
+        let same = schemas.iter().find(|v| v.get("fields") == Some(&want));
+        match same {
+            Some(v) => self.id_of(v, what),
+            None => Err(self.err(
+                what,
+                ErrorKind::Conflict(
+                    "the server says the schema exists, but none of the type's schemas has its fields".into(),
+                ),
+            )),
+        }
     }
 
     /// A block document by type slug and name, with its secrets; `None` when missing.
@@ -483,8 +542,13 @@ impl Client {
                 "limit": BLOCKS_PER_READ,
             });
             let r = self
-                .ok(Method::POST, "/block_documents/filter", Some(&body), what)
+                .call(Method::POST, "/block_documents/filter", Some(&body), what)
                 .await?;
+            match r.status.as_u16() {
+                200 => {}
+                404 => return Err(self.err(what, ErrorKind::NoWorkspace)),
+                _ => return Err(self.err(what, status_kind(r.status, &r.body))),
+            }
             let Value::Array(docs) = self.json_of(&r, what)? else {
                 return Err(self.err(what, ErrorKind::Protocol("not a list".into())));
             };
@@ -640,6 +704,7 @@ impl Client {
             }
             423 if r.retried => Ok(Take::BusyAfterRetry(retry_after(&r.headers))),
             423 => Ok(Take::Busy(retry_after(&r.headers))),
+            404 => Err(self.err(&what, ErrorKind::NoWorkspace)),
             _ => Err(self.err(&what, status_kind(r.status, &r.body))),
         }
     }

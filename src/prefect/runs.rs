@@ -38,7 +38,14 @@ impl Client {
         let what = format!("flow `{name}`");
         let r = self
             .ok(Method::POST, "/flows/", Some(&json!({"name": name})), &what)
-            .await?;
+            .await
+            .map_err(|mut e| {
+                // Every server and workspace takes this create.
+                if e.kind == super::ErrorKind::NotFound {
+                    e.kind = super::ErrorKind::NoWorkspace;
+                }
+                e
+            })?;
         self.id_of(&self.json_of(&r, &what)?, &what)
     }
 

@@ -304,8 +304,10 @@ pub async fn run(config: &Config, pipeline: &Pipeline, opts: Options) -> Vec<Out
 /// How long a `--wait` run waits for a DuckDB sink file another process writes.
 const FILE_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
 
-/// How long the end of a run waits for its report to reach Prefect.
-const REPORT_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+/// How long the end of a run waits for its report to reach Prefect: a
+/// server that does not answer is given up within seconds, one that
+/// throttles (429) is waited for (see [`crate::report::THROTTLE_BUDGET`]).
+const REPORT_WAIT: std::time::Duration = std::time::Duration::from_secs(150);
 
 /// The pipeline's report: its Prefect server's flow runs, or nowhere.
 fn open_report(pipeline: &Pipeline, flow_run: Option<crate::report::FlowRun>) -> Report {
@@ -456,6 +458,17 @@ async fn run_jobs(
         if leased.is_empty() && asked.is_empty() {
             return outcomes;
         }
+        // The jobs' state, read (and, on a first run, made) before any sink
+        // is opened: a store that refuses (a key outside the workspace, a
+        // role that may not write blocks) stops the run here.
+        let keys: Vec<String> = leased.iter().map(|(j, _)| j.name.clone()).collect();
+        if let Err(e) = state.load(&pipeline.name, &keys).await {
+            for (job, lease) in leased {
+                lease.release().await;
+                outcomes.push(Outcome::failed(&job.name, e.clone().into()));
+            }
+            return outcomes;
+        }
         let kind = mode_word(opts.mode);
         let shared = match setup(config, pipeline, state, run_id.clone(), opts).await {
             Ok(s) => Arc::new(s),
@@ -475,14 +488,8 @@ async fn run_jobs(
         // Plan every job up front (the progress line knows the total), then
         // let jobs with the same plan and measurement share their queries.
         let mut planned = Vec::new();
-        let keys: Vec<String> = leased.iter().map(|(j, _)| j.name.clone()).collect();
-        let loaded = shared.state.load(&pipeline.name, &keys).await;
         for (job, lease) in leased {
-            let read = match &loaded {
-                Ok(()) => shared.state.checkpoint(&pipeline.name, &job.name).await,
-                Err(e) => Err(e.clone()),
-            };
-            match read {
+            match shared.state.checkpoint(&pipeline.name, &job.name).await {
                 Ok(cp) => {
                     let plan = plan_for(pipeline, shared.opts.mode, shared.opts.now, cp);
                     shared.progress.planned(plan.total_hours());

@@ -255,19 +255,29 @@ impl PrefectState {
     /// be older than the last holder's final write.
     pub async fn load(&self, pipeline: &str, keys: &[String]) -> Result<(), StateError> {
         let mut docs = self.docs.lock().await;
-        let names: Vec<String> = keys
+        let (names, keys): (Vec<String>, Vec<&String>) = keys
             .iter()
-            .map(|k| self.name(pipeline, k))
-            .filter(|n| !docs.contains_key(n))
-            .collect();
+            .map(|k| (self.name(pipeline, k), k))
+            .filter(|(n, _)| !docs.contains_key(n))
+            .unzip();
         if names.is_empty() {
             return Ok(());
         }
         let what = format!("state blocks of pipeline `{pipeline}`");
         let mut found = self.client.read_blocks(STATE_SLUG, &names, &what).await?;
-        for n in names {
+        let mut missing = Vec::new();
+        for (n, key) in names.into_iter().zip(keys) {
             let doc = found.remove(&n);
+            if doc.is_none() {
+                missing.push(key);
+            }
             docs.insert(n, Cached::of(doc));
+        }
+        drop(docs);
+        // A first run makes its blocks now, before any data work: a key
+        // whose role may not create blocks fails here, not after the loads.
+        for key in missing {
+            self.modify(pipeline, key, Write::Now, |_| {}).await?;
         }
         Ok(())
     }

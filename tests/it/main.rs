@@ -7,6 +7,7 @@ mod guarantees;
 mod influx_source;
 mod ops;
 mod prefect_client;
+mod prefect_cloud;
 mod prefect_ops;
 mod prefect_runs;
 mod prefect_state;

@@ -528,6 +528,8 @@ pub struct Seen {
     pub body: Vec<u8>,
     /// The `Accept` header sent, empty when none.
     pub accept: String,
+    /// The `Authorization` header sent, empty when none.
+    pub auth: String,
     /// The status the client got.
     pub status: u16,
     /// The server's own status, when it was asked (0 when not).
@@ -555,7 +557,16 @@ pub enum Act {
     /// Forward with this `Accept` header instead of the client's: a server
     /// that does not give the type asked for.
     ForwardAccepting(String),
+    /// Answer this (status, headers, JSON body) without forwarding: a 429
+    /// with its `Retry-After`.
+    AnswerWith(u16, Vec<(String, String)>, String),
+    /// Forward, then give the client `map(status, body)` instead of the
+    /// server's answer: a service that answers otherwise than the server.
+    ForwardMapped(MapAnswer),
 }
+
+/// Turns the server's (status, body) into what the client gets.
+pub type MapAnswer = Box<dyn Fn(u16, Vec<u8>) -> (u16, Vec<u8>) + Send>;
 
 /// Decides, per request, what the recorder does (it may also sleep first).
 pub type Inject = Box<dyn Fn(&Seen) -> Act + Send + Sync>;
@@ -628,6 +639,11 @@ impl Recorder {
                                 .find(|(k, _)| k == "accept")
                                 .map(|(_, v)| v.clone())
                                 .unwrap_or_default(),
+                            auth: headers
+                                .iter()
+                                .find(|(k, _)| k == "authorization")
+                                .map(|(_, v)| v.clone())
+                                .unwrap_or_default(),
                             status: 0,
                             upstream: 0,
                             at: std::time::Instant::now(),
@@ -635,8 +651,12 @@ impl Recorder {
                         let act = inject(&s);
                         let (status, answer, kept) = match act {
                             Act::Answer(status, body) => (status, body.into_bytes(), Vec::new()),
+                            Act::AnswerWith(status, headers, body) => {
+                                (status, body.into_bytes(), headers)
+                            }
                             Act::Forward
                             | Act::ForwardThenAnswer(..)
+                            | Act::ForwardMapped(_)
                             | Act::ForwardAccepting(_) => {
                                 let mut rb = http
                                     .request(method.parse().unwrap(), format!("{upstream}{path}"));
@@ -669,6 +689,10 @@ impl Recorder {
                                         if (200..300).contains(&status) =>
                                     {
                                         (s, b.into_bytes(), Vec::new())
+                                    }
+                                    Act::ForwardMapped(map) => {
+                                        let (s, b) = map(status, bytes);
+                                        (s, b, kept)
                                     }
                                     _ => (status, bytes, kept),
                                 }

@@ -1,0 +1,459 @@
+//! Prefect Cloud's documented answers, which the local server never gives,
+//! replayed by a stand-in in front of the real local Prefect 3.9 server (no
+//! Cloud workspace can be reached from here). What it does comes from
+//! Prefect's documentation ("Rate limits and data retention",
+//! docs.prefect.io/v3/concepts/rate-limits; roles and API keys) and its
+//! issue tracker, as README's "Prefect Cloud" cites:
+//! - per-window budgets for requests and for log lines plus events, shared
+//!   with "other clients" (the team's other flows), answered 429 with
+//!   `Retry-After` (scaled down from per minute, so tests stay short);
+//! - log messages over 25,000 characters refused with 422 (the whole
+//!   batch), request bodies over 5 MiB with 413;
+//! - a key that is not a member of the workspace: 404 on every path;
+//! - a key whose role may not read secret data: secret values `********`;
+//! - a key whose role may not create blocks, block types or schemas, work
+//!   pools or deployments: 403 for those;
+//! - a lost lease's renewal: 404 (PrefectHQ/prefect#18942), not 410;
+//! - a block schema that exists: 409 (the local server answers 200).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::util::{prefect, slow_sample, with_source, Act, Prefect, Recorder, Seen, Ws};
+
+/// The keys the stand-in knows, by what their role may do.
+const MEMBER: &str = "pnu_member";
+const OUTSIDER: &str = "pnu_outsider";
+const NO_SECRETS: &str = "pnu_nosecrets";
+const RUNNER: &str = "pnu_runner";
+
+/// Cloud's budgets, scaled: per `window`, at most `requests` API requests
+/// and `lines` log lines plus events (the rest of the window's budget is
+/// taken by the team's other clients).
+#[derive(Clone, Copy)]
+struct Budget {
+    window: Duration,
+    requests: u32,
+    lines: u32,
+}
+
+#[derive(Default)]
+struct Window {
+    started: Option<Instant>,
+    requests: u32,
+    lines: u32,
+}
+
+struct Cloud {
+    rec: Recorder,
+    /// The workspace API URL to give duckhour.
+    url: String,
+}
+
+/// The JSON items a request carries toward the log-and-event budget.
+fn lines_of(s: &Seen) -> u32 {
+    let p = s.path.split('?').next().unwrap_or("");
+    if s.method == "POST" && (p.ends_with("/logs/") || p.ends_with("/events")) {
+        s.json().as_array().map_or(0, |a| a.len() as u32)
+    } else {
+        0
+    }
+}
+
+fn detail(d: &str) -> String {
+    serde_json::json!({ "detail": d }).to_string()
+}
+
+impl Cloud {
+    fn start(p: &Prefect, budget: Option<Budget>) -> Cloud {
+        let window = Arc::new(Mutex::new(Window::default()));
+        let rec = Recorder::start(
+            p.url.trim_end_matches("/api"),
+            Box::new(move |s: &Seen| {
+                let key = s.auth.trim_start_matches("Bearer ").to_owned();
+                let path = s.path.split('?').next().unwrap_or("").to_owned();
+                if key == OUTSIDER {
+                    return Act::Answer(404, detail("Not Found"));
+                }
+                if s.body.len() > 5 * 1024 * 1024 {
+                    return Act::Answer(413, detail("Request Entity Too Large"));
+                }
+                if let Some(b) = budget {
+                    let mut w = window.lock().unwrap();
+                    let now = Instant::now();
+                    if w.started.is_none_or(|t| now >= t + b.window) {
+                        *w = Window {
+                            started: Some(now),
+                            ..Window::default()
+                        };
+                    }
+                    let lines = lines_of(s);
+                    if w.requests + 1 > b.requests || w.lines + lines > b.lines {
+                        let left = (w.started.unwrap() + b.window - now).as_secs_f64().ceil();
+                        return Act::AnswerWith(
+                            429,
+                            vec![("retry-after".into(), format!("{}", left.max(1.0)))],
+                            detail("Rate limit exceeded"),
+                        );
+                    }
+                    w.requests += 1;
+                    w.lines += lines;
+                }
+                if path.ends_with("/logs/") {
+                    let long = s.json().as_array().is_some_and(|a| {
+                        a.iter().any(|l| {
+                            l["message"]
+                                .as_str()
+                                .is_some_and(|m| m.chars().count() > 25_000)
+                        })
+                    });
+                    if long {
+                        return Act::Answer(422, detail("Log message exceeds 25000 characters"));
+                    }
+                }
+                let creates = s.method == "POST"
+                    && [
+                        "/block_documents/",
+                        "/block_types/",
+                        "/block_schemas/",
+                        "/work_pools/",
+                        "/deployments/",
+                    ]
+                    .iter()
+                    .any(|p| path.ends_with(p));
+                let updates = s.method == "PATCH"
+                    && (path.contains("/work_pools/") || path.contains("/deployments/"));
+                if key == RUNNER && (creates || updates) {
+                    return Act::Answer(
+                        403,
+                        detail("Forbidden: your role does not allow this action"),
+                    );
+                }
+                if path.ends_with("/renew") {
+                    return Act::ForwardMapped(Box::new(|status, body| {
+                        if status == 410 {
+                            (404, detail("Lease not found").into_bytes())
+                        } else {
+                            (status, body)
+                        }
+                    }));
+                }
+                if s.method == "POST" && path.ends_with("/block_schemas/") {
+                    return Act::ForwardMapped(Box::new(|status, body| {
+                        if status == 200 {
+                            (409, detail("Block schema already exists.").into_bytes())
+                        } else {
+                            (status, body)
+                        }
+                    }));
+                }
+                if key == NO_SECRETS && s.method == "GET" && path.contains("/block_documents/") {
+                    return Act::ForwardMapped(Box::new(|status, body| {
+                        let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&body) else {
+                            return (status, body);
+                        };
+                        let masked = match v["block_type"]["slug"].as_str() {
+                            Some("secret") => {
+                                v["data"]["value"] = "********".into();
+                                true
+                            }
+                            Some("gcp-credentials") => {
+                                v["data"]["service_account_info"] = "********".into();
+                                true
+                            }
+                            _ => false,
+                        };
+                        if masked {
+                            (status, v.to_string().into_bytes())
+                        } else {
+                            (status, body)
+                        }
+                    }));
+                }
+                Act::Forward
+            }),
+        );
+        let url = format!("{}/api", rec.url);
+        Cloud { rec, url }
+    }
+
+    /// How many answers of `status` it gave.
+    fn answered(&self, status: u16) -> usize {
+        self.rec
+            .seen()
+            .iter()
+            .filter(|s| s.status == status)
+            .count()
+    }
+}
+
+/// A two-job pipeline `name` over the sample day, its state and reports in
+/// the stand-in's workspace through key `key`.
+fn spec(name: &str, key: &str) -> String {
+    format!(
+        "state: {{type: prefect, url: '${{env:PREFECT_API_URL}}', api_key: {key}, lease: 60s}}
+sources:
+  sample: {{type: line_protocol, path: data/sample.lp.gz}}
+sinks:
+  wh: {{type: duckdb, path: wh.duckdb}}
+pipelines:
+  {name}:
+    source: sample
+    sinks: [wh]
+    measurement: air_quality
+    start: 2026-11-20T00:00:00Z
+    batch_hours: 1
+    jobs: [{{name: co}}, {{name: no2}}]
+"
+    )
+}
+
+fn flow_runs(p: &Prefect, flow: &str) -> Vec<serde_json::Value> {
+    p.post_json(
+        "/flow_runs/filter",
+        serde_json::json!({"flows": {"name": {"any_": [flow]}}}),
+    )
+    .as_array()
+    .unwrap()
+    .clone()
+}
+
+/// The states of a flow run's task runs, by name.
+fn task_states(p: &Prefect, flow_run: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = p
+        .post_json(
+            "/task_runs/filter",
+            serde_json::json!({"flow_runs": {"id": {"any_": [flow_run]}}}),
+        )
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["name"].as_str().unwrap().to_owned(),
+                t["state"]["type"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn rows_by_job(ws: &Ws) -> Vec<Vec<String>> {
+    ws.query(
+        "wh.duckdb",
+        "SELECT pollutant, count(DISTINCT hour_start), count(*), count(*) = count(DISTINCT (station, hour_start)) FROM pollutant_hourly GROUP BY pollutant ORDER BY pollutant",
+    )
+}
+
+/// Throttled all along (three requests and 120 log lines or events a 5 s
+/// window, the rest of the budget taken by other clients), a run and then a
+/// backfill long enough for lease renewals (60 s leases, renewed every 15
+/// s, its source slowed to about 24 s) finish with exact rows and
+/// checkpoints, every flow run and task run in its final state, every log
+/// line sent, and no lease lost, though renewals were among the requests
+/// answered 429.
+#[test]
+fn throttled_by_cloud_budgets_runs_finish_exact_and_lose_no_lease() {
+    let p = prefect();
+    let cloud = Cloud::start(
+        p,
+        Some(Budget {
+            window: Duration::from_secs(5),
+            requests: 3,
+            // At least a batch of log lines (100): Cloud's smallest plan
+            // takes 2,000 a minute.
+            lines: 120,
+        }),
+    );
+    let env = [("PREFECT_API_URL", cloud.url.as_str())];
+    let ws = Ws::new(&spec("cloudrun", MEMBER));
+    let out = ws.run_env(&["run", "cloudrun", "--now", "2026-11-21T00:10:00Z"], &env);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(!out.stderr.contains("could not report"), "{}", out.stderr);
+    assert_eq!(
+        rows_by_job(&ws),
+        vec![
+            vec!["co", "24", "71", "true"],
+            vec!["no2", "24", "71", "true"]
+        ]
+    );
+    for job in ["co", "no2"] {
+        assert_eq!(
+            p.checkpoint(&format!("cloudrun-{job}")).as_deref(),
+            Some("2026-11-20T23:00:00Z")
+        );
+    }
+    let runs = flow_runs(p, "cloudrun");
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0]["state"]["type"], "COMPLETED", "{}", runs[0]);
+    let id = runs[0]["id"].as_str().unwrap();
+    assert_eq!(
+        task_states(p, id),
+        vec![
+            ("co".into(), "COMPLETED".into()),
+            ("no2".into(), "COMPLETED".into())
+        ]
+    );
+    // Every line the run logged reached Prefect.
+    let sent: usize = cloud
+        .rec
+        .seen()
+        .iter()
+        .filter(|s| s.path.ends_with("/logs/") && s.status == 201)
+        .map(|s| s.json().as_array().map_or(0, Vec::len))
+        .sum();
+    // (The server stores logs a moment after it takes them.)
+    let t1 = Instant::now();
+    let stored = loop {
+        let stored = p.post_json(
+            "/logs/filter",
+            serde_json::json!({"logs": {"flow_run_id": {"any_": [id]}}, "limit": 200}),
+        );
+        let n = stored.as_array().unwrap().len();
+        if n >= sent || t1.elapsed() > Duration::from_secs(30) {
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert!(sent > 0 && stored == sent, "{sent} sent, {stored} stored");
+    assert!(cloud.answered(429) > 0, "the run was never throttled");
+
+    // A backfill that outlasts a renewal period, still throttled.
+    let (_slow, sample) = slow_sample("pc_throttled", Duration::from_millis(1000));
+    let ws = Ws::new(&with_source(&spec("cloudfill", MEMBER), &sample));
+    let t0 = Instant::now();
+    let out = ws.run_env(
+        &[
+            "backfill",
+            "cloudfill",
+            "--from",
+            "2026-11-20T00:00:00Z",
+            "--to",
+            "2026-11-21T00:00:00Z",
+            "--now",
+            "2026-11-21T00:10:00Z",
+        ],
+        &env,
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(!out.stderr.contains("lost its lease"), "{}", out.stderr);
+    assert!(t0.elapsed() > Duration::from_secs(20), "{:?}", t0.elapsed());
+    assert_eq!(
+        rows_by_job(&ws),
+        vec![
+            vec!["co", "24", "71", "true"],
+            vec!["no2", "24", "71", "true"]
+        ]
+    );
+    assert_eq!(
+        p.checkpoint("cloudfill-no2").as_deref(),
+        Some("2026-11-20T23:00:00Z")
+    );
+    let runs = flow_runs(p, "cloudfill");
+    assert_eq!(runs[0]["state"]["type"], "COMPLETED", "{}", runs[0]);
+    let seen = cloud.rec.seen();
+    let renewals: Vec<u16> = seen
+        .iter()
+        .filter(|s| s.path.ends_with("/renew"))
+        .map(|s| s.status)
+        .collect();
+    // Renewals were throttled too, and went through after their Retry-After.
+    assert!(renewals.contains(&429), "{renewals:?}");
+    assert!(
+        renewals.contains(&200) || renewals.contains(&204),
+        "{renewals:?}"
+    );
+    eprintln!(
+        "renewals answered {renewals:?}; {} answers 429 in all",
+        cloud.answered(429)
+    );
+}
+
+/// Keys Cloud refuses, each failing at once, before any data work, with
+/// an error naming the cause and what to change; and a block schema Cloud
+/// answers 409 for, read back.
+#[test]
+fn cloud_refusals_fail_at_once_and_name_the_cause() {
+    let p = prefect();
+    let cloud = Cloud::start(p, None);
+    let env = [("PREFECT_API_URL", cloud.url.as_str())];
+
+    // A key of another workspace: 404 on every path.
+    let ws = Ws::new(&spec("cloudout", OUTSIDER));
+    let t0 = Instant::now();
+    let out = ws.run_env(&["run", "cloudout", "--now", "2026-11-21T00:10:00Z"], &env);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
+    assert!(
+        out.stderr
+            .contains("not found (404) on a path every Prefect server and workspace has")
+            && out
+                .stderr
+                .contains("or the API key is not a member of that workspace"),
+        "{}",
+        out.stderr
+    );
+    assert!(!ws.path("wh.duckdb").exists(), "data work began");
+    assert!(!out.stderr.contains(OUTSIDER), "{}", out.stderr);
+
+    // A role that may not create blocks, on a pipeline's first run.
+    let ws = Ws::new(&spec("cloudrunner", RUNNER));
+    let out = ws.run_env(
+        &["run", "cloudrunner", "--now", "2026-11-21T00:10:00Z"],
+        &env,
+    );
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains(
+            "forbidden (403): the API key's role may not do this; give it the Developer role"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(!ws.path("wh.duckdb").exists(), "data work began");
+    assert_eq!(p.state_doc("cloudrunner-co"), None);
+    // Nor deploy.
+    let out = ws.run_env(&["prefect", "deploy", "--pool", "cloud-runner"], &env);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("forbidden (403)"), "{}", out.stderr);
+
+    // A role that may not read secret data: the masked value is refused.
+    p.python(&["save-secret", "pc-influx-password", "admin-secret"]);
+    let ws = Ws::new(
+        &spec("cloudmask", NO_SECRETS).replace(
+            "  sample: {type: line_protocol, path: data/sample.lp.gz}\n",
+            &format!(
+                "  sample: {{type: influxdb, url: '{}', database: pc_mask, username: admin, password: '${{secret:pc-influx-password}}'}}\n",
+                crate::util::influx_auth().url
+            ),
+        ),
+    );
+    let out = ws.run_env(&["run", "cloudmask", "--now", "2026-11-21T00:10:00Z"], &env);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("came back masked (`********`)")
+            && out.stderr.contains("Developer role"),
+        "{}",
+        out.stderr
+    );
+    assert!(!ws.path("wh.duckdb").exists(), "data work began");
+
+    // A member's first run: the schema exists, Cloud says 409, the run
+    // reads it back and completes.
+    let ws = Ws::new(&spec("cloudnew", MEMBER));
+    let out = ws.run_env(&["run", "cloudnew", "--now", "2026-11-21T00:10:00Z"], &env);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        cloud
+            .rec
+            .seen()
+            .iter()
+            .any(|s| s.path.ends_with("/block_schemas/") && s.status == 409),
+        "no 409 for the schema"
+    );
+    assert_eq!(
+        p.checkpoint("cloudnew-co").as_deref(),
+        Some("2026-11-20T23:00:00Z")
+    );
+}
