@@ -457,3 +457,94 @@ fn cloud_refusals_fail_at_once_and_name_the_cause() {
         Some("2026-11-20T23:00:00Z")
     );
 }
+
+/// A worker serving a `prefect backfill`'s flow runs (one per job) through
+/// the stand-in, throttled (six requests a 5 s window, its own polls
+/// included): both flow runs complete, each job's task run too, and the
+/// rows and checkpoints are exact. Run again, `prefect backfill` makes no
+/// second set of flow runs.
+#[test]
+fn a_throttled_worker_serves_a_backfills_flow_runs() {
+    let p = prefect();
+    let cloud = Cloud::start(
+        p,
+        Some(Budget {
+            window: Duration::from_secs(5),
+            requests: 6,
+            lines: 120,
+        }),
+    );
+    let env = [("PREFECT_API_URL", cloud.url.as_str())];
+    let ws = Ws::new(&spec("cloudwork", MEMBER));
+    let out = ws.run_env(&["prefect", "deploy", "--pool", "cloud-work"], &env);
+    assert_eq!(out.code, 0, "{out:?}");
+    let backfill = [
+        "prefect",
+        "backfill",
+        "cloudwork",
+        "--from",
+        "2026-11-20T00:00:00Z",
+        "--to",
+        "2026-11-21T00:00:00Z",
+    ];
+    let out = ws.run_env(&backfill, &env);
+    assert_eq!(out.code, 0, "{out:?}");
+    let out = ws.run_env(&backfill, &env);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(flow_runs(p, "cloudwork").len(), 2);
+    let worker = ws
+        .cmd(&[
+            "prefect",
+            "worker",
+            "--pool",
+            "cloud-work",
+            "--name",
+            "cloud-worker",
+            "--poll",
+            "1",
+        ])
+        .env("PREFECT_API_URL", &cloud.url)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    let done = loop {
+        let runs = flow_runs(p, "cloudwork");
+        let ended: Vec<&str> = runs
+            .iter()
+            .filter_map(|r| r["state"]["type"].as_str())
+            .filter(|s| ["COMPLETED", "FAILED", "CRASHED", "CANCELLED"].contains(s))
+            .collect();
+        if ended.len() == 2 || t0.elapsed() > Duration::from_secs(240) {
+            break runs;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    crate::util::sigterm(worker.id());
+    let out = worker.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for r in &done {
+        assert_eq!(r["state"]["type"], "COMPLETED", "{r}\n{stderr}");
+        let id = r["id"].as_str().unwrap();
+        assert!(
+            task_states(p, id).iter().all(|(_, s)| s == "COMPLETED"),
+            "{:?}",
+            task_states(p, id)
+        );
+    }
+    assert_eq!(
+        rows_by_job(&ws),
+        vec![
+            vec!["co", "24", "71", "true"],
+            vec!["no2", "24", "71", "true"]
+        ]
+    );
+    for job in ["co", "no2"] {
+        assert_eq!(
+            p.checkpoint(&format!("cloudwork-{job}")).as_deref(),
+            Some("2026-11-20T23:00:00Z")
+        );
+    }
+    assert!(cloud.answered(429) > 0, "never throttled");
+}
