@@ -14,7 +14,8 @@
 //! - a key whose role may not create blocks, block types or schemas, work
 //!   pools or deployments: 403 for those;
 //! - a lost lease's renewal: 404 (PrefectHQ/prefect#18942), not 410;
-//! - a block schema that exists: 409 (the local server answers 200).
+//! - a block schema that exists: 409 (the local server answers 200);
+//! - connections idle for 30 s closed (its load balancer).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -67,7 +68,7 @@ fn detail(d: &str) -> String {
 impl Cloud {
     fn start(p: &Prefect, budget: Option<Budget>) -> Cloud {
         let window = Arc::new(Mutex::new(Window::default()));
-        let rec = Recorder::start(
+        let rec = Recorder::start_closing_idle(
             p.url.trim_end_matches("/api"),
             Box::new(move |s: &Seen| {
                 let key = s.auth.trim_start_matches("Bearer ").to_owned();
@@ -172,6 +173,7 @@ impl Cloud {
                 }
                 Act::Forward
             }),
+            Some(Duration::from_secs(30)),
         );
         let url = format!("{}/api", rec.url);
         Cloud { rec, url }
@@ -546,5 +548,93 @@ fn a_throttled_worker_serves_a_backfills_flow_runs() {
             Some("2026-11-20T23:00:00Z")
         );
     }
+    assert!(cloud.answered(429) > 0, "never throttled");
+}
+
+/// A month's backfill (two stations, one-day batches) through the stand-in,
+/// throttled as above: exact hourly rows and checkpoints, its flow run and
+/// task runs completed.
+#[test]
+fn a_throttled_month_backfill_is_exact() {
+    let p = prefect();
+    let ix = crate::util::influx();
+    ix.create_db("pc_month");
+    // 2026-10-01 .. 2026-10-31, every minute, constant values: every hourly
+    // mean is exactly the value.
+    let t0 = 1_790_812_800i64; // 2026-10-01T00:00:00Z
+    let mut lines = Vec::new();
+    for m in 0..30 * 24 * 60 {
+        for st in ["s1", "s2"] {
+            lines.push(format!(
+                "air_quality,station={st} co=0.5,no2=20 {}",
+                (t0 + m * 60) * 1_000_000_000
+            ));
+        }
+    }
+    for chunk in lines.chunks(10_000) {
+        ix.write("pc_month", &chunk.join("\n"));
+    }
+    let cloud = Cloud::start(
+        p,
+        Some(Budget {
+            window: Duration::from_secs(5),
+            requests: 3,
+            lines: 120,
+        }),
+    );
+    let env = [("PREFECT_API_URL", cloud.url.as_str())];
+    let spec = spec("cloudmonth", MEMBER)
+        .replace(
+            "  sample: {type: line_protocol, path: data/sample.lp.gz}\n",
+            &format!(
+                "  sample: {{type: influxdb, url: '{}', database: pc_month}}\n",
+                ix.url
+            ),
+        )
+        .replace("start: 2026-11-20T00:00:00Z", "start: 2026-10-01T00:00:00Z")
+        .replace("batch_hours: 1", "batch_hours: 24");
+    let ws = Ws::new(&spec);
+    let out = ws.run_env(
+        &[
+            "backfill",
+            "cloudmonth",
+            "--from",
+            "2026-10-01T00:00:00Z",
+            "--to",
+            "2026-10-31T00:00:00Z",
+            "--now",
+            "2026-10-31T00:10:00Z",
+        ],
+        &env,
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(!out.stderr.contains("could not report"), "{}", out.stderr);
+    assert_eq!(
+        ws.query(
+            "wh.duckdb",
+            "SELECT pollutant, count(DISTINCT hour_start), count(*), count(*) = count(DISTINCT (station, hour_start)), min(avg), max(avg) FROM pollutant_hourly GROUP BY pollutant ORDER BY pollutant",
+        ),
+        vec![
+            vec!["co", "720", "1440", "true", "0.5", "0.5"],
+            vec!["no2", "720", "1440", "true", "20.0", "20.0"]
+        ]
+    );
+    for job in ["co", "no2"] {
+        assert_eq!(
+            p.checkpoint(&format!("cloudmonth-{job}")).as_deref(),
+            Some("2026-10-30T23:00:00Z")
+        );
+    }
+    let runs = flow_runs(p, "cloudmonth");
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0]["state"]["type"], "COMPLETED", "{}", runs[0]);
+    let id = runs[0]["id"].as_str().unwrap();
+    assert_eq!(
+        task_states(p, id),
+        vec![
+            ("co".into(), "COMPLETED".into()),
+            ("no2".into(), "COMPLETED".into())
+        ]
+    );
     assert!(cloud.answered(429) > 0, "never throttled");
 }

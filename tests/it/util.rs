@@ -586,6 +586,16 @@ pub struct Recorder {
 impl Recorder {
     /// Forwards to `upstream` (its root, e.g. `http://127.0.0.1:9050`).
     pub fn start(upstream: &str, inject: Inject) -> Recorder {
+        Recorder::start_closing_idle(upstream, inject, None)
+    }
+
+    /// The same, closing a connection that stays `idle` between requests
+    /// (as Prefect Cloud's load balancer does after 30 s).
+    pub fn start_closing_idle(
+        upstream: &str,
+        inject: Inject,
+        idle: Option<std::time::Duration>,
+    ) -> Recorder {
         use std::io::{BufRead, BufReader, Read, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -598,6 +608,7 @@ impl Recorder {
                 let (upstream, log, inject) = (upstream.clone(), log.clone(), inject.clone());
                 std::thread::spawn(move || {
                     let http = reqwest::blocking::Client::new();
+                    let _ = stream.set_read_timeout(idle);
                     let mut out = stream.try_clone().unwrap();
                     let mut r = BufReader::new(stream);
                     loop {
