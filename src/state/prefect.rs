@@ -274,9 +274,11 @@ impl PrefectState {
             docs.insert(n, Cached::of(doc));
         }
         drop(docs);
-        // A first run makes its blocks now, before any data work: a key
-        // whose role may not create blocks fails here, not after the loads.
-        for key in missing {
+        // A first run makes one of its blocks now, before any data work: a
+        // key whose role may not create blocks fails here, not after the
+        // loads. The others are made by their first write (one request
+        // each, as an update would be).
+        if let Some(key) = missing.first() {
             self.modify(pipeline, key, Write::Now, |_| {}).await?;
         }
         Ok(())
@@ -645,11 +647,13 @@ impl PrefectState {
                     }
                     // A job's first run: its limit is made, and all are asked again.
                     Ok(Take::Missing(missing)) => {
-                        for m in &missing {
-                            if let Err(e) = self.client.ensure_limit(m).await {
-                                let e = StateError::from(e);
-                                return keys.iter().map(|_| Err(e.clone())).collect();
-                            }
+                        let made = futures_util::future::join_all(
+                            missing.iter().map(|m| self.client.ensure_limit(m)),
+                        )
+                        .await;
+                        if let Some(e) = made.into_iter().find_map(Result::err) {
+                            let e = StateError::from(e);
+                            return keys.iter().map(|_| Err(e.clone())).collect();
                         }
                     }
                     Ok(Take::BusyAfterRetry(_)) => {
