@@ -179,6 +179,20 @@ impl Cloud {
         Cloud { rec, url }
     }
 
+    /// Throttled: `requests` a 5 s window, and 120 log lines or events (at
+    /// least a batch of log lines, 100: Cloud's smallest plan takes 2,000 a
+    /// minute).
+    fn throttled(p: &Prefect, requests: u32) -> Cloud {
+        Cloud::start(
+            p,
+            Some(Budget {
+                window: Duration::from_secs(5),
+                requests,
+                lines: 120,
+            }),
+        )
+    }
+
     /// How many answers of `status` it gave.
     fn answered(&self, status: u16) -> usize {
         self.rec
@@ -258,16 +272,7 @@ fn rows_by_job(ws: &Ws) -> Vec<Vec<String>> {
 #[test]
 fn throttled_by_cloud_budgets_runs_finish_exact_and_lose_no_lease() {
     let p = prefect();
-    let cloud = Cloud::start(
-        p,
-        Some(Budget {
-            window: Duration::from_secs(5),
-            requests: 3,
-            // At least a batch of log lines (100): Cloud's smallest plan
-            // takes 2,000 a minute.
-            lines: 120,
-        }),
-    );
+    let cloud = Cloud::throttled(p, 3);
     let env = [("PREFECT_API_URL", cloud.url.as_str())];
     let ws = Ws::new(&spec("cloudrun", MEMBER));
     let out = ws.run_env(&["run", "cloudrun", "--now", "2026-11-21T00:10:00Z"], &env);
@@ -468,14 +473,7 @@ fn cloud_refusals_fail_at_once_and_name_the_cause() {
 #[test]
 fn a_throttled_worker_serves_a_backfills_flow_runs() {
     let p = prefect();
-    let cloud = Cloud::start(
-        p,
-        Some(Budget {
-            window: Duration::from_secs(5),
-            requests: 6,
-            lines: 120,
-        }),
-    );
+    let cloud = Cloud::throttled(p, 6);
     let env = [("PREFECT_API_URL", cloud.url.as_str())];
     let ws = Ws::new(&spec("cloudwork", MEMBER));
     let out = ws.run_env(&["prefect", "deploy", "--pool", "cloud-work"], &env);
@@ -574,14 +572,7 @@ fn a_throttled_month_backfill_is_exact() {
     for chunk in lines.chunks(10_000) {
         ix.write("pc_month", &chunk.join("\n"));
     }
-    let cloud = Cloud::start(
-        p,
-        Some(Budget {
-            window: Duration::from_secs(5),
-            requests: 3,
-            lines: 120,
-        }),
-    );
+    let cloud = Cloud::throttled(p, 3);
     let env = [("PREFECT_API_URL", cloud.url.as_str())];
     let spec = spec("cloudmonth", MEMBER)
         .replace(
