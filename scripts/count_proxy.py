@@ -3,22 +3,28 @@ UPSTREAM (e.g. a Prefect server's root) byte for byte and counts them by
 method and path (ids replaced by `{id}`), and the answers >= 400 by status,
 method and path (they are counted among the requests too), and the log
 records and events sent (Prefect Cloud's second budget), for `GET /counts` (JSON) and
-`POST /counts/reset`. Stdlib only.
+`POST /counts/reset`. With TRACE=FILE set, every request also appends one line
+to FILE: seconds since the last reset when it arrived, seconds it took
+upstream, status, method and path. Stdlib only.
 
-  python3 scripts/count_proxy.py PORT UPSTREAM
+  [TRACE=FILE] python3 scripts/count_proxy.py PORT UPSTREAM
 """
 import http.client
 import http.server
 import json
+import os
 import re
 import sys
 import threading
+import time
 import urllib.parse
 from collections import Counter
 
 UPSTREAM = urllib.parse.urlsplit(sys.argv[2])
 COUNTS = Counter()
 LOCK = threading.Lock()
+TRACE = os.environ.get("TRACE")
+SINCE = [time.monotonic()]
 ID = re.compile(r"/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 NAME = re.compile(r"(/block_documents/name|/block_types/slug/[^/]+/block_documents/name|/v2/concurrency_limits/filter|/work_pools)/[^/?]+")
 
@@ -32,6 +38,9 @@ def shape(method, path):
 
 class Proxy(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes: without TCP_NODELAY the body
+    # waits for the client's delayed ACK, 40 ms on every request.
+    disable_nagle_algorithm = True
 
     def log_message(self, *args):
         pass
@@ -50,6 +59,10 @@ class Proxy(http.server.BaseHTTPRequestHandler):
         if self.path == "/counts/reset":
             with LOCK:
                 COUNTS.clear()
+                SINCE[0] = time.monotonic()
+                if TRACE:
+                    with open(TRACE, "a") as f:
+                        f.write("--- reset\n")
             return self.reply(200, b"{}")
         length = int(self.headers.get("content-length") or 0)
         body = self.rfile.read(length) if length else None
@@ -62,11 +75,16 @@ class Proxy(http.server.BaseHTTPRequestHandler):
                     COUNTS[kind] += len(json.loads(body))
                 except ValueError:
                     pass
+        began = time.monotonic()
         conn = http.client.HTTPConnection(UPSTREAM.hostname, UPSTREAM.port, timeout=120)
         headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
         conn.request(self.command, self.path, body=body, headers=headers)
         r = conn.getresponse()
         data = r.read()
+        if TRACE:
+            with LOCK, open(TRACE, "a") as f:
+                took = time.monotonic() - began
+                f.write(f"{began - SINCE[0]:8.3f} {took:6.3f} {r.status} {shape(self.command, self.path)}\n")
         if r.status >= 400:
             # Answers that were not a success, e.g. `503 PATCH …`: retries and refusals.
             with LOCK:
