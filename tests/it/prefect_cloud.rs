@@ -66,7 +66,14 @@ fn detail(d: &str) -> String {
 }
 
 impl Cloud {
+    /// Cloud's answers, with `budget` if any, closing connections idle for
+    /// 30 s.
     fn start(p: &Prefect, budget: Option<Budget>) -> Cloud {
+        Cloud::closing_idle(p, budget, Duration::from_secs(30))
+    }
+
+    /// The same, its load balancer closing connections idle for `idle`.
+    fn closing_idle(p: &Prefect, budget: Option<Budget>, idle: Duration) -> Cloud {
         let window = Arc::new(Mutex::new(Window::default()));
         let rec = Recorder::start_closing_idle(
             p.url.trim_end_matches("/api"),
@@ -173,7 +180,7 @@ impl Cloud {
                 }
                 Act::Forward
             }),
-            Some(Duration::from_secs(30)),
+            Some(idle),
         );
         let url = format!("{}/api", rec.url);
         Cloud { rec, url }
@@ -262,6 +269,31 @@ fn rows_by_job(ws: &Ws) -> Vec<Vec<String>> {
     )
 }
 
+/// Every log line the stand-in took reached the server, for flow run `id`.
+fn every_log_line_stored(p: &Prefect, cloud: &Cloud, id: &str) {
+    let sent: usize = cloud
+        .rec
+        .seen()
+        .iter()
+        .filter(|s| s.path.ends_with("/logs/") && s.status == 201)
+        .map(|s| s.json().as_array().map_or(0, Vec::len))
+        .sum();
+    // (The server stores logs a moment after it takes them.)
+    let t1 = Instant::now();
+    let stored = loop {
+        let stored = p.post_json(
+            "/logs/filter",
+            serde_json::json!({"logs": {"flow_run_id": {"any_": [id]}}, "limit": 200}),
+        );
+        let n = stored.as_array().unwrap().len();
+        if n >= sent || t1.elapsed() > Duration::from_secs(30) {
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert!(sent > 0 && stored == sent, "{sent} sent, {stored} stored");
+}
+
 /// Throttled all along (three requests and 120 log lines or events a 5 s
 /// window, the rest of the budget taken by other clients), a run and then a
 /// backfill long enough for lease renewals (60 s leases, renewed every 15
@@ -302,28 +334,7 @@ fn throttled_by_cloud_budgets_runs_finish_exact_and_lose_no_lease() {
             ("no2".into(), "COMPLETED".into())
         ]
     );
-    // Every line the run logged reached Prefect.
-    let sent: usize = cloud
-        .rec
-        .seen()
-        .iter()
-        .filter(|s| s.path.ends_with("/logs/") && s.status == 201)
-        .map(|s| s.json().as_array().map_or(0, Vec::len))
-        .sum();
-    // (The server stores logs a moment after it takes them.)
-    let t1 = Instant::now();
-    let stored = loop {
-        let stored = p.post_json(
-            "/logs/filter",
-            serde_json::json!({"logs": {"flow_run_id": {"any_": [id]}}, "limit": 200}),
-        );
-        let n = stored.as_array().unwrap().len();
-        if n >= sent || t1.elapsed() > Duration::from_secs(30) {
-            break n;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    };
-    assert!(sent > 0 && stored == sent, "{sent} sent, {stored} stored");
+    every_log_line_stored(p, &cloud, id);
     assert!(cloud.answered(429) > 0, "the run was never throttled");
 
     // A backfill that outlasts a renewal period, still throttled.
@@ -628,4 +639,128 @@ fn a_throttled_month_backfill_is_exact() {
         ]
     );
     assert!(cloud.answered(429) > 0, "never throttled");
+}
+
+/// Cloud's load balancer closes connections idle for 30 s; here (scaled)
+/// for 300 ms, against a backfill whose source answers each query after
+/// 600 ms, so duckhour finds its pooled connections closed again and
+/// again (the race between its reuse and the close included): the
+/// backfill is exact, its flow run and task runs complete, and every log
+/// line arrives.
+#[test]
+fn connections_closed_by_clouds_load_balancer_cost_nothing() {
+    let p = prefect();
+    let cloud = Cloud::closing_idle(p, None, Duration::from_millis(300));
+    let env = [("PREFECT_API_URL", cloud.url.as_str())];
+    let (_slow, sample) = slow_sample("pc_idle", Duration::from_millis(600));
+    let ws = Ws::new(&with_source(&spec("cloudidle", MEMBER), &sample));
+    let out = ws.run_env(
+        &[
+            "backfill",
+            "cloudidle",
+            "--from",
+            "2026-11-20T00:00:00Z",
+            "--to",
+            "2026-11-21T00:00:00Z",
+            "--now",
+            "2026-11-21T00:10:00Z",
+        ],
+        &env,
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(!out.stderr.contains("could not report"), "{}", out.stderr);
+    assert_eq!(
+        rows_by_job(&ws),
+        vec![
+            vec!["co", "24", "71", "true"],
+            vec!["no2", "24", "71", "true"]
+        ]
+    );
+    for job in ["co", "no2"] {
+        assert_eq!(
+            p.checkpoint(&format!("cloudidle-{job}")).as_deref(),
+            Some("2026-11-20T23:00:00Z")
+        );
+    }
+    let runs = flow_runs(p, "cloudidle");
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0]["state"]["type"], "COMPLETED", "{}", runs[0]);
+    let id = runs[0]["id"].as_str().unwrap();
+    assert_eq!(
+        task_states(p, id),
+        vec![
+            ("co".into(), "COMPLETED".into()),
+            ("no2".into(), "COMPLETED".into())
+        ]
+    );
+    every_log_line_stored(p, &cloud, id);
+    let closed = cloud
+        .rec
+        .idle_closed
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert!(closed >= 3, "the stand-in closed {closed} idle connections");
+    eprintln!(
+        "{closed} idle connections closed, {} requests",
+        cloud.rec.seen().len()
+    );
+}
+
+/// Cloud refuses a whole log batch (422) when one message is over 25,000
+/// characters. A job failing with a 30,000-character error (its template's
+/// `error()`) is logged and reported shortened: no batch is refused, every
+/// log line arrives, the failing job's task run is FAILED with the start of
+/// its error, the other job's COMPLETED.
+#[test]
+fn an_error_longer_than_clouds_log_limit_arrives_shortened() {
+    let p = prefect();
+    let cloud = Cloud::start(p, None);
+    let env = [("PREFECT_API_URL", cloud.url.as_str())];
+    let ws =
+        Ws::new(&spec("cloudlong", MEMBER).replace("{name: co}", "{name: co, template: long.sql}"));
+    ws.write(
+        "sql/long.sql",
+        "SELECT 'co' AS pollutant, to_timestamp(epoch_us(time) // 3600000000 * 3600) AS hour_start, \
+         avg(value) + error('long failure ' || repeat('x', 30000))::DOUBLE AS avg \
+         FROM {{ staging }} GROUP BY ALL",
+    );
+    let out = ws.run_env(&["run", "cloudlong", "--now", "2026-11-21T00:10:00Z"], &env);
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("long failure xxxx"), "{}", out.stderr);
+    assert!(!out.stderr.contains("could not report"), "{}", out.stderr);
+    let seen = cloud.rec.seen();
+    let sent: Vec<usize> = seen
+        .iter()
+        .filter(|s| s.path.ends_with("/logs/"))
+        .flat_map(|s| s.json().as_array().cloned().unwrap_or_default())
+        .filter_map(|l| l["message"].as_str().map(|m| m.chars().count()))
+        .collect();
+    assert!(!sent.is_empty());
+    assert!(
+        sent.iter().all(|&n| n <= 4001),
+        "a log message of {:?} characters was sent",
+        sent.iter().max()
+    );
+    assert_eq!(cloud.answered(422), 0);
+    let runs = flow_runs(p, "cloudlong");
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let id = runs[0]["id"].as_str().unwrap();
+    assert_eq!(
+        task_states(p, id),
+        vec![
+            ("co".into(), "FAILED".into()),
+            ("no2".into(), "COMPLETED".into())
+        ]
+    );
+    assert_eq!(runs[0]["state"]["type"], "FAILED", "{}", runs[0]);
+    every_log_line_stored(p, &cloud, id);
+    let stored = p.post_json(
+        "/logs/filter",
+        serde_json::json!({"logs": {"flow_run_id": {"any_": [id]}}, "limit": 200}),
+    );
+    assert!(
+        stored.as_array().unwrap().iter().any(|l| l["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("long failure xxxx"))),
+        "{stored}"
+    );
 }

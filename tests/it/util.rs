@@ -581,6 +581,8 @@ pub struct Recorder {
     /// The proxy's root, `http://127.0.0.1:PORT`.
     pub url: String,
     pub seen: std::sync::Arc<std::sync::Mutex<Vec<Seen>>>,
+    /// Connections it closed because they stayed idle (`start_closing_idle`).
+    pub idle_closed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Recorder {
@@ -600,12 +602,14 @@ impl Recorder {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let idle_closed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let inject = std::sync::Arc::new(inject);
-        let (upstream, log) = (upstream.to_owned(), seen.clone());
+        let (upstream, log, closed) = (upstream.to_owned(), seen.clone(), idle_closed.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { return };
                 let (upstream, log, inject) = (upstream.clone(), log.clone(), inject.clone());
+                let closed = closed.clone();
                 std::thread::spawn(move || {
                     let http = reqwest::blocking::Client::new();
                     let _ = stream.set_read_timeout(idle);
@@ -613,8 +617,18 @@ impl Recorder {
                     let mut r = BufReader::new(stream);
                     loop {
                         let mut line = String::new();
-                        if r.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
+                        match r.read_line(&mut line) {
+                            Ok(0) => return,
+                            Ok(_) => {}
+                            Err(e) => {
+                                if matches!(
+                                    e.kind(),
+                                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                                ) {
+                                    closed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                }
+                                return;
+                            }
                         }
                         let mut parts = line.split_whitespace();
                         let method = parts.next().unwrap_or("").to_owned();
@@ -728,7 +742,11 @@ impl Recorder {
                 });
             }
         });
-        Recorder { url, seen }
+        Recorder {
+            url,
+            seen,
+            idle_closed,
+        }
     }
 
     pub fn seen(&self) -> Vec<Seen> {
