@@ -456,7 +456,14 @@ async fn recompute_range(
                 let _g = shared();
                 let col = quote_ident(m.grain.key_column());
                 let what = stage::replaced(&col, r, stage::key_literal);
-                s.replace(&conn, &quote_ident(&result), &m.table, &what, &range)
+                s.replace(
+                    &conn,
+                    &quote_ident(&result),
+                    &m.table,
+                    &what,
+                    Some(&col),
+                    &range,
+                )
             }),
             Sink::BigQuery(s) => {
                 let rows = tokio::task::block_in_place(|| {
