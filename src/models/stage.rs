@@ -58,8 +58,9 @@ pub fn key_literal(grain: Grain, k: i64) -> String {
 /// `model_hourly_<m>` := the rows of `sources` (the sink tables holding the
 /// model's jobs, as the connection names them, or copies read back) for
 /// its jobs in `[from, to)`, with `h`, the hour's number since the epoch;
-/// and `model_newest_<m>` from `newest_sources` (the same tables, or
-/// copies of their newest rows from `from` on).
+/// and `model_newest_<m>`: per job, the number of its newest hour at or
+/// after `from` in `newest_sources` (the same tables, or copies of their
+/// newest rows from `from` on), found as [`newest_hours`] says.
 pub fn load_inputs(
     conn: &Connection,
     m: &Model,
@@ -92,26 +93,91 @@ pub fn load_inputs(
         selects.join(" UNION ALL BY NAME ")
     ))
     .map_err(err)?;
-    // Whether a later hour exists is not in the window: an outage at its
-    // end would hide it. Rows from `from` on suffice, since keys start after.
-    let newest: Vec<String> = newest_sources
-        .iter()
-        .map(|t| {
-            format!(
-                "SELECT pollutant, hour_start FROM {t} WHERE pollutant IN ({}) AND hour_start >= {}",
-                jobs.join(", "),
-                ts(from)
-            )
-        })
-        .collect();
+    let newest = newest_hours(conn, &m.jobs, newest_sources, from).map_err(err)?;
+    let rows = if newest.is_empty() {
+        "SELECT NULL::VARCHAR AS pollutant, NULL::BIGINT AS h WHERE false".to_owned()
+    } else {
+        let values: Vec<String> = newest
+            .iter()
+            .map(|(p, h)| format!("({}, {h}::BIGINT)", quote_literal(p)))
+            .collect();
+        format!(
+            "SELECT * FROM (VALUES {}) v(pollutant, h)",
+            values.join(", ")
+        )
+    };
     conn.execute_batch(&format!(
-        "CREATE OR REPLACE VIEW {} AS SELECT pollutant, max(epoch_us(hour_start) // 3600000000) AS h \
-         FROM ({}) GROUP BY pollutant",
-        quote_ident(&newest_table(m)),
-        newest.join(" UNION ALL ")
+        "CREATE OR REPLACE VIEW {} AS {rows}",
+        quote_ident(&newest_table(m))
     ))
     .map_err(err)?;
     load_calendar(conn, m, from, to).map_err(err)
+}
+
+/// Per job of `jobs` with rows in `sources` at or after `from`: the number
+/// of its newest hour. Whether a later hour exists is not in a model's
+/// window (an outage at its end would hide it), so the search reaches past
+/// its end. It starts at the newest hour of any job and looks back in
+/// windows that double (1, 2, 4, … hours) for the jobs not found yet, down
+/// to `from`: each window reads only the row groups whose zone maps reach
+/// into it, so a year model's search costs the same in December as in
+/// January (one scan from `from` read the year so far: 8-12 ms a model on
+/// a year of 20 stations, against about 1 ms).
+fn newest_hours(
+    conn: &Connection,
+    jobs: &[String],
+    sources: &[String],
+    from: Hour,
+) -> duckdb::Result<Vec<(String, i64)>> {
+    if jobs.is_empty() || sources.is_empty() {
+        return Ok(Vec::new());
+    }
+    let union = |select: &str, filter: &str| -> String {
+        sources
+            .iter()
+            .map(|t| format!("SELECT {select} FROM {t} WHERE {filter}"))
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ")
+    };
+    let newest_any: Option<i64> = conn.query_row(
+        &format!(
+            "SELECT epoch_us(max(hour_start)) // 3600000000 FROM ({})",
+            union("hour_start", &format!("hour_start >= {}", ts(from)))
+        ),
+        [],
+        |r| r.get(0),
+    )?;
+    let Some(newest_any) = newest_any else {
+        return Ok(Vec::new());
+    };
+    let first = keys::hour_number(from);
+    let mut found: Vec<(String, i64)> = Vec::new();
+    let mut back = 0i64;
+    loop {
+        let lo = (newest_any - back).max(first);
+        let missing: Vec<String> = jobs
+            .iter()
+            .filter(|j| !found.iter().any(|(p, _)| p == *j))
+            .map(|j| quote_literal(j))
+            .collect();
+        let filter = format!(
+            "pollutant IN ({}) AND hour_start >= {}",
+            missing.join(", "),
+            ts(keys::hour_of(lo))
+        );
+        let mut st = conn.prepare(&format!(
+            "SELECT pollutant, epoch_us(max(hour_start)) // 3600000000 FROM ({}) GROUP BY pollutant",
+            union("pollutant, hour_start", &filter)
+        ))?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        for row in rows {
+            found.push(row?);
+        }
+        if found.len() == jobs.len() || lo == first {
+            return Ok(found);
+        }
+        back = (back * 2).max(1);
+    }
 }
 
 /// `model_calendar_<m>`: every UTC hour of the local days touching `[from,
@@ -305,4 +371,64 @@ pub fn clear(conn: &Connection, m: &Model) {
         "DROP TABLE IF EXISTS {}",
         quote_ident(&result_table(m))
     ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Newest hours found by the doubling windows equal a plain maximum
+    /// per job over `[from, ∞)`, computed here row by row: with a job in
+    /// an outage since long before the newest hour, a job with no rows at
+    /// all, rows split over two tables, and `from` after a job's last row.
+    #[test]
+    fn newest_hours_equal_a_plain_maximum() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE a (pollutant VARCHAR, hour_start TIMESTAMP WITH TIME ZONE);
+             CREATE TABLE b (pollutant VARCHAR, hour_start TIMESTAMP WITH TIME ZONE);",
+        )
+        .unwrap();
+        // co every hour up to 5000 (in a), no2 up to 1234 then an outage
+        // (in b), other pipelines' rows up to 5003.
+        let mut rows: Vec<(&str, &str, i64)> = Vec::new();
+        for h in 0..=5000 {
+            rows.push(("a", "co", h));
+        }
+        for h in (0..=1234).step_by(7) {
+            rows.push(("b", "no2", h));
+        }
+        rows.push(("a", "other", 5003));
+        for t in ["a", "b"] {
+            let values: Vec<String> = rows
+                .iter()
+                .filter(|r| r.0 == t)
+                .map(|(_, p, h)| format!("('{p}', to_timestamp({h} * 3600))"))
+                .collect();
+            conn.execute_batch(&format!("INSERT INTO {t} VALUES {}", values.join(", ")))
+                .unwrap();
+        }
+        let jobs: Vec<String> = ["co", "no2", "o3"].map(String::from).to_vec();
+        let sources = ["a".to_owned(), "b".to_owned()];
+        for from in [0i64, 100, 1230, 1234, 1235, 4999, 5001] {
+            let mut got = newest_hours(&conn, &jobs, &sources, keys::hour_of(from)).unwrap();
+            got.sort();
+            let mut want: Vec<(String, i64)> = jobs
+                .iter()
+                .filter_map(|j| {
+                    rows.iter()
+                        .filter(|(_, p, h)| p == j && *h >= from)
+                        .map(|r| r.2)
+                        .max()
+                        .map(|h| (j.clone(), h))
+                })
+                .collect();
+            want.sort();
+            assert_eq!(got, want, "from hour {from}");
+        }
+        assert_eq!(
+            newest_hours(&conn, &jobs, &[], keys::hour_of(0)).unwrap(),
+            vec![]
+        );
+    }
 }
