@@ -316,10 +316,11 @@ impl DuckSink {
     /// `result`'s schema when missing. `range` names what is replaced in
     /// errors. Returns rows written.
     ///
-    /// Models give their key (a job's template orders its own rows, by
-    /// `hour_start` in the shipped one). In key order, each row group of the table holds a narrow run of keys
-    /// even after a long range is recomputed (`backfill --model` over a
-    /// year): its zone maps then let a later range's DELETE, and a
+    /// Models give their key when their rows fill more than a row group (a
+    /// job's template orders its own rows, by `hour_start` in the shipped
+    /// one). In key order, each row group of the table holds a narrow run
+    /// of keys even after a long range is recomputed (`backfill --model`
+    /// over a year): its zone maps then let a later range's DELETE, and a
     /// downstream model reading a few keys, skip the rest of the table.
     pub fn replace(
         &self,
