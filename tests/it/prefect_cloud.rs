@@ -269,6 +269,39 @@ fn rows_by_job(ws: &Ws) -> Vec<Vec<String>> {
     )
 }
 
+/// Pipeline `name`'s run `out` loaded the sample day exactly (both jobs, 24
+/// hours, checkpoints at its last hour) and reported it: one flow run and
+/// its task runs COMPLETED, every log line stored.
+fn sample_day_reported(p: &Prefect, cloud: &Cloud, ws: &Ws, out: &crate::util::Out, name: &str) {
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(!out.stderr.contains("could not report"), "{}", out.stderr);
+    assert_eq!(
+        rows_by_job(ws),
+        vec![
+            vec!["co", "24", "71", "true"],
+            vec!["no2", "24", "71", "true"]
+        ]
+    );
+    for job in ["co", "no2"] {
+        assert_eq!(
+            p.checkpoint(&format!("{name}-{job}")).as_deref(),
+            Some("2026-11-20T23:00:00Z")
+        );
+    }
+    let runs = flow_runs(p, name);
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0]["state"]["type"], "COMPLETED", "{}", runs[0]);
+    let id = runs[0]["id"].as_str().unwrap();
+    assert_eq!(
+        task_states(p, id),
+        vec![
+            ("co".into(), "COMPLETED".into()),
+            ("no2".into(), "COMPLETED".into())
+        ]
+    );
+    every_log_line_stored(p, cloud, id);
+}
+
 /// Every log line the stand-in took reached the server, for flow run `id`.
 fn every_log_line_stored(p: &Prefect, cloud: &Cloud, id: &str) {
     let sent: usize = cloud
@@ -308,33 +341,7 @@ fn throttled_by_cloud_budgets_runs_finish_exact_and_lose_no_lease() {
     let env = [("PREFECT_API_URL", cloud.url.as_str())];
     let ws = Ws::new(&spec("cloudrun", MEMBER));
     let out = ws.run_env(&["run", "cloudrun", "--now", "2026-11-21T00:10:00Z"], &env);
-    assert_eq!(out.code, 0, "{out:?}");
-    assert!(!out.stderr.contains("could not report"), "{}", out.stderr);
-    assert_eq!(
-        rows_by_job(&ws),
-        vec![
-            vec!["co", "24", "71", "true"],
-            vec!["no2", "24", "71", "true"]
-        ]
-    );
-    for job in ["co", "no2"] {
-        assert_eq!(
-            p.checkpoint(&format!("cloudrun-{job}")).as_deref(),
-            Some("2026-11-20T23:00:00Z")
-        );
-    }
-    let runs = flow_runs(p, "cloudrun");
-    assert_eq!(runs.len(), 1, "{runs:?}");
-    assert_eq!(runs[0]["state"]["type"], "COMPLETED", "{}", runs[0]);
-    let id = runs[0]["id"].as_str().unwrap();
-    assert_eq!(
-        task_states(p, id),
-        vec![
-            ("co".into(), "COMPLETED".into()),
-            ("no2".into(), "COMPLETED".into())
-        ]
-    );
-    every_log_line_stored(p, &cloud, id);
+    sample_day_reported(p, &cloud, &ws, &out, "cloudrun");
     assert!(cloud.answered(429) > 0, "the run was never throttled");
 
     // A backfill that outlasts a renewal period, still throttled.
@@ -667,33 +674,7 @@ fn connections_closed_by_clouds_load_balancer_cost_nothing() {
         ],
         &env,
     );
-    assert_eq!(out.code, 0, "{out:?}");
-    assert!(!out.stderr.contains("could not report"), "{}", out.stderr);
-    assert_eq!(
-        rows_by_job(&ws),
-        vec![
-            vec!["co", "24", "71", "true"],
-            vec!["no2", "24", "71", "true"]
-        ]
-    );
-    for job in ["co", "no2"] {
-        assert_eq!(
-            p.checkpoint(&format!("cloudidle-{job}")).as_deref(),
-            Some("2026-11-20T23:00:00Z")
-        );
-    }
-    let runs = flow_runs(p, "cloudidle");
-    assert_eq!(runs.len(), 1, "{runs:?}");
-    assert_eq!(runs[0]["state"]["type"], "COMPLETED", "{}", runs[0]);
-    let id = runs[0]["id"].as_str().unwrap();
-    assert_eq!(
-        task_states(p, id),
-        vec![
-            ("co".into(), "COMPLETED".into()),
-            ("no2".into(), "COMPLETED".into())
-        ]
-    );
-    every_log_line_stored(p, &cloud, id);
+    sample_day_reported(p, &cloud, &ws, &out, "cloudidle");
     let closed = cloud
         .rec
         .idle_closed
