@@ -41,6 +41,8 @@ pub struct Ctx<'a> {
     pub kind: &'a str,
     /// The first DuckDB sink's tables, listed once per run (models add theirs).
     pub tables: Mutex<Option<std::collections::HashSet<String>>>,
+    /// The newest hours of the jobs in that sink, found once per run.
+    pub newest: Mutex<stage::Newest>,
     /// Where models with `events:` send new episodes; `None`: this run
     /// sends none (a backfill not asked to, or no such model).
     /// (`Err`: the client could not be made; those models fail.)
@@ -245,6 +247,8 @@ struct Inputs {
     upstream: Vec<(String, String)>,
     /// Copies read back from BigQuery, dropped after the range.
     scratch: Vec<String>,
+    /// Whether `newest` are the sink's own tables (see [`stage::Newest`]).
+    own: bool,
 }
 
 /// The relations the range `r` of `m` reads: the tables of the first
@@ -263,6 +267,7 @@ async fn inputs(
         newest: Vec::new(),
         upstream: Vec::new(),
         scratch: Vec::new(),
+        own: false,
     };
     if let Some(src) = ctx.sinks.iter().find_map(Sink::duck) {
         for t in &m.hourly_tables {
@@ -271,6 +276,7 @@ async fn inputs(
             }
         }
         got.newest = got.hourly.clone();
+        got.own = true;
         for u in &m.depends_on {
             let u = ctx.pipeline.model(u).expect("validated");
             if !ctx.has(conn, src, &u.table)? {
@@ -389,7 +395,12 @@ async fn recompute_range(
         tokio::task::block_in_place(|| -> Result<Option<(u64, Option<i64>)>, JobError> {
             let _g = shared();
             let Some(got) = &got else { return Ok(None) };
-            stage::load_inputs(&conn, m, &got.hourly, &got.newest, from, to).map_err(stage_err)?;
+            let mut fresh = stage::Newest::default();
+            let mut cached = ctx.newest.lock().unwrap_or_else(|p| p.into_inner());
+            let newest = if got.own { &mut *cached } else { &mut fresh };
+            stage::load_inputs(&conn, m, &got.hourly, &got.newest, newest, from, to)
+                .map_err(stage_err)?;
+            drop(cached);
             for (u, source) in &got.upstream {
                 let u = ctx.pipeline.model(u).expect("validated");
                 stage::load_upstream(&conn, m, u, source, from, to).map_err(stage_err)?;

@@ -183,6 +183,7 @@ pub(super) async fn recompute(
         run_id: &shared.run_id,
         kind,
         tables: Default::default(),
+        newest: Default::default(),
         events: events_client(shared),
     };
     let mut failed: Vec<String> = Vec::new();
