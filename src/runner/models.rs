@@ -3,9 +3,10 @@
 //! written, and after the jobs recompute them in the spec's order (see
 //! [`crate::models`] for what a model is and how a range is recomputed).
 
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 
 use chrono::Utc;
+use tracing::Instrument;
 
 use super::{hostname, Mode, Outcome, Planned, Shared};
 use crate::error::JobError;
@@ -165,9 +166,14 @@ fn events_client(sh: &Shared) -> Option<Result<crate::prefect::Client, String>> 
     )
 }
 
-/// Recomputes the leased models in the spec's order (a model after those
-/// whose rows it reads; one whose upstream failed waits with its hours
-/// pending), releasing each lease; one outcome per model.
+/// Recomputes the leased models, up to `concurrency` at once (the
+/// pipeline's, as for jobs), each once every model whose rows it reads is
+/// done; one whose upstream failed waits with its hours pending. Each
+/// lease is released when its model is done; one outcome per model, in
+/// the spec's order.
+///
+/// Models run on threads of their own: most of a model's time is DuckDB
+/// statements, run blocking, so two models on one task would take turns.
 pub(super) async fn recompute(
     shared: &Arc<Shared>,
     leases: Vec<(crate::spec::Model, Lease)>,
@@ -186,10 +192,38 @@ pub(super) async fn recompute(
         newest: Default::default(),
         events: events_client(shared),
     };
-    let mut failed: Vec<String> = Vec::new();
-    let mut outcomes = Vec::new();
-    for (m, lease) in leases {
-        let o = match m.depends_on.iter().find(|u| failed.contains(u)) {
+    let workers = (shared.pipeline.concurrency as usize).clamp(1, leases.len().max(1));
+    let queue = Queue::new(leases);
+    let runtime = tokio::runtime::Handle::current();
+    let span = tracing::Span::current();
+    tokio::task::block_in_place(|| {
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                s.spawn(|| {
+                    while let Some((i, m, lease, upstream_failed)) = queue.next() {
+                        let o = one(&ctx, &runtime, &span, &m, lease, upstream_failed);
+                        queue.finish(i, &m.name, o);
+                    }
+                });
+            }
+        })
+    });
+    queue.into_done().into_iter().map(Outcome::model).collect()
+}
+
+/// Recomputes `m` on this thread (not one of the runtime's) and releases
+/// its lease. A panic fails the model, with its hours pending, instead of
+/// the threads waiting for it.
+fn one(
+    ctx: &crate::models::Ctx<'_>,
+    runtime: &tokio::runtime::Handle,
+    span: &tracing::Span,
+    m: &crate::spec::Model,
+    lease: Lease,
+    upstream_failed: Option<String>,
+) -> crate::models::ModelOutcome {
+    let work = async {
+        let o = match upstream_failed {
             Some(u) => crate::models::ModelOutcome::not_run(
                 &m.name,
                 JobError::Template(format!(
@@ -197,13 +231,167 @@ pub(super) async fn recompute(
                     m.name
                 )),
             ),
-            None => crate::models::recompute(&ctx, &m, &lease).await,
+            None => crate::models::recompute(ctx, m, &lease).await,
         };
-        if !o.ok {
-            failed.push(m.name.clone());
-        }
         lease.release().await;
-        outcomes.push(Outcome::model(o));
+        o
+    };
+    let run = std::panic::AssertUnwindSafe(|| runtime.block_on(work.instrument(span.clone())));
+    std::panic::catch_unwind(run).unwrap_or_else(|p| {
+        let why = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        crate::models::ModelOutcome::not_run(
+            &m.name,
+            JobError::Internal(format!("model `{}` panicked: {why}", m.name)),
+        )
+    })
+}
+
+/// The models of a run's model step not done yet, each with what it runs
+/// with (its lease).
+struct Queue<T> {
+    state: Mutex<Waiting<T>>,
+    changed: Condvar,
+}
+
+struct Waiting<T> {
+    /// In the spec's order (a model after those it reads), numbered so.
+    waiting: Vec<(usize, crate::spec::Model, T)>,
+    running: Vec<String>,
+    failed: Vec<String>,
+    done: Vec<(usize, crate::models::ModelOutcome)>,
+}
+
+impl<T> Queue<T> {
+    fn new(models: Vec<(crate::spec::Model, T)>) -> Queue<T> {
+        Queue {
+            state: Mutex::new(Waiting {
+                waiting: models
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (m, t))| (i, m, t))
+                    .collect(),
+                running: Vec::new(),
+                failed: Vec::new(),
+                done: Vec::new(),
+            }),
+            changed: Condvar::new(),
+        }
     }
-    outcomes
+
+    /// The first waiting model whose upstream models in this run are done
+    /// (with the first of them that failed, if one did), waiting for one
+    /// while others run; `None` once none waits.
+    #[allow(clippy::type_complexity)]
+    fn next(&self) -> Option<(usize, crate::spec::Model, T, Option<String>)> {
+        let mut w = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if w.waiting.is_empty() {
+                return None;
+            }
+            let busy = |u: &String, w: &Waiting<T>| {
+                w.running.contains(u) || w.waiting.iter().any(|(_, m, _)| &m.name == u)
+            };
+            let ready = w
+                .waiting
+                .iter()
+                .position(|(_, m, _)| !m.depends_on.iter().any(|u| busy(u, &w)));
+            if let Some(at) = ready {
+                let (i, m, t) = w.waiting.remove(at);
+                let failed = m.depends_on.iter().find(|u| w.failed.contains(u)).cloned();
+                w.running.push(m.name.clone());
+                return Some((i, m, t, failed));
+            }
+            w = self.changed.wait(w).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn finish(&self, i: usize, model: &str, o: crate::models::ModelOutcome) {
+        let mut w = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        w.running.retain(|r| r != model);
+        if !o.ok {
+            w.failed.push(model.to_owned());
+        }
+        w.done.push((i, o));
+        self.changed.notify_all();
+    }
+
+    /// The outcomes, in the order the models were given.
+    fn into_done(self) -> Vec<crate::models::ModelOutcome> {
+        let mut done = self
+            .state
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner())
+            .done;
+        done.sort_by_key(|(i, _)| *i);
+        done.into_iter().map(|(_, o)| o).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::{Grain, ModelOutcome, Zone};
+    use std::time::{Duration, Instant};
+
+    fn model(name: &str, depends_on: &[&str]) -> crate::spec::Model {
+        crate::spec::Model {
+            name: name.into(),
+            template: "m.sql".into(),
+            grain: Grain::Hour,
+            lookback_hours: 0,
+            zone: Zone::UTC,
+            table: name.into(),
+            jobs: vec!["co".into()],
+            tags: vec![],
+            hourly_tables: vec![],
+            depends_on: depends_on.iter().map(|d| d.to_string()).collect(),
+            params: Default::default(),
+            events: None,
+        }
+    }
+
+    /// Two threads over a, b (reads a), c, d (reads b and c), with a failing:
+    /// c runs beside a, b waits for a and is told it failed, d waits for
+    /// both; outcomes come back in the order given.
+    #[test]
+    fn models_run_beside_each_other_and_after_those_they_read() {
+        let models = vec![
+            (model("a", &[]), Duration::from_millis(300)),
+            (model("b", &["a"]), Duration::ZERO),
+            (model("c", &[]), Duration::from_millis(100)),
+            (model("d", &["b", "c"]), Duration::ZERO),
+        ];
+        let queue = Queue::new(models);
+        let t0 = Instant::now();
+        let log = Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| {
+                    while let Some((i, m, pause, failed)) = queue.next() {
+                        let started = t0.elapsed();
+                        std::thread::sleep(pause);
+                        log.lock()
+                            .unwrap()
+                            .push((m.name.clone(), started, t0.elapsed(), failed));
+                        let mut o = ModelOutcome::not_run(&m.name, JobError::Internal("x".into()));
+                        o.ok = m.name != "a";
+                        queue.finish(i, &m.name, o);
+                    }
+                });
+            }
+        });
+        let log = log.into_inner().unwrap();
+        let at = |n: &str| log.iter().find(|l| l.0 == n).unwrap().clone();
+        let (a, b, c, d) = (at("a"), at("b"), at("c"), at("d"));
+        assert!(c.1 < a.2, "c ran beside a: {log:?}");
+        assert!(b.1 >= a.2 && d.1 >= b.2 && d.1 >= c.2, "{log:?}");
+        assert_eq!(b.3.as_deref(), Some("a"));
+        assert_eq!((a.3, c.3, d.3), (None, None, None));
+        let names: Vec<String> = queue.into_done().into_iter().map(|o| o.model).collect();
+        assert_eq!(names, ["a", "b", "c", "d"]);
+    }
 }
