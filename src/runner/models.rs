@@ -282,9 +282,11 @@ impl<T> Queue<T> {
         }
     }
 
-    /// The first waiting model whose upstream models in this run are done
-    /// (with the first of them that failed, if one did), waiting for one
-    /// while others run; `None` once none waits.
+    /// The waiting model, of those whose upstream models in this run are
+    /// done, with the longest chain of models waiting to read it (then the
+    /// first): the chain is what the step cannot finish before. With the
+    /// first of its upstream models that failed, if one did; waits while
+    /// none is ready and others run; `None` once none waits.
     #[allow(clippy::type_complexity)]
     fn next(&self) -> Option<(usize, crate::spec::Model, T, Option<String>)> {
         let mut w = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -295,10 +297,9 @@ impl<T> Queue<T> {
             let busy = |u: &String, w: &Waiting<T>| {
                 w.running.contains(u) || w.waiting.iter().any(|(_, m, _)| &m.name == u)
             };
-            let ready = w
-                .waiting
-                .iter()
-                .position(|(_, m, _)| !m.depends_on.iter().any(|u| busy(u, &w)));
+            let ready = (0..w.waiting.len())
+                .filter(|&at| !w.waiting[at].1.depends_on.iter().any(|u| busy(u, &w)))
+                .min_by_key(|&at| std::cmp::Reverse(chain(&w.waiting, &w.waiting[at].1.name)));
             if let Some(at) = ready {
                 let (i, m, t) = w.waiting.remove(at);
                 let failed = m.depends_on.iter().find(|u| w.failed.contains(u)).cloned();
@@ -331,6 +332,17 @@ impl<T> Queue<T> {
     }
 }
 
+/// How many models, at most, wait one after another to read `model`
+/// (0 when none of `waiting` reads it).
+fn chain<T>(waiting: &[(usize, crate::spec::Model, T)], model: &str) -> usize {
+    waiting
+        .iter()
+        .filter(|(_, m, _)| m.depends_on.iter().any(|u| u == model))
+        .map(|(_, m, _)| 1 + chain(waiting, &m.name))
+        .max()
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,6 +364,27 @@ mod tests {
             params: Default::default(),
             events: None,
         }
+    }
+
+    /// Of the models ready, the one with the longest chain of readers goes
+    /// first: with one thread, y (read by z) before x, given first.
+    #[test]
+    fn the_longest_chain_of_models_starts_first() {
+        let queue = Queue::new(vec![
+            (model("x", &[]), ()),
+            (model("y", &[]), ()),
+            (model("z", &["y"]), ()),
+        ]);
+        let mut order = Vec::new();
+        while let Some((i, m, (), _)) = queue.next() {
+            order.push(m.name.clone());
+            queue.finish(
+                i,
+                &m.name,
+                ModelOutcome::not_run(&m.name, JobError::Internal("x".into())),
+            );
+        }
+        assert_eq!(order, ["y", "x", "z"]);
     }
 
     /// Two threads over a, b (reads a), c, d (reads b and c), with a failing:
