@@ -55,25 +55,32 @@ pub fn key_literal(grain: Grain, k: i64) -> String {
     keys::literal(grain, k, ts)
 }
 
+/// The views `sql` (a model's rendered template) names, of
 /// `model_hourly_<m>` := the rows of `sources` (the sink tables holding the
 /// model's jobs, as the connection names them, or copies read back) for
 /// its jobs in `[from, to)`, with `h`, the hour's number since the epoch;
-/// and `model_newest_<m>`: per job, the number of its newest hour at or
-/// after `from` in `newest_sources` (the same tables, or copies of their
-/// newest rows from `from` on), found by `newest` (see [`Newest`]).
+/// `model_newest_<m>`: per job, the number of its newest hour at or after
+/// `from` in `newest_sources` (the same tables, or copies of their newest
+/// rows from `from` on), found by `newest` (see [`Newest`]); and
+/// `model_calendar_<m>`. A view not named is not made: a year's calendar
+/// cost 2-3 ms to bind, for a template adding up day rows.
+/// Returns the newest of those hours: the newest loaded hour read.
+#[allow(clippy::too_many_arguments)]
 pub fn load_inputs(
     conn: &Connection,
     m: &Model,
+    sql: &str,
     sources: &[String],
     newest_sources: &[String],
     newest: &mut Newest,
     from: Hour,
     to: Hour,
-) -> Result<(), StageError> {
+) -> Result<Option<i64>, StageError> {
     let err = |e: duckdb::Error| StageError::Input {
         model: m.name.clone(),
         message: e.to_string(),
     };
+    let named = |view: String| sql.contains(&quote_ident(&view));
     let jobs: Vec<String> = m.jobs.iter().map(|j| quote_literal(j)).collect();
     let selects: Vec<String> = sources
         .iter()
@@ -88,33 +95,40 @@ pub fn load_inputs(
         })
         .collect();
     // A view: a template reads only the columns and hours it needs.
-    conn.execute_batch(&format!(
-        "CREATE OR REPLACE VIEW {} AS {}",
-        quote_ident(&hourly_table(m)),
-        selects.join(" UNION ALL BY NAME ")
-    ))
-    .map_err(err)?;
+    if named(hourly_table(m)) {
+        conn.execute_batch(&format!(
+            "CREATE OR REPLACE VIEW {} AS {}",
+            quote_ident(&hourly_table(m)),
+            selects.join(" UNION ALL BY NAME ")
+        ))
+        .map_err(err)?;
+    }
     let newest = newest
         .get(conn, &m.jobs, newest_sources, from)
         .map_err(err)?;
-    let rows = if newest.is_empty() {
-        "SELECT NULL::VARCHAR AS pollutant, NULL::BIGINT AS h WHERE false".to_owned()
-    } else {
-        let values: Vec<String> = newest
-            .iter()
-            .map(|(p, h)| format!("({}, {h}::BIGINT)", quote_literal(p)))
-            .collect();
-        format!(
-            "SELECT * FROM (VALUES {}) v(pollutant, h)",
-            values.join(", ")
-        )
-    };
-    conn.execute_batch(&format!(
-        "CREATE OR REPLACE VIEW {} AS {rows}",
-        quote_ident(&newest_table(m))
-    ))
-    .map_err(err)?;
-    load_calendar(conn, m, from, to).map_err(err)
+    if named(newest_table(m)) {
+        let rows = if newest.is_empty() {
+            "SELECT NULL::VARCHAR AS pollutant, NULL::BIGINT AS h WHERE false".to_owned()
+        } else {
+            let values: Vec<String> = newest
+                .iter()
+                .map(|(p, h)| format!("({}, {h}::BIGINT)", quote_literal(p)))
+                .collect();
+            format!(
+                "SELECT * FROM (VALUES {}) v(pollutant, h)",
+                values.join(", ")
+            )
+        };
+        conn.execute_batch(&format!(
+            "CREATE OR REPLACE VIEW {} AS {rows}",
+            quote_ident(&newest_table(m))
+        ))
+        .map_err(err)?;
+    }
+    if named(calendar_table(m)) {
+        load_calendar(conn, m, from, to).map_err(err)?;
+    }
+    Ok(newest.iter().map(|(_, h)| *h).max())
 }
 
 /// Newest hours already found in a run, per job and set of source tables:
@@ -329,14 +343,8 @@ pub fn render(
 
 /// Runs the rendered SQL into `model_result_<m>` and checks the contract:
 /// every row's key lies in `r` (sinks replace exactly that range, so a row
-/// outside it would be duplicated by every recomputation). Returns the rows,
-/// and the number of the newest loaded hour of its jobs among those read.
-pub fn compute(
-    conn: &Connection,
-    m: &Model,
-    sql: &str,
-    r: KeyRange,
-) -> Result<(u64, Option<i64>), StageError> {
+/// outside it would be duplicated by every recomputation). Returns the rows.
+pub fn compute(conn: &Connection, m: &Model, sql: &str, r: KeyRange) -> Result<u64, StageError> {
     let result = quote_ident(&result_table(m));
     let sql_err = |e: duckdb::Error| StageError::Sql {
         model: m.name.clone(),
@@ -359,26 +367,17 @@ pub fn compute(
         key_literal(m.grain, r.from),
         key_literal(m.grain, r.to)
     );
-    // How many rows, how many outside the range, and the newest loaded hour;
-    // the first row outside is read only when there is one (casting every
-    // row to text for it cost 50 ms a month of a model's rows).
+    // How many rows, and how many outside the range; the first row outside
+    // is read only when there is one (casting every row to text for it cost
+    // 50 ms a month of a model's rows).
     let outside = format!("{key} IS NULL OR NOT ({inside})");
     let checked = conn.query_row(
-        &format!(
-            "SELECT count(*), count(*) FILTER (WHERE {outside}), (SELECT max(h) FROM {}) FROM {result}",
-            quote_ident(&newest_table(m))
-        ),
+        &format!("SELECT count(*), count(*) FILTER (WHERE {outside}) FROM {result}"),
         [],
-        |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, Option<i64>>(2)?,
-            ))
-        },
+        |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
     );
     match checked {
-        Ok((n, 0, newest)) => Ok((n as u64, newest)),
+        Ok((n, 0)) => Ok(n as u64),
         Ok(_) => {
             let row = conn
                 .query_row(
@@ -542,7 +541,7 @@ mod tests {
         );
     }
 
-    /// A result inside its keys passes with its row count and newest hour;
+    /// A result inside its keys passes with its row count;
     /// one row outside fails the contract, quoting that row.
     #[test]
     fn the_result_contract_quotes_the_row_outside() {
@@ -561,11 +560,6 @@ mod tests {
             events: None,
         };
         let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(&format!(
-            "CREATE VIEW {} AS SELECT 'co' AS pollutant, 490000::BIGINT AS h",
-            newest_table(&m)
-        ))
-        .unwrap();
         let r = KeyRange {
             grain: Grain::Hour,
             from: 490_000,
@@ -573,7 +567,7 @@ mod tests {
         };
         let inside =
             "SELECT to_timestamp(h * 3600) AS hour_start, h AS v FROM range(490000, 490010) t(h)";
-        assert_eq!(compute(&conn, &m, inside, r).unwrap(), (10, Some(490_000)));
+        assert_eq!(compute(&conn, &m, inside, r).unwrap(), 10);
         let with_one_outside = format!("{inside} UNION ALL SELECT to_timestamp(490010 * 3600), 7");
         let e = compute(&conn, &m, &with_one_outside, r)
             .unwrap_err()

@@ -395,22 +395,23 @@ async fn recompute_range(
         tokio::task::block_in_place(|| -> Result<Option<(u64, Option<i64>)>, JobError> {
             let _g = shared();
             let Some(got) = &got else { return Ok(None) };
+            let sql = stage::render(ctx.templates, &ctx.pipeline.name, m, r)
+                .map_err(|d| JobError::Template(d.to_string()))?;
             let mut fresh = stage::Newest::default();
             let mut cached = ctx.newest.lock().unwrap_or_else(|p| p.into_inner());
             let newest = if got.own { &mut *cached } else { &mut fresh };
-            stage::load_inputs(&conn, m, &got.hourly, &got.newest, newest, from, to)
-                .map_err(stage_err)?;
+            let newest =
+                stage::load_inputs(&conn, m, &sql, &got.hourly, &got.newest, newest, from, to)
+                    .map_err(stage_err)?;
             drop(cached);
             for (u, source) in &got.upstream {
                 let u = ctx.pipeline.model(u).expect("validated");
                 stage::load_upstream(&conn, m, u, source, from, to).map_err(stage_err)?;
             }
-            let sql = stage::render(ctx.templates, &ctx.pipeline.name, m, r)
-                .map_err(|d| JobError::Template(d.to_string()))?;
             step("rendered");
-            let computed = stage::compute(&conn, m, &sql, r).map_err(stage_err)?;
+            let rows = stage::compute(&conn, m, &sql, r).map_err(stage_err)?;
             step("computed");
-            Ok(Some(computed))
+            Ok(Some((rows, newest)))
         });
     let computed = match computed {
         Ok(Some(n)) => n,
