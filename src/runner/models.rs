@@ -1,7 +1,8 @@
 //! The model path of a run: lease the models whose input the run changes,
 //! mark the hours about to be loaded as pending before any sink is
-//! written, and after the jobs recompute them in the spec's order (see
-//! [`crate::models`] for what a model is and how a range is recomputed).
+//! written, and after the jobs recompute them, each after the models it
+//! reads and side by side otherwise (see [`crate::models`] for what a
+//! model is and how a range is recomputed).
 
 use std::sync::{Arc, Condvar, Mutex};
 
@@ -245,7 +246,11 @@ fn one(
             .unwrap_or_default();
         crate::models::ModelOutcome::not_run(
             &m.name,
-            JobError::Internal(format!("model `{}` panicked: {why}", m.name)),
+            JobError::Internal(format!(
+                "model `{}` panicked: {}",
+                m.name,
+                crate::secret::redact(&why)
+            )),
         )
     })
 }
