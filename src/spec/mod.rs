@@ -3,6 +3,7 @@
 
 mod config;
 mod diag;
+mod endpoints;
 mod load;
 mod models;
 mod types;
@@ -11,9 +12,10 @@ mod values;
 
 pub use config::*;
 pub use diag::{did_you_mean, suggest, Diagnostic};
+pub use endpoints::{bigquery_id, bigquery_project};
 pub use load::{load, parse, Loaded};
 pub use types::V3Format;
-pub use validate::{bigquery_id, bigquery_project, is_identifier, validate};
+pub use validate::{is_identifier, validate};
 pub use values::{parse_time, Duration, Hour, Span};
 
 use std::path::Path;
