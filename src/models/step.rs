@@ -397,9 +397,13 @@ async fn recompute_range(
             let Some(got) = &got else { return Ok(None) };
             let sql = stage::render(ctx.templates, &ctx.pipeline.name, m, r)
                 .map_err(|d| JobError::Template(d.to_string()))?;
+            // The run's newest hours for the sink's own tables; a search of
+            // its own for copies read back.
+            let mut cached = got
+                .own
+                .then(|| ctx.newest.lock().unwrap_or_else(|p| p.into_inner()));
             let mut fresh = stage::Newest::default();
-            let mut cached = ctx.newest.lock().unwrap_or_else(|p| p.into_inner());
-            let newest = if got.own { &mut *cached } else { &mut fresh };
+            let newest = cached.as_deref_mut().unwrap_or(&mut fresh);
             let newest =
                 stage::load_inputs(&conn, m, &sql, &got.hourly, &got.newest, newest, from, to)
                     .map_err(stage_err)?;
