@@ -269,6 +269,23 @@ fn rows_by_job(ws: &Ws) -> Vec<Vec<String>> {
     )
 }
 
+/// `backfill NAME` over the sample day (2026-11-20), with `env`.
+fn backfill_sample_day(ws: &Ws, name: &str, env: &[(&str, &str)]) -> crate::util::Out {
+    ws.run_env(
+        &[
+            "backfill",
+            name,
+            "--from",
+            "2026-11-20T00:00:00Z",
+            "--to",
+            "2026-11-21T00:00:00Z",
+            "--now",
+            "2026-11-21T00:10:00Z",
+        ],
+        env,
+    )
+}
+
 /// Pipeline `name`'s run `out` loaded the sample day exactly (both jobs, 24
 /// hours, checkpoints at its last hour) and reported it: one flow run and
 /// its task runs COMPLETED, every log line stored.
@@ -348,19 +365,7 @@ fn throttled_by_cloud_budgets_runs_finish_exact_and_lose_no_lease() {
     let (_slow, sample) = slow_sample("pc_throttled", Duration::from_millis(1000));
     let ws = Ws::new(&with_source(&spec("cloudfill", MEMBER), &sample));
     let t0 = Instant::now();
-    let out = ws.run_env(
-        &[
-            "backfill",
-            "cloudfill",
-            "--from",
-            "2026-11-20T00:00:00Z",
-            "--to",
-            "2026-11-21T00:00:00Z",
-            "--now",
-            "2026-11-21T00:10:00Z",
-        ],
-        &env,
-    );
+    let out = backfill_sample_day(&ws, "cloudfill", &env);
     assert_eq!(out.code, 0, "{out:?}");
     assert!(!out.stderr.contains("lost its lease"), "{}", out.stderr);
     assert!(t0.elapsed() > Duration::from_secs(20), "{:?}", t0.elapsed());
@@ -661,19 +666,7 @@ fn connections_closed_by_clouds_load_balancer_cost_nothing() {
     let env = [("PREFECT_API_URL", cloud.url.as_str())];
     let (_slow, sample) = slow_sample("pc_idle", Duration::from_millis(600));
     let ws = Ws::new(&with_source(&spec("cloudidle", MEMBER), &sample));
-    let out = ws.run_env(
-        &[
-            "backfill",
-            "cloudidle",
-            "--from",
-            "2026-11-20T00:00:00Z",
-            "--to",
-            "2026-11-21T00:00:00Z",
-            "--now",
-            "2026-11-21T00:10:00Z",
-        ],
-        &env,
-    );
+    let out = backfill_sample_day(&ws, "cloudidle", &env);
     sample_day_reported(p, &cloud, &ws, &out, "cloudidle");
     let closed = cloud
         .rec
