@@ -16,36 +16,33 @@
 //!   group's batches, downloaded ahead;
 //! - [`load`]: the job path of one batch: transform, load every sink,
 //!   ledger, checkpoint;
+//! - [`pieces`]: what a run holds (source, sinks, connection, templates);
 //! - [`models`]: the model path: leases, pending hours, recomputation.
 
 mod groups;
 mod load;
 mod models;
+mod pieces;
 mod summary;
 
 pub use groups::sharing;
 use groups::{groups, run_group, Planned};
 use models::{holder, lease_models};
+use pieces::{setup, Shared};
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use duckdb::Connection;
 use tokio::sync::Semaphore;
 use tracing::{info, info_span, warn, Instrument};
 
-use crate::duck;
 use crate::error::JobError;
 use crate::plan::{self, Plan, Settings};
 use crate::report::{Event, Report};
-use crate::secret::{EnvSecrets, SecretSource};
-use crate::sinks::{Sink, SinkError};
-use crate::sources::Source;
-use crate::spec::{Config, Hour, Job, Pipeline, StateConfig};
+use crate::spec::{Config, Hour, Job, Pipeline};
 use crate::state::{RunRecord, State};
-use crate::template::Templates;
 
 /// What to process.
 #[derive(Debug, Clone, Copy)]
@@ -208,22 +205,6 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "localhost".into())
 }
 
-struct Shared {
-    pipeline: Pipeline,
-    state: State,
-    source: Source,
-    sinks: Vec<Sink>,
-    templates: Templates,
-    progress: crate::progress::Progress,
-    conn: std::sync::Mutex<Connection>,
-    /// Held (shared) by every statement of the transforms and loads, and
-    /// alone by a sink file's reopen: a `DETACH` must not meet another
-    /// connection's statement.
-    gate: std::sync::RwLock<()>,
-    run_id: String,
-    opts: Options,
-}
-
 /// Runs the pipeline's selected jobs; one outcome per job.
 pub async fn run(config: &Config, pipeline: &Pipeline, opts: Options) -> Vec<Outcome> {
     let run_id = format!(
@@ -300,9 +281,6 @@ pub async fn run(config: &Config, pipeline: &Pipeline, opts: Options) -> Vec<Out
     .instrument(span)
     .await
 }
-
-/// How long a `--wait` run waits for a DuckDB sink file another process writes.
-const FILE_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// How long the end of a run waits for its report to reach Prefect: a
 /// server that does not answer is given up within seconds, one that
@@ -551,107 +529,6 @@ async fn run_jobs(
         outcomes.extend(models::recompute(&shared, model_leases, kind).await);
         outcomes
     }
-}
-
-async fn setup(
-    config: &Config,
-    pipeline: &Pipeline,
-    state: State,
-    run_id: String,
-    opts: Options,
-) -> Result<Shared, (State, JobError)> {
-    let mut source = Source::new(&pipeline.source, &config.sources[&pipeline.source]);
-    let conn =
-        match duck::open().and_then(|c| duck::load_extensions(&c, &config.extensions).map(|_| c)) {
-            Ok(c) => c,
-            Err(e) => return Err((state, e.into())),
-        };
-    let home = match &pipeline.state {
-        StateConfig::Local { dir } => dir.join("duckdb-home"),
-        _ => std::env::temp_dir().join("duckhour-duckdb-home"),
-    };
-    // `${secret:}` values: from Prefect blocks when the state is there, else the environment.
-    let values = config.sources[&pipeline.source]
-        .reference_values()
-        .into_iter()
-        .chain(
-            pipeline
-                .sinks
-                .iter()
-                .flat_map(|s| config.sinks[s].reference_values()),
-        );
-    let names = crate::secret::secret_names(values);
-    let secrets: Box<dyn SecretSource + Send + Sync> = match state.prefect() {
-        Some(p) if !names.is_empty() => match p.secrets(&names).await {
-            Ok(s) => Box::new(s),
-            Err(e) => return Err((state, e.into())),
-        },
-        _ => Box::new(EnvSecrets),
-    };
-    // Sinks first: a sink that cannot work (e.g. MotherDuck without a token) fails before any extract.
-    let mut sinks = Vec::new();
-    for name in &pipeline.sinks {
-        let mut sink = Sink::new(name, &config.sinks[name], &config.dir);
-        let t0 = Instant::now();
-        let mut attempt = 0;
-        loop {
-            match sink.prepare(&conn, secrets.as_ref(), &home).await {
-                Ok(()) => break,
-                // A DuckDB file has one writer process: with `--wait` (and in a
-                // worker), wait for it as for a job's lease.
-                Err(SinkError::Busy { .. }) if opts.wait && t0.elapsed() < FILE_WAIT => {
-                    attempt += 1;
-                    tokio::time::sleep(crate::http::backoff(
-                        attempt,
-                        std::time::Duration::from_millis(500),
-                    ))
-                    .await;
-                }
-                Err(e) => return Err((state, e.into())),
-            }
-        }
-        sinks.push(sink);
-    }
-    // A models-only run reads the sinks, never the source (its raw data may have expired).
-    if opts.models.is_empty() {
-        if let Err(e) = source.connect(secrets.as_ref()).await {
-            return Err((state, JobError::Source(e.to_string())));
-        }
-    }
-    // From here on the database runs templates: it may reach only the sink
-    // files' directories. Not with MotherDuck, whose extension needs the
-    // network (and could not be tested confined here).
-    if !sinks.iter().any(Sink::is_motherduck) {
-        let mut dirs: Vec<std::path::PathBuf> = sinks
-            .iter()
-            .filter_map(|s| s.local_dir().map(|d| d.to_path_buf()))
-            .collect();
-        if stages_files(&config.sources[&pipeline.source]) {
-            dirs.push(std::env::temp_dir());
-        }
-        if let Err(e) = duck::confine(&conn, &dirs) {
-            return Err((state, e.into()));
-        }
-    }
-    Ok(Shared {
-        pipeline: pipeline.clone(),
-        state,
-        source,
-        sinks,
-        templates: config.templates(),
-        progress: crate::progress::Progress::new(&pipeline.name, opts.progress),
-        conn: std::sync::Mutex::new(conn),
-        gate: std::sync::RwLock::new(()),
-        run_id,
-        opts,
-    })
-}
-
-/// Whether the source hands DuckDB files to read (InfluxDB 3 Parquet answers,
-/// in the temporary directory).
-fn stages_files(source: &crate::spec::SourceConfig) -> bool {
-    matches!(source, crate::spec::SourceConfig::Influx(c)
-        if c.version == 3 && matches!(c.format, crate::spec::V3Format::Parquet))
 }
 
 async fn record(

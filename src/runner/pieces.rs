@@ -1,0 +1,142 @@
+//! What a run holds once its leases are taken: the source, the sinks
+//! (prepared; with `--wait`, after waiting for a DuckDB file another
+//! process writes), the embedded connection (confined to the sink files'
+//! directories unless a sink is MotherDuck), its gate, the templates and the
+//! run's options. Built once by [`setup`], shared by every job and model.
+
+use std::time::Instant;
+
+use duckdb::Connection;
+
+use super::Options;
+use crate::duck;
+use crate::error::JobError;
+use crate::secret::{EnvSecrets, SecretSource};
+use crate::sinks::{Sink, SinkError};
+use crate::sources::Source;
+use crate::spec::{Config, Pipeline, StateConfig};
+use crate::state::State;
+use crate::template::Templates;
+
+/// What every job and model of one run shares.
+pub(super) struct Shared {
+    pub(super) pipeline: Pipeline,
+    pub(super) state: State,
+    pub(super) source: Source,
+    pub(super) sinks: Vec<Sink>,
+    pub(super) templates: Templates,
+    pub(super) progress: crate::progress::Progress,
+    pub(super) conn: std::sync::Mutex<Connection>,
+    /// Held (shared) by every statement of the transforms and loads, and
+    /// alone by a sink file's reopen: a `DETACH` must not meet another
+    /// connection's statement.
+    pub(super) gate: std::sync::RwLock<()>,
+    pub(super) run_id: String,
+    pub(super) opts: Options,
+}
+
+/// How long a `--wait` run waits for a DuckDB sink file another process writes.
+const FILE_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Builds what the run holds; on failure, hands the state back to record
+/// the jobs' failures.
+pub(super) async fn setup(
+    config: &Config,
+    pipeline: &Pipeline,
+    state: State,
+    run_id: String,
+    opts: Options,
+) -> Result<Shared, (State, JobError)> {
+    let mut source = Source::new(&pipeline.source, &config.sources[&pipeline.source]);
+    let conn =
+        match duck::open().and_then(|c| duck::load_extensions(&c, &config.extensions).map(|_| c)) {
+            Ok(c) => c,
+            Err(e) => return Err((state, e.into())),
+        };
+    let home = match &pipeline.state {
+        StateConfig::Local { dir } => dir.join("duckdb-home"),
+        _ => std::env::temp_dir().join("duckhour-duckdb-home"),
+    };
+    // `${secret:}` values: from Prefect blocks when the state is there, else the environment.
+    let values = config.sources[&pipeline.source]
+        .reference_values()
+        .into_iter()
+        .chain(
+            pipeline
+                .sinks
+                .iter()
+                .flat_map(|s| config.sinks[s].reference_values()),
+        );
+    let names = crate::secret::secret_names(values);
+    let secrets: Box<dyn SecretSource + Send + Sync> = match state.prefect() {
+        Some(p) if !names.is_empty() => match p.secrets(&names).await {
+            Ok(s) => Box::new(s),
+            Err(e) => return Err((state, e.into())),
+        },
+        _ => Box::new(EnvSecrets),
+    };
+    // Sinks first: a sink that cannot work (e.g. MotherDuck without a token) fails before any extract.
+    let mut sinks = Vec::new();
+    for name in &pipeline.sinks {
+        let mut sink = Sink::new(name, &config.sinks[name], &config.dir);
+        let t0 = Instant::now();
+        let mut attempt = 0;
+        loop {
+            match sink.prepare(&conn, secrets.as_ref(), &home).await {
+                Ok(()) => break,
+                // A DuckDB file has one writer process: with `--wait` (and in a
+                // worker), wait for it as for a job's lease.
+                Err(SinkError::Busy { .. }) if opts.wait && t0.elapsed() < FILE_WAIT => {
+                    attempt += 1;
+                    tokio::time::sleep(crate::http::backoff(
+                        attempt,
+                        std::time::Duration::from_millis(500),
+                    ))
+                    .await;
+                }
+                Err(e) => return Err((state, e.into())),
+            }
+        }
+        sinks.push(sink);
+    }
+    // A models-only run reads the sinks, never the source (its raw data may have expired).
+    if opts.models.is_empty() {
+        if let Err(e) = source.connect(secrets.as_ref()).await {
+            return Err((state, JobError::Source(e.to_string())));
+        }
+    }
+    // From here on the database runs templates: it may reach only the sink
+    // files' directories. Not with MotherDuck, whose extension needs the
+    // network (and could not be tested confined here).
+    if !sinks.iter().any(Sink::is_motherduck) {
+        let mut dirs: Vec<std::path::PathBuf> = sinks
+            .iter()
+            .filter_map(|s| s.local_dir().map(|d| d.to_path_buf()))
+            .collect();
+        if stages_files(&config.sources[&pipeline.source]) {
+            dirs.push(std::env::temp_dir());
+        }
+        if let Err(e) = duck::confine(&conn, &dirs) {
+            return Err((state, e.into()));
+        }
+    }
+    Ok(Shared {
+        pipeline: pipeline.clone(),
+        state,
+        source,
+        sinks,
+        templates: config.templates(),
+        progress: crate::progress::Progress::new(&pipeline.name, opts.progress),
+        conn: std::sync::Mutex::new(conn),
+        gate: std::sync::RwLock::new(()),
+        run_id,
+        opts,
+    })
+}
+
+/// Whether the source hands DuckDB files to read (InfluxDB 3 Parquet answers,
+/// in the temporary directory).
+fn stages_files(source: &crate::spec::SourceConfig) -> bool {
+    matches!(source, crate::spec::SourceConfig::Influx(c)
+        if c.version == 3 && matches!(c.format, crate::spec::V3Format::Parquet))
+}
