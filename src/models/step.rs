@@ -24,8 +24,13 @@ use crate::spec::{Hour, Model, Pipeline};
 use crate::state::{merge_range, Lease, RunRecord, State, StateError};
 use crate::template::{quote_ident, Templates};
 
-/// Rows in one of DuckDB's row groups (its default `row_group_size`).
-const ROW_GROUP_ROWS: u64 = 122_880;
+/// Results up to this many rows go into a DuckDB sink as computed; longer
+/// ones (a long `backfill --model`) in key order. Four of the sink's row
+/// groups ([`crate::sinks::duckdb::ROW_GROUP_ROWS`] rows each, 122,880 in
+/// all): sorting a month of `rolling_8h` (86k rows) cost the month's
+/// backfill 10-100 ms a model, and a later read of a few of its keys scans
+/// at most those four row groups.
+const SORTED_OVER_ROWS: u64 = 4 * crate::sinks::duckdb::ROW_GROUP_ROWS;
 
 /// What a model step needs of the run.
 pub struct Ctx<'a> {
@@ -475,10 +480,9 @@ async fn recompute_range(
                 let _g = shared();
                 let col = quote_ident(m.grain.key_column());
                 let what = stage::replaced(&col, r, stage::key_literal);
-                // In key order once the rows fill more than a row group:
-                // its zone maps then keep later reads of a few keys narrow.
-                // Fewer rows sit in one row group whatever their order.
-                let order = (computed.0 > ROW_GROUP_ROWS).then_some(col.as_str());
+                // In key order past a few row groups: their zone maps then
+                // keep later reads of a few keys narrow.
+                let order = (computed.0 > SORTED_OVER_ROWS).then_some(col.as_str());
                 s.replace(&conn, &quote_ident(&result), &m.table, &what, order, &range)
             }),
             Sink::BigQuery(s) => {
