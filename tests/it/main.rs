@@ -12,6 +12,7 @@ mod prefect_ops;
 mod prefect_runs;
 mod prefect_state;
 mod products;
+mod products_exact;
 mod products_ref;
 mod readme;
 mod shared;
