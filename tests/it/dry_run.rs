@@ -80,7 +80,8 @@ job `co`: checkpoint none; last complete hour 2026-11-20T23:00:00Z
         'co' AS pollutant,
         "station",
         to_timestamp(epoch_us(time) // 3600000000 * 3600) AS hour_start,
-        avg(value) AS avg,
+        CASE WHEN max(abs(value)) < 1e20 THEN avg(TRY_CAST(value AS DECIMAL(38, 18)))
+            ELSE avg(value) END AS avg,
         min(value) AS min,
         max(value) AS max,
         bit_count(bit_or(1::UBIGINT << (epoch_us(time) // 60000000 % 60)::UBIGINT))::BIGINT AS n_minutes,

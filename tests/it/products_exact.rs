@@ -160,3 +160,114 @@ fn means_are_exact_on_a_limit_and_the_same_bits_after_a_backfill() {
         assert!(changed.is_empty(), "{t}: {changed:?}");
     }
 }
+
+/// An hour of one-decimal NO2 readings whose mean is exactly 200, the
+/// hourly limit of both Directives, which only a value strictly above it
+/// exceeds: its average is 200 and the day counts no exceedance. Summed as
+/// DOUBLEs in time order, the average was 200.00000000000003, an
+/// exceedance.
+#[test]
+fn an_hour_of_decimal_readings_averaging_the_limit_is_not_an_exceedance() {
+    let db = "prod_exact_hour";
+    influx().create_db(db);
+    let mut rng = Lcg(2);
+    // Tenths of µg/m3: 60 readings around 200, adjusted to add up to 12,000.
+    let mut tenths: Vec<i64> = (0..60).map(|_| rng.next(1950, 2050)).collect();
+    tenths[59] += 120_000 - tenths.iter().sum::<i64>();
+    let first = 1_774_483_200 / 60 + 10 * 60; // 2026-03-26T10:00:00Z
+    let lines: Vec<String> = tenths
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            format!(
+                "air_quality,station=t1 no2={}.{} {}",
+                t / 10,
+                t % 10,
+                (first + i as i64) * 60_000_000_000
+            )
+        })
+        .collect();
+    influx().write(db, &lines.join("\n"));
+    let ws = Ws::new(&spec(db, "wh", "", true));
+    let out = run(&ws, &["run", "aq", "--now", NOW]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        ws.query(
+            "wh.duckdb",
+            "SELECT hour_start::VARCHAR, avg, n_minutes FROM pollutant_hourly WHERE pollutant = 'no2'"
+        ),
+        [["2026-03-26 10:00:00+00", "200.0", "60"]]
+    );
+    assert_eq!(
+        ws.query(
+            "wh.duckdb",
+            "SELECT directive, n_values, n_exceedances FROM exceedance_days \
+             WHERE pollutant = 'no2' AND metric = 'hourly' ORDER BY ALL"
+        ),
+        [["(EU) 2024/2881", "1", "0"], ["2008/50/EC", "1", "0"]]
+    );
+}
+
+/// Exact sums have a range: an hour with a reading of 1e20 or more is
+/// still loaded (averaged as DOUBLEs), and a model whose mean would add up
+/// an hourly average that large fails, naming itself and the cast, with
+/// its hours left pending; the jobs' rows and checkpoints stand.
+#[test]
+fn readings_beyond_exact_sums_load_and_the_means_over_them_fail_clearly() {
+    let db = "prod_exact_range";
+    influx().create_db(db);
+    let first: i64 = 1_774_483_200 / 60 + 10 * 60; // 2026-03-26T10:00:00Z
+    let mut lines = Vec::new();
+    for i in 0..60 {
+        // 10:00, every minute 1e21; 11:00, one minute 1e21 and 59 of 1.
+        lines.push(format!(
+            "air_quality,station=t1 no2=1e21 {}",
+            (first + i) * 60_000_000_000
+        ));
+        let v = if i == 0 { "1e21" } else { "1" };
+        lines.push(format!(
+            "air_quality,station=t1 no2={v} {}",
+            (first + 60 + i) * 60_000_000_000
+        ));
+    }
+    influx().write(db, &lines.join("\n"));
+    let ws = Ws::new(&spec(db, "wh", "", true));
+    let out = run(&ws, &["run", "aq", "--now", NOW]);
+    assert_eq!(out.code, 1, "{out:?}");
+    let hourly = ws.query(
+        "wh.duckdb",
+        "SELECT hour_start::VARCHAR, avg, n_minutes FROM pollutant_hourly \
+         WHERE pollutant = 'no2' ORDER BY hour_start",
+    );
+    assert_eq!(hourly.len(), 2, "{hourly:?}");
+    // As DOUBLEs, within their rounding (60 x 1e21 comes to 9.99...986e20).
+    for (row, want) in hourly.iter().zip([1e21, (1e21 + 59.0) / 60.0]) {
+        let got: f64 = row[1].parse().unwrap();
+        assert!((got - want).abs() <= 1e-12 * want, "{hourly:?}");
+        assert_eq!(row[2], "60");
+    }
+    let line = |name: &str| {
+        out.stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{out:?}"))
+            .to_owned()
+    };
+    assert!(
+        line("no2").contains(" ok ") && line("no2").contains("checkpoint 2026-03-30T23:00:00Z"),
+        "{out:?}"
+    );
+    assert!(line("model daily_mean").contains("FAILED"), "{out:?}");
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        all.contains("DECIMAL(38,18)") && all.contains("daily_mean.sql"),
+        "{all}"
+    );
+    let status = ws.run(&["status", "aq"]);
+    assert!(
+        status
+            .stdout
+            .contains("pending: hours [2026-03-26T00:00:00Z, 2026-03-31T00:00:00Z)"),
+        "{status:?}"
+    );
+}
