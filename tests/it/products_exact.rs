@@ -57,6 +57,18 @@ fn run(ws: &Ws, args: &[&str]) -> crate::util::Out {
     ws.run_env(args, &[("TEST_INFLUX_URL", &influx().url)])
 }
 
+/// `lines` (line protocol, ns) written into a fresh database `db`, and a
+/// run of the stock pipeline with all its models over them.
+fn run_on(db: &str, lines: &[String]) -> (Ws, crate::util::Out) {
+    influx().create_db(db);
+    for chunk in lines.chunks(5000) {
+        influx().write(db, &chunk.join("\n"));
+    }
+    let ws = Ws::new(&spec(db, "wh", "", true));
+    let out = run(&ws, &["run", "aq", "--now", NOW]);
+    (ws, out)
+}
+
 /// The rows of the product tables that hold means, every value as DuckDB
 /// prints it (a DOUBLE prints as the shortest text that reads back to the
 /// same bits).
@@ -88,7 +100,6 @@ fn products(ws: &Ws) -> BTreeMap<&'static str, Vec<Vec<String>>> {
 #[test]
 fn means_are_exact_on_a_limit_and_the_same_bits_after_a_backfill() {
     let db = "prod_exact_sums";
-    influx().create_db(db);
     let lines: Vec<String> = readings()
         .into_iter()
         .map(|((s, m), v)| {
@@ -98,11 +109,7 @@ fn means_are_exact_on_a_limit_and_the_same_bits_after_a_backfill() {
             )
         })
         .collect();
-    for chunk in lines.chunks(5000) {
-        influx().write(db, &chunk.join("\n"));
-    }
-    let ws = Ws::new(&spec(db, "wh", "", true));
-    let out = run(&ws, &["run", "aq", "--now", NOW]);
+    let (ws, out) = run_on(db, &lines);
     assert_eq!(out.code, 0, "{out:?}");
 
     // From the definition: 72,000 / 1,440 = 50, which does not exceed 50
@@ -169,7 +176,6 @@ fn means_are_exact_on_a_limit_and_the_same_bits_after_a_backfill() {
 #[test]
 fn an_hour_of_decimal_readings_averaging_the_limit_is_not_an_exceedance() {
     let db = "prod_exact_hour";
-    influx().create_db(db);
     let mut rng = Lcg(2);
     // Tenths of µg/m3: 60 readings around 200, adjusted to add up to 12,000.
     let mut tenths: Vec<i64> = (0..60).map(|_| rng.next(1950, 2050)).collect();
@@ -187,9 +193,7 @@ fn an_hour_of_decimal_readings_averaging_the_limit_is_not_an_exceedance() {
             )
         })
         .collect();
-    influx().write(db, &lines.join("\n"));
-    let ws = Ws::new(&spec(db, "wh", "", true));
-    let out = run(&ws, &["run", "aq", "--now", NOW]);
+    let (ws, out) = run_on(db, &lines);
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(
         ws.query(
@@ -215,7 +219,6 @@ fn an_hour_of_decimal_readings_averaging_the_limit_is_not_an_exceedance() {
 #[test]
 fn readings_beyond_exact_sums_load_and_the_means_over_them_fail_clearly() {
     let db = "prod_exact_range";
-    influx().create_db(db);
     let first: i64 = 1_774_483_200 / 60 + 10 * 60; // 2026-03-26T10:00:00Z
     let mut lines = Vec::new();
     for i in 0..60 {
@@ -230,9 +233,7 @@ fn readings_beyond_exact_sums_load_and_the_means_over_them_fail_clearly() {
             (first + 60 + i) * 60_000_000_000
         ));
     }
-    influx().write(db, &lines.join("\n"));
-    let ws = Ws::new(&spec(db, "wh", "", true));
-    let out = run(&ws, &["run", "aq", "--now", NOW]);
+    let (ws, out) = run_on(db, &lines);
     assert_eq!(out.code, 1, "{out:?}");
     let hourly = ws.query(
         "wh.duckdb",
