@@ -104,10 +104,12 @@ GROUP BY ALL
 {%- endmacro %}
 
 {#- Per pollutant, tags and local day: the mean of the day's valid hourly
-    averages, how many there are, and the day's length (23, 24 or 25). -#}
+    averages, their exact sum, how many there are, and the day's length
+    (23, 24 or 25). -#}
 {% macro daily(hourly, calendar, params, tags) -%}
 SELECT hr.pollutant, {{ tags_of(tags, "hr.") }}c.day,
     avg(hr.avg::DECIMAL(38, 18)) FILTER (WHERE {{ valid(params, "hr.") }}) AS mean,
+    sum(hr.avg::DECIMAL(38, 18)) FILTER (WHERE {{ valid(params, "hr.") }}) AS valid_sum,
     count(*) FILTER (WHERE {{ valid(params, "hr.") }}) AS n_valid_hours,
     any_value(c.hours_in_day) AS hours_in_day,
     any_value(hr.unit) AS unit
@@ -119,4 +121,78 @@ GROUP BY ALL
     19 of 25): 2008/50/EC Annex VII. -#}
 {% macro day_complete(n, hours) -%}
 {{ n }} >= ceil(0.75 * {{ hours }})
+{%- endmacro %}
+
+{#- The rules of `kinds` and `metrics` (lists) as a relation: `instrument`,
+    `name` (the pollutant as the rules name it), `pollutant` (its job),
+    `kind`, `metric`, `value`, `unit`, `allowed`, `consecutive`, `years`,
+    `valid_from`, `valid_to` (DATE), `outlook`. From `params.rules` when
+    set, else rules.sql (see there). A rule without `instrument`, `kind`,
+    `metric` or `value`, or with an unknown kind or metric, fails the
+    render naming it. -#}
+{% macro rules(params, kinds, metrics) -%}
+{%- import "rules.sql" as shipped -%}
+{%- set origin = "params.rules" if params.rules is defined else "rules.sql" -%}
+{%- set all = params.rules if params.rules is defined else shipped.rules -%}
+{%- set ns = namespace(rows=[]) -%}
+{%- for r in all -%}
+{%- set at = "rule " ~ loop.index ~ " of " ~ origin -%}
+{%- if r is not mapping -%}
+{{ fail(at ~ " is not a map like {instrument, pollutant, kind, metric, value}") }}
+{%- endif -%}
+{%- for f in ["instrument", "kind", "metric", "value"] -%}
+{%- if r[f] is not defined -%}
+{{ fail(at ~ " has no `" ~ f ~ "`") }}
+{%- endif -%}
+{%- endfor -%}
+{%- if r.kind not in ["limit", "target", "information", "alert", "criterion"] -%}
+{{ fail(at ~ " (" ~ r.instrument ~ "): `kind` is limit, target, information, alert or criterion, not `" ~ r.kind ~ "`") }}
+{%- endif -%}
+{%- if r.metric not in ["hourly", "daily_mean", "max_daily_8h_mean", "annual_mean", "aot40"] -%}
+{{ fail(at ~ " (" ~ r.instrument ~ "): `metric` is hourly, daily_mean, max_daily_8h_mean, annual_mean or aot40, not `" ~ r.metric ~ "`") }}
+{%- endif -%}
+{%- if r.kind != "criterion" and r.pollutant is not defined -%}
+{{ fail(at ~ " (" ~ r.instrument ~ "): a " ~ r.kind ~ " needs `pollutant`") }}
+{%- endif -%}
+{%- if (r.consecutive | default(1)) < 1 -%}
+{{ fail(at ~ " (" ~ r.instrument ~ "): `consecutive` is 1 or more") }}
+{%- endif -%}
+{%- if r.kind in kinds and r.metric in metrics -%}
+{%- set ns.rows = ns.rows + [r] -%}
+{%- endif -%}
+{%- endfor -%}
+{%- if ns.rows -%}
+SELECT * FROM (VALUES
+{%- for r in ns.rows %}
+    ({{ r.instrument | sqlstr }}, {{ (r.pollutant | default("")) | sqlstr }}, {% if r.pollutant is defined %}{{ job_of(params, r.pollutant) }}{% else %}NULL{% endif %}, {{ r.kind | sqlstr }}, {{ r.metric | sqlstr }}, {{ r.value }}::DOUBLE, {{ ("mg/m3" if r.pollutant | default("") == "co" else ("µg/m3·h" if r.metric == "aot40" else ("" if r.kind == "criterion" else "µg/m3"))) | sqlstr }}, {{ r.allowed | default(0) }}::INTEGER, {{ r.consecutive | default(1) }}::INTEGER, {{ r.years | default(1) }}::INTEGER, DATE {{ (r.valid_from | default("1900-01-01")) | sqlstr }}, DATE {{ (r.valid_to | default("9999-12-31")) | sqlstr }}, {{ "true" if r.outlook | default(false) else "false" }}){% if not loop.last %},{% endif %}
+{%- endfor %}
+) r(instrument, name, pollutant, kind, metric, value, unit, allowed, consecutive, years, valid_from, valid_to, outlook)
+{%- else -%}
+SELECT NULL::VARCHAR AS instrument, NULL::VARCHAR AS name, NULL::VARCHAR AS pollutant, NULL::VARCHAR AS kind, NULL::VARCHAR AS metric, NULL::DOUBLE AS value, NULL::VARCHAR AS unit, NULL::INTEGER AS allowed, NULL::INTEGER AS consecutive, NULL::INTEGER AS years, NULL::DATE AS valid_from, NULL::DATE AS valid_to, NULL::BOOLEAN AS outlook WHERE false
+{%- endif -%}
+{%- endmacro %}
+
+{#- Whether rule `r` (an alias with a dot) judges calendar year `y`: in
+    force (its period holds 1 January), or as the outlook of a later rule. -#}
+{% macro judges_year(r, y) -%}
+(make_date({{ y }}, 1, 1) < {{ r }}valid_to AND (make_date({{ y }}, 1, 1) >= {{ r }}valid_from OR {{ r }}outlook))
+{%- endmacro %}
+
+{#- `'in_force'` or `'outlook'`, for a rule `r` judging year `y`. -#}
+{% macro basis(r, y) -%}
+CASE WHEN make_date({{ y }}, 1, 1) >= {{ r }}valid_from THEN 'in_force' ELSE 'outlook' END
+{%- endmacro %}
+
+{#- The hour numbers `[from, to)` of rule `r`'s period, midnights UTC. -#}
+{% macro from_h(r) -%}
+(({{ r }}valid_from - DATE '1970-01-01')::BIGINT * 24)
+{%- endmacro %}
+{% macro to_h(r) -%}
+(({{ r }}valid_to - DATE '1970-01-01')::BIGINT * 24)
+{%- endmacro %}
+
+{#- The local calendar years of the keys, as a relation `(year, first_h,
+    hours_in_year)` (`first_h` the number of the year's first UTC hour). -#}
+{% macro years_of(years) -%}
+{% if not years %}SELECT NULL::INTEGER AS year, NULL::BIGINT AS first_h, NULL::INTEGER AS hours_in_year WHERE false{% else %}SELECT * FROM (VALUES {% for y in years %}({{ y.year }}::INTEGER, {{ y.first_h }}::BIGINT, {{ y.hours }}::INTEGER){% if not loop.last %}, {% endif %}{% endfor %}) y(year, first_h, hours_in_year){% endif %}
 {%- endmacro %}

@@ -49,6 +49,8 @@ pub struct ModelInput<'a> {
     /// The keys' own hours `[from, to)` as hour numbers since the epoch
     /// (`h`), lookback excluded.
     pub key_hours: (i64, i64),
+    /// The local calendar years the keys' hours fall in.
+    pub years: Vec<crate::models::keys::Year>,
     pub hours_from: Hour,
     pub hours_to: Hour,
 }
@@ -130,6 +132,7 @@ impl Templates {
             keys_to => input.keys_to.clone(),
             key_hours_from => input.key_hours.0,
             key_hours_to => input.key_hours.1,
+            years => Value::from_serialize(&input.years),
             hours_from => input.hours_from.to_string(),
             hours_to => input.hours_to.to_string(),
             tags => m.tags.clone(),

@@ -190,6 +190,44 @@ pub fn key_hours(zone: Zone, r: KeyRange) -> (i64, i64) {
     )
 }
 
+/// One local calendar year: its number, first UTC hour (as an hour number)
+/// and length in hours (8760 or 8784 in most zones; more or less in a year
+/// a zone changed its standard offset).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Year {
+    pub year: i64,
+    pub first_h: i64,
+    pub hours: i64,
+}
+
+/// Every local calendar year holding an hour of the keys `r`.
+pub fn years(zone: Zone, r: KeyRange) -> Vec<Year> {
+    if r.from >= r.to {
+        return Vec::new();
+    }
+    let (a, b) = (
+        first_hour(r.grain, zone, r.from),
+        first_hour(r.grain, zone, r.to),
+    );
+    let (y0, y1) = (
+        key_of(Grain::Year, zone, a),
+        key_of(Grain::Year, zone, b.plus(-1)),
+    );
+    (y0..=y1)
+        .map(|y| {
+            let (f, t) = (
+                hour_number(first_hour(Grain::Year, zone, y)),
+                hour_number(first_hour(Grain::Year, zone, y + 1)),
+            );
+            Year {
+                year: y,
+                first_h: f,
+                hours: t - f,
+            }
+        })
+        .collect()
+}
+
 /// Adds `r` to sorted, merged ranges (adjacent ones merge).
 pub fn merge(ranges: &mut Vec<KeyRange>, r: KeyRange) {
     if r.from >= r.to {
