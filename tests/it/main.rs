@@ -5,6 +5,7 @@ mod dry_run;
 mod engine;
 mod guarantees;
 mod influx_source;
+mod law;
 mod ops;
 mod prefect_client;
 mod prefect_cloud;

@@ -312,13 +312,21 @@ fn assert_boundaries_present(want: &BTreeMap<&str, Table>) {
     let k = |p: &str, s: &str, d: &str, m: &str| -> Vec<String> {
         vec![p.into(), s.into(), "2026".into(), d.into(), m.into()]
     };
-    assert_eq!(ex[&k("no2", "a", "2008/50/EC", "hourly")][3], V::I(1));
-    assert_eq!(ex[&k("pm10", "c", "2008/50/EC", "daily_mean")][3], V::I(1));
+    let t1 = "(EU) 2024/2881 Annex I Table 1";
     assert_eq!(
-        ex[&k("pm10", "c", "(EU) 2024/2881", "daily_mean")][3],
-        V::I(2)
+        ex[&k("no2", "a", "2008/50/EC Annex XI", "hourly")][4],
+        V::I(1)
     );
-    assert!(!ex.contains_key(&k("pm25", "c", "(EU) 2024/2881", "daily_mean")));
+    assert_eq!(
+        ex[&k("pm10", "c", "2008/50/EC Annex XI", "daily_mean")][4],
+        V::I(1)
+    );
+    assert_eq!(ex[&k("pm10", "c", t1, "daily_mean")][4], V::I(2));
+    assert_eq!(
+        ex[&k("pm10", "c", t1, "daily_mean")][0],
+        V::S(Some("outlook".into()))
+    );
+    assert!(!ex.contains_key(&k("pm25", "c", t1, "daily_mean")));
 }
 
 /// The stock products equal the definitions on the boundary data; late

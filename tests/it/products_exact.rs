@@ -125,13 +125,16 @@ fn means_are_exact_on_a_limit_and_the_same_bits_after_a_backfill() {
     assert_eq!(day, want);
     let exceeded = ws.query(
         "wh.duckdb",
-        "SELECT directive, sum(n_values), sum(n_exceedances) FROM exceedance_days \
+        "SELECT instrument, basis, sum(n_values), sum(n_exceedances) FROM exceedance_days \
          WHERE pollutant = 'pm10' AND metric = 'daily_mean' AND day = DATE '2026-03-27' \
          GROUP BY ALL ORDER BY ALL",
     );
     assert_eq!(
         exceeded,
-        [["(EU) 2024/2881", "10", "10"], ["2008/50/EC", "10", "0"]]
+        [
+            ["(EU) 2024/2881 Annex I Table 1", "outlook", "10", "10"],
+            ["2008/50/EC Annex XI", "in_force", "10", "0"]
+        ]
     );
 
     let full = products(&ws);
@@ -205,10 +208,13 @@ fn an_hour_of_decimal_readings_averaging_the_limit_is_not_an_exceedance() {
     assert_eq!(
         ws.query(
             "wh.duckdb",
-            "SELECT directive, n_values, n_exceedances FROM exceedance_days \
+            "SELECT instrument, n_values, n_exceedances FROM exceedance_days \
              WHERE pollutant = 'no2' AND metric = 'hourly' ORDER BY ALL"
         ),
-        [["(EU) 2024/2881", "1", "0"], ["2008/50/EC", "1", "0"]]
+        [
+            ["(EU) 2024/2881 Annex I Table 1", "1", "0"],
+            ["2008/50/EC Annex XI", "1", "0"]
+        ]
     );
 }
 

@@ -42,25 +42,60 @@ fn bounds(p: &str) -> [f64; 5] {
     }
 }
 
-/// (directive, pollutant, statistic, limit, allowed): 2008/50/EC Annex XI
-/// (and Annex VII for the O3 target value), (EU) 2024/2881 Annex I.
-pub const LIMITS: [(&str, &str, &str, f64, i64); 15] = [
-    ("2008/50/EC", "pm10", "daily_mean", 50.0, 35),
-    ("2008/50/EC", "no2", "hourly", 200.0, 18),
-    ("2008/50/EC", "so2", "hourly", 350.0, 24),
-    ("2008/50/EC", "so2", "daily_mean", 125.0, 3),
-    ("2008/50/EC", "co", "max_daily_8h_mean", 10.0, 0),
-    ("2008/50/EC", "o3", "max_daily_8h_mean", 120.0, 25),
-    ("(EU) 2024/2881", "pm25", "daily_mean", 25.0, 18),
-    ("(EU) 2024/2881", "pm10", "daily_mean", 45.0, 18),
-    ("(EU) 2024/2881", "no2", "hourly", 200.0, 3),
-    ("(EU) 2024/2881", "no2", "daily_mean", 50.0, 18),
-    ("(EU) 2024/2881", "so2", "hourly", 350.0, 3),
-    ("(EU) 2024/2881", "so2", "daily_mean", 50.0, 18),
-    ("(EU) 2024/2881", "co", "daily_mean", 4.0, 18),
-    ("(EU) 2024/2881", "co", "max_daily_8h_mean", 10.0, 0),
-    ("(EU) 2024/2881", "o3", "max_daily_8h_mean", 120.0, 18),
-];
+/// A limit value judging a calendar year: (instrument, basis, pollutant,
+/// metric, limit, allowed exceedances a year).
+pub type Limit = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    f64,
+    i64,
+);
+
+/// The limit values of short averaging periods judging calendar year `y`,
+/// from the instruments (eu-air-quality-standards.md): 2008/50/EC Annex XI
+/// up to 2026 (repealed with effect from 12 December 2026), (EU) 2024/2881
+/// Annex I Table 2 (the same values) for 2027-2029, Table 1 from 2030, and
+/// Table 1 before 2030 as the `outlook`.
+pub fn limits(y: i32) -> Vec<Limit> {
+    let old = [
+        ("pm10", "daily_mean", 50.0, 35),
+        ("no2", "hourly", 200.0, 18),
+        ("so2", "hourly", 350.0, 24),
+        ("so2", "daily_mean", 125.0, 3),
+        ("co", "max_daily_8h_mean", 10.0, 0),
+    ];
+    let table1 = [
+        ("pm25", "daily_mean", 25.0, 18),
+        ("pm10", "daily_mean", 45.0, 18),
+        ("no2", "hourly", 200.0, 3),
+        ("no2", "daily_mean", 50.0, 18),
+        ("so2", "hourly", 350.0, 3),
+        ("so2", "daily_mean", 50.0, 18),
+        ("co", "max_daily_8h_mean", 10.0, 0),
+        ("co", "daily_mean", 4.0, 18),
+    ];
+    let mut out = Vec::new();
+    let t1 = "(EU) 2024/2881 Annex I Table 1";
+    let (in_force, basis_t1) = match y {
+        ..=2026 => (Some("2008/50/EC Annex XI"), "outlook"),
+        2027..=2029 => (Some("(EU) 2024/2881 Annex I Table 2"), "outlook"),
+        _ => (None, "in_force"),
+    };
+    if let Some(i) = in_force {
+        out.extend(
+            old.iter()
+                .map(|(p, m, v, a)| (i, "in_force", *p, *m, *v, *a)),
+        );
+    }
+    out.extend(
+        table1
+            .iter()
+            .map(|(p, m, v, a)| (t1, basis_t1, *p, *m, *v, *a)),
+    );
+    out
+}
 
 /// Hourly (pollutant, station, hour number) -> (minutes present, average).
 pub type Hourly = BTreeMap<(String, String, i64), (i64, f64)>;
@@ -337,7 +372,8 @@ pub fn exceedance_days(h: &Hourly, tz: chrono_tz::Tz) -> Table {
     let (vals, present) = limit_values(h, tz, |d| d);
     let mut out = Table::new();
     for (p, s, d) in present {
-        for (directive, lp, stat, limit, _) in LIMITS {
+        use chrono::Datelike;
+        for (instrument, basis, lp, stat, limit, _) in limits(d.year()) {
             if lp != p {
                 continue;
             }
@@ -350,10 +386,11 @@ pub fn exceedance_days(h: &Hourly, tz: chrono_tz::Tz) -> Table {
                     p.clone(),
                     s.clone(),
                     d.to_string(),
-                    directive.into(),
+                    instrument.into(),
                     stat.into(),
                 ],
                 vec![
+                    V::S(Some(basis.into())),
                     V::I(v.len() as i64),
                     V::I(v.iter().filter(|x| **x > limit).count() as i64),
                 ],
@@ -368,7 +405,7 @@ pub fn exceedances(h: &Hourly, tz: chrono_tz::Tz) -> Table {
     let (vals, present) = limit_values(h, tz, |d| d.year());
     let mut out = Table::new();
     for (p, s, y) in present {
-        for (directive, lp, stat, limit, allowed) in LIMITS {
+        for (instrument, basis, lp, stat, limit, allowed) in limits(y) {
             if lp != p {
                 continue;
             }
@@ -382,10 +419,11 @@ pub fn exceedances(h: &Hourly, tz: chrono_tz::Tz) -> Table {
                     p.clone(),
                     s.clone(),
                     y.to_string(),
-                    directive.into(),
+                    instrument.into(),
                     stat.into(),
                 ],
                 vec![
+                    V::S(Some(basis.into())),
                     V::F(Some(limit)),
                     V::I(allowed),
                     V::I(v.len() as i64),
@@ -407,8 +445,8 @@ pub fn queries() -> Vec<(&'static str, &'static str, usize)> {
         ("rolling_24h", "SELECT pollutant, station, epoch_us(hour_start) // 3600000000, mean, n_valid, valid FROM rolling_24h", 3),
         ("daily_max_8h", "SELECT pollutant, station, day::VARCHAR, max_8h, epoch_us(max_8h_hour) // 3600000000, n_valid_8h, hours_in_day, valid FROM daily_max_8h", 3),
         ("eaqi", "SELECT station, epoch_us(hour_start) // 3600000000, pm25_band, pm10_band, no2_band, o3_band, so2_band, eaqi, level, dominant, n_pollutants, complete FROM eaqi", 2),
-        ("exceedance_days", "SELECT pollutant, station, day::VARCHAR, directive, metric, n_values, n_exceedances FROM exceedance_days", 5),
-        ("exceedances", "SELECT pollutant, station, year, directive, metric, limit_value, allowed, n_values, n_exceedances, over_allowed FROM exceedances", 5),
+        ("exceedance_days", "SELECT pollutant, station, day::VARCHAR, instrument, metric, basis, n_values, n_exceedances FROM exceedance_days", 5),
+        ("exceedances", "SELECT pollutant, station, year, instrument, metric, basis, limit_value, allowed, n_values, n_exceedances, over_allowed FROM exceedances", 5),
     ]
 }
 
