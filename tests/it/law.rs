@@ -903,3 +903,121 @@ fn annual_means_and_ozone_targets_follow_their_rules() {
         assert_same(n, &got[n], w);
     }
 }
+
+/// Minute lines for `plan`, in line protocol.
+fn lines(plan: &Plan) -> String {
+    let mut out = String::new();
+    for ((p, s, h), (n, v)) in plan {
+        for m in 0..*n {
+            out.push_str(&format!(
+                "air_quality,station={s} {p}={v} {}\n",
+                (h * 60 + m) * 60_000_000_000
+            ));
+        }
+    }
+    out
+}
+
+/// PM episodes on daily means go out as Prefect events exactly once: when
+/// the day that reaches them is over, not before; never again on a rerun,
+/// a backfill asked to alert, or a late point that changes a day's mean
+/// but not the episode; and a late point that makes an episode sends it.
+#[test]
+fn daily_pm_episodes_are_sent_to_prefect_once_each() {
+    let p = crate::util::prefect();
+    let spec = "prefect: {url: '${env:PREFECT_API_URL}'}
+state: {type: local, path: state}
+sources:
+  points: {type: line_protocol, path: points.lp}
+sinks:
+  wh: {type: duckdb, path: wh.duckdb}
+pipelines:
+  pm:
+    source: points
+    sinks: [wh]
+    measurement: air_quality
+    start: 2026-12-12T23:00:00Z
+    jobs: [{name: pm10}, {name: pm25}]
+    models:
+      - {name: daily_mean, grain: day, timezone: Europe/Berlin}
+      - name: daily_threshold_episodes
+        grain: day
+        timezone: Europe/Berlin
+        lookback: 72h
+        depends_on: [daily_mean]
+        events: air-quality.threshold.exceeded
+";
+    let ws = Ws::new(spec);
+    // Berlin days 13-16 December: PM10 95 on the 13th-15th at pmev1, 20
+    // elsewhere; PM2.5 at 10.
+    let d0 = hour("2026-12-12T23:00:00Z");
+    let mut plan = Plan::new();
+    for h in d0..d0 + 4 * 24 {
+        let pm10 = if h < d0 + 72 { 95.0 } else { 20.0 };
+        plan.insert(("pm10".into(), "pmev1".into(), h), (60, pm10));
+        plan.insert(("pm25".into(), "pmev2".into(), h), (60, 10.0));
+    }
+    ws.write("points.lp", &lines(&plan));
+    let env = [("PREFECT_API_URL", p.url.as_str())];
+    let go = |args: &[&str]| {
+        let out = ws.run_env(args, &env);
+        assert_eq!(out.code, 0, "{out:?}");
+    };
+    let sent = |least: usize| -> BTreeSet<String> {
+        let evs = p.events(
+            serde_json::json!({"event": {"name": ["air-quality.threshold.exceeded"]},
+                "resource": {"id_prefix": ["air-quality.station.pmev"]}}),
+            least,
+        );
+        let ids: Vec<String> = evs
+            .iter()
+            .map(|e| {
+                assert_eq!(e["payload"]["averaging"], "1 day", "{e}");
+                e["payload"]["episode"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        let set: BTreeSet<String> = ids.iter().cloned().collect();
+        assert_eq!(set.len(), ids.len(), "an episode sent twice: {ids:?}");
+        set
+    };
+    let settle = || std::thread::sleep(std::time::Duration::from_secs(3));
+    // Hourly runs: the 13th is over at 23:00 UTC; the 14th is not yet at noon.
+    go(&["run", "pm", "--now", "2026-12-14T12:00:00Z"]);
+    assert_eq!(
+        sent(1),
+        BTreeSet::from(["pm10|pmev1|information|2026-12-13".to_owned()])
+    );
+    go(&["run", "pm", "--now", "2026-12-16T23:00:00Z"]);
+    let both = BTreeSet::from([
+        "pm10|pmev1|information|2026-12-13".to_owned(),
+        "pm10|pmev1|alert|2026-12-13".to_owned(),
+    ]);
+    assert_eq!(sent(2), both);
+    // A rerun and a backfill asked to alert: nothing new.
+    go(&["run", "pm", "--now", "2026-12-16T23:00:00Z"]);
+    let all = [
+        "backfill", "pm", "--from", "2026-12-12T23:00:00Z", "--to", "2026-12-16T23:00:00Z",
+        "--alerts", "--now", "2026-12-16T23:00:00Z",
+    ];
+    go(&all);
+    settle();
+    assert_eq!(sent(2), both);
+    // A late point changes the 14th's mean (still above): the same episodes.
+    plan.insert(("pm10".into(), "pmev1".into(), d0 + 30), (60, 120.0));
+    // Late points make an episode at pmev2: PM2.5 at 60 on the 15th.
+    for h in d0 + 48..d0 + 72 {
+        plan.insert(("pm25".into(), "pmev2".into(), h), (60, 60.0));
+    }
+    ws.write("points.lp", &lines(&plan));
+    go(&all);
+    settle();
+    let mut three = both.clone();
+    three.insert("pm25|pmev2|information|2026-12-15".to_owned());
+    assert_eq!(sent(3), three);
+    let means = ws.query(
+        "wh.duckdb",
+        "SELECT round(mean::DOUBLE, 4)::VARCHAR FROM daily_mean \
+         WHERE pollutant = 'pm10' AND day = DATE '2026-12-14'",
+    );
+    assert_eq!(means, [["96.0417"]]);
+}
