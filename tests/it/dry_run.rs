@@ -27,7 +27,7 @@ fn demo_dry_run_is_exact_and_writes_nothing() {
     ] {
         assert!(models.contains(line), "{line}\n{out:?}");
     }
-    assert_eq!(models.matches("\nmodel `").count(), 7, "{out:?}");
+    assert_eq!(models.matches("\nmodel `").count(), 13, "{out:?}");
     assert!(!ws.path(".duckhour").exists());
     assert!(!ws.path("demo.duckdb").exists());
 }

@@ -374,20 +374,26 @@ fn demo_runs_with_no_service_and_a_second_run_loads_nothing_new() {
     assert_eq!(
         out.stdout,
         r#"run of pipeline `demo`:
-  co                     ok      24 hours (24 new, 0 redone) in 1 batches, 4240 rows in, 71 rows out, checkpoint 2026-11-20T23:00:00Z
-  no2                    ok      24 hours (24 new, 0 redone) in 1 batches, 4240 rows in, 71 rows out, checkpoint 2026-11-20T23:00:00Z
-  o3                     ok      24 hours (24 new, 0 redone) in 1 batches, 4240 rows in, 71 rows out, checkpoint 2026-11-20T23:00:00Z
-  pm10                   ok      24 hours (24 new, 0 redone) in 1 batches, 4240 rows in, 71 rows out, checkpoint 2026-11-20T23:00:00Z
-  pm25                   ok      24 hours (24 new, 0 redone) in 1 batches, 4240 rows in, 71 rows out, checkpoint 2026-11-20T23:00:00Z
-  so2                    ok      24 hours (24 new, 0 redone) in 1 batches, 4120 rows in, 69 rows out, checkpoint 2026-11-20T23:00:00Z
-  model daily_mean       ok      day [2026-11-20, 2026-11-21): 24 hours read, 18 rows, checkpoint 2026-11-20T23:00:00Z
-  model rolling_8h       ok      hour [2026-11-20T00:00:00Z, 2026-11-21T07:00:00Z): 38 hours read, 432 rows, checkpoint 2026-11-20T23:00:00Z
-  model rolling_24h      ok      hour [2026-11-20T00:00:00Z, 2026-11-21T23:00:00Z): 70 hours read, 432 rows, checkpoint 2026-11-20T23:00:00Z
-  model daily_max_8h     ok      day [2026-11-20, 2026-11-22): 48 hours read, 18 rows, checkpoint 2026-11-20T23:00:00Z
-  model eaqi             ok      hour [2026-11-20T00:00:00Z, 2026-11-21T00:00:00Z): 24 hours read, 70 rows, checkpoint 2026-11-20T23:00:00Z
-  model exceedance_days  ok      day [2026-11-20, 2026-11-22): 48 hours read, 45 rows, checkpoint 2026-11-20T23:00:00Z
-  model exceedances      ok      year [2026, 2027): 8760 hours read, 45 rows, checkpoint 2026-11-20T23:00:00Z
-  data: local (duckdb demo.duckdb schema main), tables pollutant_hourly, daily_mean, rolling_8h, rolling_24h, daily_max_8h, eaqi, exceedance_days, exceedances
+  co                              ok      24 hours (24 new, 0 redone) in 1 batches, 4240 rows in, 71 rows out, checkpoint 2026-11-20T23:00:00Z
+  no2                             ok      24 hours (24 new, 0 redone) in 1 batches, 4240 rows in, 71 rows out, checkpoint 2026-11-20T23:00:00Z
+  o3                              ok      24 hours (24 new, 0 redone) in 1 batches, 4240 rows in, 71 rows out, checkpoint 2026-11-20T23:00:00Z
+  pm10                            ok      24 hours (24 new, 0 redone) in 1 batches, 4240 rows in, 71 rows out, checkpoint 2026-11-20T23:00:00Z
+  pm25                            ok      24 hours (24 new, 0 redone) in 1 batches, 4240 rows in, 71 rows out, checkpoint 2026-11-20T23:00:00Z
+  so2                             ok      24 hours (24 new, 0 redone) in 1 batches, 4120 rows in, 69 rows out, checkpoint 2026-11-20T23:00:00Z
+  model daily_mean                ok      day [2026-11-20, 2026-11-21): 24 hours read, 18 rows, checkpoint 2026-11-20T23:00:00Z
+  model rolling_8h                ok      hour [2026-11-20T00:00:00Z, 2026-11-21T07:00:00Z): 38 hours read, 432 rows, checkpoint 2026-11-20T23:00:00Z
+  model rolling_24h               ok      hour [2026-11-20T00:00:00Z, 2026-11-21T23:00:00Z): 70 hours read, 432 rows, checkpoint 2026-11-20T23:00:00Z
+  model daily_max_8h              ok      day [2026-11-20, 2026-11-22): 48 hours read, 18 rows, checkpoint 2026-11-20T23:00:00Z
+  model eaqi                      ok      hour [2026-11-20T00:00:00Z, 2026-11-21T00:00:00Z): 24 hours read, 70 rows, checkpoint 2026-11-20T23:00:00Z
+  model exceedance_days           ok      day [2026-11-20, 2026-11-22): 48 hours read, 39 rows, checkpoint 2026-11-20T23:00:00Z
+  model exceedances               ok      year [2026, 2027): 8760 hours read, 39 rows, checkpoint 2026-11-20T23:00:00Z
+  model annual_mean               ok      year [2026, 2027): 8760 hours read, 27 rows, checkpoint 2026-11-20T23:00:00Z
+  model o3_target_days            ok      year [2026, 2029): 43848 hours read, 6 rows, checkpoint 2026-11-20T23:00:00Z
+  model aot40_days                ok      day [2026-11-20, 2026-11-21): 24 hours read, 0 rows, checkpoint 2026-11-20T23:00:00Z
+  model aot40                     ok      year [2026, 2031): 78888 hours read, 0 rows, checkpoint 2026-11-20T23:00:00Z
+  model threshold_episodes        ok      hour [2026-11-20T00:00:00Z, 2026-11-21T03:00:00Z): 30 hours read, 0 rows, checkpoint 2026-11-20T23:00:00Z
+  model daily_threshold_episodes  ok      day [2026-11-20, 2026-11-24): 168 hours read, 0 rows, checkpoint 2026-11-20T23:00:00Z
+  data: local (duckdb demo.duckdb schema main), tables pollutant_hourly, daily_mean, rolling_8h, rolling_24h, daily_max_8h, eaqi, exceedance_days, exceedances, annual_mean, o3_target_days, aot40_days, aot40, threshold_episodes, daily_threshold_episodes
   look: duckdb demo.duckdb -c 'FROM daily_mean LIMIT 10'   (any DuckDB client reads the file)
 "#
     );

@@ -996,8 +996,15 @@ pipelines:
     // A rerun and a backfill asked to alert: nothing new.
     go(&["run", "pm", "--now", "2026-12-16T23:00:00Z"]);
     let all = [
-        "backfill", "pm", "--from", "2026-12-12T23:00:00Z", "--to", "2026-12-16T23:00:00Z",
-        "--alerts", "--now", "2026-12-16T23:00:00Z",
+        "backfill",
+        "pm",
+        "--from",
+        "2026-12-12T23:00:00Z",
+        "--to",
+        "2026-12-16T23:00:00Z",
+        "--alerts",
+        "--now",
+        "2026-12-16T23:00:00Z",
     ];
     go(&all);
     settle();

@@ -65,10 +65,10 @@ fn serve_catches_up_at_start_then_stops_on_sigterm() {
         || done.iter().all(|p| p.exists()),
     );
     assert_eq!(out.code, 0, "{out:?}");
-    assert!(out.stdout.starts_with("serving demo (UTC); stop with Ctrl-C or SIGTERM\nrun of pipeline `demo`:\n  co                     ok      "), "{out:?}");
+    assert!(out.stdout.starts_with("serving demo (UTC); stop with Ctrl-C or SIGTERM\nrun of pipeline `demo`:\n  co                              ok      "), "{out:?}");
     assert!(
         // "next run of `demo` at ..." is printed unless the signal came first.
-        out.stdout.ends_with("stopped\n") && out.stdout.matches("  ok  ").count() == 6 + 7,
+        out.stdout.ends_with("stopped\n") && out.stdout.matches("  ok  ").count() == 6 + 13,
         "{out:?}"
     );
     assert_eq!(out.stderr, "", "{out:?}");
@@ -340,6 +340,12 @@ fn json_logs_at_the_default_level_tell_runs_and_jobs() {
             "model finished",
             "model finished",
             "model finished",
+            "model finished",
+            "model finished",
+            "model finished",
+            "model finished",
+            "model finished",
+            "model finished",
             "run finished"
         ],
         "{out:?}"
@@ -356,7 +362,7 @@ fn json_logs_at_the_default_level_tell_runs_and_jobs() {
         )
     );
     // Models not reading each other finish in either order (side by side).
-    let model = &lines[4..11]
+    let model = &lines[4..17]
         .iter()
         .find(|l| l["fields"]["model"] == "daily_mean")
         .unwrap_or_else(|| panic!("{out:?}"))["fields"];
@@ -368,12 +374,12 @@ fn json_logs_at_the_default_level_tell_runs_and_jobs() {
             &serde_json::json!(3)
         )
     );
-    let end = &lines[11]["fields"];
+    let end = &lines[17]["fields"];
     assert_eq!(
         (&end["jobs"], &end["models"], &end["failed"]),
         (
             &serde_json::json!(1),
-            &serde_json::json!(7),
+            &serde_json::json!(13),
             &serde_json::json!(0)
         )
     );

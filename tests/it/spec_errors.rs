@@ -166,7 +166,7 @@ fn shipped_spec_validates_and_lists() {
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(
         out.stdout,
-        "pipelines.yaml is valid: 2 pipelines, 12 jobs, 15 models, 2 sources, 3 sinks\n"
+        "pipelines.yaml is valid: 2 pipelines, 12 jobs, 26 models, 2 sources, 3 sinks\n"
     );
     let out = ws.run(&["list"]);
     assert_eq!(out.code, 0, "{out:?}");
@@ -179,7 +179,7 @@ fn shipped_spec_validates_and_lists() {
     );
     assert!(
         out.stdout.contains(
-            "  model daily_max_8h        day (Europe/Berlin), lookback 0h, reads co,no2,o3,pm10,pm25,so2 and model rolling_8h -> daily_max_8h via daily_max_8h.sql\n  model eaqi                hour, lookback 0h, reads co,no2,o3,pm10,pm25,so2 -> eaqi via eaqi.sql\n  model exceedance_days     day (Europe/Berlin), lookback 0h, reads co,no2,o3,pm10,pm25,so2 and models daily_mean, daily_max_8h -> exceedance_days via exceedance_days.sql\n  model exceedances         year (Europe/Berlin), lookback 0h, reads co,no2,o3,pm10,pm25,so2 and model exceedance_days -> exceedances via exceedances.sql\n  model threshold_episodes  hour, lookback 3h, reads co,no2,o3,pm10,pm25,so2 -> threshold_episodes via threshold_episodes.sql, new episodes as Prefect events `air-quality.threshold.exceeded`\n"
+            "  model daily_max_8h              day (Europe/Berlin), lookback 0h, reads co,no2,o3,pm10,pm25,so2 and model rolling_8h -> daily_max_8h via daily_max_8h.sql\n  model eaqi                      hour, lookback 0h, reads co,no2,o3,pm10,pm25,so2 -> eaqi via eaqi.sql\n  model exceedance_days           day (Europe/Berlin), lookback 0h, reads co,no2,o3,pm10,pm25,so2 and models daily_mean, daily_max_8h -> exceedance_days via exceedance_days.sql\n  model exceedances               year (Europe/Berlin), lookback 0h, reads co,no2,o3,pm10,pm25,so2 and model exceedance_days -> exceedances via exceedances.sql\n  model annual_mean               year (Europe/Berlin), lookback 0h, reads co,no2,o3,pm10,pm25,so2 and model daily_mean -> annual_mean via annual_mean.sql\n  model o3_target_days            year (Europe/Berlin), lookback 17544h, reads co,no2,o3,pm10,pm25,so2 and model daily_max_8h -> o3_target_days via o3_target_days.sql\n  model aot40_days                day (Europe/Berlin), lookback 0h, reads co,no2,o3,pm10,pm25,so2 -> aot40_days via aot40_days.sql\n  model aot40                     year (Europe/Berlin), lookback 35064h, reads co,no2,o3,pm10,pm25,so2 and model aot40_days -> aot40 via aot40.sql\n  model threshold_episodes        hour, lookback 3h, reads co,no2,o3,pm10,pm25,so2 -> threshold_episodes via threshold_episodes.sql, new episodes as Prefect events `air-quality.threshold.exceeded`\n  model daily_threshold_episodes  day (Europe/Berlin), lookback 72h, reads co,no2,o3,pm10,pm25,so2 and model daily_mean -> daily_threshold_episodes via daily_threshold_episodes.sql, new episodes as Prefect events `air-quality.threshold.exceeded`\n"
         ),
         "{out:?}"
     );
