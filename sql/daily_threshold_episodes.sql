@@ -4,7 +4,7 @@
   information and alert thresholds on daily means (Directive (EU) 2024/2881
   Annex I Section 4: PM10 90, PM2.5 50 µg/m3; the alert after three
   consecutive days): the `information` and `alert` rules of metric
-  `daily_mean` (rules.sql, or `params.rules`). An episode is reached on
+  `daily_mean` (rules.sql, or the spec's `rules:`). An episode is reached on
   local day d when the valid daily means (75 % of the day's hours valid)
   of each of the rule's `consecutive` days up to d are strictly above the
   threshold, the rule judges d (its period holds the date), every one of

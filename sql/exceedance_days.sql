@@ -11,7 +11,7 @@
   (`daily_mean`: 75 % of the day's hours valid); maximum daily 8-hour means
   of valid days (`max_daily_8h_mean`: valid 8-hour means for 75 % of the
   day's hours). Limits: the `limit` rules of those metrics (rules.sql, or
-  `params.rules`) that judge the day's calendar year, each row saying its
+  the spec's `rules:`) that judge the day's calendar year, each row saying its
   `instrument` and `basis` (`in_force`, or `outlook` for the 2030 values
   before 2030). CO is in mg/m3, the rest in µg/m3.
 -#}
@@ -20,7 +20,7 @@
 {{ fail("model `" ~ model.name ~ "` reads the daily means and maxima: set `depends_on: [daily_mean, daily_max_8h]`") }}
 {%- endif -%}
 {%- if params.metrics is defined -%}
-{{ fail("model `" ~ model.name ~ "`: `params.metrics` was replaced by `params.rules` (README \"Rules\")") }}
+{{ fail("model `" ~ model.name ~ "`: `params.metrics` was replaced by `rules:` (README \"Rules\")") }}
 {%- endif -%}
 WITH vals AS (
     SELECT 'hourly' AS metric, hr.pollutant, {{ p.tags_of(tags, "hr.") }}c.day, hr.avg AS value

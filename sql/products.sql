@@ -126,13 +126,14 @@ GROUP BY ALL
 {#- The rules of `kinds` and `metrics` (lists) as a relation: `instrument`,
     `name` (the pollutant as the rules name it), `pollutant` (its job),
     `kind`, `metric`, `value`, `unit`, `allowed`, `consecutive`, `years`,
-    `valid_from`, `valid_to` (DATE), `outlook`. From `params.rules` when
-    set, else rules.sql (see there). A rule without `instrument`, `kind`,
-    `metric` or `value`, or with an unknown kind or metric, fails the
-    render naming it. -#}
+    `valid_from`, `valid_to` (DATE), `outlook`. From `params.rules` (the
+    spec's `rules:`, checked at load) when set, else rules.sql (see
+    there). A rule without `instrument`, `kind`, `metric` or `value`, or
+    with an unknown kind or metric (an edit of rules.sql), fails the render
+    naming it. -#}
 {% macro rules(params, kinds, metrics) -%}
 {%- import "rules.sql" as shipped -%}
-{%- set origin = "params.rules" if params.rules is defined else "rules.sql" -%}
+{%- set origin = "`rules:`" if params.rules is defined else "rules.sql" -%}
 {%- set all = params.rules if params.rules is defined else shipped.rules -%}
 {%- set ns = namespace(rows=[]) -%}
 {%- for r in all -%}

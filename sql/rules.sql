@@ -2,9 +2,10 @@
   The rules the stock products judge by: limit values, target values,
   information and alert thresholds, and the data-coverage criterion of an
   annual mean, each with the instrument that sets it and the period it
-  applies to. A product model reads `params.rules` when a pipeline or model
-  sets it (a network's national values, as a YAML list of the same maps),
-  else this list. See README "Rules".
+  applies to. A product model reads the spec's `rules:` (as `params.rules`)
+  when its pipeline or the model sets it (a network's national values, a
+  YAML list of the same maps, checked at spec load), else this list. See
+  README "Rules".
 
   Fields: `instrument`; `pollutant` (co, no2, o3, pm10, pm25, so2, mapped to
   job names by `params.pollutants`; none for a criterion: every pollutant);

@@ -3,7 +3,7 @@
   the hourly thresholds minus 1: 2h for the shipped rules, 3h in the
   shipped pipelines). The information and alert thresholds on hourly
   values: the `information` and `alert` rules of metric `hourly` (rules.sql,
-  or `params.rules`). An episode is reached in hour h when the valid hourly
+  or the spec's `rules:`). An episode is reached in hour h when the valid hourly
   values of a pollutant at a station have exceeded a threshold (strictly
   above it: a value equal to a threshold does not exceed it) in each of the
   rule's `consecutive` hours up to h, the rule judges h (its period holds
@@ -21,7 +21,7 @@
 -#}
 {% import "products.sql" as p -%}
 {%- if params.thresholds is defined -%}
-{{ fail("model `" ~ model.name ~ "`: `params.thresholds` was replaced by `params.rules` (README \"Rules\")") }}
+{{ fail("model `" ~ model.name ~ "`: `params.thresholds` was replaced by `rules:` (README \"Rules\")") }}
 {%- endif -%}
 WITH t AS ({{ p.rules(params, ["information", "alert"], ["hourly"]) }}),
 tt AS (

@@ -490,4 +490,29 @@ mod tests {
         );
         assert_eq!(literal(Grain::Year, 2026, |_| String::new()), "2026");
     }
+
+    /// A year's hours in its zone: 8760, 8784 in a leap year, starting at
+    /// local midnight (23:00 UTC the day before in Berlin); keys of any
+    /// grain name the years their hours fall in.
+    #[test]
+    fn years_hold_their_local_hours() {
+        let berlin = Zone::parse("Europe/Berlin").unwrap();
+        let y = |k| KeyRange {
+            grain: Grain::Year,
+            from: k,
+            to: k + 1,
+        };
+        let got = years(berlin, y(2028));
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].hours, 8784);
+        assert_eq!(hour_of(got[0].first_h), h("2027-12-31T23:00:00Z"));
+        assert_eq!(years(Zone::UTC, y(2027))[0].hours, 8760);
+        let days = KeyRange {
+            grain: Grain::Day,
+            from: key_of(Grain::Day, berlin, h("2026-12-31T12:00:00Z")),
+            to: key_of(Grain::Day, berlin, h("2027-01-01T12:00:00Z")) + 1,
+        };
+        let ys: Vec<i64> = years(berlin, days).iter().map(|y| y.year).collect();
+        assert_eq!(ys, [2026, 2027]);
+    }
 }

@@ -6,6 +6,7 @@ mod diag;
 mod endpoints;
 mod load;
 mod models;
+mod rules;
 mod types;
 mod validate;
 mod values;

@@ -198,6 +198,27 @@ pub(super) fn model_config(
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     params.extend(v.params.iter().map(|(k, v)| (k.clone(), v.clone())));
+    if params.contains_key("rules") {
+        c.err(
+            m.into(),
+            format!("model `{name}`: set the rules with `rules:` (README \"Rules\"), not `params.rules`"),
+        );
+    }
+    if let Some(rules) = v.rules.as_ref().or(p.rules.as_ref()) {
+        let mut names: Vec<String> = super::rules::POLLUTANTS.map(String::from).to_vec();
+        names.extend(jobs.iter().map(|j| j.name.clone()));
+        if let Some(serde_json::Value::Object(map)) = params.get("pollutants") {
+            names.extend(map.keys().cloned());
+        }
+        // The pipeline's rules are checked for each model that uses them;
+        // the checker reports an error once.
+        let who = match &v.rules {
+            Some(_) => format!("model `{name}`"),
+            None => format!("pipeline `{pipeline}`"),
+        };
+        let list = super::rules::check(c, &who, rules, &names);
+        params.insert("rules".into(), list);
+    }
     if let Some(e) = &v.events {
         let ok = e.value.contains('.')
             && e.value

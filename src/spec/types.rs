@@ -280,6 +280,10 @@ pub struct PipelineSpec {
     /// Free values every job's template sees as `params` (a job's own `params` win).
     #[serde(default)]
     pub params: BTreeMap<String, serde_json::Value>,
+    /// The rules (limit values, targets, thresholds, criteria) every model
+    /// judges by, replacing sql/rules.sql's; a model's own `rules` win.
+    #[serde(default)]
+    pub rules: Option<Vec<Spanned<RuleSpec>>>,
     /// The jobs, usually one per pollutant.
     pub jobs: Vec<Spanned<JobSpec>>,
     /// Products computed from the jobs' hourly rows (daily means, the air
@@ -322,12 +326,52 @@ pub struct ModelSpec {
     /// Values the template sees as `params`, merged over the pipeline's.
     #[serde(default)]
     pub params: BTreeMap<String, serde_json::Value>,
+    /// Rules replacing the pipeline's (or sql/rules.sql's) for this model.
+    #[serde(default)]
+    pub rules: Option<Vec<Spanned<RuleSpec>>>,
     /// A Prefect event name (e.g. `air-quality.threshold.exceeded`): each
     /// row of the model with an `episode` not yet in its table is sent as
     /// one such event, its id derived from the episode. The rows need
     /// `episode` and `resource` columns. Default: no events.
     #[serde(default)]
     pub events: Option<Spanned<String>>,
+}
+
+/// One rule of `rules:`: a limit value, target value, information or
+/// alert threshold, or coverage criterion, with its period of validity.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    /// The instrument setting it, e.g. `(EU) 2024/2881 Annex I Section 4`.
+    pub instrument: Spanned<String>,
+    /// co, no2, o3, pm10, pm25, so2 (or a job, or a key of
+    /// `params.pollutants`); none for a criterion.
+    #[serde(default)]
+    pub pollutant: Option<Spanned<String>>,
+    /// limit, target, information, alert or criterion.
+    pub kind: Spanned<String>,
+    /// hourly, daily_mean, max_daily_8h_mean, annual_mean or aot40.
+    pub metric: Spanned<String>,
+    /// The value (µg/m3; CO mg/m3; AOT40 µg/m3·h; a criterion a fraction).
+    pub value: Spanned<f64>,
+    /// Exceedances allowed a calendar year. Default 0.
+    #[serde(default)]
+    pub allowed: Option<Spanned<u32>>,
+    /// Consecutive hours (hourly thresholds) or days (daily ones). Default 1.
+    #[serde(default)]
+    pub consecutive: Option<Spanned<u32>>,
+    /// Years a target is averaged over. Default 1.
+    #[serde(default)]
+    pub years: Option<Spanned<u32>>,
+    /// First date it applies to (`2026-12-12`). Default: always.
+    #[serde(default)]
+    pub valid_from: Option<Spanned<String>>,
+    /// First date it no longer applies to. Default: never.
+    #[serde(default)]
+    pub valid_to: Option<Spanned<String>>,
+    /// Also reported for the years before `valid_from` (`basis: outlook`).
+    #[serde(default)]
+    pub outlook: Option<bool>,
 }
 
 /// An entry of a pipeline's `jobs:`.

@@ -24,9 +24,12 @@ pub(super) struct Checker<'a> {
 }
 
 impl Checker<'_> {
+    /// Reports an error (once: the same error found twice is one).
     pub(super) fn err(&mut self, span: Span, msg: impl Into<String>) {
         let d = self.loaded.diag(span, msg);
-        self.errors.push(d);
+        if !self.errors.contains(&d) {
+            self.errors.push(d);
+        }
     }
 
     /// Checks `${kind:NAME}` references in a string value.

@@ -138,14 +138,15 @@ fn hourly_episodes(plan: &Plan) -> Table {
     let switch = hour(&format!("{SWITCH}T00:00:00Z"));
     let mut out = Table::new();
     for ((p, s), series) in valid(plan, 45) {
-        for (&h, _) in &series {
+        for &h in series.keys() {
             for (inst, tp, name, value, c, daily) in thresholds(h >= switch) {
                 if daily || tp != p {
                     continue;
                 }
                 let above = |k: i64| series.get(&k).is_some_and(|v| *v > value);
                 let full = (h - c + 1..=h).all(above);
-                let judged_before = (h - 1 >= switch) == (h >= switch);
+                // The hour before was judged by the same rule (not across the switch).
+                let judged_before = (h > switch) == (h >= switch);
                 if full && !(judged_before && above(h - c)) {
                     let first = h - c + 1;
                     out.insert(
@@ -631,8 +632,9 @@ fn o3_target(plan: &Plan) -> Table {
         })
         .collect();
     let m8 = crate::products_ref::daily_max_8h(&hourly, TZ);
-    // (station, year) -> (days over, valid days, months, by month valid days)
-    let mut years: BTreeMap<(String, i32), (i64, i64, BTreeMap<u32, i64>)> = BTreeMap::new();
+    // (station, year) -> (days over, valid days, valid days by month)
+    type Year = (i64, i64, BTreeMap<u32, i64>);
+    let mut years: BTreeMap<(String, i32), Year> = BTreeMap::new();
     for (k, v) in &m8 {
         if k[0] != "o3" {
             continue;
@@ -1027,4 +1029,63 @@ pipelines:
          WHERE pollutant = 'pm10' AND day = DATE '2026-12-14'",
     );
     assert_eq!(means, [["96.0417"]]);
+}
+
+/// The README's national rules, as printed, replace the shipped ones: a
+/// PM10 day of 2027 above 50 is an information episode of the national
+/// decree, and no EU information threshold (90) is judged any more.
+#[test]
+fn readme_national_rules_replace_the_shipped_ones() {
+    let readme = std::fs::read_to_string(crate::util::repo().join("README.md")).unwrap();
+    let block = readme
+        .split("**A network's own values, in YAML.**")
+        .nth(1)
+        .and_then(|s| s.split("```yaml\n").nth(1))
+        .and_then(|s| s.split("```").next())
+        .unwrap();
+    assert!(block.starts_with("    rules:\n"), "{block}");
+    let spec = format!(
+        "state: {{type: local, path: state}}
+sources:
+  points: {{type: line_protocol, path: points.lp}}
+sinks:
+  wh: {{type: duckdb, path: wh.duckdb}}
+pipelines:
+  national:
+    source: points
+    sinks: [wh]
+    measurement: air_quality
+    start: 2027-01-04T23:00:00Z
+{block}    jobs: [{{name: pm10}}]
+    models:
+      - {{name: daily_mean, grain: day, timezone: Europe/Berlin}}
+      - {{name: annual_mean, grain: year, timezone: Europe/Berlin, depends_on: [daily_mean]}}
+      - {{name: daily_threshold_episodes, grain: day, timezone: Europe/Berlin, lookback: 72h, depends_on: [daily_mean]}}
+"
+    );
+    let ws = Ws::new(&spec);
+    // Berlin 5-7 January 2027: 60, 95, 20.
+    let d0 = hour("2027-01-04T23:00:00Z");
+    let mut plan = Plan::new();
+    for h in d0..d0 + 72 {
+        let v = [60.0, 95.0, 20.0][((h - d0) / 24) as usize];
+        plan.insert(("pm10".into(), "n1".into(), h), (60, v));
+    }
+    ws.write("points.lp", &lines(&plan));
+    let out = ws.run(&["run", "national", "--now", "2027-01-08T00:00:00Z"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        ws.query(
+            "wh.duckdb",
+            "SELECT day::VARCHAR, threshold, threshold_value::VARCHAR, instrument FROM daily_threshold_episodes ORDER BY ALL"
+        ),
+        [["2027-01-05", "information", "50.0", "national decree 2026/12"]]
+    );
+    assert_eq!(
+        ws.query(
+            "wh.duckdb",
+            "SELECT instrument, basis, limit_value::VARCHAR, criterion::VARCHAR FROM annual_mean"
+        ),
+        [["(EU) 2024/2881 Annex I Table 2", "in_force", "40.0", "0.85"]]
+    );
 }

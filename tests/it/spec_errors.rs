@@ -402,3 +402,82 @@ fn model_events_need_prefect_and_a_name() {
     let out = ws.run(&["validate"]);
     assert_eq!(out.code, 0, "{out:?}");
 }
+
+/// Rules: each wrong field points at its line and column, with a
+/// suggestion where a name is close; a pipeline's rules wrong once are
+/// reported once, whatever number of models use them.
+#[test]
+fn rule_errors_point_at_their_field() {
+    let rules = "    rules:
+      - {instrument: nat, pollutant: pm01, kind: alrt, metric: daily_maen, value: 50}
+      - {instrument: crit, kind: criterion, metric: annual_mean, value: 85, valid_from: \"2026-13-01\"}
+      - {instrument: late, pollutant: no2, kind: limit, metric: hourly, value: 200, valid_from: \"2027-01-01\", valid_to: \"2026-01-01\"}
+";
+    let out = validate_with(
+        "    jobs:\n",
+        &format!("{rules}    models:\n      - {{name: daily_mean, grain: day}}\n      - {{name: eaqi, grain: hour}}\n    jobs:\n"),
+    );
+    assert_error(
+        out,
+        r#"error: pipeline `demo`: rule 1 (nat): unknown pollutant `pm01` (a stock name, a job, or a key of `params.pollutants`); did you mean `pm10`?
+  --> pipelines.yaml:16:38
+   |
+16 |       - {instrument: nat, pollutant: pm01, kind: alrt, metric: daily_maen, value: 50}
+   |                                      ^
+
+error: pipeline `demo`: rule 1 (nat): unknown kind `alrt` (limit, target, information, alert, criterion); did you mean `alert`?
+  --> pipelines.yaml:16:50
+   |
+16 |       - {instrument: nat, pollutant: pm01, kind: alrt, metric: daily_maen, value: 50}
+   |                                                  ^
+
+error: pipeline `demo`: rule 1 (nat): unknown metric `daily_maen` (hourly, daily_mean, max_daily_8h_mean, annual_mean, aot40); did you mean `daily_mean`?
+  --> pipelines.yaml:16:64
+   |
+16 |       - {instrument: nat, pollutant: pm01, kind: alrt, metric: daily_maen, value: 50}
+   |                                                                ^
+
+error: pipeline `demo`: rule 2 (crit): a criterion is a fraction of the hours, above 0 and at most 1
+  --> pipelines.yaml:17:73
+   |
+17 |       - {instrument: crit, kind: criterion, metric: annual_mean, value: 85, valid_from: "2026-13-01"}
+   |                                                                         ^
+
+error: pipeline `demo`: rule 2 (crit): `2026-13-01` is not a date like `2026-12-12`
+  --> pipelines.yaml:17:89
+   |
+17 |       - {instrument: crit, kind: criterion, metric: annual_mean, value: 85, valid_from: "2026-13-01"}
+   |                                                                                         ^
+
+error: pipeline `demo`: rule 3 (late): `valid_to` 2026-01-01 is not after `valid_from` 2027-01-01
+  --> pipelines.yaml:18:121
+   |
+18 |       - {instrument: late, pollutant: no2, kind: limit, metric: hourly, value: 200, valid_from: "2027-01-01", valid_to: "2026-01-01"}
+   |                                                                                                                         ^
+
+6 errors
+"#,
+    );
+    // A misspelt key, and rules under `params`, are refused too.
+    let out = validate_with(
+        "    jobs:\n",
+        "    models:\n      - {name: eaqi, grain: hour, rules: [{instrument: x, kind: alert, metric: hourly, value: 1, pollutant: o3, consecutiv: 3}]}\n    jobs:\n",
+    );
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr
+            .starts_with("error: unknown key `consecutiv`; did you mean `consecutive`?\n  --> pipelines.yaml:16:113\n"),
+        "{out:?}"
+    );
+    let out = validate_with(
+        "    jobs:\n",
+        "    models:\n      - {name: eaqi, grain: hour, params: {rules: []}}\n    jobs:\n",
+    );
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains(
+            "error: model `eaqi`: set the rules with `rules:` (README \"Rules\"), not `params.rules`"
+        ),
+        "{out:?}"
+    );
+}
