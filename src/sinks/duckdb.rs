@@ -359,7 +359,7 @@ impl DuckSink {
         })
         .map_err(|e| {
             let _ = conn.execute_batch("ROLLBACK");
-            err(e.to_string())
+            err(missing_column(&e.to_string(), table).unwrap_or_else(|| e.to_string()))
         })
     }
 
@@ -384,6 +384,20 @@ impl DuckSink {
         *loaded = 0;
         Ok(())
     }
+}
+
+/// DuckDB's binder error for a result column the table lacks (`Table "t"
+/// does not have a column with name "c"`, with a "did you mean" that
+/// points at the wrong fix), said as the BigQuery sink says it: the
+/// template's columns changed since the table was made.
+fn missing_column(message: &str, table: &str) -> Option<String> {
+    let rest = message
+        .split("does not have a column with name \"")
+        .nth(1)?;
+    let column = rest.split('"').next()?;
+    Some(format!(
+        "table `{table}` has no column `{column}` that the SQL returns: add it, or drop the table to have it recreated (a model's: then `backfill --model` rebuilds it; README \"Rules\", upgrading)"
+    ))
 }
 
 /// `db?k=v&k2=v2` into the database and its parameters.

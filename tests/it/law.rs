@@ -1089,3 +1089,79 @@ pipelines:
         [["(EU) 2024/2881 Annex I Table 2", "in_force", "40.0", "0.85"]]
     );
 }
+
+/// A pipeline made before the rules: its `daily_mean` table lacks
+/// `valid_sum`. The model fails saying so (not DuckDB's "did you mean
+/// valid"), the jobs' rows load, and after the table is dropped a
+/// `backfill --model` rebuilds it and the annual means from the sink alone.
+#[test]
+fn a_table_made_before_the_rules_is_named_and_rebuilt() {
+    let spec = "state: {type: local, path: state}
+sources:
+  points: {type: line_protocol, path: points.lp}
+sinks:
+  wh: {type: duckdb, path: wh.duckdb}
+pipelines:
+  up:
+    source: points
+    sinks: [wh]
+    measurement: air_quality
+    start: 2026-11-20T00:00:00Z
+    jobs: [{name: no2}]
+    models:
+      - {name: daily_mean, grain: day}
+      - {name: annual_mean, grain: year, depends_on: [daily_mean]}
+";
+    let ws = Ws::new(spec);
+    let d0 = hour("2026-11-20T00:00:00Z");
+    let mut plan = Plan::new();
+    for h in d0..d0 + 24 {
+        plan.insert(("no2".into(), "u1".into(), h), (60, 30.0));
+    }
+    ws.write("points.lp", &lines(&plan));
+    // The table as the stock daily_mean made it before this change.
+    let exec = |sql: &str| {
+        duckdb::Connection::open(ws.path("wh.duckdb"))
+            .unwrap()
+            .execute_batch(sql)
+            .unwrap()
+    };
+    exec(
+        "CREATE TABLE daily_mean (pollutant VARCHAR, station VARCHAR, day DATE, mean DECIMAL(38,18), \
+         n_valid_hours BIGINT, hours_in_day BIGINT, valid BOOLEAN, unit VARCHAR)",
+    );
+    let out = ws.run(&["run", "up", "--now", "2026-11-21T00:10:00Z"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("error: model `daily_mean`: sink `wh` hours day [2026-11-20, 2026-11-21): table `daily_mean` has no column `valid_sum` that the SQL returns: add it, or drop the table to have it recreated (a model's: then `backfill --model` rebuilds it; README \"Rules\", upgrading)"),
+        "{out:?}"
+    );
+    assert_eq!(
+        ws.query("wh.duckdb", "SELECT count(*) FROM pollutant_hourly"),
+        [["24"]]
+    );
+    exec("DROP TABLE daily_mean");
+    let out = ws.run(&[
+        "backfill",
+        "up",
+        "--from",
+        "2026-11-20T00:00:00Z",
+        "--to",
+        "2026-11-21T00:00:00Z",
+        "--model",
+        "annual_mean",
+        "--now",
+        "2026-11-21T00:10:00Z",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        ws.query(
+            "wh.duckdb",
+            "SELECT mean::VARCHAR, n_valid_hours::VARCHAR, instrument FROM annual_mean ORDER BY ALL"
+        ),
+        [
+            ["30.0", "24", "(EU) 2024/2881 Annex I Table 1"],
+            ["30.0", "24", "2008/50/EC Annex XI"]
+        ]
+    );
+}
