@@ -444,7 +444,7 @@ fn threshold_episodes_follow_the_rule_in_force_on_12_december_2026() {
 /// September 1-4 missing (4 of 6 months: an invalid year), 2026 with April
 /// 1-3 missing (27 valid days, the least that counts) and July 1-22
 /// missing 10:00-14:59 UTC (994 of 1,104 AOT40 hours: 90 %, valid), and
-/// hours at 80.0/80.25 and out-of-window peaks at 07:00, 08:00, 19:00 and
+/// hours at 80.0/80.1 and out-of-window peaks at 07:00, 08:00, 19:00 and
 /// 20:00 CET and on the window's first and last days. At b, 2026 only, with
 /// one AOT40 hour fewer (993: not valid).
 fn year_plan() -> Plan {
@@ -487,11 +487,11 @@ fn year_plan() -> Plan {
     set_days("2027-08-01", 10, 120.25);
     for (t, v) in [
         ("2026-06-10T06:00:00Z", 150.0),
-        ("2026-06-10T07:00:00Z", 80.25),
+        ("2026-06-10T07:00:00Z", 80.1),
         ("2026-06-10T18:00:00Z", 80.0),
         ("2026-06-10T19:00:00Z", 150.0),
         ("2026-06-11T07:00:00Z", 80.0),
-        ("2026-06-11T18:00:00Z", 80.25),
+        ("2026-06-11T18:00:00Z", 80.1),
         ("2026-04-30T18:00:00Z", 150.0),
         ("2026-05-01T07:00:00Z", 150.0),
         ("2026-07-31T18:00:00Z", 150.0),
@@ -870,6 +870,17 @@ fn annual_means_and_ozone_targets_follow_their_rules() {
     );
     assert_eq!(row(a40, ["o3", "a", "2026", vii])[6], V::I(3));
     assert_eq!(row(a40, ["o3", "a", "2025", vii])[5], V::F(None));
+    // 10 June 2026: 07:00 CET at 150 (outside), 08:00 at 80.1 (0.1),
+    // ten hours at 100 (20 each), 19:00 at 80.0 (in, not above), 20:00 at
+    // 150 (outside): 200.1 over 12 valid hours, 11 above 80.
+    assert_eq!(
+        ws.query(
+            "wh.duckdb",
+            "SELECT round(aot40_sum, 9)::VARCHAR, n_valid, n_over FROM aot40_days \
+             WHERE station = 'a' AND day = DATE '2026-06-10'"
+        ),
+        [["200.100000000", "12", "11"]]
+    );
 
     // A late hour: 2026-06-10T12:00Z (14:00 CEST) at 300 at a.
     let late = hour("2026-06-10T12:00:00Z");
