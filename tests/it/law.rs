@@ -795,6 +795,20 @@ fn year_tables(ws: &Ws, want: &BTreeMap<&str, Table>) -> BTreeMap<&'static str, 
     ])
 }
 
+/// The three year tables equal the definitions over `plan`; returns them.
+fn assert_years(ws: &Ws, plan: &Plan) -> BTreeMap<&'static str, Table> {
+    let want = BTreeMap::from([
+        ("annual_mean", annual_means(plan)),
+        ("o3_target_days", o3_target(plan)),
+        ("aot40", aot40(plan)),
+    ]);
+    let got = year_tables(ws, &want);
+    for (n, w) in &want {
+        assert_same(n, &got[n], w);
+    }
+    want
+}
+
 /// Annual means, the ozone target's three-year mean and AOT40's five-year
 /// mean equal their definitions on a year at 90.0 % and 89.99 % coverage
 /// (2008/50/EC) and at 85.0 % and 84.99 % (2024/2881), a year in progress,
@@ -827,15 +841,7 @@ fn annual_means_and_ozone_targets_follow_their_rules() {
         "2028-01-10T00:00:00Z",
     ];
     run(&ws, &all);
-    let want = BTreeMap::from([
-        ("annual_mean", annual_means(&plan)),
-        ("o3_target_days", o3_target(&plan)),
-        ("aot40", aot40(&plan)),
-    ]);
-    let got = year_tables(&ws, &want);
-    for (n, w) in &want {
-        assert_same(n, &got[n], w);
-    }
+    let want = assert_years(&ws, &plan);
     // What the boundaries provoked.
     let am = &want["annual_mean"];
     let row = |t: &Table, k: [&str; 4]| t[&k.map(String::from).to_vec()].clone();
@@ -906,16 +912,17 @@ fn annual_means_and_ozone_targets_follow_their_rules() {
         ],
     );
     assert!(out.stdout.contains("model aot40 "), "{out:?}");
-    let want = BTreeMap::from([
-        ("annual_mean", annual_means(&plan)),
-        ("o3_target_days", o3_target(&plan)),
-        ("aot40", aot40(&plan)),
-    ]);
-    let got = year_tables(&ws, &want);
-    for (n, w) in &want {
-        assert_same(n, &got[n], w);
-    }
+    assert_years(&ws, &plan);
 }
+
+/// A spec's start for the tests that read a line-protocol file (no server).
+const LP: &str = "state: {type: local, path: state}
+sources:
+  points: {type: line_protocol, path: points.lp}
+sinks:
+  wh: {type: duckdb, path: wh.duckdb}
+pipelines:
+";
 
 /// Minute lines for `plan`, in line protocol.
 fn lines(plan: &Plan) -> String {
@@ -937,15 +944,13 @@ fn lines(plan: &Plan) -> String {
 /// but not the episode; and a late point that makes an episode sends it.
 #[test]
 fn daily_pm_episodes_are_sent_to_prefect_once_each() {
+    let _turn = crate::util::alert_events();
     let p = crate::util::prefect();
     let spec = "prefect: {url: '${env:PREFECT_API_URL}'}
-state: {type: local, path: state}
-sources:
-  points: {type: line_protocol, path: points.lp}
-sinks:
-  wh: {type: duckdb, path: wh.duckdb}
-pipelines:
-  pm:
+"
+    .to_owned()
+        + LP
+        + "  pm:
     source: points
     sinks: [wh]
     measurement: air_quality
@@ -960,7 +965,7 @@ pipelines:
         depends_on: [daily_mean]
         events: air-quality.threshold.exceeded
 ";
-    let ws = Ws::new(spec);
+    let ws = Ws::new(&spec);
     // Berlin days 13-16 December: PM10 95 on the 13th-15th at pmev1, 20
     // elsewhere; PM2.5 at 10.
     let d0 = hour("2026-12-12T23:00:00Z");
@@ -1056,13 +1061,7 @@ fn readme_national_rules_replace_the_shipped_ones() {
         .unwrap();
     assert!(block.starts_with("    rules:\n"), "{block}");
     let spec = format!(
-        "state: {{type: local, path: state}}
-sources:
-  points: {{type: line_protocol, path: points.lp}}
-sinks:
-  wh: {{type: duckdb, path: wh.duckdb}}
-pipelines:
-  national:
+        "{LP}  national:
     source: points
     sinks: [wh]
     measurement: air_quality
@@ -1107,13 +1106,8 @@ pipelines:
 /// `backfill --model` rebuilds it and the annual means from the sink alone.
 #[test]
 fn a_table_made_before_the_rules_is_named_and_rebuilt() {
-    let spec = "state: {type: local, path: state}
-sources:
-  points: {type: line_protocol, path: points.lp}
-sinks:
-  wh: {type: duckdb, path: wh.duckdb}
-pipelines:
-  up:
+    let spec = LP.to_owned()
+        + "  up:
     source: points
     sinks: [wh]
     measurement: air_quality
@@ -1123,7 +1117,7 @@ pipelines:
       - {name: daily_mean, grain: day}
       - {name: annual_mean, grain: year, depends_on: [daily_mean]}
 ";
-    let ws = Ws::new(spec);
+    let ws = Ws::new(&spec);
     let d0 = hour("2026-11-20T00:00:00Z");
     let mut plan = Plan::new();
     for h in d0..d0 + 24 {
@@ -1175,4 +1169,103 @@ pipelines:
             ["30.0", "24", "2008/50/EC Annex XI"]
         ]
     );
+}
+
+/// A pipeline whose only sink is BigQuery (the emulator): the products
+/// are computed from the hourly rows and the upstream products read back
+/// from BigQuery, their lists, dates and exact sums stored in BigQuery's
+/// types, and the episodes are those of the definition.
+#[test]
+fn the_new_products_work_from_bigquery_alone() {
+    use crate::util::bigquery;
+    let db = "law_bq";
+    let plan = threshold_plan();
+    write(db, &plan);
+    let dataset = "law_products";
+    let spec = format!(
+        "state: {{type: local, path: state}}
+sources:
+  influx:
+    type: influxdb
+    url: ${{env:TEST_INFLUX_URL}}
+    database: {db}
+sinks:
+  bq:
+    type: bigquery
+    project: {}
+    dataset: {dataset}
+    location: EU
+    endpoint: ${{env:TEST_BQ_URL}}
+pipelines:
+  aq:
+    source: influx
+    sinks: [bq]
+    measurement: air_quality
+    start: 2026-12-08T00:00:00Z
+    end: 2026-12-20T00:00:00Z
+    batch_hours: 744
+    jobs: [{{name: no2}}, {{name: so2}}, {{name: o3}}, {{name: pm10}}, {{name: pm25}}]
+    models:
+{THRESHOLD_MODELS}      - {{name: annual_mean, grain: year, timezone: Europe/Berlin, depends_on: [daily_mean]}}
+",
+        crate::bigquery_sink::PROJECT
+    );
+    let ws = Ws::new(&spec);
+    let out = ws.run_env(
+        &["run", "aq", "--now", "2026-12-21T00:00:00Z"],
+        &[
+            ("TEST_INFLUX_URL", &influx().url),
+            ("TEST_BQ_URL", &bigquery().url),
+        ],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let q = |sql: &str| {
+        bigquery().query(
+            crate::bigquery_sink::PROJECT,
+            &sql.replace(
+                "$t",
+                &format!("{}.{dataset}", crate::bigquery_sink::PROJECT),
+            ),
+        )
+    };
+    let ids = |t: &Table| -> Vec<Vec<String>> {
+        let mut v: Vec<Vec<String>> = t
+            .values()
+            .map(|r| match &r[2] {
+                V::S(Some(s)) => vec![s.clone()],
+                _ => unreachable!(),
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        q("SELECT episode FROM `$t.threshold_episodes` ORDER BY episode"),
+        ids(&hourly_episodes(&plan))
+    );
+    assert_eq!(
+        q("SELECT episode FROM `$t.daily_threshold_episodes` ORDER BY episode"),
+        ids(&daily_episodes(&plan))
+    );
+    // Each episode's values (a list, which the sink stores as its text):
+    // three for a three-day alert; its first day a DATE.
+    assert_eq!(
+        q("SELECT `values`, CAST(first_day AS STRING), averaging FROM `$t.daily_threshold_episodes` \
+           WHERE episode = 'pm25|s2|alert|2026-12-13'"),
+        [["[50.25, 50.25, 50.25]", "2026-12-13", "1 day"]]
+    );
+    // The year's NO2 mean at s1 from the day rows read back: the hours of
+    // the plan, 2026-12-08 to 2026-12-20.
+    let vals: Vec<f64> = valid(&plan, 45)[&("no2".to_owned(), "s1".to_owned())]
+        .values()
+        .copied()
+        .collect();
+    let mean = vals.iter().sum::<f64>() / vals.len() as f64;
+    let got = q(
+        "SELECT mean, n_valid_hours FROM `$t.annual_mean` \
+                 WHERE pollutant = 'no2' AND station = 's1' AND instrument = '2008/50/EC Annex XI'",
+    );
+    assert_eq!(got[0][1], vals.len().to_string());
+    let m: f64 = got[0][0].parse().unwrap();
+    assert!((m - mean).abs() <= 1e-9 * mean, "{m} against {mean}");
 }

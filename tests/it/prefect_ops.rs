@@ -336,6 +336,7 @@ fn listener() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
 /// backfill of old hours, which alerts only when asked (`--alerts`).
 #[test]
 fn threshold_episodes_notify_once_each_through_a_prefect_automation() {
+    let _turn = crate::util::alert_events();
     let p = crate::util::prefect();
     let (url, got) = listener();
     p.python_file("runs.py", &["alert-automation", &url]);
@@ -547,9 +548,11 @@ pipelines:
         "{seen:?}"
     );
     // Prefect holds one event per alerted episode, with the station as its resource.
+    let stations =
+        ["alpha", "beta", "delta", "epsilon", "gamma"].map(|s| format!("air-quality.station.{s}"));
     let evs = p.events(
         serde_json::json!({"event": {"name": ["air-quality.threshold.exceeded"]},
-            "resource": {"id_prefix": ["air-quality.station."]}}),
+            "resource": {"id": stations}}),
         6,
     );
     let mut evs: Vec<(String, String)> = evs

@@ -11,7 +11,7 @@ mod proxy;
 
 pub use bigquery::bigquery;
 pub use influx::{influx, influx_auth, Influx};
-pub use prefect::{prefect, Prefect};
+pub use prefect::{alert_events, prefect, Prefect};
 pub use proxy::{replay_sequence, replay_server, Act, Recorder, Seen};
 
 use std::path::{Path, PathBuf};
