@@ -1182,34 +1182,25 @@ fn the_new_products_work_from_bigquery_alone() {
     let plan = threshold_plan();
     write(db, &plan);
     let dataset = "law_products";
-    let spec = format!(
-        "state: {{type: local, path: state}}
-sources:
-  influx:
-    type: influxdb
-    url: ${{env:TEST_INFLUX_URL}}
-    database: {db}
-sinks:
-  bq:
-    type: bigquery
-    project: {}
-    dataset: {dataset}
-    location: EU
-    endpoint: ${{env:TEST_BQ_URL}}
-pipelines:
-  aq:
-    source: influx
-    sinks: [bq]
-    measurement: air_quality
-    start: 2026-12-08T00:00:00Z
-    end: 2026-12-20T00:00:00Z
-    batch_hours: 744
-    jobs: [{{name: no2}}, {{name: so2}}, {{name: o3}}, {{name: pm10}}, {{name: pm25}}]
-    models:
-{THRESHOLD_MODELS}      - {{name: annual_mean, grain: year, timezone: Europe/Berlin, depends_on: [daily_mean]}}
-",
-        crate::bigquery_sink::PROJECT
-    );
+    // The threshold test's pipeline, into BigQuery alone, with annual means.
+    let spec = spec(
+        db,
+        "2026-12-08T00:00:00Z",
+        "2026-12-20T00:00:00Z",
+        "{name: no2}, {name: so2}, {name: o3}, {name: pm10}, {name: pm25}",
+        "",
+        &format!(
+            "{THRESHOLD_MODELS}      - {{name: annual_mean, grain: year, timezone: Europe/Berlin, depends_on: [daily_mean]}}\n"
+        ),
+    )
+    .replace(
+        "  wh: {type: duckdb, path: wh.duckdb}\n",
+        &format!(
+            "  bq:\n    type: bigquery\n    project: {}\n    dataset: {dataset}\n    location: EU\n    endpoint: ${{env:TEST_BQ_URL}}\n",
+            crate::bigquery_sink::PROJECT
+        ),
+    )
+    .replace("sinks: [wh]", "sinks: [bq]");
     let ws = Ws::new(&spec);
     let out = ws.run_env(
         &["run", "aq", "--now", "2026-12-21T00:00:00Z"],
