@@ -2,19 +2,26 @@
 //! minute readings into hourly aggregates in DuckDB/MotherDuck and BigQuery.
 //!
 //! Modules, in the order data flows:
-//! - [`spec`]: `pipelines.yaml` — parse, validate (pure), the checked config.
-//! - [`template`]: minijinja SQL templates over `sql/`.
+//! - [`cli`]: commands and flags; [`commands`]: what each CLI verb prints.
+//! - [`spec`]: `pipelines.yaml` — parse, validate (pure), the checked config;
+//!   [`secret`]: secrets and `${env:…}` / `${secret:…}` references.
+//! - [`template`]: minijinja SQL templates over `sql/`; [`bind`]: `validate`
+//!   runs every template's SQL on empty inputs.
 //! - [`plan`]: hour windows, catch-up batches, lookback, checkpoint moves (pure).
-//! - [`sources`]: InfluxDB v1/v2/v3 and line-protocol files, streamed.
+//! - [`sources`]: InfluxDB v1/v2/v3 and line-protocol files, streamed;
+//!   [`staged`]: a batch's rows as the transform reads them.
 //! - [`duck`]: the embedded DuckDB (staging, transform).
 //! - [`sinks`]: DuckDB files / MotherDuck, BigQuery.
-//! - [`models`]: products over the hourly rows (daily means, the air-quality index, ...).
+//! - [`models`]: products over the hourly rows (daily means, the air-quality
+//!   index, annual means, thresholds, ...).
 //! - [`state`]: checkpoints, ledger, run history, leases.
-//! - [`runner`]: one run of a pipeline; [`cron`] and `serve`: schedules; [`progress`]: the terminal line.
+//! - [`runner`]: one run of a pipeline; [`cron`] and `serve`: schedules;
+//!   [`progress`]: the terminal line; [`logging`]: text or JSON logs.
+//! - [`report`]: a run as a Prefect flow run with task runs and logs.
 //! - [`memory`]: malloc settings that keep peak memory flat in long runs.
 //! - [`http`]: URL display and retry timing shared by the HTTP clients.
 //! - [`prefect`]: the Prefect REST client (blocks, secrets, concurrency leases).
-//! - [`commands`]: what each CLI verb prints; [`error`]: exit codes and the reporter.
+//! - [`error`]: exit codes and the reporter.
 
 pub mod bind;
 pub mod cli;

@@ -195,8 +195,6 @@ pub enum ResolveError {
         name: String,
         looked: String,
     },
-    #[error("secret `{name}`: {message}")]
-    Backend { name: String, message: String },
 }
 
 /// Secrets fetched from the state store's backend (Prefect blocks) before a

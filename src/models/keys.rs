@@ -13,8 +13,7 @@ use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, Offset, TimeZone, Utc};
 use crate::spec::Hour;
 
 /// The unit of a model's output key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Grain {
     /// UTC hours; key column `hour_start` (TIMESTAMPTZ).
     Hour,

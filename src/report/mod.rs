@@ -42,9 +42,6 @@ pub enum Event {
         parameters: Value,
         tags: Vec<String>,
     },
-    JobStarted {
-        job: String,
-    },
     JobFinished {
         job: String,
         /// `COMPLETED`, `FAILED` or `CANCELLED`.
@@ -320,9 +317,6 @@ impl Remote {
                     .lock()
                     .await
                     .start(self.client.clone(), run, self.heartbeat);
-            }
-            Event::JobStarted { job } => {
-                self.task(&job).await?;
             }
             Event::JobFinished {
                 job,
