@@ -49,8 +49,9 @@ pub struct ModelInput<'a> {
     /// The keys' own hours `[from, to)` as hour numbers since the epoch
     /// (`h`), lookback excluded.
     pub key_hours: (i64, i64),
-    /// The local calendar years the keys' hours fall in.
-    pub years: Vec<crate::models::keys::Year>,
+    /// The local calendar years the keys' hours fall in, as a list of
+    /// `{year, first_h, hours}` (built by the models, which own the keys).
+    pub years: serde_json::Value,
     pub hours_from: Hour,
     pub hours_to: Hour,
 }

@@ -336,7 +336,7 @@ pub fn render(
         keys_from: key_literal(m.grain, r.from),
         keys_to: key_literal(m.grain, r.to),
         key_hours: keys::key_hours(m.zone, r),
-        years: keys::years(m.zone, r),
+        years: serde_json::to_value(keys::years(m.zone, r)).unwrap_or_default(),
         hours_from: from,
         hours_to: to,
     })
