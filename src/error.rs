@@ -68,6 +68,10 @@ pub enum JobError {
     /// the contract (`pollutant` = the job, `hour_start` in the batch).
     #[error("{0}")]
     Template(String),
+    /// A model was not recomputed because a model whose rows it reads
+    /// failed in this run; its hours stay pending.
+    #[error("model `{model}` was not recomputed: model `{upstream}`, whose rows it reads, failed; its hours stay pending")]
+    Upstream { model: String, upstream: String },
     /// The state store (checkpoint, ledger) failed.
     #[error("{0}")]
     State(String),
@@ -82,7 +86,8 @@ pub enum JobError {
 
 impl JobError {
     /// A short, stable name for records and scripts: `lease_busy`,
-    /// `lease_lost`, `source`, `sink`, `template`, `state`, `internal`.
+    /// `lease_lost`, `source`, `sink`, `template`, `upstream`, `state`,
+    /// `events`, `internal`.
     pub fn kind(&self) -> &'static str {
         match self {
             JobError::LeaseBusy(_) => "lease_busy",
@@ -90,6 +95,7 @@ impl JobError {
             JobError::Source(_) => "source",
             JobError::Sink { .. } => "sink",
             JobError::Template(_) => "template",
+            JobError::Upstream { .. } => "upstream",
             JobError::State(_) => "state",
             JobError::Events(_) => "events",
             JobError::Internal(_) => "internal",
@@ -149,11 +155,20 @@ fn render_diagnostics(ds: &[Diagnostic]) -> String {
 
 /// Prints `e` on stderr (with every known secret redacted) and returns its exit code.
 pub fn report(e: &Error) -> i32 {
-    let text = e.to_string();
-    let text = crate::secret::redact(&text);
     match e {
-        Error::Spec(_) => eprintln!("{text}"),
-        _ => eprintln!("error: {text}"),
+        Error::Spec(_) => eprintln!("{}", crate::secret::redact(&e.to_string())),
+        _ => say(&e.to_string()),
     }
     e.exit_code()
+}
+
+/// Says one error on stderr, the one way errors are printed outside the
+/// spec's diagnostics: `error: ` and the text, every known secret
+/// redacted, and the hint when its cause is known ([`crate::hint`]).
+pub fn say(text: &str) {
+    let text = crate::secret::redact(text);
+    eprintln!("error: {text}");
+    if let Some(h) = crate::hint::for_message(&text) {
+        eprintln!("  = hint: {h}");
+    }
 }

@@ -21,7 +21,8 @@
 //! - [`memory`]: malloc settings that keep peak memory flat in long runs.
 //! - [`http`]: URL display and retry timing shared by the HTTP clients.
 //! - [`prefect`]: the Prefect REST client (blocks, secrets, concurrency leases).
-//! - [`error`]: exit codes and the reporter.
+//! - [`error`]: exit codes and the reporter; [`hint`]: what to do about an
+//!   error whose cause is known.
 
 pub mod bind;
 pub mod cli;
@@ -29,6 +30,7 @@ pub mod commands;
 pub mod cron;
 pub mod duck;
 pub mod error;
+pub mod hint;
 pub mod http;
 pub mod logging;
 pub mod memory;

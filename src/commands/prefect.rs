@@ -20,7 +20,7 @@ use tracing::{info, warn};
 
 use crate::cli::{DeployArgs, PrefectBackfillArgs, Split, WorkerArgs};
 use crate::error::{Error, EXIT_OK};
-use crate::prefect::runs::state;
+use crate::prefect::runs::{state, StateType};
 use crate::prefect::Client;
 use crate::runner::{self, Mode, Options};
 use crate::spec::{Config, Hour, Pipeline};
@@ -351,11 +351,11 @@ async fn claim<'a>(config: &'a Config, client: &Client, fr: &Value) -> Option<Cl
     // Two claims of one SCHEDULED run still race, and there the second
     // PENDING gets ABORT.
     let cur = match client.read("flow_runs", id).await {
-        Ok(cur) if cur["state"]["type"] == "SCHEDULED" => cur,
+        Ok(cur) if StateType::of(&cur) == Some(StateType::Scheduled) => cur,
         _ => return None,
     };
     match client
-        .set_state("flow_runs", id, state("PENDING", None))
+        .set_state("flow_runs", id, state(StateType::Pending, None))
         .await
     {
         Ok(s) if s == "ACCEPT" => {}
@@ -375,7 +375,7 @@ async fn claim<'a>(config: &'a Config, client: &Client, fr: &Value) -> Option<Cl
     };
     let fail = |message: String| async move {
         let _ = client
-            .set_state("flow_runs", id, state("FAILED", Some(&message)))
+            .set_state("flow_runs", id, state(StateType::Failed, Some(&message)))
             .await;
         warn!(flow_run = id, "{message}");
     };
@@ -401,7 +401,7 @@ async fn claim<'a>(config: &'a Config, client: &Client, fr: &Value) -> Option<Cl
         }
     };
     match client
-        .set_state("flow_runs", id, state("RUNNING", None))
+        .set_state("flow_runs", id, state(StateType::Running, None))
         .await
     {
         Ok(s) if s == "ACCEPT" => {}
@@ -445,7 +445,7 @@ async fn execute(
                 }
                 asked = tokio::time::Instant::now();
                 if let Ok(fr) = client.read("flow_runs", &id).await {
-                    if fr["state"]["type"] == "CANCELLING" {
+                    if StateType::of(&fr) == Some(StateType::Cancelling) {
                         stop.store(true, Ordering::SeqCst);
                     }
                 }
@@ -457,12 +457,9 @@ async fn execute(
     // The report sets the final state, but gives up at its first failure
     // (a busy server); a claimed run must not stay RUNNING, so the worker
     // makes sure, with the store's full retries.
-    let (kind, message) = runner::run_state(&outcomes);
+    let (kind, message) = outcomes.state();
     let ended = match client.read("flow_runs", id).await {
-        Ok(fr) => matches!(
-            fr["state"]["type"].as_str(),
-            Some("COMPLETED" | "FAILED" | "CANCELLED" | "CRASHED")
-        ),
+        Ok(fr) => StateType::of(&fr).is_some_and(StateType::is_final),
         Err(_) => false,
     };
     if !ended {

@@ -4,7 +4,7 @@ use std::io::Write;
 
 use crate::cli::{BackfillArgs, RunArgs};
 use crate::error::{Error, EXIT_OK};
-use crate::runner::{self, Mode, Options, Outcome};
+use crate::runner::{self, checkpoint_text, Mode, Options, Outcomes};
 use crate::spec::{Config, Pipeline};
 
 /// Whether to draw progress: stderr is a terminal and not `--quiet`.
@@ -95,76 +95,61 @@ pub(crate) fn finish(
     config: &Config,
     p: &Pipeline,
     verb: &str,
-    outcomes: &[Outcome],
+    outcomes: &Outcomes,
 ) -> Result<i32, Error> {
     print_report(config, p, verb, outcomes);
-    let failed = outcomes.iter().filter(|o| !o.ok).count();
-    if failed > 0 {
-        // Jobs that failed for the same reason (a sink or source that could
-        // not be set up) are reported once.
-        let mut by_error: Vec<(String, Vec<&str>)> = Vec::new();
-        for o in outcomes.iter().filter(|o| !o.ok && o.keys.is_some()) {
-            // A model's error names the model.
-            let e = o
-                .error
-                .as_ref()
-                .map_or_else(|| "failed".to_owned(), |e| e.to_string());
-            let e = crate::secret::redact(&e);
-            let name = o.job.trim_start_matches("model ");
-            let named = format!("model `{name}`");
-            if e.starts_with(&named) {
-                eprintln!("error: {e}");
-            } else {
-                eprintln!("error: {named}: {e}");
-            }
-        }
-        for o in outcomes.iter().filter(|o| !o.ok && o.keys.is_none()) {
-            let e = o
-                .error
-                .as_ref()
-                .map_or_else(|| "failed".to_owned(), |e| e.to_string());
-            match by_error.iter_mut().find(|(m, _)| *m == e) {
-                Some((_, jobs)) => jobs.push(&o.job),
-                None => by_error.push((e, vec![&o.job])),
-            }
-        }
-        for (e, jobs) in by_error {
-            let names: Vec<String> = jobs.iter().map(|j| format!("`{j}`")).collect();
-            let noun = if jobs.len() == 1 { "job" } else { "jobs" };
-            let e = crate::secret::redact(&e).into_owned();
-            eprintln!("error: {noun} {}: {e}", names.join(", "));
-        }
-        return Err(Error::JobsFailed {
-            failed,
-            total: outcomes.len(),
-        });
+    let failed = outcomes.failed();
+    if failed == 0 {
+        return Ok(EXIT_OK);
     }
-    Ok(EXIT_OK)
+    for o in &outcomes.models {
+        if let Some(e) = &o.error {
+            // A model's error may name the model already.
+            let e = e.to_string();
+            let named = format!("model `{}`", o.model);
+            if e.starts_with(&named) {
+                crate::error::say(&e);
+            } else {
+                crate::error::say(&format!("{named}: {e}"));
+            }
+        }
+    }
+    // Jobs that failed for the same reason (a sink or source that could
+    // not be set up) are reported once.
+    let mut by_error: Vec<(String, Vec<&str>)> = Vec::new();
+    for o in &outcomes.jobs {
+        let Some(e) = &o.error else { continue };
+        let e = e.to_string();
+        match by_error.iter_mut().find(|(m, _)| *m == e) {
+            Some((_, jobs)) => jobs.push(&o.job),
+            None => by_error.push((e, vec![&o.job])),
+        }
+    }
+    for (e, jobs) in by_error {
+        let names: Vec<String> = jobs.iter().map(|j| format!("`{j}`")).collect();
+        let noun = if jobs.len() == 1 { "job" } else { "jobs" };
+        crate::error::say(&format!("{noun} {}: {e}", names.join(", ")));
+    }
+    Err(Error::JobsFailed {
+        failed,
+        total: outcomes.total(),
+    })
 }
 
-fn print_report(config: &Config, p: &Pipeline, verb: &str, outcomes: &[Outcome]) {
-    let width = outcomes.iter().map(|o| o.job.len()).max().unwrap_or(0);
+fn print_report(config: &Config, p: &Pipeline, verb: &str, outcomes: &Outcomes) {
+    let models: Vec<String> = outcomes.models.iter().map(|o| o.task_name()).collect();
+    let width = (outcomes.jobs.iter().map(|o| o.job.len()))
+        .chain(models.iter().map(String::len))
+        .max()
+        .unwrap_or(0);
     let mut out = String::new();
     out.push_str(&format!("{verb} of pipeline `{}`:\n", p.name));
-    for o in outcomes {
-        let cp = o
-            .checkpoint
-            .map(|c| c.to_string())
-            .unwrap_or_else(|| "none".into());
-        let status = match (o.ok, o.stopped) {
-            (false, _) => "FAILED",
-            (true, true) => "stopped",
-            (true, false) => "ok",
-        };
-        if let Some(keys) = &o.keys {
-            out.push_str(&format!(
-                "  {:width$}  {status:6}  {keys}: {} hours read, {} rows, checkpoint {cp}\n",
-                o.job, o.hours, o.rows_out
-            ));
-            continue;
-        }
+    for o in &outcomes.jobs {
+        let status = o.status();
+        let cp = checkpoint_text(o.checkpoint);
+        let batches = if o.batches == 1 { "batch" } else { "batches" };
         let mut line = format!(
-            "  {:width$}  {status:6}  {} hours ({} new, {} redone) in {} batches, {} rows in, {} rows out, checkpoint {cp}",
+            "  {:width$}  {status:6}  {} hours ({} new, {} redone) in {} {batches}, {} rows in, {} rows out, checkpoint {cp}",
             o.job, o.hours, o.new_hours, o.redo_hours, o.batches, o.rows_in, o.rows_out
         );
         if o.empty_hours > 0 {
@@ -178,6 +163,16 @@ fn print_report(config: &Config, p: &Pipeline, verb: &str, outcomes: &[Outcome])
         }
         out.push_str(&line);
         out.push('\n');
+    }
+    for (o, name) in outcomes.models.iter().zip(&models) {
+        out.push_str(&format!(
+            "  {name:width$}  {:6}  {}: {} hours read, {} rows, checkpoint {}\n",
+            o.status(),
+            o.keys(),
+            o.input_hours,
+            o.rows,
+            checkpoint_text(o.checkpoint)
+        ));
     }
     let tables: std::collections::BTreeSet<&str> =
         p.jobs.iter().map(|j| j.table.as_str()).collect();

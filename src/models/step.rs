@@ -74,7 +74,6 @@ impl Ctx<'_> {
 #[derive(Debug, Clone)]
 pub struct ModelOutcome {
     pub model: String,
-    pub ok: bool,
     /// The output keys recomputed, merged.
     pub ranges: Vec<KeyRange>,
     /// Hours of input read, over all ranges.
@@ -91,7 +90,6 @@ impl ModelOutcome {
     pub fn not_run(model: &str, error: JobError) -> ModelOutcome {
         ModelOutcome {
             model: model.to_owned(),
-            ok: false,
             ranges: Vec::new(),
             input_hours: 0,
             rows: 0,
@@ -154,7 +152,6 @@ pub async fn recompute(ctx: &Ctx<'_>, m: &Model, lease: &Lease) -> ModelOutcome 
     let t0 = std::time::Instant::now();
     let mut out = ModelOutcome {
         model: m.name.clone(),
-        ok: true,
         ranges: Vec::new(),
         input_hours: 0,
         rows: 0,
@@ -162,12 +159,11 @@ pub async fn recompute(ctx: &Ctx<'_>, m: &Model, lease: &Lease) -> ModelOutcome 
         error: None,
     };
     if let Err(e) = recompute_pending(ctx, m, lease, &mut out).await {
-        out.ok = false;
         out.error = Some(e);
     }
     info!(
         model = %m.name,
-        ok = out.ok,
+        ok = out.error.is_none(),
         ranges = out.ranges.len(),
         input_hours = out.input_hours,
         rows = out.rows,
@@ -175,7 +171,7 @@ pub async fn recompute(ctx: &Ctx<'_>, m: &Model, lease: &Lease) -> ModelOutcome 
         error = %out.error.as_ref().map_or_else(String::new, |e| e.to_string()),
         "model finished"
     );
-    if out.ranges.is_empty() && out.ok {
+    if out.ranges.is_empty() && out.error.is_none() {
         return out;
     }
     let rec = RunRecord {
@@ -183,7 +179,7 @@ pub async fn recompute(ctx: &Ctx<'_>, m: &Model, lease: &Lease) -> ModelOutcome 
         kind: ctx.kind.to_owned(),
         started,
         finished: Utc::now(),
-        ok: out.ok,
+        ok: out.error.is_none(),
         hours: out.input_hours,
         rows: out.rows,
         error: out

@@ -7,11 +7,63 @@ use serde_json::{json, Value};
 
 use super::{Client, ErrorKind, PrefectError};
 
-/// A state to propose: `RUNNING`, `COMPLETED`, `FAILED`, `CANCELLED`. Its
-/// message (an error may quote a service's answer) is redacted here, the
-/// one way messages reach Prefect's states.
-pub fn state(kind: &str, message: Option<&str>) -> Value {
-    let mut s = json!({"type": kind});
+/// The state types duckhour proposes or reads (Prefect's `StateType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateType {
+    Scheduled,
+    Pending,
+    Running,
+    Completed,
+    Failed,
+    Cancelling,
+    Cancelled,
+    Crashed,
+}
+
+impl StateType {
+    /// The name on the wire: `RUNNING`, `COMPLETED`, ...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StateType::Scheduled => "SCHEDULED",
+            StateType::Pending => "PENDING",
+            StateType::Running => "RUNNING",
+            StateType::Completed => "COMPLETED",
+            StateType::Failed => "FAILED",
+            StateType::Cancelling => "CANCELLING",
+            StateType::Cancelled => "CANCELLED",
+            StateType::Crashed => "CRASHED",
+        }
+    }
+
+    /// The type of a flow or task run as Prefect returns it (`state.type`).
+    pub fn of(run: &Value) -> Option<StateType> {
+        use StateType::*;
+        [
+            Scheduled, Pending, Running, Completed, Failed, Cancelling, Cancelled, Crashed,
+        ]
+        .into_iter()
+        .find(|t| run["state"]["type"] == t.as_str())
+    }
+
+    /// A state no run leaves.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            StateType::Completed | StateType::Failed | StateType::Cancelled | StateType::Crashed
+        )
+    }
+}
+
+impl std::fmt::Display for StateType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A state to propose. Its message (an error may quote a service's answer)
+/// is redacted here, the one way messages reach Prefect's states.
+pub fn state(kind: StateType, message: Option<&str>) -> Value {
+    let mut s = json!({"type": kind.as_str()});
     if let Some(m) = message {
         s["message"] = json!(short(&crate::secret::redact(m)));
     }
@@ -136,16 +188,20 @@ mod tests {
 
     #[test]
     fn states_and_short_messages() {
-        assert_eq!(state("RUNNING", None), json!({"type": "RUNNING"}));
+        assert_eq!(state(StateType::Running, None), json!({"type": "RUNNING"}));
         assert_eq!(
-            state("FAILED", Some("sink `bq` failed")),
+            state(StateType::Failed, Some("sink `bq` failed")),
             json!({"type": "FAILED", "message": "sink `bq` failed"})
         );
         crate::secret::register("state-secret-1");
         assert_eq!(
-            state("FAILED", Some("denied: state-secret-1")),
+            state(StateType::Failed, Some("denied: state-secret-1")),
             json!({"type": "FAILED", "message": "denied: **REDACTED**"})
         );
+        let run = json!({"state": {"type": "CANCELLING"}});
+        assert_eq!(StateType::of(&run), Some(StateType::Cancelling));
+        assert_eq!(StateType::of(&json!({})), None);
+        assert!(StateType::Crashed.is_final() && !StateType::Cancelling.is_final());
         let long = "é".repeat(3000);
         let s = short(&long);
         assert!(s.len() <= 4003 && s.ends_with('…'), "{}", s.len());

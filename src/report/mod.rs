@@ -27,7 +27,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use crate::prefect::runs::{short, state};
+use crate::prefect::runs::{short, state, StateType};
 use crate::prefect::Client;
 
 pub use heartbeat::FlowRun;
@@ -44,8 +44,8 @@ pub enum Event {
     },
     JobFinished {
         job: String,
-        /// `COMPLETED`, `FAILED` or `CANCELLED`.
-        state: &'static str,
+        /// Completed, failed or cancelled.
+        state: StateType,
         message: String,
     },
     /// A log line; `job` when it came from inside a job.
@@ -64,7 +64,7 @@ pub enum Event {
         description: String,
     },
     RunFinished {
-        state: &'static str,
+        state: StateType,
         message: String,
     },
 }
@@ -214,7 +214,7 @@ struct Remote {
 impl Remote {
     /// The job's task run, created RUNNING if it does not exist yet.
     async fn task(&mut self, job: &str) -> Result<String, String> {
-        self.task_in(job, state("RUNNING", None)).await
+        self.task_in(job, state(StateType::Running, None)).await
     }
 
     /// The job's task run, created in `initial` if it does not exist yet.
@@ -300,7 +300,7 @@ impl Remote {
                         "name": run_id,
                         "parameters": parameters,
                         "tags": &tags,
-                        "state": state("RUNNING", None),
+                        "state": state(StateType::Running, None),
                     }))
                     .await
                     .map_err(|e| e.to_string())?;

@@ -11,7 +11,7 @@ use tokio::sync::Semaphore;
 use tracing::{info, info_span, warn, Instrument};
 
 use super::load::{download, load_batch, staged, Staging};
-use super::{mode_word, record, Outcome, Shared};
+use super::{mode_word, record, JobOutcome, Shared};
 use crate::error::JobError;
 use crate::plan::{self, Batch, Plan};
 use crate::sources::Fetch;
@@ -30,7 +30,7 @@ pub(super) struct Member {
     pub(super) job: Job,
     pub(super) lease: Lease,
     pub(super) checkpoint: Option<Hour>,
-    pub(super) out: Outcome,
+    pub(super) out: JobOutcome,
     pub(super) span: tracing::Span,
     pub(super) started: DateTime<Utc>,
     pub(super) t0: Instant,
@@ -38,11 +38,10 @@ pub(super) struct Member {
 
 impl Member {
     pub(super) fn active(&self) -> bool {
-        self.out.ok && !self.out.stopped
+        self.out.status() == super::Status::Ok
     }
 
     pub(super) fn fail(&mut self, e: JobError) {
-        self.out.ok = false;
         self.out.error = Some(e);
     }
 }
@@ -85,7 +84,7 @@ pub(super) fn groups(planned: Vec<Planned>) -> Vec<Group> {
         let mut members = Vec::new();
         for i in indices {
             let (job, lease, checkpoint, p) = slots[i].take().expect("each job in one group");
-            let o = Outcome::planned(&job.name, &p, checkpoint);
+            let o = JobOutcome::planned(&job.name, &p, checkpoint);
             members.push(Member {
                 span: info_span!("job", job = %job.name),
                 job,
@@ -106,7 +105,7 @@ pub(super) fn groups(planned: Vec<Planned>) -> Vec<Group> {
 }
 
 /// Runs a group's batches, then records each job's run.
-pub(super) async fn run_group(sh: Arc<Shared>, mut g: Group) -> Vec<Outcome> {
+pub(super) async fn run_group(sh: Arc<Shared>, mut g: Group) -> Vec<JobOutcome> {
     let shared_with: Vec<String> = g.members.iter().map(|m| m.job.name.clone()).collect();
     for m in &g.members {
         m.span.in_scope(|| {
@@ -151,19 +150,19 @@ pub(super) async fn run_group(sh: Arc<Shared>, mut g: Group) -> Vec<Outcome> {
                 }
                 Err(_) => warn!(job = %job.name, "lease lost: this run is not recorded"),
             }
-            let result = match (&outcome.error, outcome.stopped) {
-                (Some(e), _) => e.kind(),
-                (None, true) => "stopped",
-                (None, false) => "ok",
+            let result = match &outcome.error {
+                Some(e) => e.kind(),
+                None if outcome.stopped => "stopped",
+                None => "ok",
             };
             info!(
-                ok = outcome.ok,
+                ok = outcome.error.is_none(),
                 outcome = result,
                 hours = outcome.hours,
                 empty_hours = outcome.empty_hours,
                 rows_in = outcome.rows_in,
                 rows_out = outcome.rows_out,
-                checkpoint = %outcome.checkpoint.map_or_else(|| "none".to_owned(), |c| c.to_string()),
+                checkpoint = %super::checkpoint_text(outcome.checkpoint),
                 error = %outcome.error.as_ref().map_or_else(String::new, |e| e.to_string()),
                 ms = t0.elapsed().as_millis() as u64,
                 "job finished"

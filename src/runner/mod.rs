@@ -22,12 +22,14 @@
 mod groups;
 mod load;
 mod models;
+mod outcome;
 mod pieces;
 mod summary;
 
 pub use groups::sharing;
 use groups::{groups, run_group, Planned};
 use models::{holder, lease_models};
+pub use outcome::{checkpoint_text, JobOutcome, Outcomes, Status};
 use pieces::{setup, Shared};
 
 use std::sync::atomic::AtomicBool;
@@ -77,107 +79,6 @@ pub struct Options {
     pub models: Vec<String>,
 }
 
-/// What happened to one job.
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    pub job: String,
-    pub ok: bool,
-    pub hours: i64,
-    pub new_hours: i64,
-    pub redo_hours: i64,
-    pub left_hours: i64,
-    pub batches: usize,
-    pub rows_in: u64,
-    pub rows_out: u64,
-    /// Hours the source returned no row for, left in the sinks as they were.
-    pub empty_hours: i64,
-    pub checkpoint: Option<Hour>,
-    pub error: Option<JobError>,
-    /// Stopped early on request; what was done is committed.
-    pub stopped: bool,
-    /// A model's outcome (its name is in `job` as `model <name>`): the
-    /// output keys it recomputed.
-    pub keys: Option<String>,
-    /// Stations with an hour under 75 % coverage among those loaded, when
-    /// known (read for a run reported to Prefect, from a result with a
-    /// `coverage` column).
-    pub low_coverage: Option<std::collections::BTreeSet<String>>,
-}
-
-impl Outcome {
-    /// A job about to run its plan from `checkpoint`.
-    fn planned(job: &str, plan: &Plan, checkpoint: Option<Hour>) -> Outcome {
-        Outcome {
-            ok: true,
-            error: None,
-            checkpoint,
-            new_hours: plan.new_hours,
-            redo_hours: plan.redo_hours,
-            left_hours: plan.left_hours,
-            ..Outcome::failed(job, JobError::Internal(String::new()))
-        }
-    }
-
-    fn failed(job: &str, error: JobError) -> Outcome {
-        Outcome {
-            job: job.to_owned(),
-            ok: false,
-            hours: 0,
-            new_hours: 0,
-            redo_hours: 0,
-            left_hours: 0,
-            batches: 0,
-            rows_in: 0,
-            rows_out: 0,
-            empty_hours: 0,
-            checkpoint: None,
-            error: Some(error),
-            stopped: false,
-            keys: None,
-            low_coverage: None,
-        }
-    }
-
-    /// A model that could not be recomputed at all.
-    fn model_failed(model: &str, error: JobError) -> Outcome {
-        Outcome {
-            keys: Some("nothing recomputed".into()),
-            ..Outcome::failed(&Outcome::model_name(model), error)
-        }
-    }
-
-    /// The name a model's outcome is reported under.
-    pub fn model_name(model: &str) -> String {
-        format!("model {model}")
-    }
-
-    fn model(o: crate::models::ModelOutcome) -> Outcome {
-        let keys = o
-            .ranges
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(", ");
-        Outcome {
-            ok: o.ok,
-            error: o.error,
-            checkpoint: o.checkpoint,
-            hours: o.input_hours,
-            batches: o.ranges.len(),
-            rows_out: o.rows,
-            keys: Some(if keys.is_empty() {
-                "nothing pending".into()
-            } else {
-                keys
-            }),
-            ..Outcome::failed(
-                &Outcome::model_name(&o.model),
-                JobError::Internal(String::new()),
-            )
-        }
-    }
-}
-
 /// The plan settings of a pipeline.
 pub fn settings(p: &Pipeline) -> Settings {
     Settings {
@@ -205,8 +106,8 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "localhost".into())
 }
 
-/// Runs the pipeline's selected jobs; one outcome per job.
-pub async fn run(config: &Config, pipeline: &Pipeline, opts: Options) -> Vec<Outcome> {
+/// Runs the pipeline's selected jobs, then the models reading them.
+pub async fn run(config: &Config, pipeline: &Pipeline, opts: Options) -> Outcomes {
     let run_id = format!(
         "{}-{}",
         Utc::now().format("%Y%m%dT%H%M%S%.3fZ"),
@@ -239,28 +140,26 @@ pub async fn run(config: &Config, pipeline: &Pipeline, opts: Options) -> Vec<Out
             report.send(started)
         })
         .await;
-        let failed = outcomes.iter().filter(|o| !o.ok).count();
-        let (models, jobs): (Vec<&Outcome>, Vec<&Outcome>) =
-            outcomes.iter().partition(|o| o.keys.is_some());
         info!(
-            jobs = jobs.len(),
-            models = models.len(),
-            failed,
-            hours = jobs.iter().map(|o| o.hours).sum::<i64>(),
-            rows = jobs.iter().map(|o| o.rows_out).sum::<u64>(),
+            jobs = outcomes.jobs.len(),
+            models = outcomes.models.len(),
+            failed = outcomes.failed(),
+            hours = outcomes.jobs.iter().map(|o| o.hours).sum::<i64>(),
+            rows = outcomes.jobs.iter().map(|o| o.rows_out).sum::<u64>(),
             ms = t0.elapsed().as_millis() as u64,
             "run finished"
         );
         crate::report::forward_logs(None);
-        for o in &outcomes {
-            let (state, message) = job_state(o);
+        let tasks = outcomes.jobs.iter().map(|o| (o.job.clone(), o.state()));
+        let tasks = tasks.chain(outcomes.models.iter().map(|o| (o.task_name(), o.state())));
+        for (job, (state, message)) in tasks {
             report.send(Event::JobFinished {
-                job: o.job.clone(),
+                job,
                 state,
                 message,
             });
         }
-        let (state, message) = run_state(&outcomes);
+        let (state, message) = outcomes.state();
         if report.is_on() {
             report.send(Event::Summary {
                 key: crate::report::artifact_key(&pipeline.name),
@@ -317,76 +216,6 @@ fn parameters(mode: Mode, jobs: &[&str]) -> serde_json::Value {
     serde_json::json!({"mode": mode_word(mode), "jobs": jobs, "from": from, "to": to})
 }
 
-/// A job's task-run state and message.
-fn job_state(o: &Outcome) -> (&'static str, String) {
-    match (&o.error, o.stopped) {
-        (Some(e), _) => ("FAILED", e.to_string()),
-        (None, _) if o.keys.is_some() => (
-            "COMPLETED",
-            format!(
-                "recomputed {}: {} hours read, {} rows, checkpoint {}",
-                o.keys.as_deref().unwrap_or_default(),
-                o.hours,
-                o.rows_out,
-                o.checkpoint
-                    .map_or_else(|| "none".to_owned(), |c| c.to_string())
-            ),
-        ),
-        (None, stopped) => {
-            let mut m = format!(
-                "{} hours, {} rows in, {} rows out, checkpoint {}",
-                o.hours,
-                o.rows_in,
-                o.rows_out,
-                o.checkpoint
-                    .map_or_else(|| "none".to_owned(), |c| c.to_string())
-            );
-            if o.empty_hours > 0 {
-                m.push_str(&format!(
-                    "; {} hours empty at the source: kept what the sinks hold",
-                    o.empty_hours
-                ));
-            }
-            if stopped {
-                (
-                    "CANCELLED",
-                    format!("stopped on request; loaded so far: {m}"),
-                )
-            } else {
-                ("COMPLETED", m)
-            }
-        }
-    }
-}
-
-/// The flow run's final state and message: which jobs failed and why.
-pub fn run_state(outcomes: &[Outcome]) -> (&'static str, String) {
-    let failed: Vec<String> = outcomes
-        .iter()
-        .filter_map(|o| o.error.as_ref().map(|e| format!("job `{}`: {e}", o.job)))
-        .collect();
-    if !failed.is_empty() {
-        let m = format!(
-            "{} of {} jobs failed: {}",
-            failed.len(),
-            outcomes.len(),
-            failed.join("; ")
-        );
-        return ("FAILED", m);
-    }
-    let hours: i64 = outcomes.iter().map(|o| o.hours).sum();
-    let rows: u64 = outcomes.iter().map(|o| o.rows_out).sum();
-    let m = format!("{} jobs, {hours} hours, {rows} rows", outcomes.len());
-    if outcomes.iter().any(|o| o.stopped) {
-        (
-            "CANCELLED",
-            format!("stopped on request; loaded so far: {m}"),
-        )
-    } else {
-        ("COMPLETED", m)
-    }
-}
-
 /// `run` or `backfill [from, to)`, for logs.
 fn mode_text(mode: Mode) -> String {
     match mode {
@@ -395,7 +224,9 @@ fn mode_text(mode: Mode) -> String {
     }
 }
 
-/// `leased`: called once the jobs' leases are taken (or refused).
+/// Leases the jobs, reads their state, opens the run's pieces, then runs
+/// the jobs' groups and the models. `leased`: called once the jobs' leases
+/// are taken (or refused).
 async fn run_jobs(
     config: &Config,
     pipeline: &Pipeline,
@@ -403,132 +234,151 @@ async fn run_jobs(
     run_id: String,
     jobs: Vec<Job>,
     leased: impl FnOnce(),
-) -> Vec<Outcome> {
-    {
-        let state = match State::open(&pipeline.state) {
-            Ok(s) => s,
-            Err(e) => {
-                leased();
-                return jobs
-                    .iter()
-                    .map(|j| Outcome::failed(&j.name, JobError::from(e.clone())))
-                    .collect();
-            }
-        };
-        // Leases first: a job another process is running must say so before
-        // this run opens sinks the other run may hold (a DuckDB file has one writer).
-        let on_leased = leased;
-        let mut leased = Vec::new();
-        let mut outcomes = Vec::new();
-        let keys: Vec<(String, bool)> = jobs.iter().map(|j| (j.name.clone(), opts.wait)).collect();
-        let taken = state
-            .lease_all(&pipeline.name, &keys, &holder(&run_id))
-            .await;
-        on_leased();
-        for (job, lease) in jobs.into_iter().zip(taken) {
-            match lease {
-                Ok(lease) => leased.push((job, lease)),
-                // Busy: not our run to record; the holder records its own.
-                Err(e) => outcomes.push(Outcome::failed(&job.name, e.into())),
-            }
-        }
-        let asked = opts.models.clone();
-        if leased.is_empty() && asked.is_empty() {
-            return outcomes;
-        }
-        // The jobs' state, read (and, on a first run, made) before any sink
-        // is opened: a store that refuses (a key outside the workspace, a
-        // role that may not write blocks) stops the run here.
-        let keys: Vec<String> = leased.iter().map(|(j, _)| j.name.clone()).collect();
-        if let Err(e) = state.load(&pipeline.name, &keys).await {
-            for (job, lease) in leased {
-                lease.release().await;
-                outcomes.push(Outcome::failed(&job.name, e.clone().into()));
-            }
-            return outcomes;
-        }
-        let kind = mode_word(opts.mode);
-        let shared = match setup(config, pipeline, state, run_id.clone(), opts).await {
-            Ok(s) => Arc::new(s),
-            Err((state, err)) => {
-                for (job, lease) in leased {
-                    let o = Outcome::failed(&job.name, err.clone());
-                    record(&state, &pipeline.name, &run_id, kind, &o, Utc::now()).await;
-                    lease.release().await;
-                    outcomes.push(o);
-                }
-                for m in &asked {
-                    outcomes.push(Outcome::model_failed(m, err.clone()));
-                }
-                return outcomes;
-            }
-        };
-        // Plan every job up front (the progress line knows the total), then
-        // let jobs with the same plan and measurement share their queries.
-        let mut planned = Vec::new();
-        for (job, lease) in leased {
-            match shared.state.checkpoint(&pipeline.name, &job.name).await {
-                Ok(cp) => {
-                    let plan = plan_for(pipeline, shared.opts.mode, shared.opts.now, cp);
-                    shared.progress.planned(plan.total_hours());
-                    planned.push((job, lease, cp, plan));
-                }
-                Err(e) => {
-                    let o = Outcome::failed(&job.name, e.into());
-                    record(&shared.state, &pipeline.name, &run_id, kind, &o, Utc::now()).await;
-                    lease.release().await;
-                    outcomes.push(o);
-                }
-            }
-        }
-        if planned
-            .iter()
-            .any(|(_, _, _, plan)| plan.total_hours() > plan::UNSIZED_HOURS)
-        {
-            crate::memory::long_run();
-        }
-        // Models reading these jobs: leased after every job (a fixed order,
-        // so two runs cannot wait for each other), and told which hours are
-        // about to change before any sink is written.
-        let model_leases =
-            lease_models(&shared, &mut planned, &mut outcomes, &holder(&run_id)).await;
-        let sem = Arc::new(Semaphore::new(pipeline.concurrency as usize));
-        let mut handles = Vec::new();
-        for group in groups(planned) {
-            let shared = shared.clone();
-            let sem = sem.clone();
-            let names: Vec<String> = group.members.iter().map(|m| m.job.name.clone()).collect();
-            handles.push((
-                names,
-                tokio::spawn(
-                    async move {
-                        let _permit = sem.acquire().await.expect("semaphore open");
-                        run_group(shared, group).await
-                    }
-                    .in_current_span(),
-                ),
-            ));
-        }
-        for (names, h) in handles {
-            match h.await {
-                Ok(o) => outcomes.extend(o),
-                Err(e) => outcomes.extend(names.iter().map(|n| {
-                    Outcome::failed(n, JobError::Internal(format!("job task failed: {e}")))
-                })),
-            }
-        }
-        shared.progress.finish();
-        // Report in the pipeline's job order, then the models.
-        outcomes.sort_by_key(|o| {
-            pipeline
-                .jobs
+) -> Outcomes {
+    let mut out = Outcomes::default();
+    let state = match State::open(&pipeline.state) {
+        Ok(s) => s,
+        Err(e) => {
+            leased();
+            out.jobs = jobs
                 .iter()
-                .position(|j| j.name == o.job)
-                .unwrap_or(usize::MAX)
-        });
-        outcomes.extend(models::recompute(&shared, model_leases, kind).await);
-        outcomes
+                .map(|j| JobOutcome::failed(&j.name, JobError::from(e.clone())))
+                .collect();
+            return out;
+        }
+    };
+    // Leases first: a job another process is running must say so before
+    // this run opens sinks the other run may hold (a DuckDB file has one writer).
+    let keys: Vec<(String, bool)> = jobs.iter().map(|j| (j.name.clone(), opts.wait)).collect();
+    let taken = state
+        .lease_all(&pipeline.name, &keys, &holder(&run_id))
+        .await;
+    leased();
+    let mut held = Vec::new();
+    for (job, lease) in jobs.into_iter().zip(taken) {
+        match lease {
+            Ok(lease) => held.push((job, lease)),
+            // Busy: not our run to record; the holder records its own.
+            Err(e) => out.jobs.push(JobOutcome::failed(&job.name, e.into())),
+        }
     }
+    let asked = opts.models.clone();
+    if held.is_empty() && asked.is_empty() {
+        return out;
+    }
+    // The jobs' state, read (and, on a first run, made) before any sink
+    // is opened: a store that refuses (a key outside the workspace, a
+    // role that may not write blocks) stops the run here.
+    let keys: Vec<String> = held.iter().map(|(j, _)| j.name.clone()).collect();
+    if let Err(e) = state.load(&pipeline.name, &keys).await {
+        for (job, lease) in held {
+            lease.release().await;
+            out.jobs
+                .push(JobOutcome::failed(&job.name, e.clone().into()));
+        }
+        return out;
+    }
+    let kind = mode_word(opts.mode);
+    let shared = match setup(config, pipeline, state, run_id.clone(), opts).await {
+        Ok(s) => Arc::new(s),
+        Err((state, err)) => {
+            for (job, lease) in held {
+                let o = JobOutcome::failed(&job.name, err.clone());
+                record(&state, &pipeline.name, &run_id, kind, &o, Utc::now()).await;
+                lease.release().await;
+                out.jobs.push(o);
+            }
+            out.models = asked
+                .iter()
+                .map(|m| crate::models::ModelOutcome::not_run(m, err.clone()))
+                .collect();
+            return out;
+        }
+    };
+    let mut planned = plan_jobs(&shared, held, &mut out.jobs).await;
+    // Models reading these jobs: leased after every job (a fixed order,
+    // so two runs cannot wait for each other), and told which hours are
+    // about to change before any sink is written.
+    let model_leases = lease_models(&shared, &mut planned, &mut out, &holder(&run_id)).await;
+    out.jobs.extend(run_groups(&shared, planned).await);
+    shared.progress.finish();
+    // Report in the pipeline's job order, then the models.
+    out.jobs.sort_by_key(|o| {
+        pipeline
+            .jobs
+            .iter()
+            .position(|j| j.name == o.job)
+            .unwrap_or(usize::MAX)
+    });
+    out.models
+        .extend(models::recompute(&shared, model_leases, kind).await);
+    out
+}
+
+/// Plans every leased job up front (the progress line knows the total);
+/// a job whose checkpoint cannot be read fails here, recorded.
+async fn plan_jobs(
+    shared: &Shared,
+    held: Vec<(Job, crate::state::Lease)>,
+    failed: &mut Vec<JobOutcome>,
+) -> Vec<Planned> {
+    let p = &shared.pipeline;
+    let kind = mode_word(shared.opts.mode);
+    let mut planned = Vec::new();
+    for (job, lease) in held {
+        match shared.state.checkpoint(&p.name, &job.name).await {
+            Ok(cp) => {
+                let plan = plan_for(p, shared.opts.mode, shared.opts.now, cp);
+                shared.progress.planned(plan.total_hours());
+                planned.push((job, lease, cp, plan));
+            }
+            Err(e) => {
+                let o = JobOutcome::failed(&job.name, e.into());
+                record(&shared.state, &p.name, &shared.run_id, kind, &o, Utc::now()).await;
+                lease.release().await;
+                failed.push(o);
+            }
+        }
+    }
+    if planned
+        .iter()
+        .any(|(_, _, _, plan)| plan.total_hours() > plan::UNSIZED_HOURS)
+    {
+        crate::memory::long_run();
+    }
+    planned
+}
+
+/// Runs the jobs, those with the same plan and measurement sharing their
+/// queries, up to the pipeline's `concurrency` groups at once.
+async fn run_groups(shared: &Arc<Shared>, planned: Vec<Planned>) -> Vec<JobOutcome> {
+    let sem = Arc::new(Semaphore::new(shared.pipeline.concurrency as usize));
+    let mut handles = Vec::new();
+    for group in groups(planned) {
+        let shared = shared.clone();
+        let sem = sem.clone();
+        let names: Vec<String> = group.members.iter().map(|m| m.job.name.clone()).collect();
+        handles.push((
+            names,
+            tokio::spawn(
+                async move {
+                    let _permit = sem.acquire().await.expect("semaphore open");
+                    run_group(shared, group).await
+                }
+                .in_current_span(),
+            ),
+        ));
+    }
+    let mut out = Vec::new();
+    for (names, h) in handles {
+        match h.await {
+            Ok(o) => out.extend(o),
+            Err(e) => out.extend(names.iter().map(|n| {
+                JobOutcome::failed(n, JobError::Internal(format!("job task failed: {e}")))
+            })),
+        }
+    }
+    out
 }
 
 async fn record(
@@ -536,7 +386,7 @@ async fn record(
     pipeline: &str,
     run_id: &str,
     kind: &str,
-    o: &Outcome,
+    o: &JobOutcome,
     started: DateTime<Utc>,
 ) {
     let rec = RunRecord {
@@ -544,7 +394,7 @@ async fn record(
         kind: kind.into(),
         started,
         finished: Utc::now(),
-        ok: o.ok,
+        ok: o.error.is_none(),
         hours: o.hours,
         rows: o.rows_out,
         error: o

@@ -9,7 +9,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use chrono::Utc;
 use tracing::Instrument;
 
-use super::{hostname, Mode, Outcome, Planned, Shared};
+use super::{hostname, JobOutcome, Mode, Outcomes, Planned, Shared};
 use crate::error::JobError;
 use crate::spec::Hour;
 use crate::state::{Holder, Lease, StateError};
@@ -30,7 +30,7 @@ pub(super) fn holder(run_id: &str) -> Holder {
 pub(super) async fn lease_models(
     sh: &Shared,
     planned: &mut Vec<Planned>,
-    outcomes: &mut Vec<Outcome>,
+    outcomes: &mut Outcomes,
     holder: &Holder,
 ) -> Vec<(crate::spec::Model, Lease)> {
     let p = &sh.pipeline;
@@ -127,7 +127,7 @@ async fn fail_model(
     m: &crate::spec::Model,
     e: StateError,
     planned: &mut Vec<Planned>,
-    outcomes: &mut Vec<Outcome>,
+    outcomes: &mut Outcomes,
 ) {
     let (own, why) = match JobError::from(e) {
         JobError::LeaseBusy(msg) => (
@@ -142,14 +142,18 @@ async fn fail_model(
         ),
         other => (other.clone(), other),
     };
-    outcomes.push(Outcome::model_failed(&m.name, own));
+    outcomes
+        .models
+        .push(crate::models::ModelOutcome::not_run(&m.name, own));
     let (reading, rest): (Vec<Planned>, Vec<Planned>) = std::mem::take(planned)
         .into_iter()
         .partition(|(j, ..)| m.jobs.contains(&j.name));
     *planned = rest;
     for (job, lease, ..) in reading {
         lease.release().await;
-        outcomes.push(Outcome::failed(&job.name, why.clone()));
+        outcomes
+            .jobs
+            .push(JobOutcome::failed(&job.name, why.clone()));
     }
 }
 
@@ -179,7 +183,7 @@ pub(super) async fn recompute(
     shared: &Arc<Shared>,
     leases: Vec<(crate::spec::Model, Lease)>,
     kind: &str,
-) -> Vec<Outcome> {
+) -> Vec<crate::models::ModelOutcome> {
     let ctx = crate::models::Ctx {
         pipeline: &shared.pipeline,
         state: &shared.state,
@@ -209,7 +213,7 @@ pub(super) async fn recompute(
             }
         })
     });
-    queue.into_done().into_iter().map(Outcome::model).collect()
+    queue.into_done()
 }
 
 /// Recomputes `m` on this thread (not one of the runtime's) and releases
@@ -227,10 +231,10 @@ fn one(
         let o = match upstream_failed {
             Some(u) => crate::models::ModelOutcome::not_run(
                 &m.name,
-                JobError::Template(format!(
-                    "model `{}` was not recomputed: model `{u}`, whose rows it reads, failed; its hours stay pending",
-                    m.name
-                )),
+                JobError::Upstream {
+                    model: m.name.clone(),
+                    upstream: u,
+                },
             ),
             None => crate::models::recompute(ctx, m, &lease).await,
         };
@@ -318,7 +322,7 @@ impl<T> Queue<T> {
     fn finish(&self, i: usize, model: &str, o: crate::models::ModelOutcome) {
         let mut w = self.state.lock().unwrap_or_else(|p| p.into_inner());
         w.running.retain(|r| r != model);
-        if !o.ok {
+        if o.error.is_some() {
             w.failed.push(model.to_owned());
         }
         w.done.push((i, o));
@@ -416,7 +420,9 @@ mod tests {
                             .unwrap()
                             .push((m.name.clone(), started, t0.elapsed(), failed));
                         let mut o = ModelOutcome::not_run(&m.name, JobError::Internal("x".into()));
-                        o.ok = m.name != "a";
+                        if m.name != "a" {
+                            o.error = None;
+                        }
                         queue.finish(i, &m.name, o);
                     }
                 });

@@ -48,6 +48,9 @@ impl Diagnostic {
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "error: {}", self.message)?;
+        if let Some(h) = crate::hint::for_message(&self.message) {
+            writeln!(f, "  = hint: {h}")?;
+        }
         match self.span {
             None => write!(f, "  --> {}", self.file),
             Some(span) => {
