@@ -107,12 +107,12 @@ fn loads_reruns_and_follows_late_and_vanished_data() {
     let ds = "it_loads";
     crate::engine::seed(db);
     let ws = Ws::new(&spec(db, ds, "{type: local, path: state}", ""));
-    let out = run(
+    run(
         &ws,
         &["run", "hourly", "--now", "2026-11-21T00:10:00Z"],
         &[],
-    );
-    assert_eq!(out.code, 0, "{out:?}");
+    )
+    .ok();
     let first = bq_summary(ds);
     assert_eq!(
         first.iter().map(|r| r[..3].to_vec()).collect::<Vec<_>>(),
@@ -142,7 +142,7 @@ fn loads_reruns_and_follows_late_and_vanished_data() {
 
     // Running the same hours again leaves identical rows.
     let before = bq_rows(ds);
-    let out = run(
+    run(
         &ws,
         &[
             "backfill",
@@ -155,8 +155,8 @@ fn loads_reruns_and_follows_late_and_vanished_data() {
             "2026-11-21T00:10:00Z",
         ],
         &[],
-    );
-    assert_eq!(out.code, 0, "{out:?}");
+    )
+    .ok();
     assert_eq!(bq_rows(ds), before);
 
     // A late reading changes one hour; a station's hour that vanished is deleted.
@@ -168,7 +168,7 @@ fn loads_reruns_and_follows_late_and_vanished_data() {
         db,
         "DELETE FROM \"air_quality\" WHERE station = 'muenchen-stachus' AND time >= '2026-11-20T07:00:00Z' AND time < '2026-11-20T08:00:00Z'",
     );
-    let out = run(
+    run(
         &ws,
         &[
             "backfill",
@@ -181,8 +181,8 @@ fn loads_reruns_and_follows_late_and_vanished_data() {
             "2026-11-21T00:10:00Z",
         ],
         &[],
-    );
-    assert_eq!(out.code, 0, "{out:?}");
+    )
+    .ok();
     let want = influx_mean(
         db,
         "co",
@@ -258,8 +258,8 @@ fn bigquery_failing_while_duckdb_succeeds_then_recovery() {
         &ws,
         &["run", "hourly", "--now", "2026-11-21T00:10:00Z"],
         &[],
-    );
-    assert_eq!(out.code, 1, "{out:?}");
+    )
+    .exit(1);
     assert!(
         out.stderr.contains(&format!(
             "sink `bq` hours [2026-11-20T00:00:00Z, 2026-11-20T12:00:00Z): table `{PROJECT}.{ds}.pollutant_hourly` has no column `valid` (BOOL) that the SQL returns"
@@ -297,12 +297,12 @@ fn bigquery_failing_while_duckdb_succeeds_then_recovery() {
         )),
         204
     );
-    let out = run(
+    run(
         &ws,
         &["run", "hourly", "--now", "2026-11-21T00:10:00Z"],
         &[],
-    );
-    assert_eq!(out.code, 0, "{out:?}");
+    )
+    .ok();
     let want = vec![
         vec!["co".to_owned(), "71".to_owned(), "71".to_owned()],
         vec!["no2".to_owned(), "71".to_owned(), "71".to_owned()],
@@ -451,12 +451,12 @@ fn service_account_from_a_prefect_block_or_the_environment() {
         state,
         "    credentials: ${secret:bq-it-credentials}",
     ));
-    let out = run(
+    run(
         &ws,
         &["run", "hourly", "--now", "2026-11-21T00:10:00Z"],
         &[("PREFECT_API_URL", &p.url)],
-    );
-    assert_eq!(out.code, 0, "{out:?}");
+    )
+    .ok();
     assert_eq!(bq_summary(ds).len(), 2);
     // One token for the whole run (cached), asked for with a JWT the key signed.
     let bodies = seen.lock().unwrap().clone();
@@ -494,22 +494,22 @@ fn service_account_from_a_prefect_block_or_the_environment() {
         "    credentials: keys/sa.json",
     ));
     ws.write("keys/sa.json", &key_json(&token_url).to_string());
-    let out = run(
+    run(
         &ws,
         &["run", "hourly", "--now", "2026-11-21T00:10:00Z"],
         &[],
-    );
-    assert_eq!(out.code, 0, "{out:?}");
+    )
+    .ok();
     assert_eq!(bq_summary("it_auth_file").len(), 2);
     let ws = Ws::new(&spec(db, "it_auth_adc", "{type: local, path: state}", ""));
     ws.write("adc.json", &key_json(&token_url).to_string());
     let adc = ws.path("adc.json");
-    let out = run(
+    run(
         &ws,
         &["run", "hourly", "--now", "2026-11-21T00:10:00Z"],
         &[("GOOGLE_APPLICATION_CREDENTIALS", adc.to_str().unwrap())],
-    );
-    assert_eq!(out.code, 0, "{out:?}");
+    )
+    .ok();
     assert_eq!(bq_summary("it_auth_adc").len(), 2);
     assert_eq!(seen.lock().unwrap().len(), 3);
 
@@ -530,8 +530,8 @@ fn service_account_from_a_prefect_block_or_the_environment() {
         &ws,
         &["run", "hourly", "--now", "2026-11-21T00:10:00Z"],
         &[("GCP_BAD_CREDENTIALS", &json)],
-    );
-    assert_eq!(out.code, 1, "{out:?}");
+    )
+    .exit(1);
     assert!(
         out.stderr.contains(&format!(
             "sink `bq`: dataset `{PROJECT}.it_auth_bad` (service account duckhour-test@duckhour-test.iam.gserviceaccount.com): token request to {}: HTTP 400: invalid_grant Invalid JWT Signature.",
@@ -667,8 +667,8 @@ fn batches_of_more_than_500_rows_go_in_several_requests() {
             "2026-11-21T00:10:00Z",
         ],
         &[],
-    );
-    assert_eq!(out.code, 0, "{out:?}");
+    )
+    .ok();
     let points = influx().q(&format!(
         "SELECT count(\"co\") FROM \"{db}\"..\"air_quality\" WHERE time >= '2026-11-20T00:00:00Z' AND time < '2026-11-20T12:00:00Z'"
     ))["results"][0]["series"][0]["values"][0][1]
@@ -713,8 +713,8 @@ fn a_missing_credentials_secret_is_named_once_before_any_work() {
         &ws,
         &["run", "hourly", "--now", "2026-11-21T00:10:00Z"],
         &[],
-    );
-    assert_eq!(out.code, 1, "{out:?}");
+    )
+    .exit(1);
     assert!(
         out.stderr.contains("sink `bq`: `credentials`: secret `bq-missing-key` not found (looked in environment variable `BQ_MISSING_KEY`)"),
         "{}",

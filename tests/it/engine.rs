@@ -161,9 +161,8 @@ fn assert_matches_influx(ws: &Ws, db: &str) {
 fn one_day_matches_influx_then_a_second_run_changes_nothing() {
     seed("eng_day");
     let ws = Ws::new(&spec("eng_day", 24, "0h"));
-    let out = run(&ws, &["run", "hourly", "--now", NOW]);
-    assert_eq!(out.code, 0, "{out:?}");
-    assert!(out.stdout.contains("  co    ok      24 hours (24 new, 0 redone) in 1 batches, 4240 rows in, 71 rows out, checkpoint 2026-11-20T23:00:00Z\n"), "{out:?}");
+    let out = run(&ws, &["run", "hourly", "--now", NOW]).ok();
+    assert!(out.stdout.contains("  co    ok      24 hours (24 new, 0 redone) in 1 batch, 4240 rows in, 71 rows out, checkpoint 2026-11-20T23:00:00Z\n"), "{out:?}");
     assert_matches_influx(&ws, "eng_day");
     // The sample's gaps: 40 minutes at hamburg 03:00 (invalid), no muenchen 14:00 row.
     let r = ws.query("wh.duckdb", "SELECT n_minutes, valid FROM pollutant_hourly WHERE pollutant = 'no2' AND station = 'hamburg-sternschanze' AND hour_start = TIMESTAMPTZ '2026-11-20 03:00:00+00'");
@@ -190,16 +189,14 @@ fn one_day_matches_influx_then_a_second_run_changes_nothing() {
         .unwrap();
     assert_eq!(h14["rows"], 2, "muenchen has no readings at 14:00");
     let before = ws.query("wh.duckdb", "SELECT * FROM pollutant_hourly ORDER BY ALL");
-    let out = run(&ws, &["run", "hourly", "--now", NOW]);
-    assert_eq!(out.code, 0, "{out:?}");
+    let out = run(&ws, &["run", "hourly", "--now", NOW]).ok();
     assert!(out.stdout.contains("  co    ok      0 hours (0 new, 0 redone) in 0 batches, 0 rows in, 0 rows out, checkpoint 2026-11-20T23:00:00Z\n"), "{out:?}");
     assert_eq!(
         ws.query("wh.duckdb", "SELECT * FROM pollutant_hourly ORDER BY ALL"),
         before
     );
 
-    let out = run(&ws, &["status", "hourly", "--now", NOW]);
-    assert_eq!(out.code, 0, "{out:?}");
+    let out = run(&ws, &["status", "hourly", "--now", NOW]).ok();
     assert!(out.stdout.starts_with("pipeline `hourly` (state local state; last complete hour 2026-11-20T23:00:00Z)\n  co: checkpoint 2026-11-20T23:00:00Z, 0h behind\n    gaps: none\n"), "{out:?}");
 }
 
@@ -216,9 +213,8 @@ fn late_points_are_absorbed_by_lookback() {
         "eng_late",
         "air_quality,station=berlin-mitte co=100 1795219140000000000\nair_quality,station=berlin-mitte co=100 1795132800000000001",
     );
-    let out = run(&ws, &["run", "hourly", "--job", "co", "--now", NOW]);
-    assert_eq!(out.code, 0, "{out:?}");
-    assert!(out.stdout.contains("  co  ok      2 hours (0 new, 2 redone) in 1 batches, 360 rows in, 6 rows out, checkpoint 2026-11-20T23:00:00Z\n"), "{out:?}");
+    let out = run(&ws, &["run", "hourly", "--job", "co", "--now", NOW]).ok();
+    assert!(out.stdout.contains("  co  ok      2 hours (0 new, 2 redone) in 1 batch, 360 rows in, 6 rows out, checkpoint 2026-11-20T23:00:00Z\n"), "{out:?}");
     let r = ws.query("wh.duckdb", "SELECT max, n_minutes FROM pollutant_hourly WHERE station = 'berlin-mitte' AND hour_start = TIMESTAMPTZ '2026-11-20 23:00:00+00'");
     assert_eq!(r, vec![vec!["100.0".to_owned(), "60".to_owned()]]);
     let r = ws.query("wh.duckdb", "SELECT max < 100 FROM pollutant_hourly WHERE station = 'berlin-mitte' AND hour_start = TIMESTAMPTZ '2026-11-20 00:00:00+00'");
@@ -228,8 +224,7 @@ fn late_points_are_absorbed_by_lookback() {
         "outside the lookback: untouched"
     );
     // A backfill picks it up; two readings in one minute count as one minute.
-    let out = backfill_co(&ws, "2026-11-20T00:00:00Z", "2026-11-20T01:00:00Z");
-    assert_eq!(out.code, 0, "{out:?}");
+    backfill_co(&ws, "2026-11-20T00:00:00Z", "2026-11-20T01:00:00Z").ok();
     let r = ws.query("wh.duckdb", "SELECT max, n_minutes FROM pollutant_hourly WHERE station = 'berlin-mitte' AND hour_start = TIMESTAMPTZ '2026-11-20 00:00:00+00'");
     assert_eq!(r, vec![vec!["100.0".to_owned(), "60".to_owned()]]);
 }
@@ -250,8 +245,7 @@ fn a_failing_sink_keeps_the_checkpoint_and_the_next_run_repairs() {
         let c = duckdb::Connection::open(ws.path("wh.duckdb")).unwrap();
         c.execute_batch(FAULTY_TABLE).unwrap();
     }
-    let out = run(&ws, &["run", "hourly", "--job", "co", "--now", NOW]);
-    assert_eq!(out.code, 1, "{out:?}");
+    let out = run(&ws, &["run", "hourly", "--job", "co", "--now", NOW]).exit(1);
     assert!(
         out.stderr.contains(
             "error: job `co`: sink `wh` hours [2026-11-20T12:00:00Z, 2026-11-20T18:00:00Z): "
@@ -285,8 +279,7 @@ fn a_failing_sink_keeps_the_checkpoint_and_the_next_run_repairs() {
         let c = duckdb::Connection::open(ws.path("wh.duckdb")).unwrap();
         c.execute_batch("CREATE TABLE fixed AS SELECT * FROM pollutant_hourly; DROP TABLE pollutant_hourly; ALTER TABLE fixed RENAME TO pollutant_hourly;").unwrap();
     }
-    let out = run(&ws, &["run", "hourly", "--now", NOW]);
-    assert_eq!(out.code, 0, "{out:?}");
+    let out = run(&ws, &["run", "hourly", "--now", NOW]).ok();
     assert!(
         out.stdout
             .contains("  co    ok      12 hours (12 new, 0 redone) in 2 batches"),
@@ -369,17 +362,18 @@ fn two_runs_of_one_job_one_works_the_other_names_the_holder() {
 fn demo_runs_with_no_service_and_a_second_run_loads_nothing_new() {
     let ws = Ws::shipped();
     // Far past the sample: the demo ends with it (`end:`), whatever the date.
-    let out = ws.run(&["run", "demo", "--now", "2031-05-05T00:10:00Z"]);
-    assert_eq!(out.code, 0, "{out:?}");
+    let out = ws
+        .run(&["run", "demo", "--now", "2031-05-05T00:10:00Z"])
+        .ok();
     assert_eq!(
         out.stdout,
         r#"run of pipeline `demo`:
-  co                              ok      24 hours (24 new, 0 redone) in 1 batches, 4240 rows in, 71 rows out, checkpoint 2026-11-20T23:00:00Z
-  no2                             ok      24 hours (24 new, 0 redone) in 1 batches, 4240 rows in, 71 rows out, checkpoint 2026-11-20T23:00:00Z
-  o3                              ok      24 hours (24 new, 0 redone) in 1 batches, 4240 rows in, 71 rows out, checkpoint 2026-11-20T23:00:00Z
-  pm10                            ok      24 hours (24 new, 0 redone) in 1 batches, 4240 rows in, 71 rows out, checkpoint 2026-11-20T23:00:00Z
-  pm25                            ok      24 hours (24 new, 0 redone) in 1 batches, 4240 rows in, 71 rows out, checkpoint 2026-11-20T23:00:00Z
-  so2                             ok      24 hours (24 new, 0 redone) in 1 batches, 4120 rows in, 69 rows out, checkpoint 2026-11-20T23:00:00Z
+  co                              ok      24 hours (24 new, 0 redone) in 1 batch, 4240 rows in, 71 rows out, checkpoint 2026-11-20T23:00:00Z
+  no2                             ok      24 hours (24 new, 0 redone) in 1 batch, 4240 rows in, 71 rows out, checkpoint 2026-11-20T23:00:00Z
+  o3                              ok      24 hours (24 new, 0 redone) in 1 batch, 4240 rows in, 71 rows out, checkpoint 2026-11-20T23:00:00Z
+  pm10                            ok      24 hours (24 new, 0 redone) in 1 batch, 4240 rows in, 71 rows out, checkpoint 2026-11-20T23:00:00Z
+  pm25                            ok      24 hours (24 new, 0 redone) in 1 batch, 4240 rows in, 71 rows out, checkpoint 2026-11-20T23:00:00Z
+  so2                             ok      24 hours (24 new, 0 redone) in 1 batch, 4120 rows in, 69 rows out, checkpoint 2026-11-20T23:00:00Z
   model daily_mean                ok      day [2026-11-20, 2026-11-21): 24 hours read, 18 rows, checkpoint 2026-11-20T23:00:00Z
   model rolling_8h                ok      hour [2026-11-20T00:00:00Z, 2026-11-21T07:00:00Z): 38 hours read, 432 rows, checkpoint 2026-11-20T23:00:00Z
   model rolling_24h               ok      hour [2026-11-20T00:00:00Z, 2026-11-21T23:00:00Z): 70 hours read, 432 rows, checkpoint 2026-11-20T23:00:00Z
@@ -398,8 +392,7 @@ fn demo_runs_with_no_service_and_a_second_run_loads_nothing_new() {
 "#
     );
     // The real clock (no --now): nothing new, no product recomputed.
-    let out = ws.run(&["run", "demo"]);
-    assert_eq!(out.code, 0, "{out:?}");
+    let out = ws.run(&["run", "demo"]).ok();
     assert!(
         out.stdout
             .contains("  co    ok      0 hours (0 new, 0 redone) in 0 batches"),
@@ -429,8 +422,7 @@ fn motherduck_without_a_token_fails_before_any_work() {
     let ws = Ws::new(
         "sources:\n  s: {type: line_protocol, path: data/sample.lp.gz}\nsinks:\n  md: {type: duckdb, path: 'md:airquality'}\npipelines:\n  p:\n    source: s\n    sinks: [md]\n    measurement: air_quality\n    start: 2026-11-20T00:00:00Z\n    jobs: [{name: co}]\n",
     );
-    let out = ws.run(&["run", "p", "--now", NOW]);
-    assert_eq!(out.code, 1, "{out:?}");
+    let out = ws.run(&["run", "p", "--now", NOW]).exit(1);
     assert!(out.stderr.contains("error: job `co`: sink `md`: MotherDuck (`md:airquality`) needs a token: `token:` (e.g. `token: ${secret:motherduck-token}`), `?motherduck_token=` in `path`, or the `motherduck_token` environment variable"), "{out:?}");
     assert!(
         !ws.path("state/p/co/checkpoint.json").exists()
@@ -442,16 +434,15 @@ fn motherduck_without_a_token_fails_before_any_work() {
 fn backfill_fills_a_range_and_never_moves_the_checkpoint_back() {
     seed("eng_backfill");
     let ws = Ws::new(&spec("eng_backfill", 6, "0h"));
-    let out = backfill_co(&ws, "2026-11-20T06:00:00Z", "2026-11-20T12:00:00Z");
-    assert_eq!(out.code, 0, "{out:?}");
-    assert!(out.stdout.starts_with("backfill [2026-11-20T06:00:00Z, 2026-11-20T12:00:00Z) of pipeline `hourly`:\n  co  ok      6 hours (6 new, 0 redone) in 1 batches, 1080 rows in, 18 rows out, checkpoint none\n"), "{out:?}");
+    let out = backfill_co(&ws, "2026-11-20T06:00:00Z", "2026-11-20T12:00:00Z").ok();
+    assert!(out.stdout.starts_with("backfill [2026-11-20T06:00:00Z, 2026-11-20T12:00:00Z) of pipeline `hourly`:\n  co  ok      6 hours (6 new, 0 redone) in 1 batch, 1080 rows in, 18 rows out, checkpoint none\n"), "{out:?}");
     let st = run(&ws, &["status", "hourly", "--now", NOW]);
     assert!(st.stdout.contains("  co: checkpoint none, never loaded\n    gaps: 6 hours missing in some sink: 2026-11-20T00:00:00Z..2026-11-20T05:00:00Z\n"), "{st:?}");
 
     let out = run(&ws, &["run", "hourly", "--job", "co", "--now", NOW]);
     assert!(out.stdout.contains("24 hours (24 new, 0 redone) in 4 batches, 4240 rows in, 71 rows out, checkpoint 2026-11-20T23:00:00Z"), "{out:?}");
     let out = backfill_co(&ws, "2026-11-20T00:00:00Z", "2026-11-20T06:00:00Z");
-    assert!(out.stdout.contains("  co  ok      6 hours (0 new, 6 redone) in 1 batches, 1060 rows in, 18 rows out, checkpoint 2026-11-20T23:00:00Z\n"), "{out:?}");
+    assert!(out.stdout.contains("  co  ok      6 hours (0 new, 6 redone) in 1 batch, 1060 rows in, 18 rows out, checkpoint 2026-11-20T23:00:00Z\n"), "{out:?}");
     let st = run(&ws, &["status", "hourly", "--now", NOW]);
     assert!(
         st.stdout
@@ -474,14 +465,15 @@ fn motherduck_offline_fails_naming_the_sink_and_never_the_token() {
     let ws = Ws::new(
         "sources:\n  s: {type: line_protocol, path: data/sample.lp.gz}\nsinks:\n  md: {type: duckdb, path: 'md:airquality', token: '${secret:motherduck-token}'}\npipelines:\n  p:\n    source: s\n    sinks: [md]\n    measurement: air_quality\n    start: 2026-11-20T00:00:00Z\n    jobs: [{name: co}]\n",
     );
-    let out = ws.run_env(
-        &["run", "p", "--now", NOW],
-        &[
-            ("MOTHERDUCK_TOKEN", "md-token-marker-123"),
-            ("HOME", ws.path("home").to_str().unwrap()),
-        ],
-    );
-    assert_eq!(out.code, 1, "{out:?}");
+    let out = ws
+        .run_env(
+            &["run", "p", "--now", NOW],
+            &[
+                ("MOTHERDUCK_TOKEN", "md-token-marker-123"),
+                ("HOME", ws.path("home").to_str().unwrap()),
+            ],
+        )
+        .exit(1);
     // Offline the extension cannot load; with network it loads, and the
     // made-up token is refused at ATTACH. Either way the sink is named.
     assert!(

@@ -40,8 +40,7 @@ fn a_template_breaking_the_result_contract_writes_no_sink() {
     let ds = "g_contract";
     crate::engine::seed(db);
     let ws = Ws::new(&spec(db, ds, "{type: local, path: state}", ""));
-    let out = backfill(&ws, &[]);
-    assert_eq!(out.code, 0, "{out:?}");
+    backfill(&ws, &[]).ok();
     let (duck, bq) = (duck_summary(&ws), bq_summary(ds));
     assert_eq!(duck[0][1], duck[0][2], "one row per (station, hour)");
 
@@ -51,8 +50,7 @@ fn a_template_breaking_the_result_contract_writes_no_sink() {
         "upper({{ job.name | sqlstr }}) AS pollutant",
     );
     for _ in 0..2 {
-        let out = backfill(&ws, &["--job", "co"]);
-        assert_eq!(out.code, 1, "{out:?}");
+        let out = backfill(&ws, &["--job", "co"]).exit(1);
         assert!(
             out.stderr.contains(
                 "error: job `co`: template `hourly_mean.sql` of job `co` broke the result contract: column `pollutant`: every row must have 'co' (the job's name); first offending row: {"
@@ -74,8 +72,7 @@ fn a_template_breaking_the_result_contract_writes_no_sink() {
         // A label shifted by an hour (no ICU here: epoch arithmetic).
         "to_timestamp(epoch_us(time) // 3600000000 * 3600 + 3600) AS hour_start",
     );
-    let out = backfill(&ws, &["--job", "no2"]);
-    assert_eq!(out.code, 1, "{out:?}");
+    let out = backfill(&ws, &["--job", "no2"]).exit(1);
     assert!(
         out.stderr.contains(
             "template `hourly_mean.sql` of job `no2` broke the result contract: column `hour_start`: every row must be in the batch [2026-11-20T00:00:00Z, 2026-11-20T12:00:00Z); first offending row: {"
@@ -119,8 +116,7 @@ fn hours_empty_at_the_source_keep_what_the_sinks_hold() {
         db,
         &format!("DELETE FROM air_quality WHERE time >= '{from}' AND time < '{to}'"),
     );
-    let out = backfill(&ws, &[]);
-    assert_eq!(out.code, 0, "{out:?}");
+    let out = backfill(&ws, &[]).ok();
     for job in ["co", "no2"] {
         let line = out
             .stdout
@@ -137,8 +133,7 @@ fn hours_empty_at_the_source_keep_what_the_sinks_hold() {
     assert_eq!(bq_summary(ds), bq);
     assert_eq!(rows_between(&ws, ds, from, to), loaded);
 
-    let status = run(&ws, &["status", "hourly", "--now", NOW], &[]);
-    assert_eq!(status.code, 0, "{status:?}");
+    let status = run(&ws, &["status", "hourly", "--now", NOW], &[]).ok();
     assert_eq!(
         status
             .stdout
@@ -148,8 +143,7 @@ fn hours_empty_at_the_source_keep_what_the_sinks_hold() {
         "{status:?}"
     );
 
-    let out = backfill(&ws, &["--replace-empty"]);
-    assert_eq!(out.code, 0, "{out:?}");
+    let out = backfill(&ws, &["--replace-empty"]).ok();
     assert!(!out.stdout.contains("empty at the source"), "{out:?}");
     assert_eq!(rows_between(&ws, ds, from, to), ("0".into(), "0".into()));
     let status = run(&ws, &["status", "hourly", "--now", NOW], &[]);
@@ -278,15 +272,13 @@ fn every_bigquery_request_keeps_the_documented_limits() {
     );
     let bq_url = format!("{}/bigquery/v2", rec.url);
     let args = ["run", "hourly", "--now", NOW];
-    let out = run(&ws, &args, &[("TEST_BQ_URL", &bq_url)]);
-    assert_eq!(out.code, 1, "{out:?}");
+    let out = run(&ws, &args, &[("TEST_BQ_URL", &bq_url)]).exit(1);
     assert!(
         out.stderr.contains("error: job `no2`: sink `bq` hours [2026-11-20T18:00:00Z, 2026-11-21T00:00:00Z): MERGE into `duckhour-it.g_limits.pollutant_hourly`: HTTP 400 invalid: injected refusal"),
         "{out:?}"
     );
     failing.store(false, std::sync::atomic::Ordering::SeqCst);
-    let out = run(&ws, &args, &[("TEST_BQ_URL", &bq_url)]);
-    assert_eq!(out.code, 0, "{out:?}");
+    run(&ws, &args, &[("TEST_BQ_URL", &bq_url)]).ok();
 
     let seen = rec.seen();
     let broken: Vec<(String, Vec<String>)> = seen
@@ -495,8 +487,7 @@ pipelines:
         "    (SELECT content FROM read_text('/proc/self/environ')) AS source,",
     );
     let env = [("INFLUX_TOKEN_X", "SECRET-MARKER-ENVIRON")];
-    let out = run(&ws, &["run", "hourly", "--now", NOW], &env);
-    assert_eq!(out.code, 1, "{out:?}");
+    let out = run(&ws, &["run", "hourly", "--now", NOW], &env).exit(1);
     assert!(
         out.stderr.contains("error: job `co`: the SQL of job `co` failed: Permission Error: Cannot access file \"/proc/self/environ\" - file system operations are disabled by configuration"),
         "{out:?}"
@@ -507,8 +498,7 @@ pipelines:
         "    (SELECT content FROM read_text('/proc/self/environ')) AS source,",
         "    {{ source | sqlstr }} AS source,",
     );
-    let out = run(&ws, &["run", "hourly", "--now", NOW], &env);
-    assert_eq!(out.code, 0, "{out:?}");
+    run(&ws, &["run", "hourly", "--now", NOW], &env).ok();
     assert_eq!(
         ws.query("out/wh.duckdb", "SELECT count(*) FROM pollutant_hourly"),
         vec![vec!["71".to_owned()]]

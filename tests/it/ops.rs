@@ -63,8 +63,8 @@ fn serve_catches_up_at_start_then_stops_on_sigterm() {
         &["serve", "demo", "--now", "2026-11-21T00:10:00Z"],
         &[],
         || done.iter().all(|p| p.exists()),
-    );
-    assert_eq!(out.code, 0, "{out:?}");
+    )
+    .ok();
     assert!(out.stdout.starts_with("serving demo (UTC); stop with Ctrl-C or SIGTERM\nrun of pipeline `demo`:\n  co                              ok      "), "{out:?}");
     assert!(
         // "next run of `demo` at ..." is printed unless the signal came first.
@@ -121,8 +121,8 @@ fn sigterm_mid_run_commits_the_batch_in_progress_and_leaves_no_trace_of_others()
         &["serve", "--now", "2026-11-21T00:10:00Z"],
         &[("TEST_INFLUX_URL", &url), ("INFLUXDB_TOKEN", "t")],
         || std::fs::read_to_string(&ledger).is_ok_and(|l| l.lines().count() >= 2),
-    );
-    assert_eq!(out.code, 0, "{out:?}");
+    )
+    .ok();
     assert!(out.stdout.contains("stopped"), "{out:?}");
     // Every job: the sink holds exactly the hours up to its checkpoint.
     let st = ws.run_env(
@@ -155,11 +155,11 @@ fn sigterm_mid_run_commits_the_batch_in_progress_and_leaves_no_trace_of_others()
         );
     }
     // A later run completes the day exactly.
-    let out = ws.run_env(
+    ws.run_env(
         &["run", "hourly", "--now", "2026-11-21T00:10:00Z"],
         &[("TEST_INFLUX_URL", &url), ("INFLUXDB_TOKEN", "t")],
-    );
-    assert_eq!(out.code, 0, "{out:?}");
+    )
+    .ok();
     let r = ws.query("wh.duckdb", "SELECT count(*), count(DISTINCT (pollutant, station, hour_start)) FROM pollutant_hourly WHERE hour_start < TIMESTAMPTZ '2026-11-21 00:00:00+00'");
     assert_eq!(r, vec![vec!["424".to_owned(), "424".to_owned()]]);
 }
@@ -192,22 +192,23 @@ fn progress_only_on_a_terminal_and_logs_as_json_with_spans() {
         "{tty:?}"
     );
     // JSON logs: one object per line, with the pipeline, job and batch spans.
-    let out = ws.run(&[
-        "-v",
-        "--log-format",
-        "json",
-        "backfill",
-        "demo",
-        "--job",
-        "co",
-        "--from",
-        "2026-11-20T00:00:00Z",
-        "--to",
-        "2026-11-21T00:00:00Z",
-        "--now",
-        "2026-11-23T00:10:00Z",
-    ]);
-    assert_eq!(out.code, 0, "{out:?}");
+    let out = ws
+        .run(&[
+            "-v",
+            "--log-format",
+            "json",
+            "backfill",
+            "demo",
+            "--job",
+            "co",
+            "--from",
+            "2026-11-20T00:00:00Z",
+            "--to",
+            "2026-11-21T00:00:00Z",
+            "--now",
+            "2026-11-23T00:10:00Z",
+        ])
+        .ok();
     let lines = json_lines(&out.stderr);
     let batch = lines
         .iter()
@@ -310,17 +311,18 @@ fn no_secret_ever_appears_in_output_logs_or_state() {
 #[test]
 fn json_logs_at_the_default_level_tell_runs_and_jobs() {
     let ws = Ws::shipped();
-    let out = ws.run(&[
-        "--log-format",
-        "json",
-        "run",
-        "demo",
-        "--job",
-        "co",
-        "--now",
-        "2026-11-21T00:10:00Z",
-    ]);
-    assert_eq!(out.code, 0, "{out:?}");
+    let out = ws
+        .run(&[
+            "--log-format",
+            "json",
+            "run",
+            "demo",
+            "--job",
+            "co",
+            "--now",
+            "2026-11-21T00:10:00Z",
+        ])
+        .ok();
     let lines = json_lines(&out.stderr);
     let messages: Vec<&str> = lines
         .iter()

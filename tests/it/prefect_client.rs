@@ -160,11 +160,12 @@ pipelines:
       - name: co
 "
     ));
-    let out = ws.run_env(
-        &["run", "p", "--now", "2026-11-21T00:10:00Z"],
-        &[("PREFECT_API_KEY", KEY)],
-    );
-    assert_eq!(out.code, 1, "{out:?}");
+    let out = ws
+        .run_env(
+            &["run", "p", "--now", "2026-11-21T00:10:00Z"],
+            &[("PREFECT_API_KEY", KEY)],
+        )
+        .exit(1);
     assert!(
         out.stderr.contains(&format!(
             "prefect {url}/api: concurrency limit `duckhour-p-co`: unauthorized (401)"

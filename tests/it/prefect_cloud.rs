@@ -371,8 +371,7 @@ fn throttled_by_cloud_budgets_runs_finish_exact_and_lose_no_lease() {
     let (_slow, sample) = slow_sample("pc_throttled", Duration::from_millis(1000));
     let ws = Ws::new(&with_source(&spec("cloudfill", MEMBER), &sample));
     let t0 = Instant::now();
-    let out = backfill_sample_day(&ws, "cloudfill", &env);
-    assert_eq!(out.code, 0, "{out:?}");
+    let out = backfill_sample_day(&ws, "cloudfill", &env).ok();
     assert!(!out.stderr.contains("lost its lease"), "{}", out.stderr);
     assert!(t0.elapsed() > Duration::from_secs(20), "{:?}", t0.elapsed());
     assert_eq!(
@@ -418,8 +417,9 @@ fn cloud_refusals_fail_at_once_and_name_the_cause() {
     // A key of another workspace: 404 on every path.
     let ws = Ws::new(&spec("cloudout", OUTSIDER));
     let t0 = Instant::now();
-    let out = ws.run_env(&["run", "cloudout", "--now", "2026-11-21T00:10:00Z"], &env);
-    assert_eq!(out.code, 1, "{out:?}");
+    let out = ws
+        .run_env(&["run", "cloudout", "--now", "2026-11-21T00:10:00Z"], &env)
+        .exit(1);
     assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
     assert!(
         out.stderr
@@ -435,11 +435,12 @@ fn cloud_refusals_fail_at_once_and_name_the_cause() {
 
     // A role that may not create blocks, on a pipeline's first run.
     let ws = Ws::new(&spec("cloudrunner", RUNNER));
-    let out = ws.run_env(
-        &["run", "cloudrunner", "--now", "2026-11-21T00:10:00Z"],
-        &env,
-    );
-    assert_eq!(out.code, 1, "{out:?}");
+    let out = ws
+        .run_env(
+            &["run", "cloudrunner", "--now", "2026-11-21T00:10:00Z"],
+            &env,
+        )
+        .exit(1);
     assert!(
         out.stderr.contains(
             "forbidden (403): the API key's role may not do this; give it the Developer role"
@@ -450,8 +451,9 @@ fn cloud_refusals_fail_at_once_and_name_the_cause() {
     assert!(!ws.path("wh.duckdb").exists(), "data work began");
     assert_eq!(p.state_doc("cloudrunner-co"), None);
     // Nor deploy.
-    let out = ws.run_env(&["prefect", "deploy", "--pool", "cloud-runner"], &env);
-    assert_eq!(out.code, 1, "{out:?}");
+    let out = ws
+        .run_env(&["prefect", "deploy", "--pool", "cloud-runner"], &env)
+        .exit(1);
     assert!(out.stderr.contains("forbidden (403)"), "{}", out.stderr);
 
     // A role that may not read secret data: the masked value is refused.
@@ -465,8 +467,9 @@ fn cloud_refusals_fail_at_once_and_name_the_cause() {
             ),
         ),
     );
-    let out = ws.run_env(&["run", "cloudmask", "--now", "2026-11-21T00:10:00Z"], &env);
-    assert_eq!(out.code, 1, "{out:?}");
+    let out = ws
+        .run_env(&["run", "cloudmask", "--now", "2026-11-21T00:10:00Z"], &env)
+        .exit(1);
     assert!(
         out.stderr.contains("came back masked (`********`)")
             && out.stderr.contains("Developer role"),
@@ -478,8 +481,8 @@ fn cloud_refusals_fail_at_once_and_name_the_cause() {
     // A member's first run: the schema exists, Cloud says 409, the run
     // reads it back and completes.
     let ws = Ws::new(&spec("cloudnew", MEMBER));
-    let out = ws.run_env(&["run", "cloudnew", "--now", "2026-11-21T00:10:00Z"], &env);
-    assert_eq!(out.code, 0, "{out:?}");
+    ws.run_env(&["run", "cloudnew", "--now", "2026-11-21T00:10:00Z"], &env)
+        .ok();
     assert!(
         cloud
             .rec
@@ -505,8 +508,8 @@ fn a_throttled_worker_serves_a_backfills_flow_runs() {
     let cloud = Cloud::throttled(p, 6);
     let env = [("PREFECT_API_URL", cloud.url.as_str())];
     let ws = Ws::new(&spec("cloudwork", MEMBER));
-    let out = ws.run_env(&["prefect", "deploy", "--pool", "cloud-work"], &env);
-    assert_eq!(out.code, 0, "{out:?}");
+    ws.run_env(&["prefect", "deploy", "--pool", "cloud-work"], &env)
+        .ok();
     let backfill = [
         "prefect",
         "backfill",
@@ -516,10 +519,8 @@ fn a_throttled_worker_serves_a_backfills_flow_runs() {
         "--to",
         "2026-11-21T00:00:00Z",
     ];
-    let out = ws.run_env(&backfill, &env);
-    assert_eq!(out.code, 0, "{out:?}");
-    let out = ws.run_env(&backfill, &env);
-    assert_eq!(out.code, 0, "{out:?}");
+    ws.run_env(&backfill, &env).ok();
+    ws.run_env(&backfill, &env).ok();
     assert_eq!(flow_runs(p, "cloudwork").len(), 2);
     let worker = ws
         .cmd(&[
@@ -602,20 +603,21 @@ fn a_throttled_month_backfill_is_exact() {
         .replace("start: 2026-11-20T00:00:00Z", "start: 2026-10-01T00:00:00Z")
         .replace("batch_hours: 1", "batch_hours: 24");
     let ws = Ws::new(&spec);
-    let out = ws.run_env(
-        &[
-            "backfill",
-            "cloudmonth",
-            "--from",
-            "2026-10-01T00:00:00Z",
-            "--to",
-            "2026-10-31T00:00:00Z",
-            "--now",
-            "2026-10-31T00:10:00Z",
-        ],
-        &env,
-    );
-    assert_eq!(out.code, 0, "{out:?}");
+    let out = ws
+        .run_env(
+            &[
+                "backfill",
+                "cloudmonth",
+                "--from",
+                "2026-10-01T00:00:00Z",
+                "--to",
+                "2026-10-31T00:00:00Z",
+                "--now",
+                "2026-10-31T00:10:00Z",
+            ],
+            &env,
+        )
+        .ok();
     assert!(!out.stderr.contains("could not report"), "{}", out.stderr);
     assert_eq!(
         ws.query(

@@ -63,9 +63,8 @@ fn round_trip_with_the_python_block_class() {
         "single.yaml",
         &spec("single", "  block_name: pipeline-state", 24, &["co"]),
     );
-    let out = run(&ws, p, &["run", "rt", "--now", "2026-11-21T00:10:00Z"]);
-    assert_eq!(out.code, 0, "{out:?}");
-    let out = run(
+    run(&ws, p, &["run", "rt", "--now", "2026-11-21T00:10:00Z"]).ok();
+    run(
         &ws,
         p,
         &[
@@ -76,8 +75,8 @@ fn round_trip_with_the_python_block_class() {
             "--now",
             "2026-11-21T00:10:00Z",
         ],
-    );
-    assert_eq!(out.code, 0, "{out:?}");
+    )
+    .ok();
 
     // Python reads what duckhour wrote, through the class, under the same schema.
     let got = p.python(&[
@@ -114,8 +113,7 @@ fn round_trip_with_the_python_block_class() {
         p.checkpoint("rt-co").as_deref(),
         Some("2026-11-20T20:00:00")
     );
-    let out = run(&ws, p, &["status", "rt", "--now", "2026-11-21T00:10:00Z"]);
-    assert_eq!(out.code, 0, "{out:?}");
+    let out = run(&ws, p, &["status", "rt", "--now", "2026-11-21T00:10:00Z"]).ok();
     assert!(
         out.stdout
             .contains("co: checkpoint 2026-11-20T20:00:00Z, 3h behind"),
@@ -133,16 +131,15 @@ fn round_trip_with_the_python_block_class() {
             "--now",
             "2026-11-21T00:10:00Z",
         ],
-    );
-    assert_eq!(out.code, 0, "{out:?}");
+    )
+    .ok();
     assert!(
         out.stdout.contains("checkpoint 2026-11-20T20:00:00Z"),
         "{}",
         out.stdout
     );
     // duckhour reads it and redoes the three hours after it, without duplicates.
-    let out = run(&ws, p, &["run", "rt", "--now", "2026-11-21T00:10:00Z"]);
-    assert_eq!(out.code, 0, "{out:?}");
+    let out = run(&ws, p, &["run", "rt", "--now", "2026-11-21T00:10:00Z"]).ok();
     assert!(
         out.stdout.contains(" 3 hours (3 new, 0 redone)"),
         "{}",
@@ -191,8 +188,7 @@ pipelines:
         url = ix.url
     ));
     // Not in a block and not in the environment: the error says where it looked.
-    let out = run(&ws, p, &["run", "sec", "--now", "2026-11-21T00:10:00Z"]);
-    assert_eq!(out.code, 1, "{out:?}");
+    let out = run(&ws, p, &["run", "sec", "--now", "2026-11-21T00:10:00Z"]).exit(1);
     assert!(
         out.stderr.contains(
             "secret `pf-influx-password` not found (looked in Prefect blocks `secret`/`gcp-credentials` `pf-influx-password`, then environment variable `PF_INFLUX_PASSWORD`)"
@@ -207,8 +203,8 @@ pipelines:
         &ws,
         p,
         &["run", "sec", "--now", "2026-11-21T00:10:00Z", "-v"],
-    );
-    assert_eq!(out.code, 0, "{out:?}");
+    )
+    .ok();
     assert_eq!(
         rows_by_job(&ws),
         vec![vec!["co", "24", "71"], vec!["so2", "24", "69"]]
@@ -224,8 +220,7 @@ pipelines:
     }
     // A wrong password in the block is InfluxDB's 401, named, with nothing moved.
     p.python(&["save-secret", "pf-influx-password", "wrong-password"]);
-    let out = run(&ws, p, &["run", "sec", "--now", "2026-11-21T03:10:00Z"]);
-    assert_eq!(out.code, 1, "{out:?}");
+    let out = run(&ws, p, &["run", "sec", "--now", "2026-11-21T03:10:00Z"]).exit(1);
     assert!(out.stderr.contains("401"), "{}", out.stderr);
     assert!(!out.stderr.contains("wrong-password"), "{}", out.stderr);
     assert_eq!(
@@ -288,8 +283,7 @@ fn two_runners_of_one_job() {
         p.state_doc("two-co")
             .is_some_and(|d| d["data"]["metadata"]["lease"]["pid"] == pid)
     });
-    let out = run(&ws, p, &["run", "two", "--now", "2026-11-22T00:10:00Z"]);
-    assert_eq!(out.code, 1, "{out:?}");
+    let out = run(&ws, p, &["run", "two", "--now", "2026-11-22T00:10:00Z"]).exit(1);
     assert!(
         out.stderr.contains(&format!(
             "job `co` of pipeline `two` is already running: lease held by pid {pid} on "
@@ -305,15 +299,13 @@ fn two_runners_of_one_job() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let first = finish(first);
-    assert_eq!(first.code, 0, "{first:?}");
+    let first = finish(first).ok();
     assert!(
         first.stdout.contains(" 48 hours (48 new, 0 redone)"),
         "{}",
         first.stdout
     );
-    let waited = finish(waiter);
-    assert_eq!(waited.code, 0, "{waited:?}");
+    finish(waiter).ok();
     assert_eq!(rows_by_job(&ws), vec![vec!["co", "24", "71"]]);
     assert_eq!(
         p.checkpoint("two-co").as_deref(),
@@ -364,8 +356,7 @@ fn a_revoked_lease_is_noticed_at_its_next_renewal_and_nothing_is_written_after()
         204
     );
     let revoked = Instant::now();
-    let out = finish(child);
-    assert_eq!(out.code, 1, "{out:?}");
+    let out = finish(child).exit(1);
     assert!(
         out.stderr.contains("job `co` of pipeline `lost` lost its lease (prefect limit `duckhour-lost-co`: expired or revoked); stopped before its next write"),
         "{}",
@@ -485,12 +476,12 @@ fn server_restarted_mid_run() {
 /// The next run (waiting for the lease if needed) completes the pipeline's
 /// two days: every job has its 24 hours and 71 rows, checkpoint at the end.
 fn next_run_completes(ws: &Ws, p: &Prefect, pipeline: &str, jobs: &[&str]) {
-    let out = run(
+    run(
         ws,
         p,
         &["run", pipeline, "--wait", "--now", "2026-11-22T00:10:00Z"],
-    );
-    assert_eq!(out.code, 0, "{out:?}");
+    )
+    .ok();
     let want: Vec<Vec<String>> = jobs
         .iter()
         .map(|j| vec![j.to_string(), "24".into(), "71".into()])
@@ -555,8 +546,7 @@ fn a_runner_that_cannot_renew_stops_writing_before_its_lease_expires() {
     });
     dropping.store(true, SeqCst);
     let dropped_at = Instant::now();
-    let out = finish(child);
-    assert_eq!(out.code, 1, "{out:?}");
+    let out = finish(child).exit(1);
     assert!(
         out.stderr.contains("error: job `co`: job `co` of pipeline `expiry` lost its lease (prefect limit `duckhour-expiry-co`: not renewed for 45s, it may have expired); stopped before its next write"),
         "{out:?}"
@@ -658,11 +648,11 @@ fn a_lease_granted_but_not_answered_does_not_block_its_own_runner() {
     );
     let ws = Ws::new(&spec("orphan", "  lease: 60s", 24, &["co"]));
     let via_proxy = format!("{}/api", rec.url);
-    let out = ws.run_env(
+    ws.run_env(
         &["run", "orphan", "--now", "2026-11-21T00:10:00Z"],
         &[("PREFECT_API_URL", &via_proxy)],
-    );
-    assert_eq!(out.code, 0, "{out:?}");
+    )
+    .ok();
     assert_eq!(rows_by_job(&ws), vec![vec!["co", "24", "71"]]);
     let takes: Vec<(u16, u16)> = rec
         .seen()
@@ -692,8 +682,7 @@ fn model_state_lives_in_blocks_the_python_class_reads() {
         "    models:\n      - {name: daily_mean, grain: day}\n    jobs:\n",
     );
     let ws = Ws::new(&spec);
-    let out = run(&ws, p, &["run", "mdl", "--now", "2026-11-21T00:10:00Z"]);
-    assert_eq!(out.code, 0, "{out:?}");
+    let out = run(&ws, p, &["run", "mdl", "--now", "2026-11-21T00:10:00Z"]).ok();
     assert!(
         out.stdout.contains("day [2026-11-20, 2026-11-21)"),
         "{out:?}"
@@ -718,7 +707,7 @@ fn model_state_lives_in_blocks_the_python_class_reads() {
     let conn = duckdb::Connection::open(ws.path("wh.duckdb")).unwrap();
     conn.execute_batch("DELETE FROM daily_mean").unwrap();
     drop(conn);
-    let out = run(
+    run(
         &ws,
         p,
         &[
@@ -731,8 +720,8 @@ fn model_state_lives_in_blocks_the_python_class_reads() {
             "--now",
             "2026-11-21T00:10:00Z",
         ],
-    );
-    assert_eq!(out.code, 0, "{out:?}");
+    )
+    .ok();
     assert_eq!(means(&ws), first);
     let out = run(&ws, p, &["status", "mdl", "--now", "2026-11-21T00:10:00Z"]);
     assert!(

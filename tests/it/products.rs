@@ -339,15 +339,13 @@ fn products_equal_their_definitions_and_follow_a_changed_hour() {
     let mut pts = points();
     write(db, &pts);
     let ws = Ws::new(&spec(db, "wh", "", true));
-    let out = run(&ws, &["run", "aq", "--now", NOW]);
-    assert_eq!(out.code, 0, "{out:?}");
+    let out = run(&ws, &["run", "aq", "--now", NOW]).ok();
     assert!(out.stdout.contains("model daily_mean"), "{out:?}");
     assert_boundaries_present(&r::expected(&pts, TZ));
     assert_products(&ws, &pts);
 
     // Nothing new: a second run recomputes nothing.
-    let again = run(&ws, &["run", "aq", "--now", NOW]);
-    assert_eq!(again.code, 0, "{again:?}");
+    let again = run(&ws, &["run", "aq", "--now", NOW]).ok();
     assert!(!again.stdout.contains("model "), "{again:?}");
 
     // Late points for 09:00 UTC (10:00 in Madrid) at station a.
@@ -373,8 +371,8 @@ fn products_equal_their_definitions_and_follow_a_changed_hour() {
             "--now",
             NOW,
         ],
-    );
-    assert_eq!(out.code, 0, "{out:?}");
+    )
+    .ok();
     // Exactly the dependent keys are recomputed.
     for (model, keys) in [
         ("daily_mean", "day [2026-03-27, 2026-03-28)"),
@@ -470,8 +468,7 @@ fn a_failing_model_is_redone_on_the_next_run() {
     let ws = Ws::new(&spec(db, "wh", "", true));
     let good = std::fs::read_to_string(ws.path("sql/eaqi.sql")).unwrap();
     ws.write("sql/eaqi.sql", "SELECT no_such_column FROM {{ hourly }}");
-    let out = run(&ws, &["run", "aq", "--now", NOW]);
-    assert_eq!(out.code, 1, "{out:?}");
+    let out = run(&ws, &["run", "aq", "--now", NOW]).exit(1);
     assert!(
         out.stderr
             .contains("error: model `eaqi`: template `eaqi.sql` failed:")
@@ -502,8 +499,7 @@ fn a_failing_model_is_redone_on_the_next_run() {
     );
 
     ws.write("sql/eaqi.sql", &good);
-    let out = run(&ws, &["run", "aq", "--now", NOW]);
-    assert_eq!(out.code, 0, "{out:?}");
+    let out = run(&ws, &["run", "aq", "--now", NOW]).ok();
     assert!(out.stdout.contains("model eaqi"), "{out:?}");
     assert!(
         !out.stdout.contains("model daily_mean"),
@@ -534,7 +530,7 @@ fn a_model_added_later_computes_history_without_the_source() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", dead.local_addr().unwrap());
     drop(dead);
-    let out = ws.run_env(
+    ws.run_env(
         &[
             "backfill",
             "aq",
@@ -550,8 +546,8 @@ fn a_model_added_later_computes_history_without_the_source() {
             NOW,
         ],
         &[("TEST_INFLUX_URL", &url)],
-    );
-    assert_eq!(out.code, 0, "{out:?}");
+    )
+    .ok();
     let want = r::expected(&pts, TZ);
     for (name, sql, key) in r::queries() {
         if name == "daily_mean" || name == "exceedances" {
@@ -560,8 +556,8 @@ fn a_model_added_later_computes_history_without_the_source() {
         }
     }
     // With the source down, a run fails its jobs, and says which source.
-    let out = ws.run_env(&["run", "aq", "--now", NOW], &[("TEST_INFLUX_URL", &url)]);
-    assert_eq!(out.code, 1, "{out:?}");
+    ws.run_env(&["run", "aq", "--now", NOW], &[("TEST_INFLUX_URL", &url)])
+        .exit(1);
 }
 
 /// Per product, a summary both dialects compute alike: rows and sums of
@@ -625,8 +621,7 @@ fn products_in_bigquery_equal_those_in_duckdb() {
         )
     };
     let ws = Ws::new(&spec(db, "wh, bq", &bq, true));
-    let out = env(&ws, &["run", "aq", "--now", NOW]);
-    assert_eq!(out.code, 0, "{out:?}");
+    env(&ws, &["run", "aq", "--now", NOW]).ok();
     assert_products(&ws, &pts);
     summaries_equal(&ws, dataset);
 
@@ -637,7 +632,7 @@ fn products_in_bigquery_equal_those_in_duckdb() {
     }
     write(db, &changed);
     pts.extend(changed);
-    let out = env(
+    env(
         &ws,
         &[
             "backfill",
@@ -649,8 +644,8 @@ fn products_in_bigquery_equal_those_in_duckdb() {
             "--now",
             NOW,
         ],
-    );
-    assert_eq!(out.code, 0, "{out:?}");
+    )
+    .ok();
     assert_products(&ws, &pts);
     summaries_equal(&ws, dataset);
 
@@ -668,8 +663,7 @@ fn products_in_bigquery_equal_those_in_duckdb() {
     child.kill().unwrap();
     child.wait().unwrap();
     let _ = t0;
-    let out = env(&ws, &["run", "aq", "--now", NOW]);
-    assert_eq!(out.code, 0, "{out:?}");
+    env(&ws, &["run", "aq", "--now", NOW]).ok();
     assert_products(&ws, &pts);
     summaries_equal(&ws, dataset);
 
@@ -678,8 +672,7 @@ fn products_in_bigquery_equal_those_in_duckdb() {
     let only = "prod_models_only";
     let bq_only = bq.replace(dataset, only);
     let ws2 = Ws::new(&spec(db, "bq", &bq_only, true));
-    let out = env(&ws2, &["run", "aq", "--now", NOW]);
-    assert_eq!(out.code, 0, "{out:?}");
+    env(&ws2, &["run", "aq", "--now", NOW]).ok();
     summaries_equal(&ws, only);
     // Its history, rebuilt from BigQuery with nothing at the source's address.
     let t = format!("`{}.{only}.daily_mean`", crate::bigquery_sink::PROJECT);
@@ -690,7 +683,7 @@ fn products_in_bigquery_equal_those_in_duckdb() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", dead.local_addr().unwrap());
     drop(dead);
-    let out = ws2.run_env(
+    ws2.run_env(
         &[
             "backfill",
             "aq",
@@ -704,15 +697,16 @@ fn products_in_bigquery_equal_those_in_duckdb() {
             NOW,
         ],
         &[("TEST_INFLUX_URL", &url), ("TEST_BQ_URL", &bigquery().url)],
-    );
-    assert_eq!(out.code, 0, "{out:?}");
+    )
+    .ok();
     summaries_equal(&ws, only);
 }
 
 /// With `extensions: [icu]` and the extension where DuckDB keeps it (as
 /// `INSTALL icu` leaves it; here the file of PyPI's duckdb-extension-icu
 /// 1.5.5 that scripts/bigquery installs), DuckDB's time-zone functions work
-/// in a model; without the file, `validate` and `run` say which file goes where.
+/// in a model; without the file, `validate` and `run` say which file goes
+/// where; without the key, they say to add it.
 #[test]
 fn duckdb_time_zone_functions_work_with_the_icu_extension() {
     let spec = "extensions: [icu]
@@ -738,8 +732,24 @@ pipelines:
          strftime(hour_start AT TIME ZONE 'America/New_York', '%Y-%m-%d') AS ny_day \
          FROM {{ hourly }} WHERE hour_start >= {{ keys_from }} AND hour_start < {{ keys_to }}",
     );
-    let out = ws.run(&["validate"]);
-    assert_eq!(out.code, 2, "{out:?}");
+    // Without `extensions:`, DuckDB's autoloading error is followed by
+    // the spec key to add.
+    ws.write(
+        "pipelines.yaml",
+        spec.trim_start_matches("extensions: [icu]\n"),
+    );
+    let hint = "  = hint: the SQL uses DuckDB's `icu` extension: add `extensions: [icu]` to pipelines.yaml";
+    let out = ws.run(&["validate"]).exit(2);
+    assert!(
+        out.stderr.contains("the required extension 'icu'") && out.stderr.contains(hint),
+        "{out:?}"
+    );
+    let out = ws
+        .run(&["run", "demo", "--now", "2026-11-22T00:00:00Z"])
+        .exit(1);
+    assert!(out.stderr.contains(hint), "{out:?}");
+    ws.write("pipelines.yaml", spec);
+    let out = ws.run(&["validate"]).exit(2);
     assert!(
         out.stderr
             .contains("DuckDB extension `icu` could not be loaded:")
@@ -748,8 +758,9 @@ pipelines:
                 .contains("put `icu.duckdb_extension` of DuckDB v1.5.5 in"),
         "{out:?}"
     );
-    let out = ws.run(&["run", "demo", "--now", "2026-11-22T00:00:00Z"]);
-    assert_eq!(out.code, 1, "{out:?}");
+    let out = ws
+        .run(&["run", "demo", "--now", "2026-11-22T00:00:00Z"])
+        .exit(1);
     assert!(
         out.stderr
             .contains("DuckDB extension `icu` could not be loaded"),
@@ -766,10 +777,9 @@ pipelines:
     let dir = ws.path("home/.duckdb/extensions/v1.5.5/linux_amd64");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(file, dir.join("icu.duckdb_extension")).unwrap();
-    let out = ws.run(&["validate"]);
-    assert_eq!(out.code, 0, "{out:?}");
-    let out = ws.run(&["run", "demo", "--now", "2026-11-22T00:00:00Z"]);
-    assert_eq!(out.code, 0, "{out:?}");
+    ws.run(&["validate"]).ok();
+    ws.run(&["run", "demo", "--now", "2026-11-22T00:00:00Z"])
+        .ok();
     let rows = ws.query(
         "wh.duckdb",
         "SELECT epoch_us(hour_start) // 1000000, local_hour, ny_day FROM local_hours",
@@ -824,11 +834,11 @@ fn product_loads_keep_bigquerys_documented_limits() {
     );
     let ws = Ws::new(&spec(db, "wh, bq", &bq, true));
     let bq_url = format!("{}/bigquery/v2", rec.url);
-    let out = ws.run_env(
+    ws.run_env(
         &["run", "aq", "--now", NOW],
         &[("TEST_INFLUX_URL", &influx().url), ("TEST_BQ_URL", &bq_url)],
-    );
-    assert_eq!(out.code, 0, "{out:?}");
+    )
+    .ok();
     let seen = rec.seen();
     let broken: Vec<(String, Vec<String>)> = seen
         .iter()

@@ -69,10 +69,10 @@ fn readme_model_example_runs_as_printed() {
     // After the demo's last model (the end of the file).
     let ws = crate::util::Ws::new(&format!("{}\n{yaml}", spec.trim_end()));
     ws.write("sql/no2_daily_max.sql", &sql);
-    let out = ws.run(&["validate"]);
-    assert_eq!(out.code, 0, "{out:?}");
-    let out = ws.run(&["run", "demo", "--now", "2026-11-22T00:00:00Z"]);
-    assert_eq!(out.code, 0, "{out:?}");
+    ws.run(&["validate"]).ok();
+    let out = ws
+        .run(&["run", "demo", "--now", "2026-11-22T00:00:00Z"])
+        .ok();
     assert!(out.stdout.contains("model no2_daily_max"), "{out:?}");
     // Berlin's 2026-11-20 starts at 23:00 UTC the day before: the sample's
     // first 23 hours are on it, the last one on the 21st.

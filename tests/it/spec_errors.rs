@@ -38,8 +38,7 @@ fn assert_error(out: crate::util::Out, expected: &str) {
 #[test]
 fn base_spec_is_valid() {
     let ws = Ws::new(BASE);
-    let out = ws.run(&["validate"]);
-    assert_eq!(out.code, 0, "{out:?}");
+    let out = ws.run(&["validate"]).ok();
     assert_eq!(
         out.stdout,
         "pipelines.yaml is valid: 1 pipelines, 2 jobs, 0 models, 1 sources, 1 sinks\n"
@@ -149,8 +148,9 @@ fn missing_env_is_reported_when_a_run_needs_it_without_values() {
     let ws = Ws::new(&spec);
     // validate and dry-run do not need it
     assert_eq!(ws.run(&["validate"]).code, 0);
-    let out = ws.run(&["run", "demo", "--now", "2026-11-20T03:10:00Z"]);
-    assert_eq!(out.code, 1, "{out:?}");
+    let out = ws
+        .run(&["run", "demo", "--now", "2026-11-20T03:10:00Z"])
+        .exit(1);
     assert!(
         out.stderr.contains(
             "sink `local`: `path`: environment variable `DUCKHOUR_TEST_UNSET_DIR` is not set"
@@ -162,14 +162,12 @@ fn missing_env_is_reported_when_a_run_needs_it_without_values() {
 #[test]
 fn shipped_spec_validates_and_lists() {
     let ws = Ws::shipped();
-    let out = ws.run(&["validate"]);
-    assert_eq!(out.code, 0, "{out:?}");
+    let out = ws.run(&["validate"]).ok();
     assert_eq!(
         out.stdout,
         "pipelines.yaml is valid: 2 pipelines, 12 jobs, 26 models, 2 sources, 3 sinks\n"
     );
-    let out = ws.run(&["list"]);
-    assert_eq!(out.code, 0, "{out:?}");
+    let out = ws.run(&["list"]).ok();
     assert!(out.stdout.starts_with("demo  source sample -> sinks local  (6 jobs)\n  co    air_quality.co -> pollutant_hourly via hourly_mean.sql\n"), "{out:?}");
     assert!(
         out.stdout.contains(
@@ -208,8 +206,7 @@ fn model_errors_point_at_their_line() {
         with("      - {name: daily_mean, grain: day, timezone: Europe/Madird}\n"),
         "error: model `daily_mean`: unknown time zone `Europe/Madird`; did you mean `Europe/Madrid`?\n  --> pipelines.yaml:19:50\n   |\n19 |       - {name: daily_mean, grain: day, timezone: Europe/Madird}\n   |                                                  ^\n",
     );
-    let out = with("      - {name: daily_mean, grain: day, timezone: Asia/Kolkata}\n");
-    assert_eq!(out.code, 2, "{out:?}");
+    let out = with("      - {name: daily_mean, grain: day, timezone: Asia/Kolkata}\n").exit(2);
     assert!(
         out.stderr
             .contains("time zone `Asia/Kolkata` has offsets that are not whole hours"),
@@ -248,8 +245,7 @@ fn validate_binds_model_sql_before_any_run() {
         "sql/typo.sql",
         "SELECT pollutant, station, day, avgg FROM {{ hourly }} JOIN {{ calendar }} USING (h)",
     );
-    let out = ws.run(&["validate"]);
-    assert_eq!(out.code, 2, "{out:?}");
+    let out = ws.run(&["validate"]).exit(2);
     assert!(
         out.stderr.contains(
             "error: model `by_local_hour` of pipeline `demo`: its SQL fails on empty hourly rows:"
@@ -280,8 +276,7 @@ fn prefect_block_names_must_be_valid_and_distinct() {
     let out = validate_with(
         "    delay: 5m\n",
         "    delay: 5m\n    state: {type: prefect, url: \"http://127.0.0.1:4200/api\", block_name: pipeline-state}\n",
-    );
-    assert_eq!(out.code, 2, "{out:?}");
+    ).exit(2);
     assert!(
         out.stderr.starts_with("error: state: job `no2` of pipeline `demo` and job `co` of pipeline `demo` would share the block `pipeline-state`: put `{job}` (and `{pipeline}`) in `block_name`\n  --> pipelines.yaml:15:12\n"),
         "{out:?}"
@@ -290,8 +285,7 @@ fn prefect_block_names_must_be_valid_and_distinct() {
     let out = validate_with(
         "      - name: no2\n",
         "      - name: no_2\n  other:\n    source: sample\n    sinks: [local]\n    measurement: air_quality\n    state: {type: prefect, url: \"http://127.0.0.1:4200/api\"}\n    jobs:\n      - name: pm2_5\n",
-    );
-    assert_eq!(out.code, 2, "{out:?}");
+    ).exit(2);
     assert!(
         out.stderr.starts_with("error: state: block name `other-pm2_5` (from `block_name: {pipeline}-{job}` for job `pm2_5` of pipeline `other`) must use only lowercase letters, digits and `-`\n"),
         "{out:?}"
@@ -325,23 +319,20 @@ error: sink `bq`: `table` `hourly.v2` must be letters, digits and `_`, not start
 /// (nothing to report to) is refused.
 #[test]
 fn prefect_heartbeat_range() {
-    let out = validate_with("sources:\n", "prefect: {heartbeat: 20m}\nsources:\n");
-    assert_eq!(out.code, 2, "{out:?}");
+    let out = validate_with("sources:\n", "prefect: {heartbeat: 20m}\nsources:\n").exit(2);
     assert!(
         out.stderr.starts_with(
             "error: prefect: `heartbeat` must be 1s to 10m, not 20m\n  --> pipelines.yaml:1:22\n"
         ),
         "{out:?}"
     );
-    let out = validate_with("sources:\n", "prefect: {api_key: k}\nsources:\n");
-    assert_eq!(out.code, 2, "{out:?}");
+    let out = validate_with("sources:\n", "prefect: {api_key: k}\nsources:\n").exit(2);
     assert!(
         out.stderr
             .starts_with("error: prefect: `api_key` is only used with `url`\n"),
         "{out:?}"
     );
-    let ok = validate_with("sources:\n", "prefect: {heartbeat: 45s}\nsources:\n");
-    assert_eq!(ok.code, 0, "{ok:?}");
+    validate_with("sources:\n", "prefect: {heartbeat: 45s}\nsources:\n").ok();
 }
 
 /// A model with `events:` needs a Prefect server to send them to, and an
@@ -352,17 +343,17 @@ fn model_events_need_prefect_and_a_name() {
     let out = validate_with(
         "      - name: no2\n",
         &format!("      - name: no2\n{model}"),
-    );
-    assert_eq!(out.code, 2, "{out:?}");
+    )
+    .exit(2);
     assert!(
         out.stderr.starts_with("error: model `threshold_episodes` sends events to Prefect, but pipeline `demo` reports to no Prefect server: give it Prefect state, or set `prefect: {url: …}`\n  --> pipelines.yaml:19:71\n"),
         "{out:?}"
     );
-    let ok = validate_with(
+    validate_with(
         "sources:\n",
         "prefect: {url: 'http://127.0.0.1:4200/api'}\nsources:\n",
-    );
-    assert_eq!(ok.code, 0, "{ok:?}");
+    )
+    .ok();
     let ws = Ws::new(
         &BASE
             .replacen(
@@ -379,8 +370,7 @@ fn model_events_need_prefect_and_a_name() {
                 1,
             ),
     );
-    let out = ws.run(&["validate"]);
-    assert_eq!(out.code, 2, "{out:?}");
+    let out = ws.run(&["validate"]).exit(2);
     assert!(
         out.stderr
             .contains("model `threshold_episodes`: `events: Alert` must be an event name"),
@@ -399,8 +389,7 @@ fn model_events_need_prefect_and_a_name() {
                 1,
             ),
     );
-    let out = ws.run(&["validate"]);
-    assert_eq!(out.code, 0, "{out:?}");
+    ws.run(&["validate"]).ok();
 }
 
 /// Rules: each wrong field points at its line and column, with a
@@ -462,8 +451,7 @@ error: pipeline `demo`: rule 3 (late): `valid_to` 2026-01-01 is not after `valid
     let out = validate_with(
         "    jobs:\n",
         "    models:\n      - {name: eaqi, grain: hour, rules: [{instrument: x, kind: alert, metric: hourly, value: 1, pollutant: o3, consecutiv: 3}]}\n    jobs:\n",
-    );
-    assert_eq!(out.code, 2, "{out:?}");
+    ).exit(2);
     assert!(
         out.stderr
             .starts_with("error: unknown key `consecutiv`; did you mean `consecutive`?\n  --> pipelines.yaml:16:113\n"),
@@ -472,8 +460,8 @@ error: pipeline `demo`: rule 3 (late): `valid_to` 2026-01-01 is not after `valid
     let out = validate_with(
         "    jobs:\n",
         "    models:\n      - {name: eaqi, grain: hour, params: {rules: []}}\n    jobs:\n",
-    );
-    assert_eq!(out.code, 2, "{out:?}");
+    )
+    .exit(2);
     assert!(
         out.stderr.contains(
             "error: model `eaqi`: set the rules with `rules:` (README \"Rules\"), not `params.rules`"

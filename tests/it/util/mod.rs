@@ -45,6 +45,22 @@ pub struct Out {
     pub stderr: String,
 }
 
+impl Out {
+    /// Asserts the command exited 0, showing its output if not; returns it.
+    #[track_caller]
+    pub fn ok(self) -> Out {
+        assert_eq!(self.code, 0, "{self:?}");
+        self
+    }
+
+    /// Asserts the command exited `code`, showing its output if not.
+    #[track_caller]
+    pub fn exit(self, code: i32) -> Out {
+        assert_eq!(self.code, code, "{self:?}");
+        self
+    }
+}
+
 impl std::fmt::Debug for Out {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
