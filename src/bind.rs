@@ -5,9 +5,10 @@
 
 use duckdb::Connection;
 
-use crate::models::{keys, stage, KeyRange};
+use crate::models::stage;
 use crate::spec::{Config, Diagnostic, Hour, Model, Pipeline};
 use crate::template::{quote_ident, RenderInput, Templates};
+use crate::time::{keys, KeyRange};
 
 /// Binds every template of every pipeline; one diagnostic per failure.
 pub fn check(config: &Config, templates: &Templates) -> Result<(), Vec<Diagnostic>> {
@@ -56,7 +57,7 @@ fn bind_pipeline(
             window_end: start.plus(1),
             staging: &stage,
         });
-        // Rendering errors were reported by `spec::check` already.
+        // Rendering errors were reported by `template::check` already.
         let Ok(sql) = sql else { continue };
         let run = conn.execute_batch(&format!(
             "CREATE OR REPLACE TABLE {stage} ({}); CREATE OR REPLACE TABLE {} AS {sql}",

@@ -7,6 +7,8 @@
 //!   [`secret`]: secrets and `${env:…}` / `${secret:…}` references.
 //! - [`template`]: minijinja SQL templates over `sql/`; [`bind`]: `validate`
 //!   runs every template's SQL on empty inputs.
+//! - [`time`]: whole hours, ranges of hours and keys, models' key maths
+//!   (a leaf).
 //! - [`plan`]: hour windows, catch-up batches, lookback, checkpoint moves (pure).
 //! - [`sources`]: InfluxDB v1/v2/v3 and line-protocol files, streamed;
 //!   [`staged`]: a batch's rows as the transform reads them.
@@ -47,6 +49,7 @@ pub mod spec;
 pub mod staged;
 pub mod state;
 pub mod template;
+pub mod time;
 
 /// Runs a parsed command line; returns the process exit code.
 pub fn run(cli: cli::Cli) -> i32 {

@@ -3,7 +3,8 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::spec::{Duration, Hour};
+use crate::spec::Duration;
+use crate::time::{Hour, Ranges};
 
 /// `[from, to)`, whole hours.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +37,7 @@ impl std::fmt::Display for Batch {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scope {
     pub batch: Batch,
-    pub ranges: Vec<Batch>,
+    pub ranges: Ranges<Hour>,
 }
 
 impl Scope {
@@ -46,33 +47,27 @@ impl Scope {
         with_rows: &std::collections::BTreeSet<Hour>,
         replace_empty: bool,
     ) -> Scope {
-        if replace_empty {
-            return Scope {
-                batch,
-                ranges: vec![batch],
-            };
-        }
-        let mut ranges: Vec<Batch> = Vec::new();
-        for h in batch.each_hour().filter(|h| with_rows.contains(h)) {
-            match ranges.last_mut() {
-                Some(r) if r.to == h => r.to = h.plus(1),
-                _ => ranges.push(Batch {
-                    from: h,
-                    to: h.plus(1),
-                }),
-            }
-        }
+        let ranges = if replace_empty {
+            Ranges::one(batch.from, batch.to)
+        } else {
+            Ranges::of_points(batch.each_hour().filter(|h| with_rows.contains(h)))
+        };
         Scope { batch, ranges }
     }
 
     /// Whether the load replaces hour `h`.
     pub fn contains(&self, h: Hour) -> bool {
-        self.ranges.iter().any(|r| r.from <= h && h < r.to)
+        self.ranges.contains(h)
     }
 
     /// The batch's hours left as the sinks hold them.
     pub fn kept_hours(&self) -> i64 {
-        self.batch.hours() - self.ranges.iter().map(Batch::hours).sum::<i64>()
+        self.batch.hours()
+            - self
+                .ranges
+                .iter()
+                .map(|(a, b)| a.hours_until(b))
+                .sum::<i64>()
     }
 
     /// `(col >= a AND col < b) OR ...` over the ranges, with `lit` writing
@@ -84,7 +79,7 @@ impl Scope {
         let parts: Vec<String> = self
             .ranges
             .iter()
-            .map(|r| format!("({col} >= {} AND {col} < {})", lit(r.from), lit(r.to)))
+            .map(|(a, b)| format!("({col} >= {} AND {col} < {})", lit(a), lit(b)))
             .collect();
         format!("({})", parts.join(" OR "))
     }
@@ -454,11 +449,11 @@ mod tests {
         let rows: std::collections::BTreeSet<Hour> =
             [0, 1, 3, 5].into_iter().map(|i| b.from.plus(i)).collect();
         let s = Scope::new(b, &rows, false);
-        let r = |f: i64, t: i64| Batch {
-            from: b.from.plus(f),
-            to: b.from.plus(t),
-        };
-        assert_eq!(s.ranges, vec![r(0, 2), r(3, 4), r(5, 6)]);
+        let r = |f: i64, t: i64| (b.from.plus(f), b.from.plus(t));
+        assert_eq!(
+            s.ranges.iter().collect::<Vec<_>>(),
+            vec![r(0, 2), r(3, 4), r(5, 6)]
+        );
         assert_eq!(s.kept_hours(), 2);
         assert!(s.contains(b.from.plus(1)) && !s.contains(b.from.plus(2)));
         assert_eq!(
@@ -469,6 +464,9 @@ mod tests {
         assert_eq!((none.ranges.len(), none.kept_hours()), (0, 6));
         assert_eq!(none.predicate("h", |x| x.to_string()), "FALSE");
         let all = Scope::new(b, &Default::default(), true);
-        assert_eq!((all.kept_hours(), all.ranges), (0, vec![b]));
+        assert_eq!(
+            (all.kept_hours(), all.ranges),
+            (0, Ranges::one(b.from, b.to))
+        );
     }
 }

@@ -6,12 +6,15 @@
 //! `ident` quotes an identifier, `sqlstr` a string literal, `ts` makes a
 //! `TIMESTAMPTZ` literal. Undefined variables are errors, so a typo in a
 //! template fails `validate` instead of producing wrong SQL.
+//!
+//! [`check`] is `validate`'s offline part: the spec loaded and validated,
+//! then every job's template rendered once.
 
 use std::path::{Path, PathBuf};
 
 use minijinja::{context, path_loader, Environment, UndefinedBehavior, Value};
 
-use crate::spec::{Diagnostic, Hour, Job, Span};
+use crate::spec::{Config, Diagnostic, Hour, Job, Span};
 
 /// The environment over one template directory.
 pub struct Templates {
@@ -222,6 +225,49 @@ pub fn quote_ident(s: &str) -> String {
 /// A single-quoted SQL string literal.
 pub fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
+}
+
+/// Loads, validates and renders every job's template once, offline.
+pub fn check(path: &Path) -> Result<Config, Vec<Diagnostic>> {
+    let loaded = crate::spec::load(path).map_err(|d| vec![d])?;
+    let config = crate::spec::validate(&loaded)?;
+    check_templates(&config, &config.templates())?;
+    Ok(config)
+}
+
+impl Config {
+    /// The template environment over `sql_dir`.
+    pub fn templates(&self) -> Templates {
+        Templates::new(&self.sql_dir, &self.sql_label)
+    }
+}
+
+/// Renders each job's template for a sample window, so template errors show at `validate`.
+pub fn check_templates(config: &Config, templates: &Templates) -> Result<(), Vec<Diagnostic>> {
+    let mut errors: Vec<Diagnostic> = Vec::new();
+    let start = Hour::parse("2000-01-01T00:00:00Z").expect("constant");
+    for p in config.pipelines.values() {
+        for job in &p.jobs {
+            let input = RenderInput {
+                pipeline: &p.name,
+                source: &p.source,
+                job,
+                window_start: start,
+                window_end: start.plus(1),
+                staging: "\"staging\"",
+            };
+            if let Err(d) = templates.render(&input) {
+                if !errors.contains(&d) {
+                    errors.push(d);
+                }
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use crate::sources::{Fetch, Source};
 use crate::spec::{Config, Hour, Job, Model, Pipeline, StateConfig};
 use crate::state::{State, StateError};
 use crate::template::RenderInput;
+use crate::time::Ranges;
 
 pub fn dry_run(config: &Config, a: &DryRunArgs) -> Result<i32, Error> {
     let p = super::pipeline(config, &a.pipeline)?;
@@ -155,10 +156,10 @@ pub fn dry_run(config: &Config, a: &DryRunArgs) -> Result<i32, Error> {
             out.push_str("  (other batches differ only in their time bounds)\n");
         }
     }
-    let mut marks: Vec<(&str, Vec<(Hour, Hour)>)> = Vec::new();
+    let mut marks: Vec<(&str, Ranges<Hour>)> = Vec::new();
     for m in &p.models {
         // What the run would mark, and what the state says is already pending.
-        let mut hours: Vec<(Hour, Hour)> = jobs
+        let mut hours: Ranges<Hour> = jobs
             .iter()
             .filter(|(j, ..)| m.jobs.contains(&j.name))
             .filter_map(|(_, _, plan)| Some((plan.batches.first()?.from, plan.batches.last()?.to)))
@@ -169,18 +170,14 @@ pub fn dry_run(config: &Config, a: &DryRunArgs) -> Result<i32, Error> {
         };
         let pending_text = match &pending {
             Ok(r) if r.is_empty() => "none".to_owned(),
-            Ok(r) => r
-                .iter()
-                .map(|(a, b)| format!("[{a}, {b})"))
-                .collect::<Vec<_>>()
-                .join(", "),
+            Ok(r) => r.to_string(),
             Err(e) => format!("not read ({e})"),
         };
-        hours.extend(pending.unwrap_or_default());
+        hours.extend(&pending.unwrap_or_default());
         for (u, theirs) in &marks {
             if m.depends_on.iter().any(|d| d == u) {
                 let u = p.model(u).expect("validated");
-                hours.extend(crate::models::step::spans(u, theirs));
+                hours.extend(&crate::models::step::spans(u, theirs));
             }
         }
         out.push_str(&model_plan(p, m, &hours, &pending_text, &templates)?);
@@ -195,12 +192,12 @@ pub fn dry_run(config: &Config, a: &DryRunArgs) -> Result<i32, Error> {
 fn model_plan(
     p: &Pipeline,
     m: &Model,
-    hours: &[(Hour, Hour)],
+    hours: &Ranges<Hour>,
     pending: &str,
     templates: &crate::template::Templates,
 ) -> Result<String, Error> {
     let zone = match m.grain {
-        crate::models::Grain::Hour => String::new(),
+        crate::time::Grain::Hour => String::new(),
         _ => format!(" in {}", m.zone),
     };
     let mut out = format!(
@@ -218,7 +215,7 @@ fn model_plan(
         return Ok(out);
     };
     for r in &ranges {
-        let (a, b) = crate::models::keys::inputs(m.zone, m.lookback_hours, *r);
+        let (a, b) = crate::time::keys::inputs(m.zone, m.lookback_hours, *r);
         out.push_str(&format!(
             "  recomputes {r} from the hourly rows of [{a}, {b})\n"
         ));

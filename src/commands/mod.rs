@@ -11,10 +11,10 @@ use chrono::{DateTime, Utc};
 
 use crate::cli::{Cli, Command, PrefectCommand};
 use crate::error::{Error, EXIT_OK};
-use crate::spec::{self, did_you_mean, parse_time, Config, Hour, Pipeline};
+use crate::spec::{did_you_mean, parse_time, Config, Hour, Pipeline};
 
 pub fn dispatch(cli: &Cli) -> Result<i32, Error> {
-    let config = spec::check(&cli.config).map_err(Error::Spec)?;
+    let config = crate::template::check(&cli.config).map_err(Error::Spec)?;
     match &cli.command {
         Command::Validate => validate(cli, &config),
         Command::List => list(&config),
@@ -70,7 +70,7 @@ fn list(config: &Config) -> Result<i32, Error> {
         let width = p.models.iter().map(|m| m.name.len()).max().unwrap_or(0);
         for m in &p.models {
             let zone = match m.grain {
-                crate::models::Grain::Hour => String::new(),
+                crate::time::Grain::Hour => String::new(),
                 _ => format!(" ({})", m.zone),
             };
             let events = m.events.as_ref().map_or_else(String::new, |e| {

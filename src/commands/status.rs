@@ -8,6 +8,7 @@ use crate::error::{Error, EXIT_OK};
 use crate::plan::last_complete;
 use crate::spec::{Config, Hour, Pipeline};
 use crate::state::{LedgerEntry, State};
+use crate::time::Ranges;
 
 /// Hours (between the first hour the job should have and its newest loaded
 /// hour) that some sink of the pipeline does not have.
@@ -58,21 +59,7 @@ pub fn empty_at_source(ledger: &[LedgerEntry]) -> Vec<Hour> {
 
 /// `a..b, c` for runs of consecutive hours.
 fn ranges(hours: &[Hour]) -> String {
-    let mut parts = Vec::new();
-    let mut i = 0;
-    while i < hours.len() {
-        let mut j = i;
-        while j + 1 < hours.len() && hours[j + 1] == hours[j].plus(1) {
-            j += 1;
-        }
-        parts.push(if i == j {
-            hours[i].to_string()
-        } else {
-            format!("{}..{}", hours[i], hours[j])
-        });
-        i = j + 1;
-    }
-    parts.join(", ")
+    Ranges::of_points(hours.iter().copied()).runs().to_string()
 }
 
 pub fn status(config: &Config, a: &StatusArgs) -> Result<i32, Error> {
@@ -144,15 +131,12 @@ async fn report(
             if pending.is_empty() {
                 println!("    pending: none");
             } else {
-                let hours: Vec<String> =
-                    pending.iter().map(|(a, b)| format!("[{a}, {b})")).collect();
                 let keys: Vec<String> = crate::models::step::affected(m, &pending)
                     .iter()
                     .map(ToString::to_string)
                     .collect();
                 println!(
-                    "    pending: hours {} (recomputes {} on the next run)",
-                    hours.join(", "),
+                    "    pending: hours {pending} (recomputes {} on the next run)",
                     keys.join(", ")
                 );
             }

@@ -12,13 +12,13 @@
 use duckdb::Connection;
 use serde_json::{json, Value};
 
-use super::keys::KeyRange;
 use super::stage;
 use crate::error::JobError;
 use crate::sinks::bigquery::BigQuerySink;
 use crate::sinks::Sink;
 use crate::spec::Model;
 use crate::template::quote_ident;
+use crate::time::KeyRange;
 
 /// Events sent in one request (Prefect Cloud takes bodies up to 5 MiB).
 const BATCH: usize = 100;

@@ -4,7 +4,9 @@
 //! hours, every output key those hours touch is recomputed and replaced in
 //! every sink, and nothing else is rewritten.
 //!
-//! - [`keys`]: which keys an hour change touches and which hours they read (pure).
+//! Which keys an hour change touches and which hours they read is key
+//! maths, in [`crate::time::keys`].
+//!
 //! - [`stage`]: a model's input, result and contract in the embedded DuckDB.
 //! - [`step`]: the model step of a run: pending hours, recomputation, state.
 //! - [`events`]: a model's new episodes as Prefect events (`events:`).
@@ -12,9 +14,7 @@
 //! History needs no raw data: a model reads the hourly rows the sinks hold.
 
 pub mod events;
-pub mod keys;
 pub mod stage;
 pub mod step;
 
-pub use keys::{Grain, KeyRange, Zone};
 pub use step::{mark, recompute, Ctx, ModelOutcome};

@@ -7,9 +7,9 @@
 
 use duckdb::Connection;
 
-use super::keys::{self, Grain, KeyRange};
 use crate::spec::{Hour, Model};
 use crate::template::{quote_ident, quote_literal};
+use crate::time::keys::{self, Grain, KeyRange};
 
 /// Why a model's computation failed before any sink was written.
 #[derive(Debug, thiserror::Error)]
@@ -336,7 +336,10 @@ pub fn render(
         keys_from: key_literal(m.grain, r.from),
         keys_to: key_literal(m.grain, r.to),
         key_hours: keys::key_hours(m.zone, r),
-        years: serde_json::to_value(keys::years(m.zone, r)).unwrap_or_default(),
+        years: keys::years(m.zone, r)
+            .iter()
+            .map(|y| serde_json::json!({"year": y.year, "first_h": y.first_h, "hours": y.hours}))
+            .collect(),
         hours_from: from,
         hours_to: to,
     })
@@ -551,7 +554,7 @@ mod tests {
             template: "m.sql".into(),
             grain: Grain::Hour,
             lookback_hours: 0,
-            zone: keys::Zone::UTC,
+            zone: crate::time::Zone::UTC,
             table: "m".into(),
             jobs: vec!["co".into()],
             tags: vec![],

@@ -15,14 +15,15 @@ use chrono::Utc;
 use duckdb::Connection;
 use tracing::{info, warn};
 
-use super::keys::{self, KeyRange};
 use super::stage;
 use crate::error::JobError;
 use crate::sinks::bigquery::BigQuerySink;
 use crate::sinks::Sink;
 use crate::spec::{Hour, Model, Pipeline};
-use crate::state::{merge_range, Lease, RunRecord, State, StateError};
+use crate::state::{Lease, RunRecord, State, StateError};
 use crate::template::{quote_ident, Templates};
+use crate::time::keys::{self, KeyRange};
+use crate::time::Ranges;
 
 /// Results up to this many rows go into a DuckDB sink as computed; longer
 /// ones (a long `backfill --model`) in key order. Four of the sink's row
@@ -106,14 +107,12 @@ pub async fn mark(
     state: &State,
     pipeline: &str,
     m: &Model,
-    hours: &[(Hour, Hour)],
-) -> Result<Vec<(Hour, Hour)>, StateError> {
+    hours: &Ranges<Hour>,
+) -> Result<Ranges<Hour>, StateError> {
     let key = m.state_key();
     let mut pending = state.pending(pipeline, &key).await?;
     let before = pending.clone();
-    for &(from, to) in hours {
-        merge_range(&mut pending, from, to);
-    }
+    pending.extend(hours);
     if pending != before {
         state.set_pending(pipeline, &key, &pending).await?;
     }
@@ -122,7 +121,7 @@ pub async fn mark(
 
 /// The hours the keys `pending` touches in `m` cover: what a model reading
 /// `m`'s rows must count as changed.
-pub fn spans(m: &Model, pending: &[(Hour, Hour)]) -> Vec<(Hour, Hour)> {
+pub fn spans(m: &Model, pending: &Ranges<Hour>) -> Ranges<Hour> {
     affected(m, pending)
         .iter()
         .map(|r| {
@@ -133,15 +132,19 @@ pub fn spans(m: &Model, pending: &[(Hour, Hour)]) -> Vec<(Hour, Hour)> {
 }
 
 /// The output keys of `m` that `pending` hours touch, merged.
-pub fn affected(m: &Model, pending: &[(Hour, Hour)]) -> Vec<KeyRange> {
-    let mut ranges = Vec::new();
-    for &(a, b) in pending {
-        keys::merge(
-            &mut ranges,
-            keys::affected(m.grain, m.zone, m.lookback_hours, a, b),
-        );
-    }
-    ranges
+pub fn affected(m: &Model, pending: &Ranges<Hour>) -> Vec<KeyRange> {
+    let keys: Ranges<i64> = pending
+        .iter()
+        .map(|(a, b)| keys::affected(m.grain, m.zone, m.lookback_hours, a, b))
+        .map(|r| (r.from, r.to))
+        .collect();
+    keys.iter()
+        .map(|(from, to)| KeyRange {
+            grain: m.grain,
+            from,
+            to,
+        })
+        .collect()
 }
 
 /// Recomputes every key the model's pending hours touch, in every sink;
@@ -223,13 +226,14 @@ async fn recompute_pending(
         loaded = loaded.max(newest);
     }
     lease.check()?;
-    ctx.state.set_pending(pipeline, &key, &[]).await?;
+    ctx.state
+        .set_pending(pipeline, &key, &Ranges::new())
+        .await?;
     // The newest pending hour that holds loaded rows: a model reading
     // another's days may have hours pending past the data.
     let newest = pending
-        .iter()
-        .map(|p| p.1.plus(-1))
-        .max()
+        .span()
+        .map(|(_, to)| to.plus(-1))
         .zip(loaded.map(keys::hour_of))
         .map(|(p, l)| p.min(l));
     if let Some(h) = newest.filter(|h| out.checkpoint.is_none_or(|c| c < *h)) {
@@ -533,7 +537,7 @@ fn stage_err(e: stage::StageError) -> JobError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::{Grain, Zone};
+    use crate::time::{Grain, Zone};
 
     fn model(grain: Grain, lookback: u32, zone: &str) -> Model {
         Model {
@@ -562,11 +566,13 @@ mod tests {
     #[test]
     fn pending_hours_to_keys_and_downstream_hours() {
         let day = model(Grain::Day, 7, "Europe/Madrid");
-        let pending = [
+        let pending: Ranges<Hour> = [
             (h("2026-03-27T09:00:00Z"), h("2026-03-27T10:00:00Z")),
             (h("2026-03-27T12:00:00Z"), h("2026-03-27T13:00:00Z")),
             (h("2026-05-01T00:00:00Z"), h("2026-05-01T01:00:00Z")),
-        ];
+        ]
+        .into_iter()
+        .collect();
         let keys: Vec<String> = affected(&day, &pending)
             .iter()
             .map(ToString::to_string)
@@ -579,7 +585,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            spans(&day, &pending),
+            spans(&day, &pending).iter().collect::<Vec<_>>(),
             vec![
                 (h("2026-03-26T23:00:00Z"), h("2026-03-27T23:00:00Z")),
                 (h("2026-04-30T22:00:00Z"), h("2026-05-01T22:00:00Z")),

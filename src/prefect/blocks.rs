@@ -37,6 +37,13 @@ pub fn valid_block_name(name: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
+/// The document name for a job: `{pipeline}` and `{job}` replaced.
+pub fn block_name(template: &str, pipeline: &str, job: &str) -> String {
+    template
+        .replace("{pipeline}", pipeline)
+        .replace("{job}", job)
+}
+
 /// The `fields` of the `PipelineStateBlock` schema exactly as the Python
 /// client sends them (Prefect 3, pydantic 2), so the server files both
 /// under one checksum and each side loads what the other wrote.
@@ -305,5 +312,14 @@ mod tests {
         assert!(!valid_block_name("hourly_co"));
         assert!(!valid_block_name("Hourly"));
         assert!(!valid_block_name(""));
+    }
+
+    #[test]
+    fn names_from_template() {
+        assert_eq!(block_name("{pipeline}-{job}", "hourly", "co"), "hourly-co");
+        assert_eq!(
+            block_name("pipeline-state", "hourly", "co"),
+            "pipeline-state"
+        );
     }
 }

@@ -19,7 +19,7 @@ pub mod deploy;
 mod limits;
 pub mod runs;
 
-pub use blocks::{state_schema_fields, valid_block_name, BlockDoc, SchemaIds};
+pub use blocks::{block_name, state_schema_fields, valid_block_name, BlockDoc, SchemaIds};
 pub use limits::Take;
 
 use reqwest::{Method, StatusCode};

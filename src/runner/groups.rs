@@ -6,11 +6,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use tokio::sync::Semaphore;
 use tracing::{info, info_span, warn, Instrument};
 
-use super::load::{download, load_batch, staged, Staging};
+use super::load::{download, load_batch, staged, Member, Staging};
 use super::{mode_word, record, JobOutcome, Shared};
 use crate::error::JobError;
 use crate::plan::{self, Batch, Plan};
@@ -23,27 +23,6 @@ use crate::state::Lease;
 pub(super) struct Group {
     pub(super) plan: Plan,
     pub(super) members: Vec<Member>,
-}
-
-/// One job of a group, with what it has done so far.
-pub(super) struct Member {
-    pub(super) job: Job,
-    pub(super) lease: Lease,
-    pub(super) checkpoint: Option<Hour>,
-    pub(super) out: JobOutcome,
-    pub(super) span: tracing::Span,
-    pub(super) started: DateTime<Utc>,
-    pub(super) t0: Instant,
-}
-
-impl Member {
-    pub(super) fn active(&self) -> bool {
-        self.out.status() == super::Status::Ok
-    }
-
-    pub(super) fn fail(&mut self, e: JobError) {
-        self.out.error = Some(e);
-    }
 }
 
 /// Which jobs share their queries: those with the same batches (the usual
@@ -174,17 +153,6 @@ pub(super) async fn run_group(sh: Arc<Shared>, mut g: Group) -> Vec<JobOutcome> 
         outcomes.push(outcome);
     }
     outcomes
-}
-
-/// The staging view of a job's `i`-th batch: two alternate, so the next
-/// batch can be extracted while this one is transformed and loaded. (`#`
-/// cannot appear in a job name.)
-pub(super) fn staging_key(job: &str, i: usize) -> String {
-    if i.is_multiple_of(2) {
-        job.to_owned()
-    } else {
-        format!("{job}#2")
-    }
 }
 
 type Prefetch = tokio::task::JoinHandle<Result<(Staging, u64), JobError>>;

@@ -8,20 +8,51 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use tracing::{info, info_span, Instrument};
 
-use super::groups::{staging_key, Member};
-use super::Shared;
+use super::{JobOutcome, Shared};
 use crate::duck;
 use crate::error::JobError;
 use crate::plan::{self, Batch, Scope};
 use crate::sources::{Fetch, PointSink};
-use crate::spec::Job;
+use crate::spec::{Hour, Job};
 use crate::staged::StagedHandle;
 use crate::state::{Lease, LedgerEntry};
 use crate::template::RenderInput;
+
+/// One job of a group, with what it has done so far.
+pub(super) struct Member {
+    pub(super) job: Job,
+    pub(super) lease: Lease,
+    pub(super) checkpoint: Option<Hour>,
+    pub(super) out: JobOutcome,
+    pub(super) span: tracing::Span,
+    pub(super) started: DateTime<Utc>,
+    pub(super) t0: Instant,
+}
+
+impl Member {
+    pub(super) fn active(&self) -> bool {
+        self.out.status() == super::Status::Ok
+    }
+
+    pub(super) fn fail(&mut self, e: JobError) {
+        self.out.error = Some(e);
+    }
+}
+
+/// The staging view of a job's `i`-th batch: two alternate, so the next
+/// batch can be extracted while this one is transformed and loaded. (`#`
+/// cannot appear in a job name.)
+pub(super) fn staging_key(job: &str, i: usize) -> String {
+    if i.is_multiple_of(2) {
+        job.to_owned()
+    } else {
+        format!("{job}#2")
+    }
+}
 
 /// One job's part of a batch: transform its field's rows, load every
 /// sink, then move its checkpoint. A failure stops this job only.

@@ -13,6 +13,7 @@ use super::{hostname, JobOutcome, Mode, Outcomes, Planned, Shared};
 use crate::error::JobError;
 use crate::spec::Hour;
 use crate::state::{Holder, Lease, StateError};
+use crate::time::Ranges;
 
 pub(super) fn holder(run_id: &str) -> Holder {
     Holder {
@@ -96,16 +97,18 @@ pub(super) async fn lease_models(
     // the keys its upstream models will recompute.
     leased.sort_by_key(|(m, _)| p.models.iter().position(|x| x.name == m.name));
     let mut marked: Vec<(crate::spec::Model, Lease)> = Vec::new();
-    let mut pending_of: Vec<(String, Vec<(Hour, Hour)>)> = Vec::new();
+    let mut pending_of: Vec<(String, Ranges<Hour>)> = Vec::new();
     for (m, lease) in leased {
-        let mut hours: Vec<(Hour, Hour)> = match sh.opts.mode {
-            Mode::Backfill { from, to } if sh.opts.models.contains(&m.name) => vec![(from, to)],
+        let mut hours: Ranges<Hour> = match sh.opts.mode {
+            Mode::Backfill { from, to } if sh.opts.models.contains(&m.name) => {
+                Ranges::one(from, to)
+            }
             _ => m.jobs.iter().filter_map(|j| hours_of(j, planned)).collect(),
         };
         for (u, pending) in &pending_of {
             if m.depends_on.contains(u) {
                 let u = p.model(u).expect("validated");
-                hours.extend(crate::models::step::spans(u, pending));
+                hours.extend(&crate::models::step::spans(u, pending));
             }
         }
         match crate::models::mark(&sh.state, &p.name, m, &hours).await {
@@ -355,7 +358,8 @@ fn chain<T>(waiting: &[(usize, crate::spec::Model, T)], model: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::{Grain, ModelOutcome, Zone};
+    use crate::models::ModelOutcome;
+    use crate::time::{Grain, Zone};
     use std::time::{Duration, Instant};
 
     fn model(name: &str, depends_on: &[&str]) -> crate::spec::Model {

@@ -196,9 +196,9 @@ pub struct Pipeline {
 pub struct Model {
     pub name: String,
     pub template: String,
-    pub grain: crate::models::Grain,
+    pub grain: crate::time::Grain,
     pub lookback_hours: u32,
-    pub zone: crate::models::Zone,
+    pub zone: crate::time::Zone,
     pub table: String,
     /// The jobs it reads, in the pipeline's order.
     pub jobs: Vec<String>,

@@ -20,7 +20,7 @@ pub(super) fn model_config(
     jobs: &[Job],
     templates: &BTreeSet<String>,
 ) -> Option<Model> {
-    use crate::models::{Grain, Zone};
+    use crate::time::{Grain, Zone};
     let v = &m.value;
     let name = &v.name.value;
     let errors = c.errors.len();

@@ -212,7 +212,7 @@ fn check_block_names(c: &mut Checker, pipelines: &BTreeMap<String, Pipeline>) {
                     .map(|m| (m.state_key(), format!("model `{}`", m.name))),
             );
         for (key, what) in keys {
-            let doc = crate::state::block_name(block_name, name, &key);
+            let doc = crate::prefect::block_name(block_name, name, &key);
             if !crate::prefect::valid_block_name(&doc) {
                 c.err(
                     span,

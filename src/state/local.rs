@@ -16,6 +16,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use super::{Holder, LedgerEntry, RunRecord, StateError};
 use crate::spec::Hour;
+use crate::time::Ranges;
 
 #[derive(Debug, Clone)]
 pub struct LocalState {
@@ -89,13 +90,13 @@ impl LocalState {
     }
 
     /// A model's hours loaded but not yet recomputed (`pending.json`).
-    pub fn pending(&self, pipeline: &str, key: &str) -> Result<Vec<(Hour, Hour)>, StateError> {
+    pub fn pending(&self, pipeline: &str, key: &str) -> Result<Ranges<Hour>, StateError> {
         let path = self.job_dir(pipeline, key).join("pending.json");
         match std::fs::read_to_string(&path) {
             Ok(text) => serde_json::from_str::<PendingFile>(&text)
-                .map(|p| p.pending)
+                .map(|p| p.pending.into_iter().collect())
                 .map_err(|e| io_err(&path, format!("unreadable pending hours: {e}"))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Ranges::new()),
             Err(e) => Err(io_err(&path, e)),
         }
     }
@@ -104,10 +105,10 @@ impl LocalState {
         &self,
         pipeline: &str,
         key: &str,
-        ranges: &[(Hour, Hour)],
+        ranges: &Ranges<Hour>,
     ) -> Result<(), StateError> {
         let body = serde_json::to_vec_pretty(&PendingFile {
-            pending: ranges.to_vec(),
+            pending: ranges.iter().collect(),
             updated_at: Utc::now(),
         })
         .expect("pending serializes");

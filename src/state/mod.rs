@@ -14,11 +14,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use local::{LocalLease, LocalState};
-pub use prefect::{block_name, merge_range, parse_datetime, PrefectLease, PrefectState, LEASE_TTL};
+pub use prefect::{parse_datetime, PrefectLease, PrefectState, LEASE_TTL};
 
 use crate::prefect::{Client, PrefectError};
 use crate::secret::{self, EnvSecrets};
 use crate::spec::{Hour, StateConfig};
+use crate::time::Ranges;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StateError {
@@ -225,11 +226,7 @@ impl State {
 
     /// A model's hours loaded but not yet recomputed, as merged ranges
     /// (`key`: [`crate::spec::Model::state_key`]).
-    pub async fn pending(
-        &self,
-        pipeline: &str,
-        key: &str,
-    ) -> Result<Vec<(Hour, Hour)>, StateError> {
+    pub async fn pending(&self, pipeline: &str, key: &str) -> Result<Ranges<Hour>, StateError> {
         match self {
             State::Local(s) => s.pending(pipeline, key),
             State::Prefect(s) => s.pending(pipeline, key).await,
@@ -240,7 +237,7 @@ impl State {
         &self,
         pipeline: &str,
         key: &str,
-        ranges: &[(Hour, Hour)],
+        ranges: &Ranges<Hour>,
     ) -> Result<(), StateError> {
         match self {
             State::Local(s) => s.set_pending(pipeline, key, ranges),

@@ -394,8 +394,8 @@ impl BigQuerySink {
     }
 
     /// A DATE or TIMESTAMP key literal in BigQuery's dialect.
-    pub fn key_literal(grain: crate::models::Grain, k: i64) -> String {
-        crate::models::keys::literal(grain, k, hour_literal)
+    pub fn key_literal(grain: crate::time::Grain, k: i64) -> String {
+        crate::time::keys::literal(grain, k, hour_literal)
     }
 
     async fn through_staging(

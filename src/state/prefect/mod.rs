@@ -39,12 +39,13 @@ use super::{LedgerEntry, RunRecord, StateError};
 mod lease;
 mod ranges;
 
-use crate::prefect::{BlockDoc, Client, ErrorKind, SchemaIds, STATE_SLUG};
+use crate::prefect::{block_name, BlockDoc, Client, ErrorKind, SchemaIds, STATE_SLUG};
 use crate::secret::Prefetched;
 use crate::spec::Hour;
+use crate::time::Ranges;
 pub use lease::PrefectLease;
-use ranges::{hour_text, read_ranges, remove_hour, time_text, write_ranges};
-pub use ranges::{merge_range, parse_datetime};
+pub use ranges::parse_datetime;
+use ranges::{hour_text, read_ranges, time_text, write_ranges};
 
 /// Runs kept in `metadata.runs`.
 pub const KEEP_RUNS: usize = 20;
@@ -205,11 +206,7 @@ impl PrefectState {
     }
 
     /// A model's pending hours.
-    pub async fn pending(
-        &self,
-        pipeline: &str,
-        key: &str,
-    ) -> Result<Vec<(Hour, Hour)>, StateError> {
+    pub async fn pending(&self, pipeline: &str, key: &str) -> Result<Ranges<Hour>, StateError> {
         let data = self.data(&self.name(pipeline, key)).await?;
         Ok(read_ranges(
             data.as_ref().and_then(|d| d.pointer("/metadata/pending")),
@@ -221,7 +218,7 @@ impl PrefectState {
         &self,
         pipeline: &str,
         key: &str,
-        ranges: &[(Hour, Hour)],
+        ranges: &Ranges<Hour>,
     ) -> Result<(), StateError> {
         let v = write_ranges(ranges);
         let when = if ranges.is_empty() {
@@ -354,9 +351,9 @@ impl PrefectState {
             let mut empty = read_ranges(meta.get("empty_at_source"));
             for e in entries.iter().filter(|e| e.ok) {
                 if e.empty {
-                    merge_range(&mut empty, e.hour, e.hour.plus(1));
+                    empty.add(e.hour, e.hour.plus(1));
                 } else {
-                    remove_hour(&mut empty, e.hour);
+                    empty.remove_point(e.hour);
                 }
             }
             if empty.is_empty() {
@@ -373,18 +370,7 @@ impl PrefectState {
                 let failed: Vec<&&LedgerEntry> = es.iter().filter(|e| !e.ok).collect();
                 let ledger = object(meta, "ledger");
                 let mut ranges = read_ranges(ledger.get(sink));
-                // Consecutive ok hours become one range.
-                let mut hours: Vec<Hour> = ok.iter().map(|e| e.hour).collect();
-                hours.sort();
-                let mut i = 0;
-                while i < hours.len() {
-                    let mut j = i;
-                    while j + 1 < hours.len() && hours[j + 1] <= hours[j].plus(1) {
-                        j += 1;
-                    }
-                    merge_range(&mut ranges, hours[i], hours[j].plus(1));
-                    i = j + 1;
-                }
+                ranges.extend(&Ranges::of_points(ok.iter().map(|e| e.hour)));
                 ledger.insert(sink.to_owned(), write_ranges(&ranges));
                 let s = object(object(meta, "sinks"), sink);
                 if let Some(last) = ok.iter().map(|e| e.hour).max() {
@@ -421,20 +407,16 @@ impl PrefectState {
         let empty = read_ranges(data.pointer("/metadata/empty_at_source"));
         if let Some(Value::Object(ledger)) = data.pointer("/metadata/ledger") {
             for (sink, v) in ledger {
-                for (from, to) in read_ranges(Some(v)) {
-                    let mut h = from;
-                    while h < to {
-                        out.push(LedgerEntry {
-                            hour: h,
-                            sink: sink.clone(),
-                            rows: 0,
-                            ok: true,
-                            empty: empty.iter().any(|(f, t)| *f <= h && h < *t),
-                            at: DateTime::<Utc>::UNIX_EPOCH,
-                            run_id: String::new(),
-                        });
-                        h = h.plus(1);
-                    }
+                for h in read_ranges(Some(v)).points() {
+                    out.push(LedgerEntry {
+                        hour: h,
+                        sink: sink.clone(),
+                        rows: 0,
+                        ok: true,
+                        empty: empty.contains(h),
+                        at: DateTime::<Utc>::UNIX_EPOCH,
+                        run_id: String::new(),
+                    });
                 }
             }
         }
@@ -507,26 +489,5 @@ impl PrefectState {
             found,
             backend: "Prefect blocks `secret`/`gcp-credentials`".into(),
         })
-    }
-}
-
-/// The document name for a job: `{pipeline}` and `{job}` replaced.
-pub fn block_name(template: &str, pipeline: &str, job: &str) -> String {
-    template
-        .replace("{pipeline}", pipeline)
-        .replace("{job}", job)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_from_template() {
-        assert_eq!(block_name("{pipeline}-{job}", "hourly", "co"), "hourly-co");
-        assert_eq!(
-            block_name("pipeline-state", "hourly", "co"),
-            "pipeline-state"
-        );
     }
 }

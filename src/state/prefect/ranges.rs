@@ -1,11 +1,11 @@
 //! Hours, instants and hour ranges as a state block's fields hold them:
 //! the text the Python flows write and read (RFC3339, or naive UTC from
-//! Python), and ranges kept merged and sorted.
+//! Python), and ranges of hours as `[[from, to], ...]`.
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde_json::{json, Value};
 
-use crate::spec::Hour;
+use crate::time::{Hour, Ranges};
 
 pub(super) fn hour_text(h: Hour) -> String {
     h.0.format("%Y-%m-%dT%H:%M:%SZ").to_string()
@@ -26,23 +26,11 @@ pub fn parse_datetime(s: &str) -> Option<DateTime<Utc>> {
         .map(|n| n.and_utc())
 }
 
-/// Adds `[from, to)` to merged, sorted ranges.
-pub fn merge_range(ranges: &mut Vec<(Hour, Hour)>, from: Hour, to: Hour) {
-    ranges.push((from, to));
-    ranges.sort_by_key(|r| r.0);
-    let mut out: Vec<(Hour, Hour)> = Vec::with_capacity(ranges.len());
-    for r in ranges.drain(..) {
-        match out.last_mut() {
-            Some(last) if r.0 <= last.1 => last.1 = last.1.max(r.1),
-            _ => out.push(r),
-        }
-    }
-    *ranges = out;
-}
-
-pub(super) fn read_ranges(v: Option<&Value>) -> Vec<(Hour, Hour)> {
+/// Ranges as a block holds them: `[[from, to], ...]`; unreadable ones
+/// are left out.
+pub(super) fn read_ranges(v: Option<&Value>) -> Ranges<Hour> {
     let Some(Value::Array(items)) = v else {
-        return Vec::new();
+        return Ranges::new();
     };
     items
         .iter()
@@ -55,28 +43,10 @@ pub(super) fn read_ranges(v: Option<&Value>) -> Vec<(Hour, Hour)> {
         .collect()
 }
 
-/// Removes hour `h` from merged, sorted ranges.
-pub(super) fn remove_hour(ranges: &mut Vec<(Hour, Hour)>, h: Hour) {
-    let mut out = Vec::with_capacity(ranges.len() + 1);
-    for &(from, to) in ranges.iter() {
-        if from <= h && h < to {
-            if from < h {
-                out.push((from, h));
-            }
-            if h.plus(1) < to {
-                out.push((h.plus(1), to));
-            }
-        } else {
-            out.push((from, to));
-        }
-    }
-    *ranges = out;
-}
-
-pub(super) fn write_ranges(r: &[(Hour, Hour)]) -> Value {
+pub(super) fn write_ranges(r: &Ranges<Hour>) -> Value {
     Value::Array(
         r.iter()
-            .map(|(f, t)| json!([hour_text(*f), hour_text(*t)]))
+            .map(|(f, t)| json!([hour_text(f), hour_text(t)]))
             .collect(),
     )
 }
@@ -107,12 +77,12 @@ mod tests {
 
     #[test]
     fn ranges_merge_when_adjacent_or_overlapping() {
-        let mut r = Vec::new();
-        merge_range(&mut r, h("2026-01-01T00:00:00Z"), h("2026-01-01T23:00:00Z"));
-        merge_range(&mut r, h("2026-01-01T23:00:00Z"), h("2026-01-02T05:00:00Z"));
-        merge_range(&mut r, h("2026-01-03T00:00:00Z"), h("2026-01-03T01:00:00Z"));
+        let mut r = Ranges::new();
+        r.add(h("2026-01-01T00:00:00Z"), h("2026-01-01T23:00:00Z"));
+        r.add(h("2026-01-01T23:00:00Z"), h("2026-01-02T05:00:00Z"));
+        r.add(h("2026-01-03T00:00:00Z"), h("2026-01-03T01:00:00Z"));
         // A redo inside a range changes nothing.
-        merge_range(&mut r, h("2026-01-01T02:00:00Z"), h("2026-01-01T04:00:00Z"));
+        r.add(h("2026-01-01T02:00:00Z"), h("2026-01-01T04:00:00Z"));
         let v = write_ranges(&r);
         assert_eq!(
             v,
@@ -122,8 +92,8 @@ mod tests {
             ])
         );
         assert_eq!(read_ranges(Some(&v)), r);
-        remove_hour(&mut r, h("2026-01-01T03:00:00Z"));
-        remove_hour(&mut r, h("2026-01-03T00:00:00Z"));
+        r.remove_point(h("2026-01-01T03:00:00Z"));
+        r.remove_point(h("2026-01-03T00:00:00Z"));
         assert_eq!(
             write_ranges(&r),
             json!([

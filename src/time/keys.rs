@@ -10,7 +10,7 @@
 
 use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, Offset, TimeZone, Utc};
 
-use crate::spec::Hour;
+use super::Hour;
 
 /// The unit of a model's output key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,7 +192,7 @@ pub fn key_hours(zone: Zone, r: KeyRange) -> (i64, i64) {
 /// One local calendar year: its number, first UTC hour (as an hour number)
 /// and length in hours (8760 or 8784 in most zones; more or less in a year
 /// a zone changed its standard offset).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Year {
     pub year: i64,
     pub first_h: i64,
@@ -225,23 +225,6 @@ pub fn years(zone: Zone, r: KeyRange) -> Vec<Year> {
             }
         })
         .collect()
-}
-
-/// Adds `r` to sorted, merged ranges (adjacent ones merge).
-pub fn merge(ranges: &mut Vec<KeyRange>, r: KeyRange) {
-    if r.from >= r.to {
-        return;
-    }
-    ranges.push(r);
-    ranges.sort_by_key(|r| r.from);
-    let mut out: Vec<KeyRange> = Vec::with_capacity(ranges.len());
-    for r in ranges.drain(..) {
-        match out.last_mut() {
-            Some(l) if r.from <= l.to => l.to = l.to.max(r.to),
-            _ => out.push(r),
-        }
-    }
-    *ranges = out;
 }
 
 /// One row of the calendar a model's template joins: a UTC hour, its local
@@ -460,23 +443,6 @@ mod tests {
             h("2026-12-31T21:00:00Z"),
         );
         assert_eq!((r.from, r.to), (2026, 2028));
-    }
-
-    #[test]
-    fn ranges_merge_when_adjacent_or_overlapping() {
-        let k = |from, to| KeyRange {
-            grain: Grain::Day,
-            from,
-            to,
-        };
-        let mut v = Vec::new();
-        merge(&mut v, k(5, 7));
-        merge(&mut v, k(1, 2));
-        merge(&mut v, k(7, 9));
-        merge(&mut v, k(3, 3));
-        assert_eq!(v, vec![k(1, 2), k(5, 9)]);
-        merge(&mut v, k(2, 5));
-        assert_eq!(v, vec![k(1, 9)]);
     }
 
     #[test]
