@@ -21,7 +21,8 @@
 //!   [`progress`]: the terminal line; [`logging`]: text or JSON logs.
 //! - [`report`]: a run as a Prefect flow run with task runs and logs.
 //! - [`memory`]: malloc settings that keep peak memory flat in long runs.
-//! - [`http`]: URL display and retry timing shared by the HTTP clients.
+//! - [`http`]: how the HTTP clients show URLs; [`retry`]: the one retry
+//!   policy (a failure's class decides; each client classifies its own).
 //! - [`prefect`]: the Prefect REST client (blocks, secrets, concurrency leases).
 //! - [`error`]: exit codes and the reporter; [`hint`]: what to do about an
 //!   error whose cause is known.
@@ -41,6 +42,7 @@ pub mod plan;
 pub mod prefect;
 pub mod progress;
 pub mod report;
+pub mod retry;
 pub mod runner;
 pub mod secret;
 pub mod sinks;

@@ -7,7 +7,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use super::{status_kind, Client, ErrorKind, PrefectError};
-use crate::http::retry_after;
+use crate::retry::retry_after;
 
 /// The outcome of asking for a lease.
 #[derive(Debug, Clone, PartialEq)]

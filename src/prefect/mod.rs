@@ -25,7 +25,8 @@ pub use limits::Take;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use crate::http::{backoff, retry_after, shown_url};
+use crate::http::shown_url;
+use crate::retry::{retry_after, Failure, Policy};
 use crate::secret::Secret;
 
 /// How long one call of a run keeps retrying a server that is restarting or busy.
@@ -247,6 +248,10 @@ impl Client {
         what: &str,
     ) -> Result<Reply, PrefectError> {
         let url = format!("{}{path}", self.base);
+        let policy = Policy {
+            throttle_budget: self.throttle_budget,
+            ..Policy::timed(self.budget, Duration::from_secs(4))
+        };
         let t0 = Instant::now();
         let mut attempt = 0;
         let mut maybe_applied = false;
@@ -261,65 +266,48 @@ impl Client {
             if let Some(b) = body {
                 rb = rb.json(b);
             }
-            let wait = match rb.send().await {
+            let unreachable = |msg: String| ErrorKind::Unreachable(msg, self.budget.as_secs());
+            let transient = Failure::Transient { retry_after: None };
+            let (failure, kind) = match rb.send().await {
                 Ok(resp) => {
                     let status = resp.status();
                     let headers = resp.headers().clone();
-                    let body = match resp.bytes().await {
-                        Ok(b) => b,
+                    match resp.bytes().await {
                         Err(e) => {
                             maybe_applied = true;
-                            if t0.elapsed() >= self.budget {
-                                return Err(self.err(
-                                    what,
-                                    ErrorKind::Unreachable(e.to_string(), self.budget.as_secs()),
-                                ));
-                            }
-                            attempt += 1;
-                            tokio::time::sleep(backoff(attempt, Duration::from_secs(4))).await;
-                            continue;
+                            (transient, unreachable(e.to_string()))
                         }
-                    };
-                    if !matches!(status.as_u16(), 429 | 502 | 503) {
-                        return Ok(Reply {
-                            status,
-                            headers,
-                            body,
-                            retried: maybe_applied,
-                        });
+                        Ok(body) => match classify(status, &headers) {
+                            None => {
+                                return Ok(Reply {
+                                    status,
+                                    headers,
+                                    body,
+                                    retried: maybe_applied,
+                                })
+                            }
+                            Some(f) => {
+                                maybe_applied |= status.as_u16() == 502;
+                                (f, status_kind(status, &body))
+                            }
+                        },
                     }
-                    maybe_applied |= status.as_u16() == 502;
-                    let wait = retry_after(&headers)
-                        .unwrap_or_else(|| backoff(attempt, Duration::from_secs(4)));
-                    let budget = if status.as_u16() == 429 {
-                        self.throttle_budget
-                    } else {
-                        self.budget
-                    };
-                    if t0.elapsed() + wait > budget {
-                        return Err(self.err(what, status_kind(status, &body)));
-                    }
-                    tracing::debug!(status = status.as_u16(), ?wait, "prefect busy, retrying");
-                    wait
                 }
                 Err(e) => {
                     // Refused before sending: nothing reached the server.
                     maybe_applied |= !e.is_connect();
-                    let wait = backoff(attempt, Duration::from_secs(4));
-                    if t0.elapsed() + wait > self.budget {
-                        // reqwest errors carry the URL; ours has no credentials in it.
-                        let msg = match std::error::Error::source(&e) {
-                            Some(s) => format!("{}", s),
-                            None => e.to_string(),
-                        };
-                        return Err(
-                            self.err(what, ErrorKind::Unreachable(msg, self.budget.as_secs()))
-                        );
-                    }
-                    tracing::debug!(error = %e, ?wait, "prefect unreachable, retrying");
-                    wait
+                    // reqwest errors carry the URL; ours has no credentials in it.
+                    let msg = match std::error::Error::source(&e) {
+                        Some(s) => format!("{}", s),
+                        None => e.to_string(),
+                    };
+                    (transient, unreachable(msg))
                 }
             };
+            let Some(wait) = policy.wait(failure, attempt, t0.elapsed()) else {
+                return Err(self.err(what, kind));
+            };
+            tracing::debug!(?failure, ?wait, "prefect busy or unreachable, retrying");
             attempt += 1;
             tokio::time::sleep(wait).await;
         }
@@ -350,6 +338,18 @@ impl Client {
             .and_then(Value::as_str)
             .map(str::to_owned)
             .ok_or_else(|| self.err(what, ErrorKind::Protocol("no `id`".into())))
+    }
+}
+
+/// Which of Prefect's answers are retried: 429 is throttling (the request
+/// was not applied; `Retry-After` says when to come back), 502 and 503 a
+/// server restarting or busy. Every other answer is the caller's to read.
+fn classify(status: StatusCode, headers: &reqwest::header::HeaderMap) -> Option<Failure> {
+    let retry_after = retry_after(headers);
+    match status.as_u16() {
+        429 => Some(Failure::Throttled { retry_after }),
+        502 | 503 => Some(Failure::Transient { retry_after }),
+        _ => None,
     }
 }
 

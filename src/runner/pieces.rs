@@ -11,6 +11,7 @@ use duckdb::Connection;
 use super::Options;
 use crate::duck;
 use crate::error::JobError;
+use crate::retry::{Failure, Policy};
 use crate::secret::{EnvSecrets, SecretSource};
 use crate::sinks::{Sink, SinkError};
 use crate::sources::Source;
@@ -35,8 +36,12 @@ pub(super) struct Shared {
     pub(super) opts: Options,
 }
 
-/// How long a `--wait` run waits for a DuckDB sink file another process writes.
-const FILE_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+/// How long a `--wait` run waits for a DuckDB sink file another process
+/// writes (10 minutes), asking again every half second.
+const FILE_WAIT: Policy = Policy::timed(
+    std::time::Duration::from_secs(600),
+    std::time::Duration::from_millis(500),
+);
 
 /// Builds what the run holds; on failure, hands the state back to record
 /// the jobs' failures.
@@ -82,20 +87,21 @@ pub(super) async fn setup(
         let t0 = Instant::now();
         let mut attempt = 0;
         loop {
-            match sink.prepare(&conn, secrets.as_ref(), &home).await {
+            let e = match sink.prepare(&conn, secrets.as_ref(), &home).await {
                 Ok(()) => break,
-                // A DuckDB file has one writer process: with `--wait` (and in a
-                // worker), wait for it as for a job's lease.
-                Err(SinkError::Busy { .. }) if opts.wait && t0.elapsed() < FILE_WAIT => {
-                    attempt += 1;
-                    tokio::time::sleep(crate::http::backoff(
-                        attempt,
-                        std::time::Duration::from_millis(500),
-                    ))
-                    .await;
-                }
-                Err(e) => return Err((state, e.into())),
-            }
+                Err(e) => e,
+            };
+            // A DuckDB file has one writer process: with `--wait` (and in a
+            // worker), wait for it as for a job's lease.
+            let busy = match e {
+                SinkError::Busy { .. } if opts.wait => Failure::Transient { retry_after: None },
+                _ => Failure::Permanent,
+            };
+            let Some(wait) = FILE_WAIT.wait(busy, attempt, t0.elapsed()) else {
+                return Err((state, e.into()));
+            };
+            attempt += 1;
+            tokio::time::sleep(wait).await;
         }
         sinks.push(sink);
     }

@@ -10,7 +10,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use super::auth::Tokens;
-use crate::http::{backoff, retry_after};
+use crate::retry::{retry_after, Failure, Policy};
 
 pub const RETRY_BUDGET: Duration = Duration::from_secs(60);
 pub const GOOGLE_ENDPOINT: &str = "https://bigquery.googleapis.com/bigquery/v2";
@@ -38,10 +38,22 @@ impl std::fmt::Display for ApiError {
     }
 }
 
-fn retryable(status: u16, reason: &str) -> bool {
-    matches!(status, 429 | 500 | 502 | 503 | 504)
-        || (status == 403 && matches!(reason, "rateLimitExceeded" | "quotaExceeded"))
+/// How BigQuery's errors are retried: 429 and a 403 whose reason is
+/// `rateLimitExceeded` or `quotaExceeded` are throttling, 5xx transient,
+/// the rest permanent.
+fn classify(status: u16, reason: &str, retry_after: Option<Duration>) -> Failure {
+    match status {
+        429 => Failure::Throttled { retry_after },
+        403 if matches!(reason, "rateLimitExceeded" | "quotaExceeded") => {
+            Failure::Throttled { retry_after }
+        }
+        500 | 502 | 503 | 504 => Failure::Transient { retry_after },
+        _ => Failure::Permanent,
+    }
 }
+
+/// Every call: retried within [`RETRY_BUDGET`], throttled or not, waits up to 8 s.
+const POLICY: Policy = Policy::timed(RETRY_BUDGET, Duration::from_secs(8));
 
 /// `{"error": {"code", "message", "errors": [{"reason", "message"}]}}`.
 fn error_of(status: u16, body: &Value) -> ApiError {
@@ -111,7 +123,7 @@ impl Api {
             if let Some(b) = body {
                 rb = rb.json(b);
             }
-            let (wait, last) = match rb.send().await {
+            let (failure, last) = match rb.send().await {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
                     let hint = retry_after(resp.headers());
@@ -131,20 +143,17 @@ impl Api {
                         self.tokens.invalidate().await;
                         continue;
                     }
-                    if !retryable(status, &err.reason) {
-                        return Ok((status, v));
+                    match classify(status, &err.reason, hint) {
+                        Failure::Permanent => return Ok((status, v)),
+                        f => (f, err),
                     }
-                    (
-                        hint.unwrap_or_else(|| backoff(attempt, Duration::from_secs(8))),
-                        err,
-                    )
                 }
                 Err(e) => {
                     let cause = std::error::Error::source(&e)
                         .map(|s| s.to_string())
                         .unwrap_or_else(|| e.to_string());
                     (
-                        backoff(attempt, Duration::from_secs(8)),
+                        Failure::Transient { retry_after: None },
                         ApiError {
                             status: 0,
                             reason: String::new(),
@@ -156,7 +165,7 @@ impl Api {
                     )
                 }
             };
-            if t0.elapsed() + wait > RETRY_BUDGET {
+            let Some(wait) = POLICY.wait(failure, attempt, t0.elapsed()) else {
                 let mut last = last;
                 last.message = format!(
                     "{} (gave up after {}s of retries)",
@@ -164,7 +173,7 @@ impl Api {
                     t0.elapsed().as_secs()
                 );
                 return Err(last);
-            }
+            };
             tracing::debug!(status = last.status, reason = %last.reason, ?wait, "bigquery: retrying");
             attempt += 1;
             tokio::time::sleep(wait).await;
@@ -407,13 +416,24 @@ mod tests {
 
     #[test]
     fn which_errors_are_retried() {
-        assert!(retryable(429, ""));
-        assert!(retryable(503, "backendError"));
-        assert!(retryable(403, "rateLimitExceeded"));
-        assert!(retryable(403, "quotaExceeded"));
-        assert!(!retryable(403, "accessDenied"));
-        assert!(!retryable(400, "invalid"));
-        assert!(!retryable(404, "notFound"));
+        let told = Some(Duration::from_secs(3));
+        assert_eq!(
+            classify(429, "", told),
+            Failure::Throttled { retry_after: told }
+        );
+        assert_eq!(
+            classify(503, "backendError", None),
+            Failure::Transient { retry_after: None }
+        );
+        for reason in ["rateLimitExceeded", "quotaExceeded"] {
+            assert_eq!(
+                classify(403, reason, None),
+                Failure::Throttled { retry_after: None }
+            );
+        }
+        for (status, reason) in [(403, "accessDenied"), (400, "invalid"), (404, "notFound")] {
+            assert_eq!(classify(status, reason, told), Failure::Permanent);
+        }
     }
 
     #[test]

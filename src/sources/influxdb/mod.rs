@@ -24,6 +24,7 @@ use futures_util::StreamExt;
 
 use super::{Fetch, PointSink, SourceError};
 use crate::plan::{batches, Batch};
+use crate::retry::{Failure, Policy};
 use crate::secret::{resolve, Secret, SecretSource};
 use crate::spec::{InfluxConfig, V3Format};
 
@@ -61,14 +62,16 @@ pub enum InfluxErrorKind {
 }
 
 impl InfluxErrorKind {
-    fn transient(&self) -> bool {
-        matches!(
-            self,
+    /// Connection errors, timeouts, 5xx and bodies cut short are worth
+    /// another attempt; the rest would get the same answer.
+    fn failure(&self) -> Failure {
+        match self {
             InfluxErrorKind::Connect(_)
-                | InfluxErrorKind::Timeout(_)
-                | InfluxErrorKind::Server(..)
-                | InfluxErrorKind::Truncated(_)
-        )
+            | InfluxErrorKind::Timeout(_)
+            | InfluxErrorKind::Server(..)
+            | InfluxErrorKind::Truncated(_) => Failure::Transient { retry_after: None },
+            _ => Failure::Permanent,
+        }
     }
 }
 
@@ -268,6 +271,15 @@ impl Influx {
         Ok(())
     }
 
+    /// `retries:` retries of a transient failure, 500 ms doubling, at most 16 s apart.
+    fn policy(&self) -> Policy {
+        Policy::counted(
+            self.cfg.retries,
+            Duration::from_millis(500),
+            Duration::from_secs(16),
+        )
+    }
+
     /// `resolve`, then the checks worth one round trip per run.
     pub async fn connect(&mut self, secrets: &dyn SecretSource) -> Result<(), SourceError> {
         self.resolve(secrets)?;
@@ -280,13 +292,16 @@ impl Influx {
             };
             let mut attempt = 0;
             loop {
-                match v1::check_database(conn).await {
+                let k = match v1::check_database(conn).await {
                     Ok(()) => break,
-                    Err(k) if k.transient() && attempt < self.cfg.retries => {
+                    Err(k) => k,
+                };
+                match self.policy().wait(k.failure(), attempt, Duration::ZERO) {
+                    Some(wait) => {
                         attempt += 1;
-                        tokio::time::sleep(backoff(attempt)).await;
+                        tokio::time::sleep(wait).await;
                     }
-                    Err(k) => {
+                    None => {
                         let mut e = self.err(whole, k);
                         if let SourceError::Influx { range, .. } = &mut e {
                             *range = "(database check)".into();
@@ -363,21 +378,22 @@ impl Influx {
                         .await
                     }
                 };
-                match res {
+                let k = match res {
                     Ok(()) => {
                         total += out.rows() - before;
                         break;
                     }
-                    Err(k) if k.transient() && attempt < self.cfg.retries => {
-                        attempt += 1;
-                        tracing::warn!(source = %self.name, range = %piece, attempt, error = %k, "retrying query");
-                        let (from_ns, to_ns) = ns_range(piece);
-                        let sent = out.rows() - before;
-                        out.discard(from_ns, to_ns, sent).await?;
-                        tokio::time::sleep(backoff(attempt)).await;
-                    }
-                    Err(k) => return Err(self.err(piece, k)),
-                }
+                    Err(k) => k,
+                };
+                let Some(wait) = self.policy().wait(k.failure(), attempt, Duration::ZERO) else {
+                    return Err(self.err(piece, k));
+                };
+                attempt += 1;
+                tracing::warn!(source = %self.name, range = %piece, attempt, error = %k, "retrying query");
+                let (from_ns, to_ns) = ns_range(piece);
+                let sent = out.rows() - before;
+                out.discard(from_ns, to_ns, sent).await?;
+                tokio::time::sleep(wait).await;
             }
         }
         out.flush().await?;
@@ -390,11 +406,6 @@ pub(crate) fn ns_range(b: Batch) -> (i64, i64) {
         b.from.0.timestamp_nanos_opt().unwrap_or(i64::MIN),
         b.to.0.timestamp_nanos_opt().unwrap_or(i64::MAX),
     )
-}
-
-/// 250 ms doubling per attempt, at most 16 s.
-fn backoff(attempt: u32) -> Duration {
-    crate::http::backoff(attempt, Duration::from_secs(16))
 }
 
 /// A whole (small) answer body; a body cut short is `Truncated`.
