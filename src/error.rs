@@ -119,6 +119,7 @@ impl From<crate::sinks::SinkError> for JobError {
     fn from(e: crate::sinks::SinkError) -> JobError {
         use crate::sinks::SinkError;
         let (sink, hours) = match &e {
+            SinkError::ReadBack { message, .. } => return JobError::Internal(message.clone()),
             SinkError::Setup { sink, .. } | SinkError::Busy { sink, .. } => (sink.clone(), None),
             SinkError::Load { sink, range, .. } => (sink.clone(), Some(range.clone())),
         };

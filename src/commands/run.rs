@@ -188,14 +188,7 @@ fn print_report(config: &Config, p: &Pipeline, verb: &str, outcomes: &Outcomes) 
         ));
     }
     // Where a newcomer can look at the products of a local file.
-    let local = p.sinks.iter().find_map(|s| match &config.sinks[s] {
-        crate::spec::SinkConfig::Duckdb { path, .. }
-            if !path.starts_with("md:") && !path.contains("${") =>
-        {
-            Some(path.clone())
-        }
-        _ => None,
-    });
+    let local = p.sinks.iter().find_map(|s| config.sinks[s].local_file());
     if let (Some(path), Some(m)) = (local, p.models.first()) {
         out.push_str(&format!(
             "  look: duckdb {path} -c 'FROM {} LIMIT 10'   (any DuckDB client reads the file)\n",

@@ -14,7 +14,6 @@ use serde_json::{json, Value};
 
 use super::stage;
 use crate::error::JobError;
-use crate::sinks::bigquery::BigQuerySink;
 use crate::sinks::Sink;
 use crate::spec::Model;
 use crate::template::quote_ident;
@@ -158,67 +157,6 @@ fn rows(conn: &Connection, m: &Model) -> Result<Vec<Row>, JobError> {
         .collect()
 }
 
-/// The episodes `m`'s table holds for the keys `r`: in the first
-/// DuckDB/MotherDuck sink, else the first BigQuery sink.
-async fn held(
-    conn: &Connection,
-    gate: &std::sync::RwLock<()>,
-    sinks: &[Sink],
-    m: &Model,
-    r: KeyRange,
-) -> Result<std::collections::HashSet<String>, JobError> {
-    let mut out = std::collections::HashSet::new();
-    let col = m.grain.key_column();
-    if let Some(s) = sinks.iter().find_map(Sink::duck) {
-        let shared = || gate.read().unwrap_or_else(|p| p.into_inner());
-        if !tokio::task::block_in_place(|| {
-            let _g = shared();
-            s.tables(conn)
-        })?
-        .contains(&m.table)
-        {
-            return Ok(out);
-        }
-        let sql = format!(
-            "SELECT DISTINCT episode::VARCHAR FROM {} WHERE {}",
-            s.table_ref(&m.table),
-            stage::replaced(&quote_ident(col), r, stage::key_literal)
-        );
-        let read = tokio::task::block_in_place(|| {
-            let _g = shared();
-            let mut stmt = conn.prepare(&sql)?;
-            let rows = stmt.query_map([], |r| r.get::<_, Option<String>>(0))?;
-            rows.collect::<Result<Vec<_>, _>>()
-        })
-        .map_err(|e| {
-            JobError::Internal(format!("model `{}`: reading its episodes: {e}", m.name))
-        })?;
-        out.extend(read.into_iter().flatten());
-        return Ok(out);
-    }
-    if let Some(bq) = sinks.iter().find_map(Sink::bigquery) {
-        if !bq.has_table(&m.table).await? {
-            return Ok(out);
-        }
-        let sel = bq
-            .select(
-                &format!(
-                    "SELECT DISTINCT episode FROM {} WHERE {}",
-                    bq.table_ref(&m.table),
-                    stage::replaced(&format!("`{col}`"), r, BigQuerySink::key_literal)
-                ),
-                &format!("the episodes of model `{}`", m.name),
-            )
-            .await?;
-        out.extend(
-            sel.rows
-                .into_iter()
-                .filter_map(|r| r.into_iter().next().flatten()),
-        );
-    }
-    Ok(out)
-}
-
 /// Sends the episodes of the computed range `r` of `m` that its table does
 /// not hold yet, as events `name`; how many were sent.
 #[allow(clippy::too_many_arguments)]
@@ -239,7 +177,7 @@ pub async fn send_new(
     if rows.is_empty() {
         return Ok(0);
     }
-    let held = held(conn, gate, sinks, m, r).await?;
+    let held = crate::sinks::models::read_episodes(sinks, conn, gate, m, r).await?;
     let at = chrono::Utc::now()
         .format("%Y-%m-%dT%H:%M:%S%.6fZ")
         .to_string();

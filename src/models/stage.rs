@@ -400,16 +400,6 @@ pub fn compute(conn: &Connection, m: &Model, sql: &str, r: KeyRange) -> Result<u
     }
 }
 
-/// The predicate a sink replaces by: the key column in `r`, with `lit`
-/// writing a key in the sink's dialect and `col` the quoted column.
-pub fn replaced(col: &str, r: KeyRange, lit: impl Fn(Grain, i64) -> String) -> String {
-    format!(
-        "{col} >= {} AND {col} < {}",
-        lit(r.grain, r.from),
-        lit(r.grain, r.to)
-    )
-}
-
 /// The view of an upstream model `u`'s rows that `m` reads.
 pub fn input_view(m: &Model, u: &str) -> String {
     format!("model_input_{}_{u}", m.name)
@@ -434,7 +424,7 @@ pub fn load_upstream(
     conn.execute_batch(&format!(
         "CREATE OR REPLACE VIEW {} AS SELECT * FROM {source} WHERE {}",
         quote_ident(&input_view(m, &u.name)),
-        replaced(&col, r, key_literal)
+        keys::between(&col, r, key_literal)
     ))
     .map_err(|e| StageError::Input {
         model: m.name.clone(),

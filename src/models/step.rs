@@ -17,21 +17,13 @@ use tracing::{info, warn};
 
 use super::stage;
 use crate::error::JobError;
-use crate::sinks::bigquery::BigQuerySink;
+use crate::sinks::models::{read_inputs, Inputs, Tables};
 use crate::sinks::Sink;
 use crate::spec::{Hour, Model, Pipeline};
 use crate::state::{Lease, RunRecord, State, StateError};
-use crate::template::{quote_ident, Templates};
+use crate::template::Templates;
 use crate::time::keys::{self, KeyRange};
 use crate::time::Ranges;
-
-/// Results up to this many rows go into a DuckDB sink as computed; longer
-/// ones (a long `backfill --model`) in key order. Four of the sink's row
-/// groups ([`crate::sinks::duckdb::ROW_GROUP_ROWS`] rows each, 122,880 in
-/// all): sorting a month of `rolling_8h` (86k rows) cost the month's
-/// backfill 10-100 ms a model, and a later read of a few of its keys scans
-/// at most those four row groups.
-const SORTED_OVER_ROWS: u64 = 4 * crate::sinks::duckdb::ROW_GROUP_ROWS;
 
 /// What a model step needs of the run.
 pub struct Ctx<'a> {
@@ -46,29 +38,13 @@ pub struct Ctx<'a> {
     /// `run` or `backfill`, for the run record.
     pub kind: &'a str,
     /// The first DuckDB sink's tables, listed once per run (models add theirs).
-    pub tables: Mutex<Option<std::collections::HashSet<String>>>,
+    pub tables: Tables,
     /// The newest hours of the jobs in that sink, found once per run.
     pub newest: Mutex<stage::Newest>,
     /// Where models with `events:` send new episodes; `None`: this run
     /// sends none (a backfill not asked to, or no such model).
     /// (`Err`: the client could not be made; those models fail.)
     pub events: Option<Result<crate::prefect::Client, String>>,
-}
-
-impl Ctx<'_> {
-    /// Whether the first DuckDB sink `src` has `table`.
-    fn has(
-        &self,
-        conn: &Connection,
-        src: &crate::sinks::duckdb::DuckSink,
-        table: &str,
-    ) -> Result<bool, JobError> {
-        let mut known = self.tables.lock().unwrap_or_else(|p| p.into_inner());
-        if known.is_none() {
-            *known = Some(tokio::task::block_in_place(|| src.tables(conn))?);
-        }
-        Ok(known.as_ref().is_some_and(|t| t.contains(table)))
-    }
 }
 
 /// What happened to one model in a run.
@@ -243,133 +219,10 @@ async fn recompute_pending(
     Ok(())
 }
 
-/// Where a model's inputs are read, once a range's are known: relations of
-/// the embedded database.
-struct Inputs {
-    hourly: Vec<String>,
-    newest: Vec<String>,
-    /// (upstream model, relation of its rows).
-    upstream: Vec<(String, String)>,
-    /// Copies read back from BigQuery, dropped after the range.
-    scratch: Vec<String>,
-    /// Whether `newest` are the sink's own tables (see [`stage::Newest`]).
-    own: bool,
-}
-
-/// The relations the range `r` of `m` reads: the tables of the first
-/// DuckDB/MotherDuck sink, else copies read back from the first BigQuery
-/// sink. `None`: nothing loaded yet, nothing to compute.
-async fn inputs(
-    ctx: &Ctx<'_>,
-    m: &Model,
-    conn: &Connection,
-    from: Hour,
-    to: Hour,
-) -> Result<Option<Inputs>, JobError> {
-    let shared = || ctx.gate.read().unwrap_or_else(|p| p.into_inner());
-    let mut got = Inputs {
-        hourly: Vec::new(),
-        newest: Vec::new(),
-        upstream: Vec::new(),
-        scratch: Vec::new(),
-        own: false,
-    };
-    if let Some(src) = ctx.sinks.iter().find_map(Sink::duck) {
-        for t in &m.hourly_tables {
-            if ctx.has(conn, src, t)? {
-                got.hourly.push(src.table_ref(t));
-            }
-        }
-        got.newest = got.hourly.clone();
-        got.own = true;
-        for u in &m.depends_on {
-            let u = ctx.pipeline.model(u).expect("validated");
-            if !ctx.has(conn, src, &u.table)? {
-                return Ok(None);
-            }
-            got.upstream.push((u.name.clone(), src.table_ref(&u.table)));
-        }
-        return Ok((!got.hourly.is_empty()).then_some(got));
-    }
-    let Some(bq) = ctx.sinks.iter().find_map(Sink::bigquery) else {
-        return Ok(None);
-    };
-    let ts = |h: Hour| BigQuerySink::key_literal(keys::Grain::Hour, keys::hour_number(h));
-    let jobs: Vec<String> = m
-        .jobs
-        .iter()
-        .map(|j| format!("'{}'", j.replace('\\', "\\\\").replace('\'', "\\'")))
-        .collect();
-    let copy = |rows: crate::sinks::bigquery::Selected, name: String| {
-        tokio::task::block_in_place(|| {
-            let _g = shared();
-            crate::sinks::bigquery::copy_in(conn, &rows, &name)
-        })
-        .map(|_| quote_ident(&name))
-        .map_err(|e| JobError::Internal(format!("model `{}`: copying rows read back: {e}", m.name)))
-    };
-    for (i, t) in m.hourly_tables.iter().enumerate() {
-        if !bq.has_table(t).await? {
-            continue;
-        }
-        let table = bq.table_ref(t);
-        let filter = format!(
-            "pollutant IN ({}) AND hour_start >= {}",
-            jobs.join(", "),
-            ts(from)
-        );
-        let rows = bq
-            .select(
-                &format!(
-                    "SELECT * FROM {table} WHERE {filter} AND hour_start < {}",
-                    ts(to)
-                ),
-                &format!("table `{t}`"),
-            )
-            .await?;
-        let newest = bq
-            .select(
-                &format!("SELECT pollutant, MAX(hour_start) AS hour_start FROM {table} WHERE {filter} GROUP BY pollutant"),
-                &format!("the newest hours of `{t}`"),
-            )
-            .await?;
-        got.hourly
-            .push(copy(rows, format!("model_bq_hourly_{}_{i}", m.name))?);
-        got.newest
-            .push(copy(newest, format!("model_bq_newest_{}_{i}", m.name))?);
-    }
-    got.scratch = got.hourly.iter().chain(&got.newest).cloned().collect();
-    for u in &m.depends_on {
-        let u = ctx.pipeline.model(u).expect("validated");
-        if !bq.has_table(&u.table).await? {
-            return Ok(None);
-        }
-        let r = KeyRange {
-            grain: u.grain,
-            from: keys::key_of(u.grain, u.zone, from),
-            to: keys::key_of(u.grain, u.zone, to.plus(-1)) + 1,
-        };
-        let col = format!("`{}`", u.grain.key_column());
-        let rows = bq
-            .select(
-                &format!(
-                    "SELECT * FROM {} WHERE {}",
-                    bq.table_ref(&u.table),
-                    stage::replaced(&col, r, BigQuerySink::key_literal)
-                ),
-                &format!("model `{}`", u.name),
-            )
-            .await?;
-        let name = copy(rows, format!("model_bq_input_{}_{}", m.name, u.name))?;
-        got.scratch.push(name.clone());
-        got.upstream.push((u.name.clone(), name));
-    }
-    Ok((!got.hourly.is_empty()).then_some(got))
-}
-
 /// Computes the keys `r` from the hourly rows the sinks hold (see
-/// [`inputs`]), then replaces them in every sink. Rows written to each
-/// sink, and the number of the newest loaded hour read, if any.
+/// [`read_inputs`]), then replaces them in every sink. Rows written to each
+/// sink, and the number of the newest loaded hour read, if any. What it
+/// staged and read back is dropped whatever happened.
 async fn recompute_range(
     ctx: &Ctx<'_>,
     m: &Model,
@@ -381,150 +234,100 @@ async fn recompute_range(
         c.try_clone()
             .map_err(|e| JobError::Internal(e.to_string()))?
     };
-    let shared = || ctx.gate.read().unwrap_or_else(|p| p.into_inner());
     let (from, to) = keys::inputs(m.zone, m.lookback_hours, r);
-    let t0 = std::time::Instant::now();
-    let step = |what: &str| tracing::debug!(model = %m.name, us = t0.elapsed().as_micros() as u64, "{what}");
-    let found = inputs(ctx, m, &conn, from, to).await;
-    step("inputs found");
-    let drop_scratch = |got: &Option<Inputs>| {
-        for t in got.iter().flat_map(|g| &g.scratch) {
-            let _ = conn.execute_batch(&format!("DROP TABLE IF EXISTS {t}"));
-        }
+    let (p, tables) = (ctx.pipeline, &ctx.tables);
+    let Some(got) = read_inputs(ctx.sinks, &conn, ctx.gate, tables, p, m, from, to).await? else {
+        return Ok((0, None));
     };
-    let got = match found {
-        Ok(g) => g,
-        Err(e) => return Err(e),
-    };
-    let computed =
-        tokio::task::block_in_place(|| -> Result<Option<(u64, Option<i64>)>, JobError> {
-            let _g = shared();
-            let Some(got) = &got else { return Ok(None) };
-            let sql = stage::render(ctx.templates, &ctx.pipeline.name, m, r)
-                .map_err(|d| JobError::Template(d.to_string()))?;
-            // The run's newest hours for the sink's own tables; a search of
-            // its own for copies read back.
-            let mut cached = got
-                .own
-                .then(|| ctx.newest.lock().unwrap_or_else(|p| p.into_inner()));
-            let mut fresh = stage::Newest::default();
-            let newest = cached.as_deref_mut().unwrap_or(&mut fresh);
-            let newest =
-                stage::load_inputs(&conn, m, &sql, &got.hourly, &got.newest, newest, from, to)
-                    .map_err(stage_err)?;
-            drop(cached);
-            for (u, source) in &got.upstream {
-                let u = ctx.pipeline.model(u).expect("validated");
-                stage::load_upstream(&conn, m, u, source, from, to).map_err(stage_err)?;
-            }
-            step("rendered");
-            let rows = stage::compute(&conn, m, &sql, r).map_err(stage_err)?;
-            step("computed");
-            Ok(Some((rows, newest)))
-        });
-    let computed = match computed {
-        Ok(Some(n)) => n,
-        Ok(None) => {
-            stage::clear(&conn, m);
-            drop_scratch(&got);
-            return Ok((0, None));
-        }
-        Err(e) => {
-            stage::clear(&conn, m);
-            drop_scratch(&got);
-            return Err(e);
-        }
-    };
-    if let (Some(name), Some(client)) = (&m.events, &ctx.events) {
-        let sent = match client {
-            Ok(client) => {
-                super::events::send_new(
-                    client,
-                    &ctx.pipeline.name,
-                    &conn,
-                    ctx.gate,
-                    ctx.sinks,
-                    m,
-                    name,
-                    r,
-                )
-                .await
-            }
-            Err(e) => Err(JobError::Events(format!(
-                "model `{}`: cannot send its `{name}` events: {e}",
-                m.name
-            ))),
-        };
-        match sent {
-            Ok(0) => {}
-            Ok(n) => info!(model = %m.name, events = n, "sent {n} `{name}` events for {r}"),
-            Err(e) => {
-                stage::clear(&conn, m);
-                drop_scratch(&got);
-                return Err(e);
-            }
-        }
+    let done = async {
+        let computed = compute(ctx, &conn, m, r, &got)?;
+        send_events(ctx, &conn, m, r).await?;
+        write(ctx, &conn, m, lease, r, computed.0).await?;
+        Ok(computed)
     }
-    let result = stage::result_table(m);
-    let range = r.to_string();
-    let mut failed = None;
-    for sink in ctx.sinks {
-        // As for jobs: once the lease may have expired, another runner may
-        // be writing the same keys.
-        if let Err(e) = lease.check() {
-            failed = Some(e.into());
-            break;
-        }
-        let written = match sink {
-            Sink::Duck(s) => tokio::task::block_in_place(|| {
-                let _g = shared();
-                let col = quote_ident(m.grain.key_column());
-                let what = stage::replaced(&col, r, stage::key_literal);
-                // In key order past a few row groups: their zone maps then
-                // keep later reads of a few keys narrow.
-                let order = (computed.0 > SORTED_OVER_ROWS).then_some(col.as_str());
-                s.replace(&conn, &quote_ident(&result), &m.table, &what, order, &range)
-            }),
-            Sink::BigQuery(s) => {
-                let rows = tokio::task::block_in_place(|| {
-                    let _g = shared();
-                    s.read_table(&conn, &result)
-                });
-                match rows {
-                    Ok(rows) => {
-                        let col = format!("T.`{}`", m.grain.key_column());
-                        let what = stage::replaced(&col, r, BigQuerySink::key_literal);
-                        let first = keys::first_hour(r.grain, m.zone, r.from);
-                        s.replace_keys(
-                            rows, &m.tags, &m.table, &m.name, first, &what, &range, ctx.run_id,
-                        )
-                        .await
-                    }
-                    Err(e) => Err(e),
-                }
-            }
-        };
-        if let Err(e) = written {
-            failed = Some(e.into());
-            break;
-        }
-        if let Some(known) = ctx
-            .tables
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_mut()
-        {
-            known.insert(m.table.clone());
-        }
-    }
-    step("written");
+    .await;
     stage::clear(&conn, m);
-    drop_scratch(&got);
-    step("cleared");
-    match failed {
-        Some(e) => Err(e),
-        None => Ok(computed),
+    got.drop_scratch(&conn);
+    done
+}
+
+/// Stages `got` and computes the keys `r` into `m`'s result table: its
+/// rows, and the newest loaded hour read.
+fn compute(
+    ctx: &Ctx<'_>,
+    conn: &Connection,
+    m: &Model,
+    r: KeyRange,
+    got: &Inputs,
+) -> Result<(u64, Option<i64>), JobError> {
+    let (from, to) = keys::inputs(m.zone, m.lookback_hours, r);
+    tokio::task::block_in_place(|| {
+        let _g = ctx.gate.read().unwrap_or_else(|p| p.into_inner());
+        let sql = stage::render(ctx.templates, &ctx.pipeline.name, m, r)
+            .map_err(|d| JobError::Template(d.to_string()))?;
+        // The run's newest hours for the sink's own tables; a search of
+        // its own for copies read back.
+        let mut cached = got
+            .own
+            .then(|| ctx.newest.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut fresh = stage::Newest::default();
+        let newest = cached.as_deref_mut().unwrap_or(&mut fresh);
+        let newest = stage::load_inputs(conn, m, &sql, &got.hourly, &got.newest, newest, from, to)
+            .map_err(stage_err)?;
+        drop(cached);
+        for (u, source) in &got.upstream {
+            let u = ctx.pipeline.model(u).expect("validated");
+            stage::load_upstream(conn, m, u, source, from, to).map_err(stage_err)?;
+        }
+        let rows = stage::compute(conn, m, &sql, r).map_err(stage_err)?;
+        Ok((rows, newest))
+    })
+}
+
+/// Sends the new episodes of the computed keys `r`, for a model with
+/// `events:` in a run that sends them.
+async fn send_events(
+    ctx: &Ctx<'_>,
+    conn: &Connection,
+    m: &Model,
+    r: KeyRange,
+) -> Result<(), JobError> {
+    let (Some(name), Some(client)) = (&m.events, &ctx.events) else {
+        return Ok(());
+    };
+    let client = client.as_ref().map_err(|e| {
+        JobError::Events(format!(
+            "model `{}`: cannot send its `{name}` events: {e}",
+            m.name
+        ))
+    })?;
+    let pipeline = &ctx.pipeline.name;
+    let n =
+        super::events::send_new(client, pipeline, conn, ctx.gate, ctx.sinks, m, name, r).await?;
+    if n > 0 {
+        info!(model = %m.name, events = n, "sent {n} `{name}` events for {r}");
     }
+    Ok(())
+}
+
+/// Replaces the keys `r` in every sink with the `rows` rows computed, under
+/// the lease: once it may have expired, another runner may be writing the
+/// same keys.
+async fn write(
+    ctx: &Ctx<'_>,
+    conn: &Connection,
+    m: &Model,
+    lease: &Lease,
+    r: KeyRange,
+    rows: u64,
+) -> Result<(), JobError> {
+    let result = stage::result_table(m);
+    for sink in ctx.sinks {
+        lease.check()?;
+        sink.replace_model_keys(conn, ctx.gate, &ctx.tables, &result, m, r, rows, ctx.run_id)
+            .await?;
+    }
+    Ok(())
 }
 
 fn stage_err(e: stage::StageError) -> JobError {

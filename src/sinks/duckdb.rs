@@ -267,6 +267,13 @@ impl DuckSink {
         )
     }
 
+    /// A model's key as a DuckDB literal of its column's type.
+    pub fn key_literal(grain: crate::time::Grain, k: i64) -> String {
+        crate::time::keys::literal(grain, k, |h| {
+            format!("TIMESTAMPTZ {}", quote_literal(&h.to_string()))
+        })
+    }
+
     /// The sink's table as the connection names it (`sink_x."main"."t"`).
     pub fn table_ref(&self, table: &str) -> String {
         self.target(table)

@@ -9,6 +9,7 @@
 
 pub mod bigquery;
 pub mod duckdb;
+pub mod models;
 
 use ::duckdb::Connection;
 
@@ -30,6 +31,10 @@ pub enum SinkError {
         range: String,
         message: String,
     },
+    /// Rows read back from the sink could not be read or copied in the
+    /// embedded database (the message names the model).
+    #[error("{message}")]
+    ReadBack { sink: String, message: String },
 }
 
 /// A configured sink.

@@ -141,6 +141,17 @@ impl SinkConfig {
         }
     }
 
+    /// The path of a local DuckDB file, as written (none for MotherDuck,
+    /// BigQuery, or a path holding a reference).
+    pub fn local_file(&self) -> Option<&str> {
+        match self {
+            SinkConfig::Duckdb { path, .. } if !path.starts_with("md:") && !path.contains("${") => {
+                Some(path)
+            }
+            _ => None,
+        }
+    }
+
     /// One line saying where the data goes, without secrets.
     pub fn describe(&self) -> String {
         match self {

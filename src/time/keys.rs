@@ -292,6 +292,17 @@ pub fn literal(grain: Grain, k: i64, hour_lit: impl Fn(Hour) -> String) -> Strin
     }
 }
 
+/// `col >= a AND col < b` over the keys `r`: the predicate a sink replaces
+/// or reads a key range by, with `col` the quoted column and `lit` writing
+/// a key in the dialect at hand.
+pub fn between(col: &str, r: KeyRange, lit: impl Fn(Grain, i64) -> String) -> String {
+    format!(
+        "{col} >= {} AND {col} < {}",
+        lit(r.grain, r.from),
+        lit(r.grain, r.to)
+    )
+}
+
 /// A key as people read it: `2026-03-29T01:00:00Z`, `2026-03-29`, `2026`.
 pub fn shown(grain: Grain, k: i64) -> String {
     match grain {
