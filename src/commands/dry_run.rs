@@ -156,32 +156,35 @@ pub fn dry_run(config: &Config, a: &DryRunArgs) -> Result<i32, Error> {
             out.push_str("  (other batches differ only in their time bounds)\n");
         }
     }
-    let mut marks: Vec<(&str, Ranges<Hour>)> = Vec::new();
-    for m in &p.models {
-        // What the run would mark, and what the state says is already pending.
-        let mut hours: Ranges<Hour> = jobs
-            .iter()
-            .filter(|(j, ..)| m.jobs.contains(&j.name))
-            .filter_map(|(_, _, plan)| Some((plan.batches.first()?.from, plan.batches.last()?.to)))
-            .collect();
-        let pending = match &state {
+    // What the state says is already pending, and what the run would mark.
+    let pending: Vec<Result<Ranges<Hour>, StateError>> = p
+        .models
+        .iter()
+        .map(|m| match &state {
             Ok(s) => rt.block_on(s.pending(&p.name, &m.state_key())),
             Err(e) => Err(StateError::Config(e.to_string())),
-        };
-        let pending_text = match &pending {
+        })
+        .collect();
+    let loads = |m: &Model| -> Ranges<Hour> {
+        jobs.iter()
+            .filter(|(j, ..)| m.jobs.contains(&j.name))
+            .filter_map(|(_, _, plan)| Some((plan.batches.first()?.from, plan.batches.last()?.to)))
+            .collect()
+    };
+    let held = |m: &Model| {
+        let i = p.models.iter().position(|x| x.name == m.name);
+        i.and_then(|i| pending[i].as_ref().ok().cloned())
+            .unwrap_or_default()
+    };
+    let models: Vec<&Model> = p.models.iter().collect();
+    let marked = crate::models::plan::marked(&models, &loads, &held);
+    for ((m, hours), pending) in p.models.iter().zip(&marked).zip(&pending) {
+        let pending_text = match pending {
             Ok(r) if r.is_empty() => "none".to_owned(),
             Ok(r) => r.to_string(),
             Err(e) => format!("not read ({e})"),
         };
-        hours.extend(&pending.unwrap_or_default());
-        for (u, theirs) in &marks {
-            if m.depends_on.iter().any(|d| d == u) {
-                let u = p.model(u).expect("validated");
-                hours.extend(&crate::models::step::spans(u, theirs));
-            }
-        }
-        out.push_str(&model_plan(p, m, &hours, &pending_text, &templates)?);
-        marks.push((&m.name, hours));
+        out.push_str(&model_plan(p, m, hours, &pending_text, &templates)?);
     }
     print!("{out}");
     Ok(EXIT_OK)

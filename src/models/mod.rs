@@ -9,12 +9,15 @@
 //!
 //! - [`stage`]: a model's input, result and contract in the embedded DuckDB.
 //! - [`step`]: the model step of a run: pending hours, recomputation, state.
+//! - [`plan`]: which models a run touches and the hours each has pending
+//!   once marked (pure; `run` and `dry-run` share it).
 //! - [`events`]: a model's new episodes as Prefect events (`events:`).
 //!
 //! History needs no raw data: a model reads the hourly rows the sinks hold.
 
 pub mod events;
+pub mod plan;
 pub mod stage;
 pub mod step;
 
-pub use step::{mark, recompute, Ctx, ModelOutcome};
+pub use step::{recompute, Ctx, ModelOutcome};

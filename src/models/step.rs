@@ -20,7 +20,7 @@ use crate::error::JobError;
 use crate::sinks::models::{read_inputs, Inputs, Tables};
 use crate::sinks::Sink;
 use crate::spec::{Hour, Model, Pipeline};
-use crate::state::{Lease, RunRecord, State, StateError};
+use crate::state::{Lease, RunRecord, State};
 use crate::template::Templates;
 use crate::time::keys::{self, KeyRange};
 use crate::time::Ranges;
@@ -74,25 +74,6 @@ impl ModelOutcome {
             error: Some(error),
         }
     }
-}
-
-/// Adds `hours` to the model's pending ranges. Call under its lease, before
-/// any of those hours is written to a sink.
-/// Returns all its pending hours.
-pub async fn mark(
-    state: &State,
-    pipeline: &str,
-    m: &Model,
-    hours: &Ranges<Hour>,
-) -> Result<Ranges<Hour>, StateError> {
-    let key = m.state_key();
-    let mut pending = state.pending(pipeline, &key).await?;
-    let before = pending.clone();
-    pending.extend(hours);
-    if pending != before {
-        state.set_pending(pipeline, &key, &pending).await?;
-    }
-    Ok(pending)
 }
 
 /// The hours the keys `pending` touches in `m` cover: what a model reading

@@ -11,6 +11,7 @@ use tracing::Instrument;
 
 use super::{hostname, JobOutcome, Mode, Outcomes, Planned, Shared};
 use crate::error::JobError;
+use crate::models::plan;
 use crate::spec::Hour;
 use crate::state::{Holder, Lease, StateError};
 use crate::time::Ranges;
@@ -41,34 +42,33 @@ pub(super) async fn lease_models(
             .find(|(j, ..)| j.name == job)
             .and_then(|(_, _, _, plan)| Some((plan.batches.first()?.from, plan.batches.last()?.to)))
     };
-    let needed = |m: &crate::spec::Model| {
-        sh.opts.models.contains(&m.name) || m.jobs.iter().any(|j| hours_of(j, planned).is_some())
-    };
+    let loads_job = |j: &str| hours_of(j, planned).is_some();
     // Also those left with pending hours by a run that died or failed
     // (unless only some models were asked for): the loads happened, the
     // products must follow. Busy, they are the other run's to finish.
-    // Models reading another's rows follow it: its recomputed keys are
-    // their changed input.
-    let mut models: Vec<(&crate::spec::Model, bool)> = Vec::new();
-    for m in &p.models {
-        let upstream: Vec<bool> = models
-            .iter()
-            .filter(|(u, _)| m.depends_on.contains(&u.name))
-            .map(|(_, pending_only)| *pending_only)
-            .collect();
-        if needed(m) || upstream.iter().any(|only| !only) {
-            models.push((m, false));
-        } else if !upstream.is_empty()
-            || (sh.opts.models.is_empty()
+    // Their pending hours are read without the lease, only for models no
+    // job of this run feeds.
+    let mut has_pending = std::collections::HashSet::new();
+    if sh.opts.models.is_empty() {
+        for m in &p.models {
+            if !plan::changes(m, &loads_job, &[])
                 && sh
                     .state
                     .pending(&p.name, &m.state_key())
                     .await
-                    .is_ok_and(|r| !r.is_empty()))
-        {
-            models.push((m, true));
+                    .is_ok_and(|r| !r.is_empty())
+            {
+                has_pending.insert(m.name.clone());
+            }
         }
     }
+    let mut models: Vec<(&crate::spec::Model, bool)> =
+        plan::touched(&p.models, &loads_job, &sh.opts.models, &|m| {
+            has_pending.contains(&m.name)
+        })
+        .into_iter()
+        .map(|t| (t.model, t.pending_only))
+        .collect();
     // Leases in name order, so that two runs cannot wait for each other.
     models.sort_by(|a, b| a.0.name.cmp(&b.0.name));
     let mut leased: Vec<(&crate::spec::Model, Lease)> = Vec::new();
@@ -96,31 +96,40 @@ pub(super) async fn lease_models(
     // its jobs are about to load, or the backfill's range, and the hours of
     // the keys its upstream models will recompute.
     leased.sort_by_key(|(m, _)| p.models.iter().position(|x| x.name == m.name));
-    let mut marked: Vec<(crate::spec::Model, Lease)> = Vec::new();
-    let mut pending_of: Vec<(String, Ranges<Hour>)> = Vec::new();
+    let mut read = Vec::new();
     for (m, lease) in leased {
-        let mut hours: Ranges<Hour> = match sh.opts.mode {
-            Mode::Backfill { from, to } if sh.opts.models.contains(&m.name) => {
-                Ranges::one(from, to)
-            }
-            _ => m.jobs.iter().filter_map(|j| hours_of(j, planned)).collect(),
-        };
-        for (u, pending) in &pending_of {
-            if m.depends_on.contains(u) {
-                let u = p.model(u).expect("validated");
-                hours.extend(&crate::models::step::spans(u, pending));
-            }
-        }
-        match crate::models::mark(&sh.state, &p.name, m, &hours).await {
-            Ok(pending) => {
-                pending_of.push((m.name.clone(), pending));
-                marked.push((m.clone(), lease));
-            }
+        match sh.state.pending(&p.name, &m.state_key()).await {
+            Ok(pending) => read.push((m, lease, pending)),
             Err(e) => {
                 lease.release().await;
                 fail_model(m, e, planned, outcomes).await;
             }
         }
+    }
+    let loads = |m: &crate::spec::Model| -> Ranges<Hour> {
+        match sh.opts.mode {
+            Mode::Backfill { from, to } if sh.opts.models.contains(&m.name) => {
+                Ranges::one(from, to)
+            }
+            _ => m.jobs.iter().filter_map(|j| hours_of(j, planned)).collect(),
+        }
+    };
+    let refs: Vec<&crate::spec::Model> = read.iter().map(|(m, ..)| *m).collect();
+    let held = |m: &crate::spec::Model| {
+        let r = read.iter().find(|(x, ..)| x.name == m.name);
+        r.map(|r| r.2.clone()).unwrap_or_default()
+    };
+    let hours = plan::marked(&refs, &loads, &held);
+    let mut marked = Vec::new();
+    for ((m, lease, before), after) in read.into_iter().zip(hours) {
+        if after != before {
+            if let Err(e) = sh.state.set_pending(&p.name, &m.state_key(), &after).await {
+                lease.release().await;
+                fail_model(m, e, planned, outcomes).await;
+                continue;
+            }
+        }
+        marked.push((m.clone(), lease));
     }
     marked
 }
