@@ -26,24 +26,7 @@ pub fn dry_run(config: &Config, a: &DryRunArgs) -> Result<i32, Error> {
     // read says why in the plan instead of failing the dry-run.
     let state = State::open_for_reading(&p.state);
     let rt = super::run::runtime()?;
-    let source = Source::new(&p.source, &config.sources[&p.source]);
-    let templates = config.templates();
-
-    let mut out = String::new();
-    let what = match mode {
-        Mode::Run => "run".to_owned(),
-        Mode::Backfill { from, to } => format!("backfill [{from}, {to})"),
-    };
-    out.push_str(&format!(
-        "dry-run: {what} of pipeline `{}` at {} (nothing is written)\n",
-        p.name,
-        now.format("%Y-%m-%dT%H:%M:%SZ")
-    ));
-    out.push_str(&format!("source: {}\n", p.source));
-    for s in &p.sinks {
-        out.push_str(&format!("sink: {} ({})\n", s, config.sinks[s].describe()));
-    }
-    out.push_str(&format!("state: {}\n", State::describe(&p.state)));
+    let mut out = header(config, p, mode, now);
     let mut jobs = Vec::new();
     for job in p
         .jobs
@@ -63,82 +46,26 @@ pub fn dry_run(config: &Config, a: &DryRunArgs) -> Result<i32, Error> {
         };
         jobs.push((job, cp, plan_for(p, mode, now, checkpoint)));
     }
+    let source = Source::new(&p.source, &config.sources[&p.source]);
+    let templates = config.templates();
     // Which jobs read one query together, as the run will.
     let refs: Vec<(&Job, &Plan)> = jobs.iter().map(|(j, _, plan)| (*j, plan)).collect();
     let groups = sharing(&refs);
-    let group_of = |i: usize| groups.iter().find(|g| g.contains(&i)).expect("grouped");
     for (i, (job, cp, plan)) in jobs.iter().enumerate() {
-        let job = *job;
-        out.push_str(&format!(
-            "\njob `{}`: checkpoint {cp}; last complete hour {}\n",
-            job.name, plan.last_complete
-        ));
-        out.push_str(&format!(
-            "  hours: {} ({} new, {} redone){}\n",
-            plan.total_hours(),
-            plan.new_hours,
-            plan.redo_hours,
-            if plan.left_hours > 0 {
-                format!(
-                    "; {} more left for later runs (max_hours_per_run)",
-                    plan.left_hours
-                )
-            } else {
-                String::new()
-            }
-        ));
-        let n = plan.batches.len();
-        for (i, b) in plan.batches.iter().enumerate() {
-            out.push_str(&format!("  batch {}/{n}: {b} {} hours\n", i + 1, b.hours()));
-        }
-        out.push_str(&format!(
-            "  table `{}` in sinks: {}\n",
-            job.table,
-            p.sinks.join(", ")
-        ));
+        out.push_str(&job_part(p, job, cp, plan));
         let Some(first) = plan.batches.first() else {
             out.push_str("  nothing to do\n");
             continue;
         };
-        let group = group_of(i);
+        let group = groups.iter().find(|g| g.contains(&i)).expect("grouped");
         if group.len() > 1 && group[0] != i {
             out.push_str(&format!(
                 "  source queries: shared with job `{}` (above)\n",
                 jobs[group[0]].0.name
             ));
         } else {
-            let fetch = Fetch::of(group.iter().map(|&k| jobs[k].0));
-            let queries = source.queries(&fetch, *first);
-            let shared = if group.len() > 1 {
-                let names: Vec<String> = group
-                    .iter()
-                    .map(|&k| format!("`{}`", jobs[k].0.name))
-                    .collect();
-                format!(", one for jobs {}", names.join(", "))
-            } else {
-                String::new()
-            };
-            out.push_str(&format!(
-                "  source queries of batch 1 ({}{shared}):\n",
-                queries.len()
-            ));
-            for q in &queries {
-                out.push_str(&indent(q, "    "));
-            }
-            let hour = crate::plan::Batch {
-                from: first.from,
-                to: first.from.plus(1),
-            };
-            if let Some(q) = (first.hours() > crate::plan::UNSIZED_HOURS)
-                .then(|| source.estimate_query(&fetch, hour))
-                .flatten()
-            {
-                out.push_str(&format!(
-                    "  sized first by a count of its first hour (a batch stays within {} values):\n",
-                    crate::plan::BATCH_VALUES
-                ));
-                out.push_str(&indent(&q, "    "));
-            }
+            let members: Vec<&Job> = group.iter().map(|&k| jobs[k].0).collect();
+            out.push_str(&source_queries(&source, &members, *first));
         }
         let sql = templates
             .render(&RenderInput {
@@ -152,11 +79,10 @@ pub fn dry_run(config: &Config, a: &DryRunArgs) -> Result<i32, Error> {
             .map_err(|d| Error::Spec(vec![d]))?;
         out.push_str(&format!("  sql of batch 1 (`{}`):\n", job.template));
         out.push_str(&indent(&sql, "    "));
-        if n > 1 {
+        if plan.batches.len() > 1 {
             out.push_str("  (other batches differ only in their time bounds)\n");
         }
     }
-    // What the state says is already pending, and what the run would mark.
     let pending: Vec<Result<Ranges<Hour>, StateError>> = p
         .models
         .iter()
@@ -165,6 +91,102 @@ pub fn dry_run(config: &Config, a: &DryRunArgs) -> Result<i32, Error> {
             Err(e) => Err(StateError::Config(e.to_string())),
         })
         .collect();
+    out.push_str(&models_part(p, &jobs, &pending, &templates)?);
+    print!("{out}");
+    Ok(EXIT_OK)
+}
+
+/// What runs where: the mode, the source, the sinks, the state.
+fn header(config: &Config, p: &Pipeline, mode: Mode, now: chrono::DateTime<chrono::Utc>) -> String {
+    let what = match mode {
+        Mode::Run => "run".to_owned(),
+        Mode::Backfill { from, to } => format!("backfill [{from}, {to})"),
+    };
+    let mut out = format!(
+        "dry-run: {what} of pipeline `{}` at {} (nothing is written)\n",
+        p.name,
+        now.format("%Y-%m-%dT%H:%M:%SZ")
+    );
+    out.push_str(&format!("source: {}\n", p.source));
+    for s in &p.sinks {
+        out.push_str(&format!("sink: {} ({})\n", s, config.sinks[s].describe()));
+    }
+    out.push_str(&format!("state: {}\n", State::describe(&p.state)));
+    out
+}
+
+/// A job's plan: its checkpoint `cp`, hours and batches, and its table.
+fn job_part(p: &Pipeline, job: &Job, cp: &str, plan: &Plan) -> String {
+    let mut out = format!(
+        "\njob `{}`: checkpoint {cp}; last complete hour {}\n",
+        job.name, plan.last_complete
+    );
+    let left = if plan.left_hours > 0 {
+        format!(
+            "; {} more left for later runs (max_hours_per_run)",
+            plan.left_hours
+        )
+    } else {
+        String::new()
+    };
+    out.push_str(&format!(
+        "  hours: {} ({} new, {} redone){left}\n",
+        plan.total_hours(),
+        plan.new_hours,
+        plan.redo_hours,
+    ));
+    let n = plan.batches.len();
+    for (i, b) in plan.batches.iter().enumerate() {
+        out.push_str(&format!("  batch {}/{n}: {b} {} hours\n", i + 1, b.hours()));
+    }
+    out.push_str(&format!(
+        "  table `{}` in sinks: {}\n",
+        job.table,
+        p.sinks.join(", ")
+    ));
+    out
+}
+
+/// The source queries of the first batch `first` of a group of jobs that
+/// read one query together, and the count that sizes a long batch.
+fn source_queries(source: &Source, group: &[&Job], first: crate::plan::Batch) -> String {
+    let fetch = Fetch::of(group.iter().copied());
+    let queries = source.queries(&fetch, first);
+    let shared = if group.len() > 1 {
+        let names: Vec<String> = group.iter().map(|j| format!("`{}`", j.name)).collect();
+        format!(", one for jobs {}", names.join(", "))
+    } else {
+        String::new()
+    };
+    let mut out = format!("  source queries of batch 1 ({}{shared}):\n", queries.len());
+    for q in &queries {
+        out.push_str(&indent(q, "    "));
+    }
+    let hour = crate::plan::Batch {
+        from: first.from,
+        to: first.from.plus(1),
+    };
+    if let Some(q) = (first.hours() > crate::plan::UNSIZED_HOURS)
+        .then(|| source.estimate_query(&fetch, hour))
+        .flatten()
+    {
+        out.push_str(&format!(
+            "  sized first by a count of its first hour (a batch stays within {} values):\n",
+            crate::plan::BATCH_VALUES
+        ));
+        out.push_str(&indent(&q, "    "));
+    }
+    out
+}
+
+/// Every model's part: what the state says is already pending (`pending`,
+/// in the spec's order), and what the run would mark and recompute.
+fn models_part(
+    p: &Pipeline,
+    jobs: &[(&Job, String, Plan)],
+    pending: &[Result<Ranges<Hour>, StateError>],
+    templates: &crate::template::Templates,
+) -> Result<String, Error> {
     let loads = |m: &Model| -> Ranges<Hour> {
         jobs.iter()
             .filter(|(j, ..)| m.jobs.contains(&j.name))
@@ -178,16 +200,16 @@ pub fn dry_run(config: &Config, a: &DryRunArgs) -> Result<i32, Error> {
     };
     let models: Vec<&Model> = p.models.iter().collect();
     let marked = crate::models::plan::marked(&models, &loads, &held);
-    for ((m, hours), pending) in p.models.iter().zip(&marked).zip(&pending) {
+    let mut out = String::new();
+    for ((m, hours), pending) in p.models.iter().zip(&marked).zip(pending) {
         let pending_text = match pending {
             Ok(r) if r.is_empty() => "none".to_owned(),
             Ok(r) => r.to_string(),
             Err(e) => format!("not read ({e})"),
         };
-        out.push_str(&model_plan(p, m, hours, &pending_text, &templates)?);
+        out.push_str(&model_plan(p, m, hours, &pending_text, templates)?);
     }
-    print!("{out}");
-    Ok(EXIT_OK)
+    Ok(out)
 }
 
 /// A model's part of the plan: the keys the hours touch, what they read,

@@ -25,10 +25,19 @@ pub(super) fn holder(run_id: &str) -> Holder {
     }
 }
 
-/// Leases the models this run changes the input of (those reading a job
-/// with hours to load, or those `--model` names) and marks those hours
-/// pending. A model that cannot be leased or marked fails the jobs that
-/// read it: loading their hours would leave its products stale.
+/// The hours a planned job loads in this run, as one range.
+fn hours_of(job: &str, planned: &[Planned]) -> Option<(Hour, Hour)> {
+    planned
+        .iter()
+        .find(|(j, ..)| j.name == job)
+        .and_then(|(_, _, _, plan)| Some((plan.batches.first()?.from, plan.batches.last()?.to)))
+}
+
+/// Leases the models this run touches ([`plan::touched`]: those reading a
+/// job with hours to load or named by `--model`, those reading them, those
+/// left with pending hours) and marks their hours pending. A model that
+/// cannot be leased or marked fails the jobs that read it: loading their
+/// hours would leave its products stale.
 pub(super) async fn lease_models(
     sh: &Shared,
     planned: &mut Vec<Planned>,
@@ -36,18 +45,40 @@ pub(super) async fn lease_models(
     holder: &Holder,
 ) -> Vec<(crate::spec::Model, Lease)> {
     let p = &sh.pipeline;
-    let hours_of = |job: &str, planned: &[Planned]| -> Option<(Hour, Hour)> {
-        planned
-            .iter()
-            .find(|(j, ..)| j.name == job)
-            .and_then(|(_, _, _, plan)| Some((plan.batches.first()?.from, plan.batches.last()?.to)))
-    };
+    let mut models = touched(sh, planned).await;
+    // Leases in name order, so that two runs cannot wait for each other.
+    models.sort_by(|a, b| a.model.name.cmp(&b.model.name));
+    let mut leased: Vec<(&crate::spec::Model, Lease)> = Vec::new();
+    let keys: Vec<(String, bool)> = models
+        .iter()
+        .map(|t| (t.model.state_key(), sh.opts.wait && !t.pending_only))
+        .collect();
+    let taken = sh.state.lease_all(&p.name, &keys, holder).await;
+    for (t, taken) in models.into_iter().zip(taken) {
+        match taken {
+            Ok(lease) => leased.push((t.model, lease)),
+            // Busy: the other run finishes them.
+            Err(StateError::Busy { .. }) if t.pending_only => {}
+            Err(e) => fail_model(t.model, e, planned, outcomes).await,
+        }
+    }
+    let keys: Vec<String> = leased.iter().map(|(m, _)| m.state_key()).collect();
+    if let Err(e) = sh.state.load(&p.name, &keys).await {
+        for (m, lease) in leased {
+            lease.release().await;
+            fail_model(m, e.clone(), planned, outcomes).await;
+        }
+        return Vec::new();
+    }
+    mark(sh, leased, planned, outcomes).await
+}
+
+/// The models this run touches. Pending hours decide for those no job of
+/// this run feeds (unless only some models were asked for): read without
+/// their leases, here only.
+async fn touched<'a>(sh: &'a Shared, planned: &[Planned]) -> Vec<plan::Touched<'a>> {
+    let p = &sh.pipeline;
     let loads_job = |j: &str| hours_of(j, planned).is_some();
-    // Also those left with pending hours by a run that died or failed
-    // (unless only some models were asked for): the loads happened, the
-    // products must follow. Busy, they are the other run's to finish.
-    // Their pending hours are read without the lease, only for models no
-    // job of this run feeds.
     let mut has_pending = std::collections::HashSet::new();
     if sh.opts.models.is_empty() {
         for m in &p.models {
@@ -62,39 +93,21 @@ pub(super) async fn lease_models(
             }
         }
     }
-    let mut models: Vec<(&crate::spec::Model, bool)> =
-        plan::touched(&p.models, &loads_job, &sh.opts.models, &|m| {
-            has_pending.contains(&m.name)
-        })
-        .into_iter()
-        .map(|t| (t.model, t.pending_only))
-        .collect();
-    // Leases in name order, so that two runs cannot wait for each other.
-    models.sort_by(|a, b| a.0.name.cmp(&b.0.name));
-    let mut leased: Vec<(&crate::spec::Model, Lease)> = Vec::new();
-    let keys: Vec<(String, bool)> = models
-        .iter()
-        .map(|(m, pending_only)| (m.state_key(), sh.opts.wait && !pending_only))
-        .collect();
-    let taken = sh.state.lease_all(&p.name, &keys, holder).await;
-    for ((m, pending_only), taken) in models.into_iter().zip(taken) {
-        match taken {
-            Ok(lease) => leased.push((m, lease)),
-            Err(StateError::Busy { .. }) if pending_only => {}
-            Err(e) => fail_model(m, e, planned, outcomes).await,
-        }
-    }
-    let keys: Vec<String> = leased.iter().map(|(m, _)| m.state_key()).collect();
-    if let Err(e) = sh.state.load(&p.name, &keys).await {
-        for (m, lease) in leased {
-            lease.release().await;
-            fail_model(m, e.clone(), planned, outcomes).await;
-        }
-        return Vec::new();
-    }
-    // Marks in the spec's order (a model after those it reads): the hours
-    // its jobs are about to load, or the backfill's range, and the hours of
-    // the keys its upstream models will recompute.
+    plan::touched(&p.models, &loads_job, &sh.opts.models, &|m| {
+        has_pending.contains(&m.name)
+    })
+}
+
+/// Marks, under each model's lease, its pending hours once this run is
+/// planned ([`plan::marked`]), in the spec's order (a model after those it
+/// reads); the models marked, with their leases.
+async fn mark(
+    sh: &Shared,
+    mut leased: Vec<(&crate::spec::Model, Lease)>,
+    planned: &mut Vec<Planned>,
+    outcomes: &mut Outcomes,
+) -> Vec<(crate::spec::Model, Lease)> {
+    let p = &sh.pipeline;
     leased.sort_by_key(|(m, _)| p.models.iter().position(|x| x.name == m.name));
     let mut read = Vec::new();
     for (m, lease) in leased {
@@ -106,6 +119,7 @@ pub(super) async fn lease_models(
             }
         }
     }
+    // The hours its jobs are about to load, or the backfill's range.
     let loads = |m: &crate::spec::Model| -> Ranges<Hour> {
         match sh.opts.mode {
             Mode::Backfill { from, to } if sh.opts.models.contains(&m.name) => {
