@@ -27,25 +27,7 @@ pub fn dry_run(config: &Config, a: &DryRunArgs) -> Result<i32, Error> {
     let state = State::open_for_reading(&p.state);
     let rt = super::run::runtime()?;
     let mut out = header(config, p, mode, now);
-    let mut jobs = Vec::new();
-    for job in p
-        .jobs
-        .iter()
-        .filter(|j| a.filter.jobs.is_empty() || a.filter.jobs.contains(&j.name))
-    {
-        let read = match &state {
-            Ok(s) => rt.block_on(s.checkpoint(&p.name, &job.name)),
-            Err(e) => Err(StateError::Config(e.to_string())),
-        };
-        let (checkpoint, cp) = match read {
-            Ok(Some(c)) => (Some(c), c.to_string()),
-            Ok(None) => (None, "none".to_owned()),
-            Err(e) if matches!(p.state, StateConfig::Local { .. }) => return Err(e.into()),
-            Err(StateError::Config(m)) => (None, format!("not read ({m})")),
-            Err(e) => (None, format!("not read ({e})")),
-        };
-        jobs.push((job, cp, plan_for(p, mode, now, checkpoint)));
-    }
+    let jobs = job_plans(p, a, mode, now, &state, &rt)?;
     let source = Source::new(&p.source, &config.sources[&p.source]);
     let templates = config.templates();
     // Which jobs read one query together, as the run will.
@@ -94,6 +76,38 @@ pub fn dry_run(config: &Config, a: &DryRunArgs) -> Result<i32, Error> {
     out.push_str(&models_part(p, &jobs, &pending, &templates)?);
     print!("{out}");
     Ok(EXIT_OK)
+}
+
+/// Each selected job with its checkpoint as said and its plan. A local
+/// store that cannot be read fails the dry-run; a Prefect one is said.
+fn job_plans<'a>(
+    p: &'a Pipeline,
+    a: &DryRunArgs,
+    mode: Mode,
+    now: chrono::DateTime<chrono::Utc>,
+    state: &Result<State, StateError>,
+    rt: &tokio::runtime::Runtime,
+) -> Result<Vec<(&'a Job, String, Plan)>, Error> {
+    let mut jobs = Vec::new();
+    for job in p
+        .jobs
+        .iter()
+        .filter(|j| a.filter.jobs.is_empty() || a.filter.jobs.contains(&j.name))
+    {
+        let read = match &state {
+            Ok(s) => rt.block_on(s.checkpoint(&p.name, &job.name)),
+            Err(e) => Err(StateError::Config(e.to_string())),
+        };
+        let (checkpoint, cp) = match read {
+            Ok(Some(c)) => (Some(c), c.to_string()),
+            Ok(None) => (None, "none".to_owned()),
+            Err(e) if matches!(p.state, StateConfig::Local { .. }) => return Err(e.into()),
+            Err(StateError::Config(m)) => (None, format!("not read ({m})")),
+            Err(e) => (None, format!("not read ({e})")),
+        };
+        jobs.push((job, cp, plan_for(p, mode, now, checkpoint)));
+    }
+    Ok(jobs)
 }
 
 /// What runs where: the mode, the source, the sinks, the state.

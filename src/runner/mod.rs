@@ -249,19 +249,8 @@ async fn run_jobs(
     };
     // Leases first: a job another process is running must say so before
     // this run opens sinks the other run may hold (a DuckDB file has one writer).
-    let keys: Vec<(String, bool)> = jobs.iter().map(|j| (j.name.clone(), opts.wait)).collect();
-    let taken = state
-        .lease_all(&pipeline.name, &keys, &holder(&run_id))
-        .await;
+    let held = lease_jobs(&state, pipeline, jobs, opts.wait, &run_id, &mut out.jobs).await;
     leased();
-    let mut held = Vec::new();
-    for (job, lease) in jobs.into_iter().zip(taken) {
-        match lease {
-            Ok(lease) => held.push((job, lease)),
-            // Busy: not our run to record; the holder records its own.
-            Err(e) => out.jobs.push(JobOutcome::failed(&job.name, e.into())),
-        }
-    }
     let asked = opts.models.clone();
     if held.is_empty() && asked.is_empty() {
         return out;
@@ -313,6 +302,30 @@ async fn run_jobs(
     out.models
         .extend(models::recompute(&shared, model_leases, kind).await);
     out
+}
+
+/// Takes the jobs' leases; a job whose lease is refused fails (busy: not
+/// our run to record, the holder records its own).
+async fn lease_jobs(
+    state: &State,
+    pipeline: &Pipeline,
+    jobs: Vec<Job>,
+    wait: bool,
+    run_id: &str,
+    failed: &mut Vec<JobOutcome>,
+) -> Vec<(Job, crate::state::Lease)> {
+    let keys: Vec<(String, bool)> = jobs.iter().map(|j| (j.name.clone(), wait)).collect();
+    let taken = state
+        .lease_all(&pipeline.name, &keys, &holder(run_id))
+        .await;
+    let mut held = Vec::new();
+    for (job, lease) in jobs.into_iter().zip(taken) {
+        match lease {
+            Ok(lease) => held.push((job, lease)),
+            Err(e) => failed.push(JobOutcome::failed(&job.name, e.into())),
+        }
+    }
+    held
 }
 
 /// Plans every leased job up front (the progress line knows the total);

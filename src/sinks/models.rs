@@ -133,23 +133,13 @@ async fn bigquery_inputs(
     from: Hour,
     to: Hour,
 ) -> Result<Option<Inputs>, SinkError> {
+    let read = ReadBack { bq, conn, gate, m };
     let ts = |h: Hour| BigQuerySink::key_literal(Grain::Hour, keys::hour_number(h));
     let jobs: Vec<String> = m
         .jobs
         .iter()
         .map(|j| format!("'{}'", j.replace('\\', "\\\\").replace('\'', "\\'")))
         .collect();
-    let copy = |rows: Selected, name: String| {
-        tokio::task::block_in_place(|| {
-            let _g = gate.read().unwrap_or_else(|p| p.into_inner());
-            copy_in(conn, &rows, &name)
-        })
-        .map(|_| quote_ident(&name))
-        .map_err(|e| SinkError::ReadBack {
-            sink: bq.name().to_owned(),
-            message: format!("model `{}`: copying rows read back: {e}", m.name),
-        })
-    };
     let mut got = Inputs::default();
     for (i, t) in m.hourly_tables.iter().enumerate() {
         if !bq.has_table(t).await? {
@@ -161,25 +151,17 @@ async fn bigquery_inputs(
             jobs.join(", "),
             ts(from)
         );
-        let rows = bq
-            .select(
-                &format!(
-                    "SELECT * FROM {table} WHERE {filter} AND hour_start < {}",
-                    ts(to)
-                ),
-                &format!("table `{t}`"),
-            )
-            .await?;
-        let newest = bq
-            .select(
-                &format!("SELECT pollutant, MAX(hour_start) AS hour_start FROM {table} WHERE {filter} GROUP BY pollutant"),
-                &format!("the newest hours of `{t}`"),
-            )
-            .await?;
-        got.hourly
-            .push(copy(rows, format!("model_bq_hourly_{}_{i}", m.name))?);
-        got.newest
-            .push(copy(newest, format!("model_bq_newest_{}_{i}", m.name))?);
+        let rows = format!(
+            "SELECT * FROM {table} WHERE {filter} AND hour_start < {}",
+            ts(to)
+        );
+        let newest = format!("SELECT pollutant, MAX(hour_start) AS hour_start FROM {table} WHERE {filter} GROUP BY pollutant");
+        let label = format!("table `{t}`");
+        let name = format!("model_bq_hourly_{}_{i}", m.name);
+        got.hourly.push(read.copy(&rows, &label, &name).await?);
+        let label = format!("the newest hours of `{t}`");
+        let name = format!("model_bq_newest_{}_{i}", m.name);
+        got.newest.push(read.copy(&newest, &label, &name).await?);
     }
     got.scratch = got.hourly.iter().chain(&got.newest).cloned().collect();
     for u in &m.depends_on {
@@ -194,17 +176,14 @@ async fn bigquery_inputs(
             to: keys::key_of(u.grain, u.zone, to.plus(-1)) + 1,
         };
         let col = format!("`{}`", u.grain.key_column());
-        let rows = bq
-            .select(
-                &format!(
-                    "SELECT * FROM {} WHERE {}",
-                    bq.table_ref(&u.table),
-                    keys::between(&col, r, BigQuerySink::key_literal)
-                ),
-                &format!("model `{}`", u.name),
-            )
-            .await?;
-        let name = copy(rows, format!("model_bq_input_{}_{}", m.name, u.name))?;
+        let rows = format!(
+            "SELECT * FROM {} WHERE {}",
+            bq.table_ref(&u.table),
+            keys::between(&col, r, BigQuerySink::key_literal)
+        );
+        let label = format!("model `{}`", u.name);
+        let name = format!("model_bq_input_{}_{}", m.name, u.name);
+        let name = read.copy(&rows, &label, &name).await?;
         got.scratch.push(name.clone());
         got.upstream.push((u.name.clone(), name));
     }
@@ -213,6 +192,32 @@ async fn bigquery_inputs(
         return Ok(None);
     }
     Ok(Some(got))
+}
+
+/// Reading rows of a BigQuery sink back into the embedded database, for
+/// model `m`.
+struct ReadBack<'a> {
+    bq: &'a BigQuerySink,
+    conn: &'a Connection,
+    gate: &'a RwLock<()>,
+    m: &'a Model,
+}
+
+impl ReadBack<'_> {
+    /// Runs `sql` (`label` names it in errors) and copies its rows into the
+    /// table `name`; the table as quoted.
+    async fn copy(&self, sql: &str, label: &str, name: &str) -> Result<String, SinkError> {
+        let rows: Selected = self.bq.select(sql, label).await?;
+        tokio::task::block_in_place(|| {
+            let _g = self.gate.read().unwrap_or_else(|p| p.into_inner());
+            copy_in(self.conn, &rows, name)
+        })
+        .map(|_| quote_ident(name))
+        .map_err(|e| SinkError::ReadBack {
+            sink: self.bq.name().to_owned(),
+            message: format!("model `{}`: copying rows read back: {e}", self.m.name),
+        })
+    }
 }
 
 /// The episodes (column `episode`) `m`'s table holds for the keys `r`: in
