@@ -1,6 +1,6 @@
 //! Broken specs: each gives its exact message and exit code 2.
 
-use crate::util::Ws;
+use crate::util::{text, Ws};
 
 const BASE: &str = "\
 sources:
@@ -49,7 +49,15 @@ fn base_spec_is_valid() {
 fn yaml_syntax_error() {
     assert_error(
         validate_with("sinks: [local]", "sinks: [local"),
-        "error: illegal placement of ':' indicator\n  --> pipelines.yaml:13:16\n   |\n13 |     measurement: air_quality\n   |                ^\n",
+        &text(
+            r#"
+        error: illegal placement of ':' indicator
+          --> pipelines.yaml:13:16
+           |
+        13 |     measurement: air_quality
+           |                ^
+        "#,
+        ),
     );
 }
 
@@ -57,7 +65,15 @@ fn yaml_syntax_error() {
 fn wrong_type() {
     assert_error(
         validate_with("    delay: 5m\n", "    delay: 5m\n    batch_hours: lots\n"),
-        "error: expected a whole number, found `lots`\n  --> pipelines.yaml:15:18\n   |\n15 |     batch_hours: lots\n   |                  ^\n",
+        &text(
+            r#"
+        error: expected a whole number, found `lots`
+          --> pipelines.yaml:15:18
+           |
+        15 |     batch_hours: lots
+           |                  ^
+        "#,
+        ),
     );
 }
 
@@ -65,7 +81,15 @@ fn wrong_type() {
 fn unknown_key_suggests() {
     assert_error(
         validate_with("    delay: 5m", "    delya: 5m"),
-        "error: unknown key `delya`; did you mean `delay`?\n  --> pipelines.yaml:14:5\n   |\n14 |     delya: 5m\n   |     ^\n",
+        &text(
+            r#"
+        error: unknown key `delya`; did you mean `delay`?
+          --> pipelines.yaml:14:5
+           |
+        14 |     delya: 5m
+           |     ^
+        "#,
+        ),
     );
 }
 
@@ -73,15 +97,34 @@ fn unknown_key_suggests() {
 fn missing_source() {
     assert_error(
         validate_with("source: sample", "source: sampel"),
-        "error: pipeline `demo`: unknown source `sampel`; did you mean `sample`?\n  --> pipelines.yaml:11:13\n   |\n11 |     source: sampel\n   |             ^\n",
+        &text(
+            r#"
+        error: pipeline `demo`: unknown source `sampel`; did you mean `sample`?
+          --> pipelines.yaml:11:13
+           |
+        11 |     source: sampel
+           |             ^
+        "#,
+        ),
     );
 }
 
 #[test]
 fn missing_template() {
     assert_error(
-        validate_with("    delay: 5m\n", "    delay: 5m\n    template: hourly_maen.sql\n"),
-        "error: pipeline `demo`: template `hourly_maen.sql` not found in `sql`; did you mean `hourly_mean.sql`?\n  --> pipelines.yaml:15:15\n   |\n15 |     template: hourly_maen.sql\n   |               ^\n",
+        validate_with(
+            "    delay: 5m\n",
+            "    delay: 5m\n    template: hourly_maen.sql\n",
+        ),
+        &text(
+            r#"
+        error: pipeline `demo`: template `hourly_maen.sql` not found in `sql`; did you mean `hourly_mean.sql`?
+          --> pipelines.yaml:15:15
+           |
+        15 |     template: hourly_maen.sql
+           |               ^
+        "#,
+        ),
     );
 }
 
@@ -96,17 +139,50 @@ fn template_syntax_error() {
         "sql/broken.sql",
         "SELECT *\nFROM {{ staging }\nWHERE true\n",
     );
-    assert_error(ws.run(&["validate"]), "error: template syntax error: unexpected `}`, expected end of variable block\n  --> sql/broken.sql:2:17\n  |\n2 | FROM {{ staging }\n  |                 ^\n");
+    assert_error(
+        ws.run(&["validate"]),
+        &text(
+            r#"
+        error: template syntax error: unexpected `}`, expected end of variable block
+          --> sql/broken.sql:2:17
+          |
+        2 | FROM {{ staging }
+          |                 ^
+        "#,
+        ),
+    );
 }
 
 #[test]
 fn bad_duration() {
-    assert_error(validate_with("delay: 5m", "delay: 5 minutes"), "error: invalid duration `5 minutes`: expected a whole number and a unit s, m, h or d (e.g. `5m`)\n  --> pipelines.yaml:14:12\n   |\n14 |     delay: 5 minutes\n   |            ^\n");
+    assert_error(
+        validate_with("delay: 5m", "delay: 5 minutes"),
+        &text(
+            r#"
+        error: invalid duration `5 minutes`: expected a whole number and a unit s, m, h or d (e.g. `5m`)
+          --> pipelines.yaml:14:12
+           |
+        14 |     delay: 5 minutes
+           |            ^
+        "#,
+        ),
+    );
 }
 
 #[test]
 fn duplicate_job() {
-    assert_error(validate_with("      - name: no2", "      - name: co"), "error: pipeline `demo`: job `co` is defined twice\n  --> pipelines.yaml:17:15\n   |\n17 |       - name: co\n   |               ^\n");
+    assert_error(
+        validate_with("      - name: no2", "      - name: co"),
+        &text(
+            r#"
+        error: pipeline `demo`: job `co` is defined twice
+          --> pipelines.yaml:17:15
+           |
+        17 |       - name: co
+           |               ^
+        "#,
+        ),
+    );
 }
 
 #[test]
@@ -196,15 +272,39 @@ fn model_errors_point_at_their_line() {
     };
     assert_error(
         with("      - {name: daily_mean, grain: dya}\n"),
-        "error: model `daily_mean`: unknown grain `dya` (hour, day or year); did you mean `day`?\n  --> pipelines.yaml:19:35\n   |\n19 |       - {name: daily_mean, grain: dya}\n   |                                   ^\n",
+        &text(
+            r#"
+        error: model `daily_mean`: unknown grain `dya` (hour, day or year); did you mean `day`?
+          --> pipelines.yaml:19:35
+           |
+        19 |       - {name: daily_mean, grain: dya}
+           |                                   ^
+        "#,
+        ),
     );
     assert_error(
         with("      - {name: daily_mean, grain: day, jobs: [co, no3]}\n"),
-        "error: model `daily_mean`: unknown job `no3`; did you mean `no2`?\n  --> pipelines.yaml:19:51\n   |\n19 |       - {name: daily_mean, grain: day, jobs: [co, no3]}\n   |                                                   ^\n",
+        &text(
+            r#"
+        error: model `daily_mean`: unknown job `no3`; did you mean `no2`?
+          --> pipelines.yaml:19:51
+           |
+        19 |       - {name: daily_mean, grain: day, jobs: [co, no3]}
+           |                                                   ^
+        "#,
+        ),
     );
     assert_error(
         with("      - {name: daily_mean, grain: day, timezone: Europe/Madird}\n"),
-        "error: model `daily_mean`: unknown time zone `Europe/Madird`; did you mean `Europe/Madrid`?\n  --> pipelines.yaml:19:50\n   |\n19 |       - {name: daily_mean, grain: day, timezone: Europe/Madird}\n   |                                                  ^\n",
+        &text(
+            r#"
+        error: model `daily_mean`: unknown time zone `Europe/Madird`; did you mean `Europe/Madrid`?
+          --> pipelines.yaml:19:50
+           |
+        19 |       - {name: daily_mean, grain: day, timezone: Europe/Madird}
+           |                                                  ^
+        "#,
+        ),
     );
     let out = with("      - {name: daily_mean, grain: day, timezone: Asia/Kolkata}\n").exit(2);
     assert!(
@@ -265,8 +365,19 @@ fn validate_binds_model_sql_before_any_run() {
 #[test]
 fn unknown_time_zone_suggests() {
     assert_error(
-        validate_with("    delay: 5m\n", "    delay: 5m\n    timezone: Europe/Berln\n"),
-        "error: pipeline `demo`: unknown time zone `Europe/Berln`; did you mean `Europe/Berlin`?\n  --> pipelines.yaml:15:15\n   |\n15 |     timezone: Europe/Berln\n   |               ^\n",
+        validate_with(
+            "    delay: 5m\n",
+            "    delay: 5m\n    timezone: Europe/Berln\n",
+        ),
+        &text(
+            r#"
+        error: pipeline `demo`: unknown time zone `Europe/Berln`; did you mean `Europe/Berlin`?
+          --> pipelines.yaml:15:15
+           |
+        15 |     timezone: Europe/Berln
+           |               ^
+        "#,
+        ),
     );
 }
 
@@ -278,7 +389,10 @@ fn prefect_block_names_must_be_valid_and_distinct() {
         "    delay: 5m\n    state: {type: prefect, url: \"http://127.0.0.1:4200/api\", block_name: pipeline-state}\n",
     ).exit(2);
     assert!(
-        out.stderr.starts_with("error: state: job `no2` of pipeline `demo` and job `co` of pipeline `demo` would share the block `pipeline-state`: put `{job}` (and `{pipeline}`) in `block_name`\n  --> pipelines.yaml:15:12\n"),
+        out.stderr.starts_with(&text(r#"
+            error: state: job `no2` of pipeline `demo` and job `co` of pipeline `demo` would share the block `pipeline-state`: put `{job}` (and `{pipeline}`) in `block_name`
+              --> pipelines.yaml:15:12
+            "#)),
         "{out:?}"
     );
     // Prefect block names take no `_`.
@@ -302,9 +416,29 @@ fn bigquery_names_bigquery_would_refuse() {
     );
     assert_error(
         out,
-        "error: sink `bq`: `project` `My_Project` is not a BigQuery project id: 6 to 30 lowercase letters, digits and `-`, starting with a letter and not ending with `-` (a domain-scoped `example.com:my-project` is allowed)\n  --> pipelines.yaml:11:14\n   |\n11 |     project: My_Project\n   |              ^\n\n\
-error: sink `bq`: `dataset` `air-quality` is not a BigQuery dataset id: letters, digits and `_`, at most 1,024\n  --> pipelines.yaml:12:14\n   |\n12 |     dataset: air-quality\n   |              ^\n\n\
-error: sink `bq`: `table` `hourly.v2` must be letters, digits and `_`, not starting with a digit, at most 1,024\n  --> pipelines.yaml:13:12\n   |\n13 |     table: hourly.v2\n   |            ^\n\n3 errors\n",
+        &text(
+            r#"
+        error: sink `bq`: `project` `My_Project` is not a BigQuery project id: 6 to 30 lowercase letters, digits and `-`, starting with a letter and not ending with `-` (a domain-scoped `example.com:my-project` is allowed)
+          --> pipelines.yaml:11:14
+           |
+        11 |     project: My_Project
+           |              ^
+
+        error: sink `bq`: `dataset` `air-quality` is not a BigQuery dataset id: letters, digits and `_`, at most 1,024
+          --> pipelines.yaml:12:14
+           |
+        12 |     dataset: air-quality
+           |              ^
+
+        error: sink `bq`: `table` `hourly.v2` must be letters, digits and `_`, not starting with a digit, at most 1,024
+          --> pipelines.yaml:13:12
+           |
+        13 |     table: hourly.v2
+           |            ^
+
+        3 errors
+        "#,
+        ),
     );
     // A project from the environment is checked when the run resolves it, not here.
     let ws = Ws::new(&BASE.replacen(
@@ -321,9 +455,12 @@ error: sink `bq`: `table` `hourly.v2` must be letters, digits and `_`, not start
 fn prefect_heartbeat_range() {
     let out = validate_with("sources:\n", "prefect: {heartbeat: 20m}\nsources:\n").exit(2);
     assert!(
-        out.stderr.starts_with(
-            "error: prefect: `heartbeat` must be 1s to 10m, not 20m\n  --> pipelines.yaml:1:22\n"
-        ),
+        out.stderr.starts_with(&text(
+            r#"
+            error: prefect: `heartbeat` must be 1s to 10m, not 20m
+              --> pipelines.yaml:1:22
+            "#
+        )),
         "{out:?}"
     );
     let out = validate_with("sources:\n", "prefect: {api_key: k}\nsources:\n").exit(2);
@@ -346,7 +483,10 @@ fn model_events_need_prefect_and_a_name() {
     )
     .exit(2);
     assert!(
-        out.stderr.starts_with("error: model `threshold_episodes` sends events to Prefect, but pipeline `demo` reports to no Prefect server: give it Prefect state, or set `prefect: {url: …}`\n  --> pipelines.yaml:19:71\n"),
+        out.stderr.starts_with(&text(r#"
+            error: model `threshold_episodes` sends events to Prefect, but pipeline `demo` reports to no Prefect server: give it Prefect state, or set `prefect: {url: …}`
+              --> pipelines.yaml:19:71
+            "#)),
         "{out:?}"
     );
     validate_with(
@@ -453,8 +593,12 @@ error: pipeline `demo`: rule 3 (late): `valid_to` 2026-01-01 is not after `valid
         "    models:\n      - {name: eaqi, grain: hour, rules: [{instrument: x, kind: alert, metric: hourly, value: 1, pollutant: o3, consecutiv: 3}]}\n    jobs:\n",
     ).exit(2);
     assert!(
-        out.stderr
-            .starts_with("error: unknown key `consecutiv`; did you mean `consecutive`?\n  --> pipelines.yaml:16:113\n"),
+        out.stderr.starts_with(&text(
+            r#"
+                error: unknown key `consecutiv`; did you mean `consecutive`?
+                  --> pipelines.yaml:16:113
+                "#
+        )),
         "{out:?}"
     );
     let out = validate_with(

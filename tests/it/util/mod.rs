@@ -45,6 +45,34 @@ pub struct Out {
     pub stderr: String,
 }
 
+/// Text written as an indented raw string, as the output it stands for:
+/// the first newline dropped, the common indentation removed, and the
+/// closing line's indentation ignored. A literal that does not start with
+/// a newline is returned as it is.
+pub fn text(s: &str) -> String {
+    let Some(body) = s.strip_prefix('\n') else {
+        return s.to_owned();
+    };
+    let lines: Vec<&str> = body.split('\n').collect();
+    let indent = lines
+        .iter()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.len() - l.trim_start().len())
+        .min()
+        .unwrap_or(0);
+    lines
+        .iter()
+        .map(|l| {
+            if l.trim().is_empty() {
+                ""
+            } else {
+                &l[indent..]
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 impl Out {
     /// Asserts the command exited 0, showing its output if not; returns it.
     #[track_caller]
