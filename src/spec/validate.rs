@@ -257,35 +257,7 @@ fn pipeline_config(
 ) -> Pipeline {
     let span: Span = p.into();
     let v = &p.value;
-    let spec = &c.loaded.spec;
-    if !spec.sources.contains_key(&v.source.value) {
-        let hint = did_you_mean(&v.source.value, spec.sources.keys().map(String::as_str));
-        c.err(
-            (&v.source).into(),
-            format!(
-                "pipeline `{name}`: unknown source `{}`{hint}",
-                v.source.value
-            ),
-        );
-    }
-    if v.sinks.is_empty() {
-        c.err(span, format!("pipeline `{name}`: `sinks` is empty"));
-    }
-    let mut seen_sinks = BTreeSet::new();
-    for s in &v.sinks {
-        if !spec.sinks.contains_key(&s.value) {
-            let hint = did_you_mean(&s.value, spec.sinks.keys().map(String::as_str));
-            c.err(
-                s.into(),
-                format!("pipeline `{name}`: unknown sink `{}`{hint}", s.value),
-            );
-        } else if !seen_sinks.insert(s.value.clone()) {
-            c.err(
-                s.into(),
-                format!("pipeline `{name}`: sink `{}` is listed twice", s.value),
-            );
-        }
-    }
+    check_source_and_sinks(c, name, v, span);
     let lookback_hours = whole_hours(c, &format!("pipeline `{name}`"), &v.lookback);
     let positive = |c: &mut Checker, key: &str, val: &Option<Spanned<u32>>, default: u32| match val
     {
@@ -318,92 +290,7 @@ fn pipeline_config(
             chrono_tz::UTC
         }),
     };
-    if v.jobs.is_empty() {
-        c.err(span, format!("pipeline `{name}`: `jobs` is empty"));
-    }
-    let default_template_name = v
-        .template
-        .as_ref()
-        .map(|t| t.value.clone())
-        .unwrap_or_else(|| DEFAULT_TEMPLATE.into());
-    if v.jobs.iter().any(|j| j.value.template.is_none()) {
-        let at = v.template.as_ref().map(Span::from).unwrap_or(span);
-        check_template(
-            c,
-            templates,
-            at,
-            &format!("pipeline `{name}`"),
-            &default_template_name,
-        );
-    }
-    let default_table = v.table.as_ref();
-    let mut names = BTreeSet::new();
-    let mut jobs = Vec::new();
-    for j in &v.jobs {
-        let jv = &j.value;
-        let jname = &jv.name.value;
-        check_name(c, (&jv.name).into(), "job", jname);
-        if !names.insert(jname.clone()) {
-            c.err(
-                (&jv.name).into(),
-                format!("pipeline `{name}`: job `{jname}` is defined twice"),
-            );
-        }
-        // A pipeline-level template is checked once, above; a job's own one here.
-        let template_name = match &jv.template {
-            Some(t) => {
-                check_template(c, templates, t.into(), &format!("job `{jname}`"), &t.value);
-                t.value.clone()
-            }
-            None => default_template_name.clone(),
-        };
-        let table = jv.table.as_ref().or(default_table);
-        let table_name = table
-            .map(|t| t.value.clone())
-            .unwrap_or_else(|| DEFAULT_TABLE.into());
-        if !is_identifier(&table_name) {
-            let at = table.map(Span::from).unwrap_or_else(|| j.into());
-            c.err(
-                at,
-                format!("job `{jname}`: table `{table_name}` must be letters, digits and `_`, not starting with a digit"),
-            );
-        }
-        let measurement = jv.measurement.clone().or_else(|| v.measurement.clone());
-        if measurement.is_none() {
-            c.err(
-                j.into(),
-                format!("job `{jname}`: no `measurement` (set it on the job or the pipeline)"),
-            );
-        }
-        let tags = jv
-            .tags
-            .clone()
-            .or_else(|| v.tags.clone())
-            .unwrap_or_else(|| vec!["station".into()]);
-        for t in &tags {
-            if !is_identifier(t) {
-                c.err(
-                    j.into(),
-                    format!("job `{jname}`: tag `{t}` cannot be a column name; use letters, digits and `_`"),
-                );
-            }
-        }
-        let mut params: serde_json::Map<_, _> = v
-            .params
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        params.extend(jv.params.iter().map(|(k, v)| (k.clone(), v.clone())));
-        jobs.push(Job {
-            name: jname.clone(),
-            measurement: measurement.unwrap_or_default(),
-            field: jv.field.clone().unwrap_or_else(|| jname.clone()),
-            tags,
-            template: template_name,
-            table: table_name,
-            params,
-        });
-    }
+    let jobs = jobs_config(c, name, p, templates);
     let models = v
         .models
         .iter()
@@ -429,6 +316,152 @@ fn pipeline_config(
         timezone,
         jobs,
         models,
+    }
+}
+
+/// A pipeline's source exists; its sinks exist, are not empty and each is
+/// listed once.
+fn check_source_and_sinks(c: &mut Checker, name: &str, v: &PipelineSpec, span: Span) {
+    let spec = &c.loaded.spec;
+    if !spec.sources.contains_key(&v.source.value) {
+        let hint = did_you_mean(&v.source.value, spec.sources.keys().map(String::as_str));
+        c.err(
+            (&v.source).into(),
+            format!(
+                "pipeline `{name}`: unknown source `{}`{hint}",
+                v.source.value
+            ),
+        );
+    }
+    if v.sinks.is_empty() {
+        c.err(span, format!("pipeline `{name}`: `sinks` is empty"));
+    }
+    let mut seen_sinks = BTreeSet::new();
+    for s in &v.sinks {
+        let spec = &c.loaded.spec;
+        if !spec.sinks.contains_key(&s.value) {
+            let hint = did_you_mean(&s.value, spec.sinks.keys().map(String::as_str));
+            c.err(
+                s.into(),
+                format!("pipeline `{name}`: unknown sink `{}`{hint}", s.value),
+            );
+        } else if !seen_sinks.insert(s.value.clone()) {
+            c.err(
+                s.into(),
+                format!("pipeline `{name}`: sink `{}` is listed twice", s.value),
+            );
+        }
+    }
+}
+
+/// A pipeline's jobs with their defaults (the pipeline's template, table,
+/// measurement, tags and params), each name once.
+fn jobs_config(
+    c: &mut Checker,
+    name: &str,
+    p: &Spanned<PipelineSpec>,
+    templates: &BTreeSet<String>,
+) -> Vec<Job> {
+    let v = &p.value;
+    if v.jobs.is_empty() {
+        c.err(p.into(), format!("pipeline `{name}`: `jobs` is empty"));
+    }
+    let default_template = v
+        .template
+        .as_ref()
+        .map(|t| t.value.clone())
+        .unwrap_or_else(|| DEFAULT_TEMPLATE.into());
+    if v.jobs.iter().any(|j| j.value.template.is_none()) {
+        let at = v.template.as_ref().map(Span::from).unwrap_or(p.into());
+        check_template(
+            c,
+            templates,
+            at,
+            &format!("pipeline `{name}`"),
+            &default_template,
+        );
+    }
+    let mut names = BTreeSet::new();
+    let mut jobs = Vec::new();
+    for j in &v.jobs {
+        let jname = &j.value.name.value;
+        check_name(c, (&j.value.name).into(), "job", jname);
+        if !names.insert(jname.clone()) {
+            c.err(
+                (&j.value.name).into(),
+                format!("pipeline `{name}`: job `{jname}` is defined twice"),
+            );
+        }
+        jobs.push(job_config(c, v, j, &default_template, templates));
+    }
+    jobs
+}
+
+/// One job with the pipeline's defaults.
+fn job_config(
+    c: &mut Checker,
+    v: &PipelineSpec,
+    j: &Spanned<JobSpec>,
+    default_template: &str,
+    templates: &BTreeSet<String>,
+) -> Job {
+    let jv = &j.value;
+    let jname = &jv.name.value;
+    // A pipeline-level template is checked once, above; a job's own one here.
+    let template_name = match &jv.template {
+        Some(t) => {
+            check_template(c, templates, t.into(), &format!("job `{jname}`"), &t.value);
+            t.value.clone()
+        }
+        None => default_template.to_owned(),
+    };
+    let table = jv.table.as_ref().or(v.table.as_ref());
+    let table_name = table
+        .map(|t| t.value.clone())
+        .unwrap_or_else(|| DEFAULT_TABLE.into());
+    if !is_identifier(&table_name) {
+        let at = table.map(Span::from).unwrap_or_else(|| j.into());
+        c.err(
+            at,
+            format!("job `{jname}`: table `{table_name}` must be letters, digits and `_`, not starting with a digit"),
+        );
+    }
+    let measurement = jv.measurement.clone().or_else(|| v.measurement.clone());
+    if measurement.is_none() {
+        c.err(
+            j.into(),
+            format!("job `{jname}`: no `measurement` (set it on the job or the pipeline)"),
+        );
+    }
+    let tags = jv
+        .tags
+        .clone()
+        .or_else(|| v.tags.clone())
+        .unwrap_or_else(|| vec!["station".into()]);
+    for t in &tags {
+        if !is_identifier(t) {
+            c.err(
+                j.into(),
+                format!(
+                    "job `{jname}`: tag `{t}` cannot be a column name; use letters, digits and `_`"
+                ),
+            );
+        }
+    }
+    let mut params: serde_json::Map<_, _> = v
+        .params
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    params.extend(jv.params.iter().map(|(k, v)| (k.clone(), v.clone())));
+    Job {
+        name: jname.clone(),
+        measurement: measurement.unwrap_or_default(),
+        field: jv.field.clone().unwrap_or_else(|| jname.clone()),
+        tags,
+        template: template_name,
+        table: table_name,
+        params,
     }
 }
 
