@@ -58,6 +58,62 @@ pub fn validate(loaded: &Loaded) -> Result<Config, Vec<Diagnostic>> {
         Some(s) => state_config(&mut c, s, &dir),
     };
 
+    let (heartbeat, report) = prefect_report(&mut c);
+    check_extensions(&mut c);
+    let mut sources = BTreeMap::new();
+    for (name, s) in &spec.sources {
+        check_name(&mut c, s.into(), "source", name);
+        if let Some(cfg) = source_config(&mut c, name, s, &dir) {
+            sources.insert(name.clone(), cfg);
+        }
+    }
+    let mut sinks = BTreeMap::new();
+    for (name, s) in &spec.sinks {
+        check_name(&mut c, s.into(), "sink", name);
+        if let Some(cfg) = sink_config(&mut c, name, s) {
+            sinks.insert(name.clone(), cfg);
+        }
+    }
+    let pipelines = pipelines_config(
+        &mut c,
+        &templates,
+        &default_state,
+        heartbeat,
+        report.as_ref(),
+    );
+    check_block_names(&mut c, &pipelines);
+    if spec.pipelines.is_empty() {
+        c.errors.push(Diagnostic::file(
+            &loaded.file,
+            "the spec defines no pipelines",
+        ));
+    }
+
+    if c.errors.is_empty() {
+        let label = spec.sql_dir.clone().unwrap_or_else(|| "sql".into());
+        let sql_label = match loaded.dir.to_str() {
+            Some(".") | Some("") | None => label,
+            Some(d) => format!("{d}/{label}"),
+        };
+        Ok(Config {
+            dir,
+            sql_dir,
+            sql_label,
+            extensions: spec.extensions.iter().map(|e| e.value.clone()).collect(),
+            sources,
+            sinks,
+            pipelines,
+        })
+    } else {
+        c.errors.sort_by_key(|d| d.span);
+        Err(c.errors)
+    }
+}
+
+/// The heartbeat every pipeline's runs send, and where runs of pipelines
+/// with local state report (`prefect: {url}`).
+fn prefect_report(c: &mut Checker) -> (std::time::Duration, Option<PrefectTarget>) {
+    let spec = &c.loaded.spec;
     // Prefect's own flow engine beats every 30 s or more; tests and tight
     // automations may want less, and more than 10 min defeats the purpose.
     let heartbeat = match spec
@@ -94,6 +150,12 @@ pub fn validate(loaded: &Loaded) -> Result<Config, Vec<Diagnostic>> {
             heartbeat,
         })
     });
+    (heartbeat, report)
+}
+
+/// `extensions:` are DuckDB extension names.
+fn check_extensions(c: &mut Checker) {
+    let spec = &c.loaded.spec;
     for e in &spec.extensions {
         let ok = !e.value.is_empty()
             && e.value
@@ -106,35 +168,34 @@ pub fn validate(loaded: &Loaded) -> Result<Config, Vec<Diagnostic>> {
             );
         }
     }
-    let mut sources = BTreeMap::new();
-    for (name, s) in &spec.sources {
-        check_name(&mut c, s.into(), "source", name);
-        if let Some(cfg) = source_config(&mut c, name, s, &dir) {
-            sources.insert(name.clone(), cfg);
-        }
-    }
-    let mut sinks = BTreeMap::new();
-    for (name, s) in &spec.sinks {
-        check_name(&mut c, s.into(), "sink", name);
-        if let Some(cfg) = sink_config(&mut c, name, s) {
-            sinks.insert(name.clone(), cfg);
-        }
-    }
+}
+
+/// Each pipeline with its state (its own, or `default_state`) and where
+/// its runs report: its Prefect state's server, else `report`.
+fn pipelines_config(
+    c: &mut Checker,
+    templates: &BTreeSet<String>,
+    default_state: &StateConfig,
+    heartbeat: std::time::Duration,
+    report: Option<&PrefectTarget>,
+) -> BTreeMap<String, Pipeline> {
+    let spec = &c.loaded.spec;
+    let dir = c.loaded.dir.clone();
     let mut pipelines = BTreeMap::new();
     for (name, p) in &spec.pipelines {
-        check_name(&mut c, p.into(), "pipeline", name);
+        check_name(c, p.into(), "pipeline", name);
         let state = match &p.value.state {
-            Some(s) => state_config(&mut c, s, &dir),
+            Some(s) => state_config(c, s, &dir),
             None => default_state.clone(),
         };
-        let mut pipeline = pipeline_config(&mut c, name, p, &templates, state);
+        let mut pipeline = pipeline_config(c, name, p, templates, state);
         pipeline.report = match &pipeline.state {
             StateConfig::Prefect { url, api_key, .. } => Some(PrefectTarget {
                 url: url.clone(),
                 api_key: api_key.clone(),
                 heartbeat,
             }),
-            StateConfig::Local { .. } => report.clone(),
+            StateConfig::Local { .. } => report.cloned(),
         };
         if pipeline.report.is_none() {
             for m in &p.value.models {
@@ -151,33 +212,7 @@ pub fn validate(loaded: &Loaded) -> Result<Config, Vec<Diagnostic>> {
         }
         pipelines.insert(name.clone(), pipeline);
     }
-    check_block_names(&mut c, &pipelines);
-    if spec.pipelines.is_empty() {
-        c.errors.push(Diagnostic::file(
-            &loaded.file,
-            "the spec defines no pipelines",
-        ));
-    }
-
-    if c.errors.is_empty() {
-        let label = spec.sql_dir.clone().unwrap_or_else(|| "sql".into());
-        let sql_label = match loaded.dir.to_str() {
-            Some(".") | Some("") | None => label,
-            Some(d) => format!("{d}/{label}"),
-        };
-        Ok(Config {
-            dir,
-            sql_dir,
-            sql_label,
-            extensions: spec.extensions.iter().map(|e| e.value.clone()).collect(),
-            sources,
-            sinks,
-            pipelines,
-        })
-    } else {
-        c.errors.sort_by_key(|d| d.span);
-        Err(c.errors)
-    }
+    pipelines
 }
 
 /// Prefect block names are `^[a-z0-9-]+$`, and two jobs must not share a
