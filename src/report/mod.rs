@@ -278,120 +278,161 @@ impl Remote {
                 run_id,
                 parameters,
                 tags,
-            } => {
-                self.pipeline = pipeline.clone();
-                if let Some(run) = self.claimed.clone() {
-                    // A worker's claimed run: it is RUNNING already.
-                    self.beat
-                        .lock()
-                        .await
-                        .start(self.client.clone(), run, self.heartbeat);
-                    return Ok(());
-                }
-                let flow = self
-                    .client
-                    .flow_id(&pipeline)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let id = self
-                    .client
-                    .create_flow_run(&json!({
-                        "flow_id": flow,
-                        "name": run_id,
-                        "parameters": parameters,
-                        "tags": &tags,
-                        "state": state(StateType::Running, None),
-                    }))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                self.flow_run = Some(id.clone());
-                let run = FlowRun {
-                    id,
-                    name: run_id,
-                    flow_id: Some(flow),
-                    flow_name: pipeline,
-                    deployment_id: None,
-                    tags,
-                };
-                self.beat
-                    .lock()
-                    .await
-                    .start(self.client.clone(), run, self.heartbeat);
-            }
+            } => self.run_started(pipeline, run_id, parameters, tags).await,
             Event::JobFinished {
                 job,
                 state: kind,
                 message,
-            } => {
-                let last = state(kind, Some(&message));
-                if let Some(id) = self.tasks.get(&job).cloned() {
-                    self.client
-                        .set_state("task_runs", &id, last)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                } else {
-                    // Not seen by Prefect yet: created in its final state.
-                    self.task_in(&job, last).await?;
-                }
-            }
+            } => self.job_finished(job, kind, message).await,
             Event::Log {
                 job,
                 level,
                 message,
                 at,
-            } => {
-                self.logs.push((
-                    job,
-                    json!({
-                        "name": format!("duckhour.{}", self.pipeline),
-                        "level": level,
-                        "message": short(&message),
-                        "timestamp": at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
-                        "flow_run_id": null,
-                        "task_run_id": null,
-                    }),
-                ));
-                self.logs_since.get_or_insert_with(std::time::Instant::now);
-                if self.logs.len() >= LOG_BATCH && self.flow_run.is_some() {
-                    self.flush_logs().await?;
-                }
-            }
+            } => self.log(job, level, message, at).await,
             Event::Summary {
                 key,
                 table,
                 description,
-            } => {
-                let id = self.flow_run.clone().ok_or("no flow run")?;
-                // A summary that cannot be stored must not cost the run its
-                // final state: said, and the reporting goes on.
-                if let Err(e) = self
-                    .client
-                    .create_artifact(&json!({
-                        "key": key,
-                        "type": "table",
-                        // As Prefect's `create_table_artifact` sends it: a JSON string.
-                        "data": table.to_string(),
-                        "description": description,
-                        "flow_run_id": id,
-                    }))
-                    .await
-                {
-                    tracing::warn!(error = %e, "could not store the run's summary in Prefect");
-                }
-            }
+            } => self.summary(key, table, description).await,
             Event::RunFinished {
                 state: kind,
                 message,
-            } => {
-                self.flush_logs().await?;
-                let id = self.flow_run.clone().ok_or("no flow run")?;
-                self.beat.lock().await.stop().await;
-                self.client
-                    .set_state("flow_runs", &id, state(kind, Some(&message)))
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
+            } => self.run_finished(kind, message).await,
         }
+    }
+
+    /// The flow run: made (or, claimed by a worker, already RUNNING), and its heartbeat started.
+    async fn run_started(
+        &mut self,
+        pipeline: String,
+        run_id: String,
+        parameters: Value,
+        tags: Vec<String>,
+    ) -> Result<(), String> {
+        self.pipeline = pipeline.clone();
+        if let Some(run) = self.claimed.clone() {
+            // A worker's claimed run: it is RUNNING already.
+            self.beat
+                .lock()
+                .await
+                .start(self.client.clone(), run, self.heartbeat);
+            return Ok(());
+        }
+        let flow = self
+            .client
+            .flow_id(&pipeline)
+            .await
+            .map_err(|e| e.to_string())?;
+        let id = self
+            .client
+            .create_flow_run(&json!({
+                "flow_id": flow,
+                "name": run_id,
+                "parameters": parameters,
+                "tags": &tags,
+                "state": state(StateType::Running, None),
+            }))
+            .await
+            .map_err(|e| e.to_string())?;
+        self.flow_run = Some(id.clone());
+        let run = FlowRun {
+            id,
+            name: run_id,
+            flow_id: Some(flow),
+            flow_name: pipeline,
+            deployment_id: None,
+            tags,
+        };
+        self.beat
+            .lock()
+            .await
+            .start(self.client.clone(), run, self.heartbeat);
+        Ok(())
+    }
+
+    /// A job's or model's task run in its final state (made in it when Prefect has not seen the task yet).
+    async fn job_finished(
+        &mut self,
+        job: String,
+        kind: StateType,
+        message: String,
+    ) -> Result<(), String> {
+        let last = state(kind, Some(&message));
+        if let Some(id) = self.tasks.get(&job).cloned() {
+            self.client
+                .set_state("task_runs", &id, last)
+                .await
+                .map_err(|e| e.to_string())?;
+        } else {
+            // Not seen by Prefect yet: created in its final state.
+            self.task_in(&job, last).await?;
+        }
+        Ok(())
+    }
+
+    /// A log line, sent in batches once the flow run exists.
+    async fn log(
+        &mut self,
+        job: Option<String>,
+        level: u8,
+        message: String,
+        at: DateTime<Utc>,
+    ) -> Result<(), String> {
+        self.logs.push((
+            job,
+            json!({
+                "name": format!("duckhour.{}", self.pipeline),
+                "level": level,
+                "message": short(&message),
+                "timestamp": at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+                "flow_run_id": null,
+                "task_run_id": null,
+            }),
+        ));
+        self.logs_since.get_or_insert_with(std::time::Instant::now);
+        if self.logs.len() >= LOG_BATCH && self.flow_run.is_some() {
+            self.flush_logs().await?;
+        }
+        Ok(())
+    }
+
+    /// The run's summary as a table artifact; one that cannot be stored costs nothing else.
+    async fn summary(
+        &mut self,
+        key: String,
+        table: Value,
+        description: String,
+    ) -> Result<(), String> {
+        let id = self.flow_run.clone().ok_or("no flow run")?;
+        // A summary that cannot be stored must not cost the run its
+        // final state: said, and the reporting goes on.
+        if let Err(e) = self
+            .client
+            .create_artifact(&json!({
+                "key": key,
+                "type": "table",
+                // As Prefect's `create_table_artifact` sends it: a JSON string.
+                "data": table.to_string(),
+                "description": description,
+                "flow_run_id": id,
+            }))
+            .await
+        {
+            tracing::warn!(error = %e, "could not store the run's summary in Prefect");
+        }
+        Ok(())
+    }
+
+    /// The flow run's final state, after its logs and its last heartbeat.
+    async fn run_finished(&mut self, kind: StateType, message: String) -> Result<(), String> {
+        self.flush_logs().await?;
+        let id = self.flow_run.clone().ok_or("no flow run")?;
+        self.beat.lock().await.stop().await;
+        self.client
+            .set_state("flow_runs", &id, state(kind, Some(&message)))
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(())
     }
 }
