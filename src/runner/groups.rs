@@ -16,6 +16,7 @@ use crate::error::JobError;
 use crate::plan::{self, Batch, Plan};
 use crate::sources::Fetch;
 use crate::spec::{Hour, Job};
+use crate::staged::StagedHandle;
 use crate::state::Lease;
 
 /// Jobs of a run that read one query per batch: same measurement and tags,
@@ -187,15 +188,7 @@ async fn group_batches(sh: &Arc<Shared>, g: &mut Group) {
     // The plan's batches, cut further as the rows an hour become known so
     // that a batch stays within `plan::BATCH_VALUES` however wide the network.
     let mut queue: std::collections::VecDeque<Batch> = g.plan.batches.iter().copied().collect();
-    let mut rate = None;
-    if let Some(first) = queue.front().filter(|b| b.hours() > plan::UNSIZED_HOURS) {
-        let fetch = Fetch::of(g.members.iter().map(|m| &m.job));
-        let hour = Batch {
-            from: first.from,
-            to: first.from.plus(1),
-        };
-        rate = sh.source.estimate(&fetch, hour).await.map(|n| n as f64);
-    }
+    let mut rate = first_rate(sh, g, queue.front()).await;
     let mut next = take_batch(&mut queue, rate, g).and_then(|b| prefetch(sh, g, b));
     let mut i = 0;
     while let Some((batch, fetch, extracting)) = next.take() {
@@ -248,37 +241,8 @@ async fn group_batches(sh: &Arc<Shared>, g: &mut Group) {
                 break;
             }
         };
-        // The batch's rows are freed once the last reader has transformed them.
-        let mut handle = Some(Arc::new(handle));
-        // The jobs reading this batch transform and load it side by side,
-        // as many at once as the pipeline's `concurrency`.
         let readers = readers(g);
-        let sem = Arc::new(Semaphore::new(sh.pipeline.concurrency.max(1) as usize));
-        let mut slots = Vec::new();
-        for (k, m) in std::mem::take(&mut g.members).into_iter().enumerate() {
-            if !readers.contains(&k) {
-                slots.push(Slot::Idle(Box::new(m)));
-                continue;
-            }
-            let staged = handle.clone().expect("held until every reader has it");
-            let field = fetch.column(&m.job);
-            let (sh, sem, batch) = (sh.clone(), sem.clone(), *batch);
-            slots.push(Slot::Busy(tokio::spawn(async move {
-                let _permit = sem.acquire().await.expect("semaphore open");
-                load_batch(&sh, m, batch, i, staged, field, t0).await
-            })));
-        }
-        // Each reader holds the batch's rows until its transform has read them.
-        drop(handle.take());
-        for slot in slots {
-            g.members.push(match slot {
-                Slot::Idle(m) => *m,
-                Slot::Busy(task) => match task.await {
-                    Ok(m) => m,
-                    Err(e) => std::panic::resume_unwind(e.into_panic()),
-                },
-            });
-        }
+        load_readers(sh, g, &readers, handle, &fetch, *batch, i, t0).await;
         if !g.members.iter().any(Member::active) {
             if let Some((_, _, h)) = next.take() {
                 h.abort();
@@ -294,6 +258,62 @@ async fn group_batches(sh: &Arc<Shared>, g: &mut Group) {
             break;
         }
         i += 1;
+    }
+}
+
+/// Rows an hour, counted at the source for its first hour, when the first
+/// batch is long enough to need sizing.
+async fn first_rate(sh: &Arc<Shared>, g: &Group, first: Option<&Batch>) -> Option<f64> {
+    let first = first.filter(|b| b.hours() > plan::UNSIZED_HOURS)?;
+    let fetch = Fetch::of(g.members.iter().map(|m| &m.job));
+    let hour = Batch {
+        from: first.from,
+        to: first.from.plus(1),
+    };
+    sh.source.estimate(&fetch, hour).await.map(|n| n as f64)
+}
+
+/// The members `readers` of `g` transform and load the staged batch side
+/// by side, as many at once as the pipeline's `concurrency`; the others
+/// wait. The batch's rows are freed once the last reader has transformed
+/// them.
+#[allow(clippy::too_many_arguments)]
+async fn load_readers(
+    sh: &Arc<Shared>,
+    g: &mut Group,
+    readers: &[usize],
+    handle: StagedHandle,
+    fetch: &Fetch,
+    batch: Batch,
+    i: usize,
+    t0: Instant,
+) {
+    let mut handle = Some(Arc::new(handle));
+    let sem = Arc::new(Semaphore::new(sh.pipeline.concurrency.max(1) as usize));
+    let mut slots = Vec::new();
+    for (k, m) in std::mem::take(&mut g.members).into_iter().enumerate() {
+        if !readers.contains(&k) {
+            slots.push(Slot::Idle(Box::new(m)));
+            continue;
+        }
+        let staged = handle.clone().expect("held until every reader has it");
+        let field = fetch.column(&m.job);
+        let (sh, sem) = (sh.clone(), sem.clone());
+        slots.push(Slot::Busy(tokio::spawn(async move {
+            let _permit = sem.acquire().await.expect("semaphore open");
+            load_batch(&sh, m, batch, i, staged, field, t0).await
+        })));
+    }
+    // Each reader holds the batch's rows until its transform has read them.
+    drop(handle.take());
+    for slot in slots {
+        g.members.push(match slot {
+            Slot::Idle(m) => *m,
+            Slot::Busy(task) => match task.await {
+                Ok(m) => m,
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            },
+        });
     }
 }
 

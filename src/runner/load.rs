@@ -211,42 +211,13 @@ async fn transform_load(
             .map_err(|e| JobError::Internal(e.to_string()))?
     };
     let shared = || sh.gate.read().unwrap_or_else(|p| p.into_inner());
-    tokio::task::block_in_place(|| {
-        let _g = shared();
-        duck::stage_view(&conn, key, &staged, field)
-    })?;
-    let staging = duck::staging_table(key);
-    let sql = sh
-        .templates
-        .render(&RenderInput {
-            pipeline: &sh.pipeline.name,
-            source: &sh.pipeline.source,
-            job,
-            window_start: batch.from,
-            window_end: batch.to,
-            staging: &staging,
-        })
-        .map_err(|d| JobError::Template(d.to_string()))?;
-    let (rows_in, with_rows) = staged.staged().field_rows(field);
-    let replace_empty = sh.opts.replace_empty || sh.pipeline.replace_empty;
-    let scope = Scope::new(batch, &with_rows, replace_empty);
-    let rows_out = tokio::task::block_in_place(|| {
-        let _g = shared();
-        duck::transform(&conn, &job.name, &sql)?;
-        drop(staged);
-        duck::check_contract(&conn, job, batch)?;
-        duck::keep_scope(&conn, &job.name, &scope)?;
-        duck::rows(&conn, &job.name)
-    })?;
-
-    let (per_hour, low_coverage) = tokio::task::block_in_place(|| {
-        let _g = shared();
-        let low = match sh.pipeline.report {
-            Some(_) => duck::low_coverage(&conn, &job.name, &job.tags)?,
-            None => None,
-        };
-        Ok::<_, crate::duck::DuckError>((duck::rows_per_hour(&conn, &job.name)?, low))
-    })?;
+    let Transformed {
+        rows_in,
+        rows_out,
+        scope,
+        per_hour,
+        low_coverage,
+    } = transform(sh, &conn, job, batch, key, staged, field)?;
     for sink in &sh.sinks {
         // Every write asks the lease first: once it may have expired,
         // another runner may be writing the same hours.
@@ -263,24 +234,7 @@ async fn transform_load(
                 Err(e) => Err(e),
             }
         };
-        let ok = loaded.is_ok();
-        let at = Utc::now();
-        let entries: Vec<LedgerEntry> = batch
-            .each_hour()
-            .map(|hour| LedgerEntry {
-                hour,
-                sink: sink.name().to_owned(),
-                rows: if ok {
-                    per_hour.get(&hour).copied().unwrap_or(0)
-                } else {
-                    0
-                },
-                ok,
-                empty: !scope.contains(hour),
-                at,
-                run_id: sh.run_id.clone(),
-            })
-            .collect();
+        let entries = ledger(sh, sink.name(), &scope, &per_hour, loaded.is_ok());
         let recorded = match lease.check() {
             Ok(()) => {
                 sh.state
@@ -306,4 +260,100 @@ async fn transform_load(
         kept: scope.kept_hours(),
         low_coverage,
     })
+}
+
+/// What a batch's transform left in the embedded database for its sinks.
+struct Transformed {
+    rows_in: u64,
+    rows_out: u64,
+    /// The hours the load replaces.
+    scope: Scope,
+    per_hour: std::collections::HashMap<Hour, u64>,
+    low_coverage: Option<Vec<String>>,
+}
+
+/// Runs the job's template over its field of the staged batch into
+/// `result_<job>`, checks the result contract and keeps the scope's hours.
+fn transform(
+    sh: &Shared,
+    conn: &::duckdb::Connection,
+    job: &Job,
+    batch: Batch,
+    key: &str,
+    staged: Arc<StagedHandle>,
+    field: usize,
+) -> Result<Transformed, JobError> {
+    let shared = || sh.gate.read().unwrap_or_else(|p| p.into_inner());
+    tokio::task::block_in_place(|| {
+        let _g = shared();
+        duck::stage_view(conn, key, &staged, field)
+    })?;
+    let staging = duck::staging_table(key);
+    let sql = sh
+        .templates
+        .render(&RenderInput {
+            pipeline: &sh.pipeline.name,
+            source: &sh.pipeline.source,
+            job,
+            window_start: batch.from,
+            window_end: batch.to,
+            staging: &staging,
+        })
+        .map_err(|d| JobError::Template(d.to_string()))?;
+    let (rows_in, with_rows) = staged.staged().field_rows(field);
+    let replace_empty = sh.opts.replace_empty || sh.pipeline.replace_empty;
+    let scope = Scope::new(batch, &with_rows, replace_empty);
+    let rows_out = tokio::task::block_in_place(|| {
+        let _g = shared();
+        duck::transform(conn, &job.name, &sql)?;
+        drop(staged);
+        duck::check_contract(conn, job, batch)?;
+        duck::keep_scope(conn, &job.name, &scope)?;
+        duck::rows(conn, &job.name)
+    })?;
+
+    let (per_hour, low_coverage) = tokio::task::block_in_place(|| {
+        let _g = shared();
+        let low = match sh.pipeline.report {
+            Some(_) => duck::low_coverage(conn, &job.name, &job.tags)?,
+            None => None,
+        };
+        Ok::<_, crate::duck::DuckError>((duck::rows_per_hour(conn, &job.name)?, low))
+    })?;
+    Ok(Transformed {
+        rows_in,
+        rows_out,
+        scope,
+        per_hour,
+        low_coverage,
+    })
+}
+
+/// A sink's ledger entries for the batch: every hour `ok` with its rows,
+/// or failed; hours outside the scope kept what the sink held.
+fn ledger(
+    sh: &Shared,
+    sink: &str,
+    scope: &Scope,
+    per_hour: &std::collections::HashMap<Hour, u64>,
+    ok: bool,
+) -> Vec<LedgerEntry> {
+    let at = Utc::now();
+    scope
+        .batch
+        .each_hour()
+        .map(|hour| LedgerEntry {
+            hour,
+            sink: sink.to_owned(),
+            rows: if ok {
+                per_hour.get(&hour).copied().unwrap_or(0)
+            } else {
+                0
+            },
+            ok,
+            empty: !scope.contains(hour),
+            at,
+            run_id: sh.run_id.clone(),
+        })
+        .collect()
 }

@@ -83,27 +83,11 @@ pub(super) async fn setup(
     // Sinks first: a sink that cannot work (e.g. MotherDuck without a token) fails before any extract.
     let mut sinks = Vec::new();
     for name in &pipeline.sinks {
-        let mut sink = Sink::new(name, &config.sinks[name], &config.dir);
-        let t0 = Instant::now();
-        let mut attempt = 0;
-        loop {
-            let e = match sink.prepare(&conn, secrets.as_ref(), &home).await {
-                Ok(()) => break,
-                Err(e) => e,
-            };
-            // A DuckDB file has one writer process: with `--wait` (and in a
-            // worker), wait for it as for a job's lease.
-            let busy = match e {
-                SinkError::Busy { .. } if opts.wait => Failure::Transient { retry_after: None },
-                _ => Failure::Permanent,
-            };
-            let Some(wait) = FILE_WAIT.wait(busy, attempt, t0.elapsed()) else {
-                return Err((state, e.into()));
-            };
-            attempt += 1;
-            tokio::time::sleep(wait).await;
+        let sink = Sink::new(name, &config.sinks[name], &config.dir);
+        match prepare(sink, &conn, secrets.as_ref(), &home, opts.wait).await {
+            Ok(sink) => sinks.push(sink),
+            Err(e) => return Err((state, e.into())),
         }
-        sinks.push(sink);
     }
     // A models-only run reads the sinks, never the source (its raw data may have expired).
     if opts.models.is_empty() {
@@ -138,6 +122,35 @@ pub(super) async fn setup(
         run_id,
         opts,
     })
+}
+
+/// Prepares `sink`. A DuckDB file has one writer process: with `wait`
+/// (`--wait`, and in a worker) a file another process holds is waited
+/// for, as a job's lease is.
+async fn prepare(
+    mut sink: Sink,
+    conn: &::duckdb::Connection,
+    secrets: &(dyn SecretSource + Send + Sync),
+    home: &std::path::Path,
+    wait: bool,
+) -> Result<Sink, SinkError> {
+    let t0 = Instant::now();
+    let mut attempt = 0;
+    loop {
+        let e = match sink.prepare(conn, secrets, home).await {
+            Ok(()) => return Ok(sink),
+            Err(e) => e,
+        };
+        let busy = match e {
+            SinkError::Busy { .. } if wait => Failure::Transient { retry_after: None },
+            _ => Failure::Permanent,
+        };
+        let Some(pause) = FILE_WAIT.wait(busy, attempt, t0.elapsed()) else {
+            return Err(e);
+        };
+        attempt += 1;
+        tokio::time::sleep(pause).await;
+    }
 }
 
 /// Whether the source hands DuckDB files to read (InfluxDB 3 Parquet answers,
