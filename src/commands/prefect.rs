@@ -236,19 +236,22 @@ fn options_of(
     })
 }
 
-pub fn worker(config: &Config, a: &WorkerArgs) -> Result<i32, Error> {
-    // One server: the one the spec's pipelines report to.
+/// A pipeline of the one Prefect server the spec's pipelines report to.
+fn one_server(config: &Config) -> Result<&Pipeline, Error> {
     let servers: std::collections::BTreeSet<&str> = config
         .pipelines
         .values()
         .filter_map(|p| p.report.as_ref().map(|t| t.url.as_str()))
         .collect();
-    let first = match servers.len() {
-        1 => config.pipelines.values().find(|p| p.report.is_some()).expect("one"),
-        0 => return Err(Error::Usage("no pipeline has a Prefect server: give it Prefect state, or set `prefect: {url: …}`".into())),
-        _ => return Err(Error::Usage("the pipelines report to more than one Prefect server; run one worker per server (one spec each)".into())),
-    };
-    let client = client_for(first)?;
+    match servers.len() {
+        1 => Ok(config.pipelines.values().find(|p| p.report.is_some()).expect("one")),
+        0 => Err(Error::Usage("no pipeline has a Prefect server: give it Prefect state, or set `prefect: {url: …}`".into())),
+        _ => Err(Error::Usage("the pipelines report to more than one Prefect server; run one worker per server (one spec each)".into())),
+    }
+}
+
+pub fn worker(config: &Config, a: &WorkerArgs) -> Result<i32, Error> {
+    let client = client_for(one_server(config)?)?;
     let poll = Duration::from_secs(a.poll);
     let name = a
         .name
@@ -259,12 +262,7 @@ pub fn worker(config: &Config, a: &WorkerArgs) -> Result<i32, Error> {
         let (told, stopping) = tokio::sync::watch::channel(false);
         {
             let shutdown = shutdown.clone();
-            tokio::spawn(async move {
-                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {},
-                    _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {},
-                }
+            super::serve::on_signal(move || {
                 shutdown.store(true, Ordering::SeqCst);
                 let _ = told.send(true);
             });
@@ -283,24 +281,13 @@ pub fn worker(config: &Config, a: &WorkerArgs) -> Result<i32, Error> {
             r = setup => r.map_err(|e| Error::Other(e.to_string()))?,
             _ = told() => { println!("stopped"); return Ok(EXIT_OK); }
         }
-        println!("worker `{name}` polling work pool `{}`; stop with Ctrl-C or SIGTERM", a.pool);
+        println!(
+            "worker `{name}` polling work pool `{}`; stop with Ctrl-C or SIGTERM",
+            a.pool
+        );
         let mut beat = tokio::time::Instant::now() - HEARTBEAT;
         'poll: while !shutdown.load(Ordering::SeqCst) {
-            let idle = async {
-                if beat.elapsed() >= HEARTBEAT {
-                    if let Err(e) = client.heartbeat(&a.pool, &name).await {
-                        warn!(error = %e, "heartbeat failed");
-                    }
-                    beat = tokio::time::Instant::now();
-                }
-                match client.due_flow_runs(&a.pool, 10).await {
-                    Ok(d) => d,
-                    Err(e) => {
-                        warn!(error = %e, "cannot read the work pool; retrying");
-                        Vec::new()
-                    }
-                }
-            };
+            let idle = due_runs(&client, &a.pool, &name, &mut beat);
             let due = tokio::select! {
                 d = idle => d,
                 _ = told() => break 'poll,
@@ -332,6 +319,29 @@ pub fn worker(config: &Config, a: &WorkerArgs) -> Result<i32, Error> {
         println!("stopped");
         Ok(EXIT_OK)
     })
+}
+
+/// The work pool's flow runs due (none when it cannot be read), after
+/// the worker's heartbeat when one is due (`beat`: the last one).
+async fn due_runs(
+    client: &Client,
+    pool: &str,
+    name: &str,
+    beat: &mut tokio::time::Instant,
+) -> Vec<serde_json::Value> {
+    if beat.elapsed() >= HEARTBEAT {
+        if let Err(e) = client.heartbeat(pool, name).await {
+            warn!(error = %e, "heartbeat failed");
+        }
+        *beat = tokio::time::Instant::now();
+    }
+    match client.due_flow_runs(pool, 10).await {
+        Ok(d) => d,
+        Err(e) => {
+            warn!(error = %e, "cannot read the work pool; retrying");
+            Vec::new()
+        }
+    }
 }
 
 /// A flow run this worker claimed (RUNNING), and what it asks for.

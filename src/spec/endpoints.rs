@@ -108,70 +108,74 @@ pub(super) fn source_config(
                 path: rel(dir, &path.value),
             })
         }
-        SourceKind::Influxdb => {
-            let version = v.version.as_ref().map(|v| v.value).unwrap_or(1);
-            if !(1..=3).contains(&version) {
-                let at = v.version.as_ref().map(Span::from).unwrap_or(span);
-                c.err(
-                    at,
-                    format!("source `{name}`: `version` must be 1, 2 or 3, not {version}"),
-                );
-            }
-            let Some(url) = &v.url else {
-                c.err(
-                    span,
-                    format!("source `{name}`: `type: influxdb` needs `url`"),
-                );
-                return None;
-            };
-            let need = |c: &mut Checker, key: &str, val: &Option<String>| {
-                if val.is_none() {
-                    c.err(
-                        span,
-                        format!("source `{name}`: InfluxDB v{version} needs `{key}`"),
-                    );
-                }
-            };
-            match version {
-                1 | 3 => need(c, "database", &v.database),
-                _ => {
-                    need(c, "org", &v.org);
-                    need(c, "bucket", &v.bucket);
-                }
-            }
-            if v.password.is_some() != v.username.is_some() {
-                c.err(
-                    span,
-                    format!("source `{name}`: `username` and `password` go together"),
-                );
-            }
-            let max_query_hours = v.max_query_hours.as_ref().map(|m| m.value).unwrap_or(168);
-            if max_query_hours == 0 {
-                let at = v.max_query_hours.as_ref().map(Span::from).unwrap_or(span);
-                c.err(
-                    at,
-                    format!("source `{name}`: `max_query_hours` must be at least 1"),
-                );
-            }
-            Some(SourceConfig::Influx(InfluxConfig {
-                version,
-                url: url.value.clone(),
-                database: v.database.clone(),
-                retention_policy: v.retention_policy.clone(),
-                org: v.org.clone(),
-                bucket: v.bucket.clone(),
-                username: v.username.clone(),
-                password: v.password.clone(),
-                token: v.token.clone(),
-                format: v.format.unwrap_or(V3Format::Csv),
-                timeout: v
-                    .timeout
-                    .unwrap_or(Duration(std::time::Duration::from_secs(300))),
-                retries: v.retries.unwrap_or(3),
-                max_query_hours,
-            }))
+        SourceKind::Influxdb => influx_config(c, name, v, span),
+    }
+}
+
+/// An InfluxDB source: its version's required keys, credentials in pairs,
+/// and defaults.
+fn influx_config(c: &mut Checker, name: &str, v: &SourceSpec, span: Span) -> Option<SourceConfig> {
+    let version = v.version.as_ref().map(|v| v.value).unwrap_or(1);
+    if !(1..=3).contains(&version) {
+        let at = v.version.as_ref().map(Span::from).unwrap_or(span);
+        c.err(
+            at,
+            format!("source `{name}`: `version` must be 1, 2 or 3, not {version}"),
+        );
+    }
+    let Some(url) = &v.url else {
+        c.err(
+            span,
+            format!("source `{name}`: `type: influxdb` needs `url`"),
+        );
+        return None;
+    };
+    let need = |c: &mut Checker, key: &str, val: &Option<String>| {
+        if val.is_none() {
+            c.err(
+                span,
+                format!("source `{name}`: InfluxDB v{version} needs `{key}`"),
+            );
+        }
+    };
+    match version {
+        1 | 3 => need(c, "database", &v.database),
+        _ => {
+            need(c, "org", &v.org);
+            need(c, "bucket", &v.bucket);
         }
     }
+    if v.password.is_some() != v.username.is_some() {
+        c.err(
+            span,
+            format!("source `{name}`: `username` and `password` go together"),
+        );
+    }
+    let max_query_hours = v.max_query_hours.as_ref().map(|m| m.value).unwrap_or(168);
+    if max_query_hours == 0 {
+        let at = v.max_query_hours.as_ref().map(Span::from).unwrap_or(span);
+        c.err(
+            at,
+            format!("source `{name}`: `max_query_hours` must be at least 1"),
+        );
+    }
+    Some(SourceConfig::Influx(InfluxConfig {
+        version,
+        url: url.value.clone(),
+        database: v.database.clone(),
+        retention_policy: v.retention_policy.clone(),
+        org: v.org.clone(),
+        bucket: v.bucket.clone(),
+        username: v.username.clone(),
+        password: v.password.clone(),
+        token: v.token.clone(),
+        format: v.format.unwrap_or(V3Format::Csv),
+        timeout: v
+            .timeout
+            .unwrap_or(Duration(std::time::Duration::from_secs(300))),
+        retries: v.retries.unwrap_or(3),
+        max_query_hours,
+    }))
 }
 
 /// Sink `name`, or `None` after reporting why not.

@@ -50,49 +50,7 @@ pub(super) fn check(
     for (i, r) in rules.iter().enumerate() {
         let v = &r.value;
         let at = format!("{who}: rule {} ({})", i + 1, v.instrument.value);
-        if !KINDS.contains(&v.kind.value.as_str()) {
-            let hint = did_you_mean(&v.kind.value, KINDS);
-            c.err(
-                (&v.kind).into(),
-                format!(
-                    "{at}: unknown kind `{}` ({}){hint}",
-                    v.kind.value,
-                    KINDS.join(", ")
-                ),
-            );
-        }
-        if !METRICS.contains(&v.metric.value.as_str()) {
-            let hint = did_you_mean(&v.metric.value, METRICS);
-            c.err(
-                (&v.metric).into(),
-                format!(
-                    "{at}: unknown metric `{}` ({}){hint}",
-                    v.metric.value,
-                    METRICS.join(", ")
-                ),
-            );
-        }
-        match (&v.pollutant, v.kind.value == "criterion") {
-            (None, false) => c.err(
-                r.into(),
-                format!("{at}: a {} needs `pollutant`", v.kind.value),
-            ),
-            (Some(p), true) => c.err(
-                p.into(),
-                format!("{at}: a criterion applies to every pollutant: drop `pollutant`"),
-            ),
-            (Some(p), false) if !names.contains(&p.value) => {
-                let hint = did_you_mean(&p.value, names.iter().map(String::as_str));
-                c.err(
-                    p.into(),
-                    format!(
-                        "{at}: unknown pollutant `{}` (a stock name, a job, or a key of `params.pollutants`){hint}",
-                        p.value
-                    ),
-                );
-            }
-            _ => {}
-        }
+        check_names(c, &at, r, names);
         if v.kind.value == "criterion" && !(v.value.value > 0.0 && v.value.value <= 1.0) {
             c.err(
                 (&v.value).into(),
@@ -115,32 +73,86 @@ pub(super) fn check(
                 );
             }
         }
-        let mut m = serde_json::Map::new();
-        m.insert("instrument".into(), v.instrument.value.clone().into());
-        if let Some(p) = &v.pollutant {
-            m.insert("pollutant".into(), p.value.clone().into());
-        }
-        m.insert("kind".into(), v.kind.value.clone().into());
-        m.insert("metric".into(), v.metric.value.clone().into());
-        m.insert("value".into(), v.value.value.into());
-        for (k, f) in [
-            ("allowed", &v.allowed),
-            ("consecutive", &v.consecutive),
-            ("years", &v.years),
-        ] {
-            if let Some(f) = f {
-                m.insert(k.into(), f.value.into());
-            }
-        }
-        for (k, f) in [("valid_from", &v.valid_from), ("valid_to", &v.valid_to)] {
-            if let Some(f) = f {
-                m.insert(k.into(), f.value.clone().into());
-            }
-        }
-        if let Some(o) = v.outlook {
-            m.insert("outlook".into(), o.into());
-        }
-        out.push(serde_json::Value::Object(m));
+        out.push(rule_json(v));
     }
     serde_json::Value::Array(out)
+}
+
+/// A rule's kind, metric and pollutant are known names (a criterion has no
+/// pollutant).
+fn check_names(c: &mut Checker, at: &str, r: &Spanned<RuleSpec>, names: &[String]) {
+    let v = &r.value;
+    if !KINDS.contains(&v.kind.value.as_str()) {
+        let hint = did_you_mean(&v.kind.value, KINDS);
+        c.err(
+            (&v.kind).into(),
+            format!(
+                "{at}: unknown kind `{}` ({}){hint}",
+                v.kind.value,
+                KINDS.join(", ")
+            ),
+        );
+    }
+    if !METRICS.contains(&v.metric.value.as_str()) {
+        let hint = did_you_mean(&v.metric.value, METRICS);
+        c.err(
+            (&v.metric).into(),
+            format!(
+                "{at}: unknown metric `{}` ({}){hint}",
+                v.metric.value,
+                METRICS.join(", ")
+            ),
+        );
+    }
+    match (&v.pollutant, v.kind.value == "criterion") {
+        (None, false) => c.err(
+            r.into(),
+            format!("{at}: a {} needs `pollutant`", v.kind.value),
+        ),
+        (Some(p), true) => c.err(
+            p.into(),
+            format!("{at}: a criterion applies to every pollutant: drop `pollutant`"),
+        ),
+        (Some(p), false) if !names.contains(&p.value) => {
+            let hint = did_you_mean(&p.value, names.iter().map(String::as_str));
+            c.err(
+                p.into(),
+                format!(
+                    "{at}: unknown pollutant `{}` (a stock name, a job, or a key of `params.pollutants`){hint}",
+                    p.value
+                ),
+            );
+        }
+        _ => {}
+    }
+}
+
+/// A checked rule as the templates read it.
+fn rule_json(v: &RuleSpec) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    m.insert("instrument".into(), v.instrument.value.clone().into());
+    if let Some(p) = &v.pollutant {
+        m.insert("pollutant".into(), p.value.clone().into());
+    }
+    m.insert("kind".into(), v.kind.value.clone().into());
+    m.insert("metric".into(), v.metric.value.clone().into());
+    m.insert("value".into(), v.value.value.into());
+    for (k, f) in [
+        ("allowed", &v.allowed),
+        ("consecutive", &v.consecutive),
+        ("years", &v.years),
+    ] {
+        if let Some(f) = f {
+            m.insert(k.into(), f.value.into());
+        }
+    }
+    for (k, f) in [("valid_from", &v.valid_from), ("valid_to", &v.valid_to)] {
+        if let Some(f) = f {
+            m.insert(k.into(), f.value.clone().into());
+        }
+    }
+    if let Some(o) = v.outlook {
+        m.insert("outlook".into(), o.into());
+    }
+    serde_json::Value::Object(m)
 }

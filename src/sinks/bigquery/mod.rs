@@ -242,38 +242,7 @@ impl BigQuerySink {
                     .map_err(|e| e.to_string())?;
                 let resource = match existing {
                     Some(t) => t,
-                    None => {
-                        let mut res = json!({
-                            "tableReference": {"projectId": self.api().project, "datasetId": self.dataset, "tableId": target},
-                            "schema": {"fields": rows.fields.iter().map(|(n, t)| json!({"name": n, "type": t, "mode": "NULLABLE"})).collect::<Vec<_>>()},
-                            "description": "Hourly aggregates loaded by duckhour",
-                        });
-                        if rows
-                            .fields
-                            .iter()
-                            .any(|(n, t)| n == "hour_start" && *t == "TIMESTAMP")
-                        {
-                            res["timePartitioning"] = json!({"type": "DAY", "field": "hour_start"});
-                        }
-                        let mut cluster: Vec<&str> = Vec::new();
-                        for c in std::iter::once("pollutant").chain(tags.iter().map(String::as_str))
-                        {
-                            if cluster.len() < 4
-                                && rows.fields.iter().any(|(n, t)| n == c && *t == "STRING")
-                            {
-                                cluster.push(c);
-                            }
-                        }
-                        if !cluster.is_empty() {
-                            res["clustering"] = json!({"fields": cluster});
-                        }
-                        self.api()
-                            .create_table(&self.dataset, &res)
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        tracing::info!(sink = %self.name, table = target, "created the BigQuery table");
-                        res
-                    }
+                    None => self.create_target(target, rows, tags).await?,
                 };
                 let cols: HashMap<String, String> = resource["schema"]["fields"]
                     .as_array()
@@ -310,6 +279,44 @@ impl BigQuerySink {
             }
         }
         Ok(())
+    }
+
+    /// Creates table `target` for `rows`: partitioned by day on
+    /// `hour_start` and clustered by `pollutant` and the tags (at most
+    /// four), when it has such columns. Its resource as sent.
+    async fn create_target(
+        &self,
+        target: &str,
+        rows: &Rows,
+        tags: &[String],
+    ) -> Result<Value, String> {
+        let mut res = json!({
+            "tableReference": {"projectId": self.api().project, "datasetId": self.dataset, "tableId": target},
+            "schema": {"fields": rows.fields.iter().map(|(n, t)| json!({"name": n, "type": t, "mode": "NULLABLE"})).collect::<Vec<_>>()},
+            "description": "Hourly aggregates loaded by duckhour",
+        });
+        if rows
+            .fields
+            .iter()
+            .any(|(n, t)| n == "hour_start" && *t == "TIMESTAMP")
+        {
+            res["timePartitioning"] = json!({"type": "DAY", "field": "hour_start"});
+        }
+        let mut cluster: Vec<&str> = Vec::new();
+        for c in std::iter::once("pollutant").chain(tags.iter().map(String::as_str)) {
+            if cluster.len() < 4 && rows.fields.iter().any(|(n, t)| n == c && *t == "STRING") {
+                cluster.push(c);
+            }
+        }
+        if !cluster.is_empty() {
+            res["clustering"] = json!({"fields": cluster});
+        }
+        self.api()
+            .create_table(&self.dataset, &res)
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(sink = %self.name, table = target, "created the BigQuery table");
+        Ok(res)
     }
 
     /// Replaces (job, batch hours) in the target with `rows`; returns rows written.

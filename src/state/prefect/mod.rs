@@ -276,6 +276,19 @@ impl PrefectState {
         }
         object(&mut c.data, "metadata").insert("updated_at".into(), json!(time_text(Utc::now())));
         let data = Value::Object(c.data.clone());
+        self.write_doc(&name, &what, c, data).await
+    }
+
+    /// Writes document `name` with `data`: an update of the one cached in
+    /// `c`, or a create; a document deleted meanwhile is made anew, one
+    /// created meanwhile (a retried create that had landed) updated.
+    async fn write_doc(
+        &self,
+        name: &str,
+        what: &str,
+        c: &mut Cached,
+        data: Value,
+    ) -> Result<(), StateError> {
         let ids = match &c.schema {
             Some(ids) if c.id.is_some() => ids.clone(),
             _ => self
@@ -285,14 +298,14 @@ impl PrefectState {
                 .clone(),
         };
         let written = match c.id.clone() {
-            Some(id) => match self.client.update_block(&id, &ids, &data, &what).await {
+            Some(id) => match self.client.update_block(&id, &ids, &data, what).await {
                 Err(e) if e.kind == ErrorKind::NotFound => {
                     // Deleted under us: write it anew.
                     let ids = self
                         .ids
                         .get_or_try_init(|| self.client.ensure_state_schema())
                         .await?;
-                    self.client.create_block(&name, ids, &data, &what).await?
+                    self.client.create_block(name, ids, &data, what).await?
                 }
                 other => {
                     other?;
@@ -303,11 +316,11 @@ impl PrefectState {
                     }
                 }
             },
-            None => match self.client.create_block(&name, &ids, &data, &what).await {
+            None => match self.client.create_block(name, &ids, &data, what).await {
                 Err(e) if matches!(e.kind, ErrorKind::Conflict(_)) => {
                     // Created meanwhile (e.g. a retried create that had landed).
-                    let d = self.fetch(&name).await?.ok_or(e)?;
-                    self.client.update_block(&d.id, &ids, &data, &what).await?;
+                    let d = self.fetch(name).await?.ok_or(e)?;
+                    self.client.update_block(&d.id, &ids, &data, what).await?;
                     BlockDoc {
                         id: d.id,
                         data,
