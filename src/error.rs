@@ -6,7 +6,13 @@
 //! could not be reached; the run record's `error_kind` says which cause),
 //! 2 bad usage or a bad spec.
 
+use std::sync::Arc;
+
+use crate::duck::DuckError;
+use crate::sinks::SinkError;
+use crate::sources::SourceError;
 use crate::spec::Diagnostic;
+use crate::state::StateError;
 
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_JOB_FAILED: i32 = 1;
@@ -25,7 +31,7 @@ pub enum Error {
     JobsFailed { failed: usize, total: usize },
     /// The state store failed outside any job.
     #[error(transparent)]
-    State(#[from] crate::state::StateError),
+    State(#[from] StateError),
     /// Anything else that stops the command before jobs start.
     #[error("{0}")]
     Other(String),
@@ -40,48 +46,104 @@ impl Error {
     }
 }
 
-/// Why one job failed. Each message names what failed (the source or sink,
-/// the template, the lease) and the hours. It may quote a service's answer:
-/// every place that shows or stores one redacts it (`secret::redact`).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// A lower layer's error, kept whole (its type, its fields, its source
+/// chain) and shared, so that outcomes can be cloned into reports.
+pub type Cause = Arc<dyn std::error::Error + Send + Sync>;
+
+/// Wraps any error (or a message, e.g. a panic's) as a [`Cause`].
+pub fn cause(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Cause {
+    Arc::from(e.into())
+}
+
+/// Why one job failed. Each variant carries the error of the layer that
+/// failed (the state store's, the source's, the sink's, the template's),
+/// whose message names what failed and the hours. It may quote a service's
+/// answer: every place that shows or stores one redacts it
+/// (`secret::redact`).
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum JobError {
-    /// Another runner holds the job's lease; nothing was done.
-    #[error("{0}")]
-    LeaseBusy(String),
+    /// Another runner holds a lease this job needs (its own, or that of a
+    /// model it feeds); nothing was done.
+    #[error("{leased}{cause}")]
+    LeaseBusy { leased: Leased, cause: StateError },
     /// The lease could not be proven valid any more (expired locally,
     /// or the server answered it is gone): the job stopped before its next
     /// write to any sink, ledger or block.
     #[error("{0}")]
-    LeaseLost(String),
-    /// The source failed (its name and the hours are in the message).
+    LeaseLost(StateError),
+    /// The source failed (its name and the hours are in the error).
     #[error("{0}")]
-    Source(String),
-    /// A sink failed to set up (`hours` is `None`) or to load those hours;
-    /// the checkpoint did not move.
-    #[error("{message}")]
-    Sink {
-        sink: String,
-        hours: Option<String>,
-        message: String,
-    },
+    Source(Arc<SourceError>),
+    /// A sink failed to set up or to load hours; the checkpoint did not move.
+    #[error("{0}")]
+    Sink(Arc<SinkError>),
     /// The template did not render, its SQL failed, or its result broke
-    /// the contract (`pollutant` = the job, `hour_start` in the batch).
+    /// the contract (`pollutant` = the job, `hour_start` in the batch); or
+    /// a model's rows do not have the shape its `events:` need.
     #[error("{0}")]
-    Template(String),
+    Template(Cause),
     /// A model was not recomputed because a model whose rows it reads
     /// failed in this run; its hours stay pending.
     #[error("model `{model}` was not recomputed: model `{upstream}`, whose rows it reads, failed; its hours stay pending")]
     Upstream { model: String, upstream: String },
     /// The state store (checkpoint, ledger) failed.
     #[error("{0}")]
-    State(String),
+    State(StateError),
     /// Prefect did not take events that must not be lost (a model's
     /// `events:`, e.g. threshold alerts); they are sent again next run.
-    #[error("{0}")]
-    Events(String),
-    /// Anything else (the embedded database, a task that died).
-    #[error("{0}")]
-    Internal(String),
+    #[error("model `{model}`: {failed}")]
+    Events {
+        model: String,
+        failed: Box<EventsFailed>,
+    },
+    /// Anything else (the embedded database, a task that died), with what
+    /// was being done when it is not in the cause.
+    #[error("{}{cause}", context.as_deref().map(|c| format!("{c}: ")).unwrap_or_default())]
+    Internal {
+        context: Option<String>,
+        cause: Cause,
+    },
+}
+
+/// Whose lease another runner holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Leased {
+    /// The job's own.
+    Job,
+    /// That of a model this run was to recompute.
+    Model(String),
+    /// That of a model that reads the job's rows.
+    Reader(String),
+}
+
+impl std::fmt::Display for Leased {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Leased::Job => Ok(()),
+            Leased::Model(m) => write!(f, "model `{m}` is being recomputed by another run: "),
+            Leased::Reader(m) => write!(
+                f,
+                "model `{m}`, which reads this job, is being recomputed by another run: "
+            ),
+        }
+    }
+}
+
+/// How sending a model's `events:` failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EventsFailed {
+    /// No client to send them with (Prefect is not configured or its
+    /// secrets did not resolve).
+    #[error("cannot send its `{event}` events: {why}")]
+    NoClient { event: String, why: String },
+    /// Prefect refused or did not answer.
+    #[error("Prefect did not take {count} `{event}` events for {range}: {cause}; its hours stay pending and the next run sends them")]
+    Refused {
+        event: String,
+        count: usize,
+        range: String,
+        cause: crate::prefect::PrefectError,
+    },
 }
 
 impl JobError {
@@ -90,54 +152,71 @@ impl JobError {
     /// `events`, `internal`.
     pub fn kind(&self) -> &'static str {
         match self {
-            JobError::LeaseBusy(_) => "lease_busy",
+            JobError::LeaseBusy { .. } => "lease_busy",
             JobError::LeaseLost(_) => "lease_lost",
             JobError::Source(_) => "source",
-            JobError::Sink { .. } => "sink",
+            JobError::Sink(_) => "sink",
             JobError::Template(_) => "template",
             JobError::Upstream { .. } => "upstream",
             JobError::State(_) => "state",
-            JobError::Events(_) => "events",
-            JobError::Internal(_) => "internal",
+            JobError::Events { .. } => "events",
+            JobError::Internal { .. } => "internal",
+        }
+    }
+
+    /// An internal failure whose cause says what it is about.
+    pub fn internal(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> JobError {
+        JobError::Internal {
+            context: None,
+            cause: cause(e),
+        }
+    }
+
+    /// An internal failure while doing `context`.
+    pub fn internal_in(
+        context: impl Into<String>,
+        e: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> JobError {
+        JobError::Internal {
+            context: Some(context.into()),
+            cause: cause(e),
         }
     }
 }
 
-impl From<crate::state::StateError> for JobError {
-    fn from(e: crate::state::StateError) -> JobError {
-        use crate::state::StateError;
-        let message = e.to_string();
+impl From<StateError> for JobError {
+    fn from(e: StateError) -> JobError {
         match e {
-            StateError::Busy { .. } => JobError::LeaseBusy(message),
-            StateError::LeaseLost { .. } => JobError::LeaseLost(message),
-            _ => JobError::State(message),
+            StateError::Busy { .. } => JobError::LeaseBusy {
+                leased: Leased::Job,
+                cause: e,
+            },
+            StateError::LeaseLost { .. } => JobError::LeaseLost(e),
+            _ => JobError::State(e),
         }
     }
 }
 
-impl From<crate::sinks::SinkError> for JobError {
-    fn from(e: crate::sinks::SinkError) -> JobError {
-        use crate::sinks::SinkError;
-        let (sink, hours) = match &e {
-            SinkError::ReadBack { message, .. } => return JobError::Internal(message.clone()),
-            SinkError::Setup { sink, .. } | SinkError::Busy { sink, .. } => (sink.clone(), None),
-            SinkError::Load { sink, range, .. } => (sink.clone(), Some(range.clone())),
-        };
-        JobError::Sink {
-            sink,
-            hours,
-            message: e.to_string(),
-        }
+impl From<SourceError> for JobError {
+    fn from(e: SourceError) -> JobError {
+        JobError::Source(Arc::new(e))
     }
 }
 
-impl From<crate::duck::DuckError> for JobError {
-    fn from(e: crate::duck::DuckError) -> JobError {
-        use crate::duck::DuckError;
-        let message = e.to_string();
+impl From<SinkError> for JobError {
+    fn from(e: SinkError) -> JobError {
         match e {
-            DuckError::Db(_) | DuckError::Extension { .. } => JobError::Internal(message),
-            _ => JobError::Template(message),
+            SinkError::ReadBack { .. } => JobError::internal(e),
+            _ => JobError::Sink(Arc::new(e)),
+        }
+    }
+}
+
+impl From<DuckError> for JobError {
+    fn from(e: DuckError) -> JobError {
+        match e {
+            DuckError::Db(_) | DuckError::Extension { .. } => JobError::internal(e),
+            _ => JobError::Template(cause(e)),
         }
     }
 }

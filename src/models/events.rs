@@ -13,7 +13,7 @@ use duckdb::Connection;
 use serde_json::{json, Value};
 
 use super::stage;
-use crate::error::JobError;
+use crate::error::{cause, EventsFailed, JobError};
 use crate::sinks::Sink;
 use crate::spec::Model;
 use crate::template::quote_ident;
@@ -96,8 +96,9 @@ fn json_of(ty: &str, text: Option<String>) -> Value {
 /// The rows of `m`'s computed result (`model_result_<m>`).
 fn rows(conn: &Connection, m: &Model) -> Result<Vec<Row>, JobError> {
     let result = quote_ident(&stage::result_table(m));
-    let internal =
-        |e: duckdb::Error| JobError::Internal(format!("model `{}`: reading its rows: {e}", m.name));
+    let internal = |e: duckdb::Error| {
+        JobError::internal_in(format!("model `{}`: reading its rows", m.name), e)
+    };
     let mut stmt = conn
         .prepare(&format!("DESCRIBE SELECT * FROM {result}"))
         .map_err(internal)?;
@@ -107,10 +108,10 @@ fn rows(conn: &Connection, m: &Model) -> Result<Vec<Row>, JobError> {
         .map_err(internal)?;
     for need in ["episode", "resource"] {
         if !cols.iter().any(|(c, _)| c == need) {
-            return Err(JobError::Template(format!(
+            return Err(JobError::Template(cause(format!(
                 "model `{}` sends events: its rows need `episode` and `resource` columns; `{need}` is missing",
                 m.name
-            )));
+            ))));
         }
     }
     let select: Vec<String> = cols
@@ -148,10 +149,10 @@ fn rows(conn: &Connection, m: &Model) -> Result<Vec<Row>, JobError> {
                     resource: r.to_owned(),
                     payload: Value::Object(payload.clone()),
                 }),
-                _ => Err(JobError::Template(format!(
+                _ => Err(JobError::Template(cause(format!(
                     "model `{}` sends events: a row has no `episode` or `resource`",
                     m.name
-                ))),
+                )))),
             }
         })
         .collect()
@@ -187,13 +188,18 @@ pub async fn send_new(
         .map(|row| event(pipeline, &m.name, name, row, &at))
         .collect();
     for chunk in new.chunks(BATCH) {
-        client.emit_events(chunk).await.map_err(|e| {
-            JobError::Events(format!(
-                "model `{}`: Prefect did not take {} `{name}` events for {r}: {e}; its hours stay pending and the next run sends them",
-                m.name,
-                new.len()
-            ))
-        })?;
+        client
+            .emit_events(chunk)
+            .await
+            .map_err(|e| JobError::Events {
+                model: m.name.clone(),
+                failed: Box::new(EventsFailed::Refused {
+                    event: name.to_owned(),
+                    count: new.len(),
+                    range: r.to_string(),
+                    cause: e,
+                }),
+            })?;
     }
     Ok(new.len())
 }

@@ -16,7 +16,7 @@ use duckdb::Connection;
 use tracing::{info, warn};
 
 use super::stage;
-use crate::error::JobError;
+use crate::error::{EventsFailed, JobError};
 use crate::sinks::models::{read_inputs, Inputs, Tables};
 use crate::sinks::Sink;
 use crate::spec::{Hour, Model, Pipeline};
@@ -212,8 +212,7 @@ async fn recompute_range(
 ) -> Result<(u64, Option<i64>), JobError> {
     let conn = {
         let c = ctx.conn.lock().unwrap_or_else(|p| p.into_inner());
-        c.try_clone()
-            .map_err(|e| JobError::Internal(e.to_string()))?
+        c.try_clone().map_err(JobError::internal)?
     };
     let (from, to) = keys::inputs(m.zone, m.lookback_hours, r);
     let (p, tables) = (ctx.pipeline, &ctx.tables);
@@ -245,7 +244,7 @@ fn compute(
     tokio::task::block_in_place(|| {
         let _g = ctx.gate.read().unwrap_or_else(|p| p.into_inner());
         let sql = stage::render(ctx.templates, &ctx.pipeline.name, m, r)
-            .map_err(|d| JobError::Template(d.to_string()))?;
+            .map_err(|d| JobError::Template(crate::error::cause(d)))?;
         // The run's newest hours for the sink's own tables; a search of
         // its own for copies read back.
         let mut cached = got
@@ -276,11 +275,12 @@ async fn send_events(
     let (Some(name), Some(client)) = (&m.events, &ctx.events) else {
         return Ok(());
     };
-    let client = client.as_ref().map_err(|e| {
-        JobError::Events(format!(
-            "model `{}`: cannot send its `{name}` events: {e}",
-            m.name
-        ))
+    let client = client.as_ref().map_err(|e| JobError::Events {
+        model: m.name.clone(),
+        failed: Box::new(EventsFailed::NoClient {
+            event: name.clone(),
+            why: e.clone(),
+        }),
     })?;
     let pipeline = &ctx.pipeline.name;
     let n =
@@ -313,8 +313,8 @@ async fn write(
 
 fn stage_err(e: stage::StageError) -> JobError {
     match e {
-        stage::StageError::Input { .. } => JobError::Internal(e.to_string()),
-        _ => JobError::Template(e.to_string()),
+        stage::StageError::Input { .. } => JobError::internal(e),
+        _ => JobError::Template(crate::error::cause(e)),
     }
 }
 

@@ -204,7 +204,7 @@ async fn group_batches(sh: &Arc<Shared>, g: &mut Group) {
         let t0 = Instant::now();
         let downloaded = match extracting.await {
             Ok(r) => r,
-            Err(e) => Err(JobError::Internal(format!("extract task failed: {e}"))),
+            Err(e) => Err(JobError::internal_in("extract task failed", e)),
         };
         let readers = |g: &mut Group| -> Vec<usize> {
             (0..g.members.len())

@@ -146,8 +146,7 @@ pub(super) async fn download(
 ) -> Result<(Staging, u64), JobError> {
     let conn = {
         let c = sh.conn.lock().unwrap_or_else(|p| p.into_inner());
-        c.try_clone()
-            .map_err(|e| JobError::Internal(e.to_string()))?
+        c.try_clone().map_err(JobError::internal)?
     };
     let rows = StagedHandle::new(&fetch.tags, fetch.fields.len());
     let (tx, rx) = mpsc::channel(4);
@@ -165,7 +164,7 @@ pub(super) async fn download(
         fields = fetch.fields.len(),
         "downloaded"
     );
-    let rows = extracted.map_err(|e| JobError::Source(e.to_string()))?;
+    let rows = extracted?;
     Ok((writer, rows))
 }
 
@@ -173,7 +172,7 @@ pub(super) async fn download(
 pub(super) async fn staged(writer: Staging) -> Result<(StagedHandle, u64), JobError> {
     writer
         .await
-        .map_err(|e| JobError::Internal(format!("staging thread failed: {e}")))
+        .map_err(|e| JobError::internal_in("staging thread failed", e))
 }
 
 /// What one batch's load did.
@@ -207,8 +206,7 @@ async fn transform_load(
 ) -> Result<Loaded, JobError> {
     let conn = {
         let c = sh.conn.lock().unwrap_or_else(|p| p.into_inner());
-        c.try_clone()
-            .map_err(|e| JobError::Internal(e.to_string()))?
+        c.try_clone().map_err(JobError::internal)?
     };
     let shared = || sh.gate.read().unwrap_or_else(|p| p.into_inner());
     let Transformed {
@@ -299,7 +297,7 @@ fn transform(
             window_end: batch.to,
             staging: &staging,
         })
-        .map_err(|d| JobError::Template(d.to_string()))?;
+        .map_err(|d| JobError::Template(crate::error::cause(d)))?;
     let (rows_in, with_rows) = staged.staged().field_rows(field);
     let replace_empty = sh.opts.replace_empty || sh.pipeline.replace_empty;
     let scope = Scope::new(batch, &with_rows, replace_empty);

@@ -386,9 +386,10 @@ async fn run_groups(shared: &Arc<Shared>, planned: Vec<Planned>) -> Vec<JobOutco
     for (names, h) in handles {
         match h.await {
             Ok(o) => out.extend(o),
-            Err(e) => out.extend(names.iter().map(|n| {
-                JobOutcome::failed(n, JobError::Internal(format!("job task failed: {e}")))
-            })),
+            Err(e) => {
+                let e = JobError::internal_in("job task failed", e);
+                out.extend(names.iter().map(|n| JobOutcome::failed(n, e.clone())))
+            }
         }
     }
     out

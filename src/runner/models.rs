@@ -10,7 +10,7 @@ use chrono::Utc;
 use tracing::Instrument;
 
 use super::{hostname, JobOutcome, Mode, Outcomes, Planned, Shared};
-use crate::error::JobError;
+use crate::error::{JobError, Leased};
 use crate::models::plan;
 use crate::spec::Hour;
 use crate::state::{Holder, Lease, StateError};
@@ -156,15 +156,15 @@ async fn fail_model(
     outcomes: &mut Outcomes,
 ) {
     let (own, why) = match JobError::from(e) {
-        JobError::LeaseBusy(msg) => (
-            JobError::LeaseBusy(format!(
-                "model `{}` is being recomputed by another run: {msg}",
-                m.name
-            )),
-            JobError::LeaseBusy(format!(
-                "model `{}`, which reads this job, is being recomputed by another run: {msg}",
-                m.name
-            )),
+        JobError::LeaseBusy { cause, .. } => (
+            JobError::LeaseBusy {
+                leased: Leased::Model(m.name.clone()),
+                cause: cause.clone(),
+            },
+            JobError::LeaseBusy {
+                leased: Leased::Reader(m.name.clone()),
+                cause,
+            },
         ),
         other => (other.clone(), other),
     };
@@ -276,11 +276,10 @@ fn one(
             .unwrap_or_default();
         crate::models::ModelOutcome::not_run(
             &m.name,
-            JobError::Internal(format!(
-                "model `{}` panicked: {}",
-                m.name,
-                crate::secret::redact(&why)
-            )),
+            JobError::internal_in(
+                format!("model `{}` panicked", m.name),
+                crate::secret::redact(&why),
+            ),
         )
     })
 }
@@ -417,7 +416,7 @@ mod tests {
             queue.finish(
                 i,
                 &m.name,
-                ModelOutcome::not_run(&m.name, JobError::Internal("x".into())),
+                ModelOutcome::not_run(&m.name, JobError::internal("x")),
             );
         }
         assert_eq!(order, ["y", "x", "z"]);
@@ -446,7 +445,7 @@ mod tests {
                         log.lock()
                             .unwrap()
                             .push((m.name.clone(), started, t0.elapsed(), failed));
-                        let mut o = ModelOutcome::not_run(&m.name, JobError::Internal("x".into()));
+                        let mut o = ModelOutcome::not_run(&m.name, JobError::internal("x"));
                         if m.name != "a" {
                             o.error = None;
                         }

@@ -84,7 +84,7 @@ impl JobOutcome {
             redo_hours: plan.redo_hours,
             left_hours: plan.left_hours,
             error: None,
-            ..JobOutcome::failed(job, JobError::Internal(String::new()))
+            ..JobOutcome::failed(job, JobError::internal(""))
         }
     }
 
@@ -265,7 +265,10 @@ mod tests {
 
     #[test]
     fn statuses_and_states() {
-        let mut o = JobOutcome::failed("co", JobError::Source("influx `f` failed".into()));
+        let mut o = JobOutcome::failed(
+            "co",
+            JobError::Template(crate::error::cause("influx `f` failed")),
+        );
         assert_eq!(o.status(), Status::Failed);
         assert_eq!(
             o.state(),
@@ -298,12 +301,12 @@ mod tests {
 
     #[test]
     fn a_run_names_what_failed() {
-        let mut m = ModelOutcome::not_run("eaqi", JobError::Internal("boom".into()));
+        let mut m = ModelOutcome::not_run("eaqi", JobError::internal("boom"));
         let jobs = vec![JobOutcome {
             error: None,
             hours: 3,
             rows_out: 6,
-            ..JobOutcome::failed("co", JobError::Internal(String::new()))
+            ..JobOutcome::failed("co", JobError::internal(""))
         }];
         let run = Outcomes {
             jobs: jobs.clone(),

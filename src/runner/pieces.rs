@@ -92,7 +92,7 @@ pub(super) async fn setup(
     // A models-only run reads the sinks, never the source (its raw data may have expired).
     if opts.models.is_empty() {
         if let Err(e) = source.connect(secrets.as_ref()).await {
-            return Err((state, JobError::Source(e.to_string())));
+            return Err((state, e.into()));
         }
     }
     // From here on the database runs templates: it may reach only the sink
