@@ -248,7 +248,7 @@ fn model_plan(
         m.table,
         p.sinks.join(", ")
     );
-    let ranges = crate::models::step::affected(m, hours);
+    let ranges = crate::models::plan::affected(m, hours);
     let Some(first) = ranges.first() else {
         out.push_str("  nothing to recompute\n");
         return Ok(out);

@@ -131,7 +131,7 @@ async fn report(
             if pending.is_empty() {
                 println!("    pending: none");
             } else {
-                let keys: Vec<String> = crate::models::step::affected(m, &pending)
+                let keys: Vec<String> = crate::models::plan::affected(m, &pending)
                     .iter()
                     .map(ToString::to_string)
                     .collect();

@@ -1,13 +1,13 @@
-//! Which models a run touches and the hours each has pending once the run
-//! has marked its own: pure (no state, no clock), shared by `run` and
-//! `dry-run`. As in SQLMesh's scheduler, the models own their intervals:
-//! the hours a run's jobs load (or a `backfill --model` range) and the
-//! hours of the keys an upstream model recomputes become a model's pending
-//! hours; the keys those touch ([`super::step::affected`]) are what it
-//! recomputes, which `status` shows too.
+//! Which models a run touches, the hours each has pending once the run
+//! has marked its own, and the keys those touch ([`affected`]): pure (no
+//! state, no clock), shared by `run`, `dry-run` and `status`. As in
+//! SQLMesh's scheduler, the models own their intervals: the hours a run's
+//! jobs load (or a `backfill --model` range) and the hours of the keys an
+//! upstream model recomputes become a model's pending hours; the keys
+//! those touch are what it recomputes.
 
-use super::step::spans;
 use crate::spec::Model;
+use crate::time::keys::{self, KeyRange};
 use crate::time::{Hour, Ranges};
 
 /// A model a run touches.
@@ -79,6 +79,34 @@ pub fn marked(
         out.push(hours);
     }
     out
+}
+
+/// The hours the keys `pending` touches in `m` cover: what a model reading
+/// `m`'s rows must count as changed.
+pub fn spans(m: &Model, pending: &Ranges<Hour>) -> Ranges<Hour> {
+    affected(m, pending)
+        .iter()
+        .map(|r| {
+            let (a, b) = keys::key_hours(m.zone, *r);
+            (keys::hour_of(a), keys::hour_of(b))
+        })
+        .collect()
+}
+
+/// The output keys of `m` that `pending` hours touch, merged.
+pub fn affected(m: &Model, pending: &Ranges<Hour>) -> Vec<KeyRange> {
+    let keys: Ranges<i64> = pending
+        .iter()
+        .map(|(a, b)| keys::affected(m.grain, m.zone, m.lookback_hours, a, b))
+        .map(|r| (r.from, r.to))
+        .collect();
+    keys.iter()
+        .map(|(from, to)| KeyRange {
+            grain: m.grain,
+            from,
+            to,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -170,5 +198,52 @@ mod tests {
         // 27 March in Madrid (UTC+1): 23:00 UTC the day before to 23:00.
         want.add(h("2026-03-26T23:00:00Z"), h("2026-03-27T23:00:00Z"));
         assert_eq!(got[1], want);
+    }
+
+    fn zoned(grain: Grain, lookback: u32, zone: &str) -> Model {
+        Model {
+            lookback_hours: lookback,
+            zone: Zone::parse(zone).unwrap(),
+            ..model("m", grain, &["co"], &[])
+        }
+    }
+
+    /// Disjoint pending hours give one key range each, merged when their
+    /// keys touch; a model reading a day model sees the whole days
+    /// recomputed as its changed hours.
+    #[test]
+    fn pending_hours_to_keys_and_downstream_hours() {
+        let day = zoned(Grain::Day, 7, "Europe/Madrid");
+        let pending: Ranges<Hour> = [
+            (h("2026-03-27T09:00:00Z"), h("2026-03-27T10:00:00Z")),
+            (h("2026-03-27T12:00:00Z"), h("2026-03-27T13:00:00Z")),
+            (h("2026-05-01T00:00:00Z"), h("2026-05-01T01:00:00Z")),
+        ]
+        .into_iter()
+        .collect();
+        let keys: Vec<String> = affected(&day, &pending)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "day [2026-03-27, 2026-03-28)",
+                "day [2026-05-01, 2026-05-02)"
+            ]
+        );
+        assert_eq!(
+            spans(&day, &pending).iter().collect::<Vec<_>>(),
+            vec![
+                (h("2026-03-26T23:00:00Z"), h("2026-03-27T23:00:00Z")),
+                (h("2026-04-30T22:00:00Z"), h("2026-05-01T22:00:00Z")),
+            ]
+        );
+        let year = zoned(Grain::Year, 0, "Europe/Madrid");
+        let keys: Vec<String> = affected(&year, &spans(&day, &pending))
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(keys, ["year [2026, 2027)"]);
     }
 }

@@ -76,34 +76,6 @@ impl ModelOutcome {
     }
 }
 
-/// The hours the keys `pending` touches in `m` cover: what a model reading
-/// `m`'s rows must count as changed.
-pub fn spans(m: &Model, pending: &Ranges<Hour>) -> Ranges<Hour> {
-    affected(m, pending)
-        .iter()
-        .map(|r| {
-            let (a, b) = keys::key_hours(m.zone, *r);
-            (keys::hour_of(a), keys::hour_of(b))
-        })
-        .collect()
-}
-
-/// The output keys of `m` that `pending` hours touch, merged.
-pub fn affected(m: &Model, pending: &Ranges<Hour>) -> Vec<KeyRange> {
-    let keys: Ranges<i64> = pending
-        .iter()
-        .map(|(a, b)| keys::affected(m.grain, m.zone, m.lookback_hours, a, b))
-        .map(|r| (r.from, r.to))
-        .collect();
-    keys.iter()
-        .map(|(from, to)| KeyRange {
-            grain: m.grain,
-            from,
-            to,
-        })
-        .collect()
-}
-
 /// Recomputes every key the model's pending hours touch, in every sink;
 /// then clears them, moves its checkpoint and records the run. A failure
 /// leaves the pending hours for the next run.
@@ -173,7 +145,7 @@ async fn recompute_pending(
     if pending.is_empty() {
         return Ok(());
     }
-    out.ranges = affected(m, &pending);
+    out.ranges = super::plan::affected(m, &pending);
     let mut loaded: Option<i64> = None;
     for r in out.ranges.clone() {
         let (from, to) = keys::inputs(m.zone, m.lookback_hours, r);
@@ -315,71 +287,5 @@ fn stage_err(e: stage::StageError) -> JobError {
     match e {
         stage::StageError::Input { .. } => JobError::internal(e),
         _ => JobError::Template(crate::error::cause(e)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::time::{Grain, Zone};
-
-    fn model(grain: Grain, lookback: u32, zone: &str) -> Model {
-        Model {
-            name: "m".into(),
-            template: "m.sql".into(),
-            grain,
-            lookback_hours: lookback,
-            zone: Zone::parse(zone).unwrap(),
-            table: "m".into(),
-            jobs: vec!["co".into()],
-            tags: vec!["station".into()],
-            hourly_tables: vec!["pollutant_hourly".into()],
-            depends_on: vec![],
-            params: Default::default(),
-            events: None,
-        }
-    }
-
-    fn h(s: &str) -> Hour {
-        Hour::parse(s).unwrap()
-    }
-
-    /// Disjoint pending hours give one key range each, merged when their
-    /// keys touch; a model reading a day model sees the whole days
-    /// recomputed as its changed hours.
-    #[test]
-    fn pending_hours_to_keys_and_downstream_hours() {
-        let day = model(Grain::Day, 7, "Europe/Madrid");
-        let pending: Ranges<Hour> = [
-            (h("2026-03-27T09:00:00Z"), h("2026-03-27T10:00:00Z")),
-            (h("2026-03-27T12:00:00Z"), h("2026-03-27T13:00:00Z")),
-            (h("2026-05-01T00:00:00Z"), h("2026-05-01T01:00:00Z")),
-        ]
-        .into_iter()
-        .collect();
-        let keys: Vec<String> = affected(&day, &pending)
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        assert_eq!(
-            keys,
-            [
-                "day [2026-03-27, 2026-03-28)",
-                "day [2026-05-01, 2026-05-02)"
-            ]
-        );
-        assert_eq!(
-            spans(&day, &pending).iter().collect::<Vec<_>>(),
-            vec![
-                (h("2026-03-26T23:00:00Z"), h("2026-03-27T23:00:00Z")),
-                (h("2026-04-30T22:00:00Z"), h("2026-05-01T22:00:00Z")),
-            ]
-        );
-        let year = model(Grain::Year, 0, "Europe/Madrid");
-        let keys: Vec<String> = affected(&year, &spans(&day, &pending))
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        assert_eq!(keys, ["year [2026, 2027)"]);
     }
 }
