@@ -124,8 +124,14 @@ pub fn last_complete(now: DateTime<Utc>, delay: Duration) -> Hour {
 
 /// The newest hour a plan may hold: the last complete one, and before `end`.
 fn last_planned(now: DateTime<Utc>, settings: &Settings) -> Hour {
-    let last = last_complete(now, settings.delay);
-    match settings.end {
+    last_due(now, settings.delay, settings.end)
+}
+
+/// The newest hour due at `now`: the last complete one, and before `end`
+/// (a pipeline with `end:` is finished once it holds `end - 1h`).
+pub fn last_due(now: DateTime<Utc>, delay: Duration, end: Option<Hour>) -> Hour {
+    let last = last_complete(now, delay);
+    match end {
         Some(end) => last.min(end.plus(-1)),
         None => last,
     }

@@ -62,6 +62,18 @@ fn ranges(hours: &[Hour]) -> String {
     Ranges::of_points(hours.iter().copied()).runs().to_string()
 }
 
+/// How far a job is from the newest hour due (`due`): `Nh behind`, or,
+/// for a pipeline with `end:` that holds its last hour, that it is done.
+fn lag(cp: Option<Hour>, due: Hour, end: Option<Hour>) -> String {
+    match (cp, end) {
+        (None, _) => "never loaded".into(),
+        (Some(c), Some(end)) if c >= end.plus(-1) => {
+            format!("complete: the pipeline ends at {end} (`end:`)")
+        }
+        (Some(c), _) => format!("{}h behind", c.hours_until(due).max(0)),
+    }
+}
+
 pub fn status(config: &Config, a: &StatusArgs) -> Result<i32, Error> {
     let now = super::now(&a.now)?;
     super::run::runtime()?.block_on(report(config, a, now))
@@ -78,6 +90,7 @@ async fn report(
     };
     for p in pipelines {
         let last = last_complete(now, p.delay);
+        let due = crate::plan::last_due(now, p.delay, p.end);
         println!(
             "pipeline `{}` (state {}; last complete hour {last})",
             p.name,
@@ -94,10 +107,7 @@ async fn report(
             let cp = state.checkpoint(&p.name, &job.name).await?;
             let ledger = state.ledger(&p.name, &job.name).await?;
             let g = gaps(p, &ledger, cp);
-            let lag = match cp {
-                Some(c) => format!("{}h behind", c.hours_until(last).max(0)),
-                None => "never loaded".into(),
-            };
+            let lag = lag(cp, due, p.end);
             let cp_text = cp.map(|c| c.to_string()).unwrap_or_else(|| "none".into());
             println!("  {}: checkpoint {cp_text}, {lag}", job.name);
             if g.is_empty() {

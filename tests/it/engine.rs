@@ -415,6 +415,18 @@ fn demo_runs_with_no_service_and_a_second_run_loads_nothing_new() {
         r,
         vec![vec!["18".to_owned(), "18".to_owned(), "24".to_owned()]]
     );
+    // Finished, whatever the date: not "N h behind" (it read "389h behind"
+    // two weeks after the sample).
+    let st = ws
+        .run(&["status", "demo", "--now", "2031-05-05T00:10:00Z"])
+        .ok();
+    assert!(
+        st.stdout.contains(
+            "  co: checkpoint 2026-11-20T23:00:00Z, complete: the pipeline ends at 2026-11-21T00:00:00Z (`end:`)\n"
+        ),
+        "{st:?}"
+    );
+    assert!(!st.stdout.contains("behind"), "{st:?}");
 }
 
 #[test]
