@@ -342,7 +342,8 @@ pub fn rows_per_hour(
 }
 
 /// The stations (values of `tags`, joined by `/`) with an hour under 75 %
-/// coverage in the job's result; `None` when the result has no `coverage`
+/// coverage in the job's result, an hour of the batch they have no row in
+/// (sent nothing) counting as 0 %; `None` when the result has no `coverage`
 /// column or lacks a tag (a template of one's own).
 pub fn low_coverage(
     conn: &Connection,
@@ -360,8 +361,14 @@ pub fn low_coverage(
         .iter()
         .map(|t| format!("coalesce({}::VARCHAR, '')", quote_ident(t)))
         .collect();
+    // A station also counts for an hour of the batch it sent nothing in
+    // (0 of 60 minutes) while others sent readings: it has no row there.
     let mut stmt = conn.prepare(&format!(
-        "SELECT DISTINCT concat_ws('/', {}) AS s FROM {} WHERE coverage < 0.75 ORDER BY s",
+        "WITH r AS (SELECT concat_ws('/', {}) AS s, hour_start, coverage FROM {}), \
+              hours AS (SELECT count(DISTINCT hour_start) AS n FROM r) \
+         SELECT s FROM r GROUP BY s \
+         HAVING bool_or(coverage < 0.75) OR count(DISTINCT hour_start) < (SELECT n FROM hours) \
+         ORDER BY s",
         station.join(", "),
         result_table(job)
     ))?;
