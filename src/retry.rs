@@ -16,6 +16,11 @@ pub enum Failure {
     /// Refused for rate (429, BigQuery's `rateLimitExceeded`): the request
     /// was not applied; `retry_after` when the server said when.
     Throttled { retry_after: Option<Duration> },
+    /// Another writer's transaction on the same table won (BigQuery's
+    /// "concurrent update", DuckDB's write-write conflict): nothing was
+    /// applied; the whole statement may be sent again, after a jittered
+    /// wait so that the writers part.
+    Conflict,
     /// Another attempt would get the same answer (400, 401, 403, 404, ...).
     Permanent,
 }
@@ -67,13 +72,28 @@ impl Policy {
             Failure::Permanent => return None,
             Failure::Transient { retry_after } => (retry_after, self.budget),
             Failure::Throttled { retry_after } => (retry_after, self.throttle_budget),
+            Failure::Conflict => (None, self.budget),
         };
         if self.retries.is_some_and(|max| attempt >= max) {
             return None;
         }
-        let wait = retry_after.unwrap_or_else(|| self.backoff(attempt));
+        let mut wait = retry_after.unwrap_or_else(|| self.backoff(attempt));
+        if failure == Failure::Conflict {
+            wait = jitter(wait);
+        }
         (elapsed.saturating_add(wait) <= budget).then_some(wait)
     }
+}
+
+/// How a write that lost to a concurrent writer on the same table is sent
+/// again: at most 8 retries, after waits from 0.5 s doubling up to 8 s,
+/// each jittered (about 40 s in all, never 60).
+pub const CONFLICT: Policy = Policy::counted(8, Duration::from_millis(500), Duration::from_secs(8));
+
+/// `wait` spread at random over [wait/2, 3 wait/2) ("equal jitter"), so
+/// that writers that conflicted once do not meet again on every retry.
+fn jitter(wait: Duration) -> Duration {
+    wait.mul_f64(0.5 + fastrand::f64())
 }
 
 impl Policy {
@@ -157,5 +177,26 @@ mod tests {
         let c = Policy::counted(2, Duration::from_millis(500), S(16));
         assert_eq!(c.wait(transient, 1, S(100_000)), Some(S(1)));
         assert_eq!(c.wait(transient, 2, S(0)), None);
+    }
+
+    #[test]
+    fn conflicts_are_retried_jittered_and_bounded() {
+        let mut waits = Vec::new();
+        for attempt in 0..8 {
+            let w = CONFLICT.wait(Failure::Conflict, attempt, S(0)).unwrap();
+            let plain = CONFLICT.backoff(attempt);
+            assert!(w >= plain / 2 && w < plain * 3 / 2, "{attempt}: {w:?}");
+            waits.push(w);
+        }
+        assert_eq!(CONFLICT.wait(Failure::Conflict, 8, S(0)), None);
+        assert!(waits.iter().sum::<Duration>() < S(60), "{waits:?}");
+        // Two writers that conflicted do not wait the same (almost surely).
+        let a: Vec<_> = (0..8)
+            .map(|i| CONFLICT.wait(Failure::Conflict, i, S(0)))
+            .collect();
+        let b: Vec<_> = (0..8)
+            .map(|i| CONFLICT.wait(Failure::Conflict, i, S(0)))
+            .collect();
+        assert_ne!(a, b);
     }
 }

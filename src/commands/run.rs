@@ -174,6 +174,9 @@ fn print_report(config: &Config, p: &Pipeline, verb: &str, outcomes: &Outcomes) 
             checkpoint_text(o.checkpoint)
         ));
     }
+    if let Some(c) = outcomes.conflicts_text() {
+        out.push_str(&format!("  {c}\n"));
+    }
     let tables: std::collections::BTreeSet<&str> =
         p.jobs.iter().map(|j| j.table.as_str()).collect();
     let mut tables: Vec<&str> = tables.into_iter().collect();

@@ -301,6 +301,10 @@ async fn run_jobs(
     });
     out.models
         .extend(models::recompute(&shared, model_leases, kind).await);
+    out.conflicts = (shared.sinks.iter())
+        .map(|s| (s.name().to_owned(), s.conflicts()))
+        .filter(|(_, n)| *n > 0)
+        .collect();
     out
 }
 

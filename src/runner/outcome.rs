@@ -203,6 +203,9 @@ pub fn checkpoint_text(c: Option<Hour>) -> String {
 pub struct Outcomes {
     pub jobs: Vec<JobOutcome>,
     pub models: Vec<ModelOutcome>,
+    /// Per sink that had any: writes that lost to a concurrent writer on
+    /// the same table (another job, another worker) and were sent again.
+    pub conflicts: Vec<(String, u64)>,
 }
 
 impl Outcomes {
@@ -243,7 +246,10 @@ impl Outcomes {
             + self.models.iter().map(|o| o.input_hours).sum::<i64>();
         let rows: u64 = self.jobs.iter().map(|o| o.rows_out).sum::<u64>()
             + self.models.iter().map(|o| o.rows).sum::<u64>();
-        let m = format!("{} jobs, {hours} hours, {rows} rows", self.total());
+        let mut m = format!("{} jobs, {hours} hours, {rows} rows", self.total());
+        if let Some(c) = self.conflicts_text() {
+            m.push_str(&format!("; {c}"));
+        }
         if self.jobs.iter().any(|o| o.stopped) {
             (
                 StateType::Cancelled,
@@ -252,6 +258,23 @@ impl Outcomes {
         } else {
             (StateType::Completed, m)
         }
+    }
+
+    /// `writes sent again after conflicts with concurrent writers: 2 to
+    /// sink `bq``, when there were any.
+    pub fn conflicts_text(&self) -> Option<String> {
+        if self.conflicts.is_empty() {
+            return None;
+        }
+        let per: Vec<String> = self
+            .conflicts
+            .iter()
+            .map(|(sink, n)| format!("{n} to sink `{sink}`"))
+            .collect();
+        Some(format!(
+            "writes sent again after conflicts with concurrent writers: {}",
+            per.join(", ")
+        ))
     }
 }
 
@@ -311,6 +334,7 @@ mod tests {
         let run = Outcomes {
             jobs: jobs.clone(),
             models: vec![m.clone()],
+            conflicts: vec![],
         };
         assert_eq!(m.keys(), "nothing recomputed");
         assert_eq!(
@@ -322,13 +346,19 @@ mod tests {
         );
         m.error = None;
         assert_eq!(m.keys(), "nothing pending");
-        let run = Outcomes {
+        let mut run = Outcomes {
             jobs,
             models: vec![m],
+            conflicts: vec![],
         };
         assert_eq!(
             run.state(),
             (StateType::Completed, "2 jobs, 3 hours, 6 rows".to_owned())
+        );
+        run.conflicts = vec![("bq".into(), 2), ("wh".into(), 1)];
+        assert_eq!(
+            run.state().1,
+            "2 jobs, 3 hours, 6 rows; writes sent again after conflicts with concurrent writers: 2 to sink `bq`, 1 to sink `wh`"
         );
     }
 }

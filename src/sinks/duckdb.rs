@@ -4,7 +4,10 @@
 //! `DELETE` the batch's (job, hours), `INSERT` the batch's rows, `COMMIT`.
 //! The target table is created from the result's schema when missing.
 //! Loads into one sink are serialized (jobs run concurrently, and DuckDB
-//! would abort one of two transactions touching the same table).
+//! would abort one of two transactions touching the same table). A write
+//! that still loses to another writer (another connection, MotherDuck's
+//! other clients) is rolled back and sent again, jittered and bounded
+//! ([`crate::retry::CONFLICT`]), and counted.
 //!
 //! A local file is reopened (`DETACH`, which checkpoints it, then `ATTACH`)
 //! after every [`REOPEN_ROWS`] rows loaded, so that a long backfill holds no
@@ -15,13 +18,16 @@
 //! name, and the `ATTACH` then failed.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use ::duckdb::Connection;
 
 use super::SinkError;
 use crate::duck::result_table;
 use crate::plan::Scope;
+use crate::retry::{Failure, CONFLICT};
 use crate::secret::{resolve, SecretSource};
 use crate::template::{quote_ident, quote_literal};
 
@@ -69,6 +75,8 @@ pub struct DuckSink {
     /// Rows loaded since the file was last (re)opened. The lock also
     /// serializes loads.
     loaded: Mutex<u64>,
+    /// Writes that lost to a concurrent writer and were sent again, this run.
+    conflicts: AtomicU64,
 }
 
 impl DuckSink {
@@ -89,6 +97,7 @@ impl DuckSink {
             reattach: None,
             local_dir: None,
             loaded: Mutex::new(0),
+            conflicts: AtomicU64::new(0),
         }
     }
 
@@ -373,29 +382,37 @@ impl DuckSink {
         };
         let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
         let target = self.target(table);
-        conn.execute_batch(&format!(
-            "CREATE TABLE IF NOT EXISTS {target} AS SELECT * FROM {result} LIMIT 0;
-             BEGIN TRANSACTION;
-             DELETE FROM {target} WHERE {what};"
-        ))
-        .and_then(|_| {
-            conn.execute(
-                &format!(
-                    "INSERT INTO {target} BY NAME SELECT * FROM {result}{}",
-                    key.map(|k| format!(" ORDER BY {k}")).unwrap_or_default()
-                ),
-                [],
-            )
-        })
-        .and_then(|n| conn.execute_batch("COMMIT").map(|_| n))
-        .map(|n| {
-            *loaded += n as u64;
-            n as u64
-        })
-        .map_err(|e| {
+        let mut attempt = 0;
+        loop {
+            let e = match replace_once(conn, &target, result, what, key) {
+                Ok(n) => {
+                    *loaded += n;
+                    return Ok(n);
+                }
+                Err(e) => e.to_string(),
+            };
             let _ = conn.execute_batch("ROLLBACK");
-            err(missing_column(&e.to_string(), table).unwrap_or_else(|| e.to_string()))
-        })
+            let wait = is_conflict(&e)
+                .then(|| CONFLICT.wait(Failure::Conflict, attempt, Duration::ZERO))
+                .flatten();
+            let Some(wait) = wait else {
+                let retried = match attempt {
+                    0 => String::new(),
+                    n => format!(" (after {n} retries of write conflicts)"),
+                };
+                let e = missing_column(&e, table).unwrap_or(e);
+                return Err(err(format!("{e}{retried}")));
+            };
+            self.conflicts.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(sink = %self.name, table, ?wait, "write lost to a concurrent writer; sending it again");
+            attempt += 1;
+            std::thread::sleep(wait);
+        }
+    }
+
+    /// Writes that lost to a concurrent writer and were sent again, so far.
+    pub fn conflicts(&self) -> u64 {
+        self.conflicts.load(Ordering::Relaxed)
     }
 
     /// Reopens a local file once more than [`REOPEN_ROWS`] rows were
@@ -419,6 +436,43 @@ impl DuckSink {
         *loaded = 0;
         Ok(())
     }
+}
+
+/// The rows of `target` matching `what` become those of `result`, in one
+/// transaction (left open on failure: the caller rolls back).
+fn replace_once(
+    conn: &Connection,
+    target: &str,
+    result: &str,
+    what: &str,
+    key: Option<&str>,
+) -> duckdb::Result<u64> {
+    conn.execute_batch(&format!(
+        "CREATE TABLE IF NOT EXISTS {target} AS SELECT * FROM {result} LIMIT 0;
+         BEGIN TRANSACTION;
+         DELETE FROM {target} WHERE {what};"
+    ))?;
+    let n = conn.execute(
+        &format!(
+            "INSERT INTO {target} BY NAME SELECT * FROM {result}{}",
+            key.map(|k| format!(" ORDER BY {k}")).unwrap_or_default()
+        ),
+        [],
+    )?;
+    conn.execute_batch("COMMIT")?;
+    Ok(n as u64)
+}
+
+/// Whether a write lost to another transaction on the same rows or table
+/// (DuckDB's optimistic concurrency, MotherDuck's writers): nothing of it
+/// was applied, and the same write may be sent again.
+fn is_conflict(message: &str) -> bool {
+    const SAID: [&str; 3] = [
+        "Conflict on tuple deletion",
+        "Conflict on update",
+        "write-write conflict",
+    ];
+    SAID.iter().any(|s| message.contains(s))
 }
 
 /// DuckDB's binder error for a result column the table lacks (`Table "t"
@@ -544,6 +598,65 @@ mod tests {
             24_200
         );
         assert_eq!(*sink.loaded.lock().unwrap(), 400);
+    }
+
+    /// A load whose DELETE meets another connection's uncommitted delete
+    /// of the same rows (DuckDB: "Conflict on tuple deletion!") is rolled
+    /// back and sent again once the other commits: its rows are all there,
+    /// once, and the conflict is counted. A load that fails otherwise is
+    /// not retried.
+    #[test]
+    fn a_write_that_loses_to_another_writer_is_sent_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::duck::open().unwrap();
+        let mut sink = DuckSink::new(
+            "wh",
+            "wh.duckdb".into(),
+            None,
+            "main".into(),
+            dir.path().to_owned(),
+        );
+        sink.prepare(&conn, &EnvSecrets, &dir.path().join("home"))
+            .unwrap();
+        result(&conn, "2026-01-01T00:00:00Z", 10);
+        sink.load(&conn, "co", "hourly", &batch("2026-01-01T00:00:00Z", 10))
+            .unwrap();
+        assert_eq!(sink.conflicts(), 0);
+        let t = "sink_wh.main.hourly";
+        let other = conn.try_clone().unwrap();
+        other
+            .execute_batch(&format!(
+                "BEGIN; DELETE FROM {t} WHERE station = 's1'; INSERT INTO {t} SELECT * FROM {t} WHERE station = 's2' LIMIT 0;"
+            ))
+            .unwrap();
+        let commit = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(700));
+            other.execute_batch("COMMIT").unwrap();
+        });
+        result(&conn, "2026-01-01T00:00:00Z", 10);
+        let n = sink
+            .load(&conn, "co", "hourly", &batch("2026-01-01T00:00:00Z", 10))
+            .unwrap();
+        commit.join().unwrap();
+        assert_eq!(n, 200);
+        assert!(sink.conflicts() >= 1, "{}", sink.conflicts());
+        assert_eq!(count(&conn, &format!("SELECT count(*) FROM {t}")), 200);
+        assert_eq!(
+            count(
+                &conn,
+                &format!("SELECT count(DISTINCT (station, hour_start)) FROM {t}")
+            ),
+            200
+        );
+        // Not a conflict: said at once, not retried.
+        let before = sink.conflicts();
+        conn.execute_batch("CREATE OR REPLACE TABLE result_co AS SELECT 1 AS nope")
+            .unwrap();
+        let e = sink
+            .load(&conn, "co", "hourly", &batch("2026-01-01T00:00:00Z", 10))
+            .unwrap_err();
+        assert!(e.to_string().contains("no column `nope`"), "{e}");
+        assert_eq!(sink.conflicts(), before);
     }
 
     #[test]

@@ -39,7 +39,7 @@ pub enum SinkError {
 
 /// A configured sink.
 pub enum Sink {
-    Duck(duckdb::DuckSink),
+    Duck(Box<duckdb::DuckSink>),
     BigQuery(Box<bigquery::BigQuerySink>),
 }
 
@@ -58,13 +58,13 @@ impl Sink {
                 path,
                 token,
                 schema,
-            } => Sink::Duck(duckdb::DuckSink::new(
+            } => Sink::Duck(Box::new(duckdb::DuckSink::new(
                 name,
                 path.clone(),
                 token.clone(),
                 schema.clone(),
                 dir.to_path_buf(),
-            )),
+            ))),
             SinkConfig::Bigquery {
                 project,
                 dataset,
@@ -89,6 +89,14 @@ impl Sink {
         match self {
             Sink::Duck(s) => s.name(),
             Sink::BigQuery(s) => s.name(),
+        }
+    }
+
+    /// Writes that lost to a concurrent writer and were sent again, so far.
+    pub fn conflicts(&self) -> u64 {
+        match self {
+            Sink::Duck(s) => s.conflicts(),
+            Sink::BigQuery(s) => s.conflicts(),
         }
     }
 

@@ -315,6 +315,96 @@ fn every_bigquery_request_keeps_the_documented_limits() {
     assert_eq!(bq_summary(ds), duck_summary(&ws));
 }
 
+/// BigQuery's documented answer to DML that met another writer's
+/// transaction on the table (its "DML statement conflicts" docs): 400
+/// `invalidQuery`, nothing applied.
+fn concurrent_update(message: &str) -> Act {
+    let body = serde_json::json!({"error": {"code": 400, "message": message, "errors": [{"message": message, "domain": "global", "reason": "invalidQuery"}], "status": "INVALID_ARGUMENT"}});
+    Act::Answer(400, body.to_string())
+}
+
+/// MERGEs answered with BigQuery's two concurrent-update messages (co's
+/// first two, no2's first) are sent again, each time with a new requestId
+/// (BigQuery would answer a repeated one with the failed job), and the run
+/// completes exact, saying how many writes were sent again. On main
+/// before this, the run failed with the first conflict.
+#[test]
+fn merges_that_meet_a_concurrent_update_are_sent_again() {
+    let db = "g_conflict";
+    let ds = "g_conflict";
+    crate::engine::seed(db);
+    let refused = std::sync::Arc::new(std::sync::Mutex::new((0, 0)));
+    let r = refused.clone();
+    let table = format!("{PROJECT}:{ds}.pollutant_hourly");
+    let rec = Recorder::start(
+        &emulator_root(),
+        Box::new(move |s: &Seen| {
+            let q = s.json()["query"].as_str().unwrap_or("").to_owned();
+            if !q.starts_with("MERGE") {
+                return Act::Forward;
+            }
+            let mut n = r.lock().unwrap();
+            if q.contains("T.`pollutant` = 'co'") && n.0 < 2 {
+                n.0 += 1;
+                return concurrent_update(&format!(
+                    "Could not serialize access to table {table} due to concurrent update"
+                ));
+            }
+            if q.contains("T.`pollutant` = 'no2'") && n.1 < 1 {
+                n.1 += 1;
+                return concurrent_update(&format!(
+                    "Transaction is aborted due to concurrent update against table {table}. Transaction ID: 66b4a1e2-0000-2a1d-8e7c-3c286d4b2a6e"
+                ));
+            }
+            Act::Forward
+        }),
+    );
+    let ws = Ws::new(&spec(db, ds, "{type: local, path: state}", ""));
+    let bq_url = format!("{}/bigquery/v2", rec.url);
+    let out = run(
+        &ws,
+        &["run", "hourly", "--now", NOW],
+        &[("TEST_BQ_URL", &bq_url)],
+    )
+    .ok();
+    assert_eq!(*refused.lock().unwrap(), (2, 1));
+
+    // Each job's two batches land once; every refused MERGE (ours, or a
+    // real conflict between the two jobs in the emulator) was sent again,
+    // the same statement under a new requestId, and is counted.
+    let seen = rec.seen();
+    let mut resent = 0;
+    for job in ["co", "no2"] {
+        let m = merges(&seen, job);
+        let statuses: Vec<u16> = m.iter().map(|s| s.status).collect();
+        assert_eq!(
+            statuses.iter().filter(|s| **s == 200).count(),
+            2,
+            "{job}: {statuses:?}"
+        );
+        assert!(
+            statuses.iter().all(|s| [200, 400].contains(s)),
+            "{job}: {statuses:?}"
+        );
+        for (i, s) in m.iter().enumerate().filter(|(_, s)| s.status == 400) {
+            let next = &m[i + 1];
+            assert_eq!(next.json()["query"], s.json()["query"], "{job}");
+            assert_ne!(next.json()["requestId"], s.json()["requestId"], "{job}");
+            assert!(uuid_like(next.json()["requestId"].as_str().unwrap()));
+            resent += 1;
+        }
+    }
+    assert!(resent >= 3, "{resent}");
+    assert!(
+        out.stdout.contains(&format!(
+            "writes sent again after conflicts with concurrent writers: {resent} to sink `bq`"
+        )),
+        "{out:?}"
+    );
+    assert_eq!(bq_summary(ds), duck_summary(&ws));
+    assert_eq!(bq_summary(ds).len(), 2);
+}
+
 pub(crate) fn uuid_like(s: &str) -> bool {
     let parts: Vec<&str> = s.split('-').collect();
     parts.iter().map(|p| p.len()).collect::<Vec<_>>() == [8, 4, 4, 4, 12]

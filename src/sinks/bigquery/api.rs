@@ -52,6 +52,21 @@ fn classify(status: u16, reason: &str, retry_after: Option<Duration>) -> Failure
     }
 }
 
+/// Whether a failed query lost to another writer's transaction on the same
+/// table, as BigQuery says it for DML ("Could not serialize access to table
+/// ... due to concurrent update", "Transaction is aborted due to concurrent
+/// update against table ...", 400 `invalidQuery`, per its documentation on
+/// DML concurrency) and as the emulator does ("Failed to commit DuckLake
+/// transaction"). Nothing of the statement was applied.
+pub fn is_conflict(e: &ApiError) -> bool {
+    const SAID: [&str; 3] = [
+        "due to concurrent update",
+        "Could not serialize access to table",
+        "Failed to commit DuckLake transaction",
+    ];
+    e.status == 400 && SAID.iter().any(|s| e.message.contains(s))
+}
+
 /// Every call: retried within [`RETRY_BUDGET`], throttled or not, waits up to 8 s.
 const POLICY: Policy = Policy::timed(RETRY_BUDGET, Duration::from_secs(8));
 
@@ -439,6 +454,21 @@ mod tests {
     #[test]
     fn errors_read_bigquery_error_bodies() {
         let body = json!({"error": {"code": 403, "message": "Exceeded rate limits: too many table update operations", "errors": [{"reason": "rateLimitExceeded", "message": "x", "domain": "usageLimits"}], "status": "PERMISSION_DENIED"}});
+        let conflict = |m: &str| ApiError {
+            status: 400,
+            reason: "invalidQuery".into(),
+            message: m.into(),
+        };
+        assert!(is_conflict(&conflict(
+            "Could not serialize access to table p:d.t due to concurrent update"
+        )));
+        assert!(is_conflict(&conflict("Transaction is aborted due to concurrent update against table p:d.t. Transaction ID: 66b4")));
+        assert!(is_conflict(&conflict(
+            "Failed to commit: Failed to commit DuckLake transaction: conflict"
+        )));
+        assert!(!is_conflict(&conflict(
+            "Syntax error: Unexpected end of script"
+        )));
         let e = error_of(403, &body);
         assert_eq!(
             e.to_string(),

@@ -8,7 +8,9 @@
 //! 2. the staging row count is checked;
 //! 3. one `MERGE … ON FALSE` inserts every staged row and deletes the target's
 //!    rows of the job in the batch's hours (`WHEN NOT MATCHED BY SOURCE AND …`),
-//!    atomically, sent with a `requestId`;
+//!    atomically, sent with a `requestId`; one that loses to a concurrent
+//!    writer on the table (BigQuery's "concurrent update") is sent again,
+//!    jittered and bounded ([`crate::retry::CONFLICT`]), with a new one;
 //! 4. the staging table is dropped.
 //!
 //! The target table is created on first use from the result's schema,
@@ -26,6 +28,7 @@ use rows::{insert_errors, insert_requests, same_type};
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use ::duckdb::Connection;
 use serde_json::{json, Value};
@@ -34,6 +37,7 @@ use self::api::Api;
 use self::auth::{Credentials, Tokens};
 use super::SinkError;
 use crate::plan::{Batch, Scope};
+use crate::retry::{Failure, CONFLICT};
 use crate::secret::{resolve, SecretSource};
 use crate::spec::Hour;
 
@@ -81,6 +85,8 @@ pub struct BigQuerySink {
     api: Option<Api>,
     /// Target tables known to exist, with their column types.
     tables: tokio::sync::Mutex<HashMap<String, HashMap<String, String>>>,
+    /// MERGEs that lost to a concurrent writer and were sent again, this run.
+    conflicts: std::sync::atomic::AtomicU64,
 }
 
 fn hour_literal(h: Hour) -> String {
@@ -117,11 +123,17 @@ impl BigQuerySink {
             dir,
             api: None,
             tables: tokio::sync::Mutex::new(HashMap::new()),
+            conflicts: Default::default(),
         }
     }
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Writes that lost to a concurrent writer and were sent again, so far.
+    pub fn conflicts(&self) -> u64 {
+        self.conflicts.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub(super) fn setup_err(&self, message: impl Into<String>) -> SinkError {
@@ -470,14 +482,40 @@ impl BigQuerySink {
                 .collect::<Vec<_>>()
                 .join(", "),
         );
-        api.query(
-            &merge,
-            &request_id(&format!("{staging}-merge")),
-            self.location.as_deref(),
-        )
-        .await
-        .map_err(|e| format!("MERGE into {}: {e}", self.full(target)))?;
-        Ok(())
+        self.merge(&merge, staging, target).await
+    }
+
+    /// Sends the MERGE; one that lost to a concurrent writer (nothing of
+    /// it applied) is sent again under the conflict policy, each time with
+    /// a new requestId: BigQuery answers a repeated one with the first
+    /// job's result, the conflict itself.
+    async fn merge(&self, merge: &str, staging: &str, target: &str) -> Result<(), String> {
+        let mut attempt = 0;
+        loop {
+            let id = match attempt {
+                0 => request_id(&format!("{staging}-merge")),
+                n => request_id(&format!("{staging}-merge-{n}")),
+            };
+            let e = match self.api().query(merge, &id, self.location.as_deref()).await {
+                Ok(_) => return Ok(()),
+                Err(e) => e,
+            };
+            let wait = api::is_conflict(&e)
+                .then(|| CONFLICT.wait(Failure::Conflict, attempt, Duration::ZERO))
+                .flatten();
+            let Some(wait) = wait else {
+                let retried = match attempt {
+                    0 => String::new(),
+                    n => format!(" (after {n} retries of concurrent updates)"),
+                };
+                return Err(format!("MERGE into {}: {e}{retried}", self.full(target)));
+            };
+            self.conflicts
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(sink = %self.name, table = target, ?wait, "MERGE lost to a concurrent writer; sending it again");
+            attempt += 1;
+            tokio::time::sleep(wait).await;
+        }
     }
 }
 
