@@ -1,7 +1,10 @@
 //! The flow run a run reports into, and its heartbeat: the
 //! `prefect.flow-run.heartbeat` event shaped as Prefect's own flow engine
-//! sends it, and the task that sends it while the flow run is RUNNING.
+//! sends it, and the task that sends it while the flow run is RUNNING,
+//! counting the heartbeats Prefect took and refused (the first refusal is
+//! said as a warning: zombie detection is blind without them).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -91,6 +94,14 @@ impl FlowRun {
 #[derive(Default)]
 pub(super) struct Beat {
     running: Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
+    counts: Arc<Counts>,
+}
+
+/// Heartbeats Prefect took and refused (or never answered) so far.
+#[derive(Default)]
+pub(super) struct Counts {
+    taken: AtomicU64,
+    refused: AtomicU64,
 }
 
 pub(super) type SharedBeat = Arc<tokio::sync::Mutex<Beat>>;
@@ -102,11 +113,21 @@ impl Beat {
             return;
         }
         let (tx, mut rx) = watch::channel(false);
+        let counts = self.counts.clone();
         let task = tokio::spawn(async move {
             loop {
-                if let Err(e) = client.emit_events(&[run.heartbeat(Utc::now())]).await {
-                    tracing::debug!(flow_run = %run.id, error = %e, "heartbeat not sent");
-                }
+                match client.emit_events(&[run.heartbeat(Utc::now())]).await {
+                    Ok(()) => counts.taken.fetch_add(1, Ordering::Relaxed),
+                    Err(e) => {
+                        // Said once a run; each refusal is counted.
+                        if counts.refused.fetch_add(1, Ordering::Relaxed) == 0 {
+                            tracing::warn!(flow_run = %run.id, error = %e, "Prefect did not take this flow run's heartbeat: while heartbeats do not arrive, Prefect cannot tell this run from a dead one (its zombie detection) and may mark it Crashed");
+                        } else {
+                            tracing::debug!(flow_run = %run.id, error = %e, "heartbeat not sent");
+                        }
+                        0
+                    }
+                };
                 tokio::select! {
                     _ = tokio::time::sleep(every) => {}
                     _ = rx.changed() => return,
@@ -114,6 +135,14 @@ impl Beat {
             }
         });
         self.running = Some((tx, task));
+    }
+
+    /// Heartbeats taken and refused so far.
+    pub(super) fn counts(&self) -> (u64, u64) {
+        (
+            self.counts.taken.load(Ordering::Relaxed),
+            self.counts.refused.load(Ordering::Relaxed),
+        )
     }
 
     /// Stops beating, once the request under way (if any) is answered.
