@@ -287,7 +287,8 @@ impl Client {
                                 })
                             }
                             Some(f) => {
-                                maybe_applied |= status.as_u16() == 502;
+                                // A gateway's answer: the server may have applied it.
+                                maybe_applied |= matches!(status.as_u16(), 502 | 504);
                                 (f, status_kind(status, &body))
                             }
                         },
@@ -343,12 +344,13 @@ impl Client {
 
 /// Which of Prefect's answers are retried: 429 is throttling (the request
 /// was not applied; `Retry-After` says when to come back), 502 and 503 a
-/// server restarting or busy. Every other answer is the caller's to read.
+/// server restarting or busy, 504 and 408 Prefect Cloud's load balancer
+/// timing out. Every other answer is the caller's to read.
 fn classify(status: StatusCode, headers: &reqwest::header::HeaderMap) -> Option<Failure> {
     let retry_after = retry_after(headers);
     match status.as_u16() {
         429 => Some(Failure::Throttled { retry_after }),
-        502 | 503 => Some(Failure::Transient { retry_after }),
+        408 | 502 | 503 | 504 => Some(Failure::Transient { retry_after }),
         _ => None,
     }
 }

@@ -16,7 +16,12 @@
 //! (its last request answered) before the run's final state is proposed: a
 //! heartbeat after that state would make the automation crash a finished run.
 //! The flow run and its heartbeat are in [`heartbeat`].
+//!
+//! Final states are not given up with the rest: a task run's that fails
+//! is offered again at the run's end, and the flow run's is offered until
+//! Prefect takes it or [`deliver::FINAL_WAIT`] has passed ([`deliver`]).
 
+mod deliver;
 mod heartbeat;
 
 use std::collections::HashMap;
@@ -28,7 +33,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use crate::prefect::runs::{short, state, StateType};
-use crate::prefect::Client;
+use crate::prefect::{Client, PrefectError};
 
 pub use heartbeat::FlowRun;
 use heartbeat::SharedBeat;
@@ -207,22 +212,29 @@ struct Remote {
     logs_since: Option<std::time::Instant>,
     /// Log lines given up on.
     unsent: u64,
+    /// Final states of task runs Prefect did not take yet (job, state,
+    /// message): offered again at the run's end.
+    finals: Vec<(String, StateType, String)>,
     beat: SharedBeat,
     heartbeat: Duration,
 }
 
 impl Remote {
     /// The job's task run, created RUNNING if it does not exist yet.
-    async fn task(&mut self, job: &str) -> Result<String, String> {
+    async fn task(&mut self, job: &str) -> Result<String, PrefectError> {
         self.task_in(job, state(StateType::Running, None)).await
     }
 
     /// The job's task run, created in `initial` if it does not exist yet.
-    async fn task_in(&mut self, job: &str, initial: Value) -> Result<String, String> {
+    async fn task_in(&mut self, job: &str, initial: Value) -> Result<String, PrefectError> {
         if let Some(id) = self.tasks.get(job) {
             return Ok(id.clone());
         }
-        let flow_run = self.flow_run.clone().ok_or("no flow run")?;
+        let flow_run = self.flow_run.clone().ok_or_else(|| PrefectError {
+            server: "prefect".into(),
+            what: format!("task run `{job}`"),
+            kind: crate::prefect::ErrorKind::Protocol("no flow run".into()),
+        })?;
         let id = self
             .client
             .create_task_run(&json!({
@@ -232,8 +244,7 @@ impl Remote {
                 "name": job,
                 "state": initial,
             }))
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         self.tasks.insert(job.to_owned(), id.clone());
         Ok(id)
     }
@@ -247,12 +258,13 @@ impl Remote {
                 // Lines may come before the flow run is made.
                 record["flow_run_id"] = json!(self.flow_run);
                 if let Some(j) = job {
-                    record["task_run_id"] = json!(self.task(&j).await?);
+                    record["task_run_id"] = json!(self.task(&j).await.map_err(|e| e.to_string())?);
                 }
                 batch.push(record);
             }
-            if let Err(e) = self.client.send_logs(&batch).await {
-                self.unsent += batch.len() as u64;
+            let n = batch.len() as u64;
+            if let Err(e) = deliver::send_logs(&self.client, batch).await {
+                self.unsent += n;
                 return Err(e.to_string());
             }
         }
@@ -351,24 +363,76 @@ impl Remote {
         Ok(())
     }
 
-    /// A job's or model's task run in its final state (made in it when Prefect has not seen the task yet).
+    /// A job's or model's task run in its final state (made in it when
+    /// Prefect has not seen the task yet). One the server fails to take is
+    /// kept for the run's end ([`Remote::settle`]).
     async fn job_finished(
         &mut self,
         job: String,
         kind: StateType,
         message: String,
     ) -> Result<(), String> {
-        let last = state(kind, Some(&message));
-        if let Some(id) = self.tasks.get(&job).cloned() {
-            self.client
+        match self.finish_task(&job, kind, &message).await {
+            Ok(()) => Ok(()),
+            Err(e) if deliver::passing(&e) || deliver::refused(&e) => {
+                tracing::debug!(task = %job, error = %e, "task run's final state not taken; offered again at the run's end");
+                self.finals.push((job, kind, message));
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// One attempt at a task run's final state.
+    async fn finish_task(
+        &mut self,
+        job: &str,
+        kind: StateType,
+        message: &str,
+    ) -> Result<(), PrefectError> {
+        let last = state(kind, Some(message));
+        match self.tasks.get(job).cloned() {
+            Some(id) => self
+                .client
                 .set_state("task_runs", &id, last)
                 .await
-                .map_err(|e| e.to_string())?;
-        } else {
+                .map(|_| ()),
             // Not seen by Prefect yet: created in its final state.
-            self.task_in(&job, last).await?;
+            None => self.task_in(job, last).await.map(|_| ()),
         }
-        Ok(())
+    }
+
+    /// The task runs' final states kept by [`Remote::job_finished`],
+    /// offered until Prefect takes them or the final wait since `since`
+    /// is spent (cut down once when refused); those it never took.
+    async fn settle(&mut self, since: std::time::Instant) -> Vec<String> {
+        let mut lost = Vec::new();
+        for (job, kind, message) in std::mem::take(&mut self.finals) {
+            let mut message = message;
+            let mut attempt = 0;
+            loop {
+                let e = match self.finish_task(&job, kind, &message).await {
+                    Ok(()) => break,
+                    Err(e) => e,
+                };
+                if deliver::refused(&e) && !message.is_empty() {
+                    message = deliver::cut(Some(&message)).unwrap_or_default();
+                    continue;
+                }
+                match deliver::passing(&e)
+                    .then(|| deliver::next_wait(attempt, since))
+                    .flatten()
+                {
+                    Some(wait) => tokio::time::sleep(wait).await,
+                    None => {
+                        lost.push(format!("task run `{job}`: {e}"));
+                        break;
+                    }
+                }
+                attempt += 1;
+            }
+        }
+        lost
     }
 
     /// A log line, sent in batches once the flow run exists.
@@ -405,6 +469,14 @@ impl Remote {
         description: String,
     ) -> Result<(), String> {
         let id = self.flow_run.clone().ok_or("no flow run")?;
+        let (taken, refused) = self.beat.lock().await.counts();
+        let description = match refused {
+            0 => description,
+            n => format!(
+                "{description}; heartbeats: {n} of {} not taken by Prefect (zombie detection cannot see this run)",
+                taken + n
+            ),
+        };
         // A summary that cannot be stored must not cost the run its
         // final state: said, and the reporting goes on.
         if let Err(e) = self
@@ -424,16 +496,29 @@ impl Remote {
         Ok(())
     }
 
-    /// The flow run's final state, after its logs and its last heartbeat.
+    /// The flow run's final state, after its logs, its task runs' final
+    /// states and its last heartbeat; offered until Prefect takes it (see
+    /// [`deliver`]). Logs that could not be sent cost nothing else.
     async fn run_finished(&mut self, kind: StateType, message: String) -> Result<(), String> {
-        self.flush_logs().await?;
+        let since = std::time::Instant::now();
+        let logs = self.flush_logs().await;
+        if logs.is_err() {
+            self.unsent += self.logs.len() as u64;
+            self.logs.clear();
+        }
         let id = self.flow_run.clone().ok_or("no flow run")?;
         self.beat.lock().await.stop().await;
-        self.client
-            .set_state("flow_runs", &id, state(kind, Some(&message)))
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(())
+        let mut lost = self.settle(since).await;
+        if let Err(e) =
+            deliver::propose(&self.client, "flow_runs", &id, kind, &message, since).await
+        {
+            lost.push(format!("the flow run's final state: {e}"));
+        }
+        match (lost.is_empty(), logs) {
+            (true, logs) => logs,
+            (false, Ok(())) => Err(format!("not taken by Prefect: {}", lost.join("; "))),
+            (false, Err(l)) => Err(format!("not taken by Prefect: {}; {l}", lost.join("; "))),
+        }
     }
 }
 
@@ -455,6 +540,7 @@ async fn pump(
         logs: Vec::new(),
         logs_since: None,
         unsent: 0,
+        finals: Vec::new(),
         beat,
         heartbeat,
     };
@@ -462,10 +548,18 @@ async fn pump(
     loop {
         // Logs go out once the oldest has waited `LOG_EVERY` (checked every second).
         let next = tokio::time::timeout(Duration::from_secs(1), rx.recv()).await;
-        if failed.is_some() {
+        if let Some(f) = &mut failed {
             match next {
                 Ok(None) => break,
                 Ok(Some(Event::Log { .. })) => remote.unsent += 1,
+                // Final states still go, into a flow run that exists.
+                Ok(Some(e @ (Event::JobFinished { .. } | Event::RunFinished { .. })))
+                    if remote.flow_run.is_some() =>
+                {
+                    if let Err(e) = remote.handle(e).await {
+                        f.push_str(&format!("; {e}"));
+                    }
+                }
                 _ => {}
             }
             continue;

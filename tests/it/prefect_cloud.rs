@@ -61,6 +61,9 @@ fn lines_of(s: &Seen) -> u32 {
     }
 }
 
+/// What decides before Cloud's own rules, when it decides.
+type First = Box<dyn Fn(&Seen) -> Option<Act> + Send + Sync>;
+
 fn detail(d: &str) -> String {
     serde_json::json!({ "detail": d }).to_string()
 }
@@ -74,10 +77,19 @@ impl Cloud {
 
     /// The same, its load balancer closing connections idle for `idle`.
     fn closing_idle(p: &Prefect, budget: Option<Budget>, idle: Duration) -> Cloud {
+        Cloud::with(p, budget, idle, Box::new(|_| None))
+    }
+
+    /// The same, `first` deciding before Cloud's own rules (a load
+    /// balancer's bad minute, a refusal on cue).
+    fn with(p: &Prefect, budget: Option<Budget>, idle: Duration, first: First) -> Cloud {
         let window = Arc::new(Mutex::new(Window::default()));
         let rec = Recorder::start_closing_idle(
             p.url.trim_end_matches("/api"),
             Box::new(move |s: &Seen| {
+                if let Some(act) = first(s) {
+                    return act;
+                }
                 let key = s.auth.trim_start_matches("Bearer ").to_owned();
                 let path = s.path.split('?').next().unwrap_or("").to_owned();
                 if key == OUTSIDER {
@@ -733,4 +745,162 @@ fn an_error_longer_than_clouds_log_limit_arrives_shortened() {
             .is_some_and(|m| m.contains("long failure xxxx"))),
         "{stored}"
     );
+}
+
+/// The flow run's final state meets a 422 (its message refused), then a
+/// 30 s spell in which Cloud's load balancer answers every request 502,
+/// 503, 504 or 408: the state is sent again with its message cut, then
+/// offered until the spell is over, and the flow run ends COMPLETED with
+/// its task runs. On main before this the run stopped reporting at the
+/// 422 and the flow run stayed RUNNING.
+#[test]
+fn a_final_state_refused_then_met_by_a_bad_minute_still_arrives() {
+    let p = prefect();
+    let spell: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let s2 = spell.clone();
+    let cloud = Cloud::with(
+        p,
+        None,
+        Duration::from_secs(30),
+        Box::new(move |s: &Seen| {
+            let mut at = s2.lock().unwrap();
+            if let Some(t) = *at {
+                if t.elapsed() < Duration::from_secs(30) {
+                    let (code, text) = match s.at.duration_since(t).as_millis() / 700 % 4 {
+                        0 => (502, "Bad Gateway"),
+                        1 => (503, "Service Unavailable"),
+                        2 => (504, "Gateway Timeout"),
+                        _ => (408, "Request Timeout"),
+                    };
+                    return Some(Act::Answer(code, detail(text)));
+                }
+                return None;
+            }
+            let final_state = s.method == "POST"
+                && s.path.contains("/flow_runs/")
+                && s.path.ends_with("/set_state")
+                && s.json()["state"]["type"] == "COMPLETED";
+            if final_state {
+                *at = Some(Instant::now());
+                return Some(Act::Answer(
+                    422,
+                    serde_json::json!({"exception_message": "Invalid request received.", "exception_detail": [{"loc": ["body", "state", "message"], "msg": "too long", "type": "value_error"}]}).to_string(),
+                ));
+            }
+            None
+        }),
+    );
+    let env = [("PREFECT_API_URL", cloud.url.as_str())];
+    let ws = Ws::new(&spec("cloudfinal", MEMBER));
+    let t0 = Instant::now();
+    let out = backfill_sample_day(&ws, "cloudfinal", &env);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        t0.elapsed() >= Duration::from_secs(30),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert!(!out.stderr.contains("could not report"), "{}", out.stderr);
+    sample_day_loaded(p, &ws, "cloudfinal");
+    let runs = flow_runs(p, "cloudfinal");
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0]["state"]["type"], "COMPLETED", "{}", runs[0]);
+    let id = runs[0]["id"].as_str().unwrap();
+    assert_eq!(
+        task_states(p, id),
+        vec![
+            ("co".into(), "COMPLETED".into()),
+            ("no2".into(), "COMPLETED".into())
+        ]
+    );
+    // What was offered: the refused state, the same cut down during the
+    // spell (each answered by the balancer), then taken.
+    let offers: Vec<(u16, serde_json::Value)> = cloud
+        .rec
+        .seen()
+        .iter()
+        .filter(|s| s.path.contains("/flow_runs/") && s.path.ends_with("/set_state"))
+        .map(|s| (s.status, s.json()["state"].clone()))
+        .filter(|(_, st)| st["type"] == "COMPLETED")
+        .collect();
+    assert_eq!(offers[0].0, 422, "{offers:?}");
+    assert_eq!(offers[0].1["message"], "2 jobs, 48 hours, 142 rows");
+    assert!(
+        offers[1..]
+            .iter()
+            .all(|(_, st)| st.get("message").is_none()),
+        "{offers:?}"
+    );
+    let (last, spell_answers) = offers[1..].split_last().unwrap();
+    assert!([200, 201].contains(&last.0), "{offers:?}");
+    assert!(spell_answers.len() >= 3, "{offers:?}");
+    assert!(
+        spell_answers
+            .iter()
+            .all(|(c, _)| [502, 503, 504, 408].contains(c)),
+        "{offers:?}"
+    );
+}
+
+/// Heartbeats Cloud refuses (403 on events, as for a role below
+/// Developer): the run warns once, however many are refused, and its
+/// summary artifact says how many did not arrive. On main before this a
+/// refused heartbeat was logged at debug level only.
+#[test]
+fn refused_heartbeats_are_said_once_and_counted() {
+    let p = prefect();
+    let cloud = Cloud::with(
+        p,
+        None,
+        Duration::from_secs(30),
+        Box::new(|s: &Seen| {
+            let beat = s.method == "POST"
+                && s.path.ends_with("/events")
+                && s.json()[0]["event"] == "prefect.flow-run.heartbeat";
+            beat.then(|| {
+                Act::Answer(
+                    403,
+                    detail("Forbidden: your role does not allow this action"),
+                )
+            })
+        }),
+    );
+    let env = [("PREFECT_API_URL", cloud.url.as_str())];
+    // A slow source and a 1 s heartbeat: several beats while the run works.
+    let (_slow, sample) = slow_sample("pc_beat", Duration::from_millis(400));
+    let ws = Ws::new(&with_source(
+        &spec("cloudbeat", MEMBER).replace("lease: 60s}", "lease: 60s}\nprefect: {heartbeat: 1s}"),
+        &sample,
+    ));
+    let out = backfill_sample_day(&ws, "cloudbeat", &env);
+    assert_eq!(out.code, 0, "{out:?}");
+    let refused = cloud
+        .rec
+        .seen()
+        .iter()
+        .filter(|s| s.path.ends_with("/events") && s.status == 403)
+        .count();
+    assert!(refused >= 3, "{refused}");
+    assert_eq!(
+        out.stderr
+            .matches("Prefect did not take this flow run's heartbeat")
+            .count(),
+        1,
+        "{}",
+        out.stderr
+    );
+    let runs = flow_runs(p, "cloudbeat");
+    let id = runs[0]["id"].as_str().unwrap();
+    let arts = p.post_json(
+        "/artifacts/filter",
+        serde_json::json!({"artifacts": {"flow_run_id": {"any_": [id]}}}),
+    );
+    let description = arts[0]["description"].as_str().unwrap();
+    assert!(
+        description.ends_with(&format!(
+            "; heartbeats: {refused} of {refused} not taken by Prefect (zombie detection cannot see this run)"
+        )),
+        "{description}"
+    );
+    assert_eq!(runs[0]["state"]["type"], "COMPLETED");
 }
