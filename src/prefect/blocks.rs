@@ -265,6 +265,22 @@ impl Client {
         Ok(())
     }
 
+    /// Writes nothing to the document, as a write: an empty update merged
+    /// into its data. Proves the key's role may update blocks (Prefect
+    /// Cloud answers 403 for a role below Developer) without touching what
+    /// another writer (a Python flow's rewind) may have put there.
+    pub async fn touch_block(&self, id: &str, what: &str) -> Result<(), PrefectError> {
+        let body = json!({"data": {}, "merge_existing_data": true});
+        self.ok(
+            Method::PATCH,
+            &format!("/block_documents/{id}"),
+            Some(&body),
+            what,
+        )
+        .await?;
+        Ok(())
+    }
+
     /// A secret: a `Secret` block's `value`, else a `gcp-credentials`
     /// block's `service_account_info` (as JSON text); `None` when neither exists.
     pub async fn secret(&self, name: &str) -> Result<Option<Secret>, PrefectError> {

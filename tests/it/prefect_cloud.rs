@@ -142,7 +142,9 @@ impl Cloud {
                     .iter()
                     .any(|p| path.ends_with(p));
                 let updates = s.method == "PATCH"
-                    && (path.contains("/work_pools/") || path.contains("/deployments/"));
+                    && (path.contains("/work_pools/")
+                        || path.contains("/deployments/")
+                        || path.contains("/block_documents/"));
                 if key == RUNNER && (creates || updates) {
                     return Act::Answer(
                         403,
@@ -462,6 +464,40 @@ fn cloud_refusals_fail_at_once_and_name_the_cause() {
     );
     assert!(!ws.path("wh.duckdb").exists(), "data work began");
     assert_eq!(p.state_doc("cloudrunner-co"), None);
+
+    // The same role on blocks that exist (a member's key made them): the
+    // run stops before any sink file changes, naming the role. On main
+    // before this it failed only at the first checkpoint write, after
+    // the first batch was in the sink.
+    let member = Ws::new(&spec("cloudrunner", MEMBER));
+    member
+        .run_env(
+            &["run", "cloudrunner", "--now", "2026-11-20T12:10:00Z"],
+            &env,
+        )
+        .ok();
+    std::fs::copy(member.path("wh.duckdb"), ws.path("wh.duckdb")).unwrap();
+    let before = std::fs::read(ws.path("wh.duckdb")).unwrap();
+    let cp = p.checkpoint("cloudrunner-co");
+    assert_eq!(cp.as_deref(), Some("2026-11-20T11:00:00Z"));
+    let out = ws
+        .run_env(
+            &["run", "cloudrunner", "--now", "2026-11-21T00:10:00Z"],
+            &env,
+        )
+        .exit(1);
+    assert!(
+        out.stderr.contains("block `cloudrunner-co`: forbidden (403): the API key's role may not do this; give it the Developer role"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        std::fs::read(ws.path("wh.duckdb")).unwrap(),
+        before,
+        "a sink file changed"
+    );
+    assert!(!ws.path("wh.duckdb.wal").exists());
+    assert_eq!(p.checkpoint("cloudrunner-co"), cp);
     // Nor deploy.
     let out = ws
         .run_env(&["prefect", "deploy", "--pool", "cloud-runner"], &env)

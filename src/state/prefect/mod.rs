@@ -161,10 +161,14 @@ impl PrefectState {
         let what = format!("state blocks of pipeline `{pipeline}`");
         let mut found = self.client.read_blocks(STATE_SLUG, &names, &what).await?;
         let mut missing = Vec::new();
+        let mut existing = None;
         for (n, key) in names.into_iter().zip(keys) {
             let doc = found.remove(&n);
-            if doc.is_none() {
-                missing.push(key);
+            match &doc {
+                None => missing.push(key),
+                Some(d) => {
+                    existing.get_or_insert((n.clone(), d.id.clone()));
+                }
             }
             docs.insert(n, Cached::of(doc));
         }
@@ -172,9 +176,12 @@ impl PrefectState {
         // A first run makes one of its blocks now, before any data work: a
         // key whose role may not create blocks fails here, not after the
         // loads. The others are made by their first write (one request
-        // each, as an update would be).
-        if let Some(key) = missing.first() {
-            self.modify(pipeline, key, Write::Now, |_| {}).await?;
+        // each, as an update would be). With every block there, an empty
+        // update of one proves the role may update them, as the run will.
+        match (missing.first(), existing) {
+            (Some(key), _) => self.modify(pipeline, key, Write::Now, |_| {}).await?,
+            (None, Some((name, id))) => self.client.touch_block(&id, &Self::what(&name)).await?,
+            (None, None) => {}
         }
         Ok(())
     }
