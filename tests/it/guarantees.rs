@@ -325,25 +325,38 @@ fn concurrent_update(message: &str) -> Act {
 
 /// MERGEs answered with BigQuery's two concurrent-update messages (co's
 /// first two, no2's first) are sent again, each time with a new requestId
-/// (BigQuery would answer a repeated one with the failed job), and the run
-/// completes exact, saying how many writes were sent again. On main
-/// before this, the run failed with the first conflict.
+/// (BigQuery would answer a repeated one with the failed job), the
+/// target's creation answered once with the emulator's commit conflict is
+/// sent again as it was, and the run completes exact, saying how many
+/// writes were sent again. On main before this, the run failed with the
+/// first conflict.
 #[test]
 fn merges_that_meet_a_concurrent_update_are_sent_again() {
     let db = "g_conflict";
     let ds = "g_conflict";
     crate::engine::seed(db);
-    let refused = std::sync::Arc::new(std::sync::Mutex::new((0, 0)));
+    let refused = std::sync::Arc::new(std::sync::Mutex::new((0, 0, 0)));
     let r = refused.clone();
     let table = format!("{PROJECT}:{ds}.pollutant_hourly");
     let rec = Recorder::start(
         &emulator_root(),
         Box::new(move |s: &Seen| {
+            let mut n = r.lock().unwrap();
+            // The target's creation meets the emulator's commit conflict
+            // once (it has no requestId: sent again as it is).
+            let creates_target = s.method == "POST"
+                && s.path.ends_with("/tables")
+                && s.json()["tableReference"]["tableId"] == "pollutant_hourly";
+            if creates_target && n.2 == 0 {
+                n.2 += 1;
+                return concurrent_update(
+                    "Failed to commit: Failed to commit DuckLake transaction.",
+                );
+            }
             let q = s.json()["query"].as_str().unwrap_or("").to_owned();
             if !q.starts_with("MERGE") {
                 return Act::Forward;
             }
-            let mut n = r.lock().unwrap();
             if q.contains("T.`pollutant` = 'co'") && n.0 < 2 {
                 n.0 += 1;
                 return concurrent_update(&format!(
@@ -367,7 +380,7 @@ fn merges_that_meet_a_concurrent_update_are_sent_again() {
         &[("TEST_BQ_URL", &bq_url)],
     )
     .ok();
-    assert_eq!(*refused.lock().unwrap(), (2, 1));
+    assert_eq!(*refused.lock().unwrap(), (2, 1, 1));
 
     // Each job's two batches land once; every refused MERGE (ours, or a
     // real conflict between the two jobs in the emulator) was sent again,
@@ -395,9 +408,13 @@ fn merges_that_meet_a_concurrent_update_are_sent_again() {
         }
     }
     assert!(resent >= 3, "{resent}");
+    // Every 400 was a conflict (ours, or the emulator's on another call,
+    // sent again as it was), and each is counted.
+    let all = seen.iter().filter(|s| s.status == 400).count();
+    assert!(all > resent, "{all} {resent}");
     assert!(
         out.stdout.contains(&format!(
-            "writes sent again after conflicts with concurrent writers: {resent} to sink `bq`"
+            "writes sent again after conflicts with concurrent writers: {all} to sink `bq`"
         )),
         "{out:?}"
     );

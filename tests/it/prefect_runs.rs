@@ -620,7 +620,10 @@ pipelines:
 #[test]
 fn workers_loading_one_bigquery_table_at_once_all_complete() {
     use crate::util::{bigquery, Act, Recorder, Seen};
-    let p = prefect();
+    // A server of its own: three workers polling each second would slow
+    // every other Prefect test (SQLite answers them 503 when busy).
+    let own = Prefect::start("bqfleet");
+    let p = &own;
     let ds = "pr_bq_fleet";
     let refused = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
     let r = refused.clone();

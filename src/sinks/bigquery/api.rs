@@ -1,7 +1,9 @@
 //! The few BigQuery REST calls the sink makes (datasets, tables, insertAll,
 //! jobs.query), with retries: connection errors, 429, 5xx and the 403s whose
 //! reason is `rateLimitExceeded` or `quotaExceeded` are retried with backoff
-//! for up to [`RETRY_BUDGET`]; a 401 drops the cached token and tries once more.
+//! for up to [`RETRY_BUDGET`], and a write that lost to a concurrent writer
+//! (the emulator's DuckLake commit conflict, on any call) is sent again
+//! after a jittered wait; a 401 drops the cached token and tries once more.
 //! Request bodies are sent uncompressed (the emulator rejects gzip).
 
 use std::time::{Duration, Instant};
@@ -90,6 +92,8 @@ pub struct Api {
     base: String,
     pub project: String,
     tokens: Tokens,
+    /// Calls sent again after a write conflict ([`is_conflict`]), so far.
+    conflicts: std::sync::atomic::AtomicU64,
 }
 
 impl Api {
@@ -107,7 +111,13 @@ impl Api {
                 .to_owned(),
             project: project.to_owned(),
             tokens,
+            conflicts: Default::default(),
         }
+    }
+
+    /// Calls sent again after a write conflict, so far.
+    pub fn conflicts(&self) -> u64 {
+        self.conflicts.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn describe_auth(&self) -> String {
@@ -158,7 +168,17 @@ impl Api {
                         self.tokens.invalidate().await;
                         continue;
                     }
+                    // A write that lost to another writer is sent again
+                    // here, unless it carries a requestId: the same id
+                    // would get the failed job back, so its caller sends
+                    // it again under a new one.
+                    let by_id = body.is_some_and(|b| b.get("requestId").is_some());
                     match classify(status, &err.reason, hint) {
+                        Failure::Permanent if is_conflict(&err) && !by_id => {
+                            self.conflicts
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            (Failure::Conflict, err)
+                        }
                         Failure::Permanent => return Ok((status, v)),
                         f => (f, err),
                     }

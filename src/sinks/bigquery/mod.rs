@@ -134,6 +134,7 @@ impl BigQuerySink {
     /// Writes that lost to a concurrent writer and were sent again, so far.
     pub fn conflicts(&self) -> u64 {
         self.conflicts.load(std::sync::atomic::Ordering::Relaxed)
+            + self.api.as_ref().map_or(0, Api::conflicts)
     }
 
     pub(super) fn setup_err(&self, message: impl Into<String>) -> SinkError {
