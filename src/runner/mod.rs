@@ -133,9 +133,9 @@ pub async fn run(config: &Config, pipeline: &Pipeline, opts: Options) -> Outcome
         };
         crate::report::forward_logs(report.sender());
         info!(mode = %mode_text(opts.mode), jobs = %names.join(","), "run started");
-        // The flow run is made once the leases are taken: on one server
-        // the two would meet (SQLite answers one of them 503, "database is
-        // locked"), and the leases come first.
+        // The flow run is made once the leases are taken and the state
+        // read: on one server they would meet (SQLite answers one of them
+        // 503, "database is locked"), and the leases and state come first.
         let outcomes = run_jobs(config, pipeline, opts, run_id.clone(), jobs, || {
             report.send(started)
         })
@@ -250,16 +250,20 @@ async fn run_jobs(
     // Leases first: a job another process is running must say so before
     // this run opens sinks the other run may hold (a DuckDB file has one writer).
     let held = lease_jobs(&state, pipeline, jobs, opts.wait, &run_id, &mut out.jobs).await;
-    leased();
     let asked = opts.models.clone();
     if held.is_empty() && asked.is_empty() {
+        leased();
         return out;
     }
-    // The jobs' state, read (and, on a first run, made) before any sink
-    // is opened: a store that refuses (a key outside the workspace, a
-    // role that may not write blocks) stops the run here.
+    // The jobs' state, read (and, on a first run, made; else one block
+    // written, as a probe) before any sink is opened: a store that refuses
+    // (a key outside the workspace, a role that may not write blocks)
+    // stops the run here. The flow run is made after it: on one server
+    // the block write and the flow run would meet (SQLite answers one 503).
     let keys: Vec<String> = held.iter().map(|(j, _)| j.name.clone()).collect();
-    if let Err(e) = state.load(&pipeline.name, &keys).await {
+    let loaded = state.load(&pipeline.name, &keys).await;
+    leased();
+    if let Err(e) = loaded {
         for (job, lease) in held {
             lease.release().await;
             out.jobs
