@@ -255,10 +255,14 @@ impl Client {
         what: &str,
     ) -> Result<(), PrefectError> {
         let body = json!({"block_schema_id": ids.schema_id, "data": data});
+        self.patch_block(id, &body, what).await
+    }
+
+    async fn patch_block(&self, id: &str, body: &Value, what: &str) -> Result<(), PrefectError> {
         self.ok(
             Method::PATCH,
             &format!("/block_documents/{id}"),
-            Some(&body),
+            Some(body),
             what,
         )
         .await?;
@@ -271,14 +275,7 @@ impl Client {
     /// another writer (a Python flow's rewind) may have put there.
     pub async fn touch_block(&self, id: &str, what: &str) -> Result<(), PrefectError> {
         let body = json!({"data": {}, "merge_existing_data": true});
-        self.ok(
-            Method::PATCH,
-            &format!("/block_documents/{id}"),
-            Some(&body),
-            what,
-        )
-        .await?;
-        Ok(())
+        self.patch_block(id, &body, what).await
     }
 
     /// A secret: a `Secret` block's `value`, else a `gcp-credentials`

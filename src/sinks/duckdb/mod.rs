@@ -353,10 +353,9 @@ mod tests {
         conn.query_row(sql, [], |r| r.get(0)).unwrap()
     }
 
-    /// Past REOPEN_ROWS the file is checkpointed (its WAL emptied) and
-    /// reopened; every row stays, and other connections load on as before.
-    #[test]
-    fn file_is_reopened_after_reopen_rows_and_keeps_every_row() {
+    /// A sink `wh` on `wh.duckdb` in a new directory, attached to a new
+    /// database (the directory lives as long as it is held).
+    fn file_sink() -> (tempfile::TempDir, Connection, DuckSink) {
         let dir = tempfile::tempdir().unwrap();
         let conn = crate::duck::open().unwrap();
         let mut sink = DuckSink::new(
@@ -368,6 +367,14 @@ mod tests {
         );
         sink.prepare(&conn, &EnvSecrets, &dir.path().join("home"))
             .unwrap();
+        (dir, conn, sink)
+    }
+
+    /// Past REOPEN_ROWS the file is checkpointed (its WAL emptied) and
+    /// reopened; every row stays, and other connections load on as before.
+    #[test]
+    fn file_is_reopened_after_reopen_rows_and_keeps_every_row() {
+        let (dir, conn, sink) = file_sink();
         // Reopened inside the confinement a run puts the database in.
         crate::duck::confine(&conn, &[sink.local_dir().unwrap().to_path_buf()]).unwrap();
         let wal = dir.path().join("wh.duckdb.wal");
@@ -421,17 +428,7 @@ mod tests {
     /// not retried.
     #[test]
     fn a_write_that_loses_to_another_writer_is_sent_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let conn = crate::duck::open().unwrap();
-        let mut sink = DuckSink::new(
-            "wh",
-            "wh.duckdb".into(),
-            None,
-            "main".into(),
-            dir.path().to_owned(),
-        );
-        sink.prepare(&conn, &EnvSecrets, &dir.path().join("home"))
-            .unwrap();
+        let (_dir, conn, sink) = file_sink();
         result(&conn, "2026-01-01T00:00:00Z", 10);
         sink.load(&conn, "co", "hourly", &batch("2026-01-01T00:00:00Z", 10))
             .unwrap();
