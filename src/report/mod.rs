@@ -4,8 +4,8 @@
 //!
 //! Reporting never blocks or fails the data work: the runner hands events
 //! to a bounded channel without waiting; one task talks to Prefect with
-//! short timeouts; after the first failure it stops trying, and the run
-//! says once, at its end, what it could not report.
+//! short timeouts; after the first failure it stops sending logs and
+//! artifacts, and the run says once, at its end, what it could not report.
 //!
 //! While the flow run is RUNNING, another task sends its
 //! `prefect.flow-run.heartbeat` event every `prefect.heartbeat`, shaped as
@@ -20,12 +20,13 @@
 //! Final states are not given up with the rest: a task run's that fails
 //! is offered again at the run's end, and the flow run's is offered until
 //! Prefect takes it or [`deliver::FINAL_WAIT`] has passed ([`deliver`]).
+//! Log lines reach the queue through [`forward`].
 
 mod deliver;
+mod forward;
 mod heartbeat;
 
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -35,6 +36,7 @@ use tokio::sync::mpsc;
 use crate::prefect::runs::{short, state, StateType};
 use crate::prefect::{Client, PrefectError};
 
+pub use forward::{forward_logs, log};
 pub use heartbeat::FlowRun;
 use heartbeat::SharedBeat;
 
@@ -74,20 +76,6 @@ pub enum Event {
     },
 }
 
-/// The artifact key of a pipeline's run summaries (Prefect takes lowercase
-/// letters, digits and dashes): the UI shows one artifact per key, with
-/// every run's version in its history.
-pub fn artifact_key(pipeline: &str) -> String {
-    let name: String = pipeline
-        .chars()
-        .map(|c| match c.to_ascii_lowercase() {
-            c @ ('a'..='z' | '0'..='9' | '-') => c,
-            _ => '-',
-        })
-        .collect();
-    format!("duckhour-{name}")
-}
-
 /// Events the channel holds before new ones are dropped (and counted).
 const QUEUE: usize = 4096;
 /// Log records sent in one request.
@@ -102,9 +90,6 @@ const CALL_BUDGET: Duration = Duration::from_secs(5);
 /// Prefect Cloud's budgets are per minute): throttled, the report is late,
 /// not lost.
 pub const THROTTLE_BUDGET: Duration = Duration::from_secs(120);
-
-/// Log lines the queue had no room for (see [`log`]), since the last report finished.
-static DROPPED_LOGS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Where a run reports; `Report::none()` reports nowhere.
 pub struct Report {
@@ -176,7 +161,7 @@ impl Report {
         let _ = tokio::time::timeout(wait, async { self.beat.lock().await.stop().await }).await;
         let pump = self.pump.take()?;
         let dropped = self.dropped.load(std::sync::atomic::Ordering::Relaxed)
-            + DROPPED_LOGS.swap(0, std::sync::atomic::Ordering::Relaxed);
+            + forward::DROPPED_LOGS.swap(0, std::sync::atomic::Ordering::Relaxed);
         let problem = match tokio::time::timeout(wait, pump).await {
             Ok(Ok(p)) => p,
             Ok(Err(e)) => Some(format!("the reporting task failed: {e}")),
@@ -589,50 +574,5 @@ async fn pump(
         (Some(e), 0) => Some(e),
         (Some(e), n) => Some(format!("{e}; {n} log lines not sent")),
         (None, _) => None,
-    }
-}
-
-/// Where log lines go besides stderr while a run reports (set by the runner
-/// for the length of a run; runs of one process are sequential).
-static FORWARD: OnceLock<Mutex<Option<mpsc::Sender<Event>>>> = OnceLock::new();
-
-fn forward() -> &'static Mutex<Option<mpsc::Sender<Event>>> {
-    FORWARD.get_or_init(|| Mutex::new(None))
-}
-
-/// Sends log lines (info and above) to `to` until called again with `None`.
-pub fn forward_logs(to: Option<mpsc::Sender<Event>>) {
-    *forward().lock().unwrap_or_else(|p| p.into_inner()) = to;
-}
-
-/// Hands one log line to the current run's report, if any (never waits).
-pub fn log(job: Option<String>, level: u8, message: String) {
-    let guard = forward().lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(tx) = guard.as_ref() {
-        let message = crate::secret::redact(&message).into_owned();
-        if tx
-            .try_send(Event::Log {
-                job,
-                level,
-                message,
-                at: Utc::now(),
-            })
-            .is_err()
-        {
-            DROPPED_LOGS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Keys take lowercase letters, digits and dashes only (Prefect's
-    /// `ArtifactKey`); pipeline names may hold more.
-    #[test]
-    fn artifact_keys() {
-        assert_eq!(artifact_key("hourly"), "duckhour-hourly");
-        assert_eq!(artifact_key("Air_Quality.v2"), "duckhour-air-quality-v2");
     }
 }

@@ -162,7 +162,7 @@ pub async fn run(config: &Config, pipeline: &Pipeline, opts: Options) -> Outcome
         let (state, message) = outcomes.state();
         if report.is_on() {
             report.send(Event::Summary {
-                key: crate::report::artifact_key(&pipeline.name),
+                key: summary::artifact_key(&pipeline.name),
                 table: summary::table(&outcomes),
                 description: format!(
                     "duckhour run `{run_id}` of pipeline `{}`: {}",

@@ -1,5 +1,6 @@
 //! A run's summary as the rows of a Prefect table artifact (sent by the
-//! report, see [`crate::report`]): one row per job and model.
+//! report, see [`crate::report`]): one row per job and model, under the
+//! pipeline's artifact key.
 
 use std::collections::BTreeSet;
 
@@ -8,6 +9,20 @@ use serde_json::{json, Value};
 use super::{checkpoint_text, Outcomes, Status};
 use crate::error::JobError;
 use crate::spec::Hour;
+
+/// The artifact key of a pipeline's run summaries (Prefect takes lowercase
+/// letters, digits and dashes): the UI shows one artifact per key, with
+/// every run's version in its history.
+pub fn artifact_key(pipeline: &str) -> String {
+    let name: String = pipeline
+        .chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9' | '-') => c,
+            _ => '-',
+        })
+        .collect();
+    format!("duckhour-{name}")
+}
 
 /// The run's summary as a Prefect table artifact's rows: per job (and
 /// model), what it loaded or recomputed, the stations with an hour under
@@ -82,5 +97,18 @@ fn stations(low: Option<&BTreeSet<String>>) -> String {
             }
             names.join(", ")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Keys take lowercase letters, digits and dashes only (Prefect's
+    /// `ArtifactKey`); pipeline names may hold more.
+    #[test]
+    fn artifact_keys() {
+        assert_eq!(artifact_key("hourly"), "duckhour-hourly");
+        assert_eq!(artifact_key("Air_Quality.v2"), "duckhour-air-quality-v2");
     }
 }
