@@ -29,6 +29,10 @@ pub enum Error {
     /// Some jobs failed; each was already reported.
     #[error("{failed} of {total} jobs failed")]
     JobsFailed { failed: usize, total: usize },
+    /// Every job loaded what the sinks taking writes take; these sinks
+    /// are behind (which, how far, why).
+    #[error("{0}")]
+    SinksBehind(String),
     /// The state store failed outside any job.
     #[error(transparent)]
     State(#[from] StateError),
@@ -41,7 +45,10 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Spec(_) | Error::Usage(_) => EXIT_USAGE,
-            Error::JobsFailed { .. } | Error::State(_) | Error::Other(_) => EXIT_JOB_FAILED,
+            Error::JobsFailed { .. }
+            | Error::SinksBehind(_)
+            | Error::State(_)
+            | Error::Other(_) => EXIT_JOB_FAILED,
         }
     }
 }

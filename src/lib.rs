@@ -33,6 +33,7 @@ pub mod commands;
 pub mod cron;
 pub mod duck;
 pub mod error;
+pub mod health;
 pub mod hint;
 pub mod http;
 pub mod logging;

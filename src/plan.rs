@@ -103,6 +103,41 @@ impl Plan {
     pub fn total_hours(&self) -> i64 {
         self.new_hours + self.redo_hours
     }
+
+    /// The hours of its batches.
+    pub fn hours(&self) -> Ranges<Hour> {
+        let mut r = Ranges::new();
+        for b in &self.batches {
+            r.add(b.from, b.to);
+        }
+        r
+    }
+
+    /// The plan of a job whose sinks stand at different positions, as one:
+    /// every hour any sink's plan (`per_sink`) holds, in batches of at most
+    /// `size` hours cut wherever a sink's hours begin or end, so that each
+    /// batch is wholly taken, or not, by each sink. `self` (the plan of the
+    /// sink furthest behind) gives the counts.
+    pub fn merged(mut self, per_sink: &[Ranges<Hour>], size: u32) -> Plan {
+        let mut all = Ranges::new();
+        let mut cuts = std::collections::BTreeSet::new();
+        for r in per_sink {
+            all.extend(r);
+            for (a, b) in r.iter() {
+                cuts.insert(a);
+                cuts.insert(b);
+            }
+        }
+        self.batches = Vec::new();
+        for (a, b) in all.iter() {
+            let mut at = a;
+            for &cut in cuts.range(a.plus(1)..b).chain(std::iter::once(&b)) {
+                self.batches.extend(batches(at, cut, size));
+                at = cut;
+            }
+        }
+        self
+    }
 }
 
 /// The settings of one job that shape its plan.
@@ -268,6 +303,62 @@ pub fn advance(checkpoint: Option<Hour>, start: Option<Hour>, batch: Batch) -> O
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn sinks_at_different_positions_share_one_plan_cut_where_each_begins() {
+        let h = |s: &str| Hour::parse(s).unwrap();
+        let s = Settings {
+            delay: Duration(std::time::Duration::ZERO),
+            start: None,
+            end: None,
+            lookback_hours: 2,
+            max_hours_per_run: 720,
+            batch_hours: 24,
+        };
+        let now = "2026-11-20T12:05:00Z".parse().unwrap();
+        // The warehouse is level (checkpoint 10:00); BigQuery is six hours behind.
+        let level = run_plan(now, &s, Some(h("2026-11-20T10:00:00Z")));
+        let behind = run_plan(now, &s, Some(h("2026-11-20T04:00:00Z")));
+        let plan = behind.clone().merged(&[level.hours(), behind.hours()], 4);
+        let cut: Vec<(String, String)> = plan
+            .batches
+            .iter()
+            .map(|b| {
+                (
+                    b.from.to_string()[11..16].to_owned(),
+                    b.to.to_string()[11..16].to_owned(),
+                )
+            })
+            .collect();
+        let want = [("03:00", "07:00"), ("07:00", "09:00"), ("09:00", "12:00")];
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        assert_eq!(cut, want);
+        assert_eq!(
+            (plan.new_hours, plan.redo_hours),
+            (behind.new_hours, behind.redo_hours)
+        );
+        // Each batch is wholly in or out of each sink's hours.
+        for b in &plan.batches {
+            for r in [level.hours(), behind.hours()] {
+                let inside = b.each_hour().filter(|x| r.contains(*x)).count() as i64;
+                assert!(inside == 0 || inside == b.hours(), "{b} splits {r:?}");
+            }
+        }
+        // A hole between two sinks' hours stays a hole.
+        let far = run_plan(
+            now,
+            &Settings {
+                max_hours_per_run: 3,
+                ..s
+            },
+            Some(h("2026-11-19T00:00:00Z")),
+        );
+        let plan = far.clone().merged(&[level.hours(), far.hours()], 24);
+        assert_eq!(plan.hours().len(), 2);
+    }
+
     #[test]
     fn batches_are_cut_to_the_value_budget() {
         let h = |s: &str| Hour::parse(s).unwrap();

@@ -99,8 +99,11 @@ pub(crate) fn finish(
 ) -> Result<i32, Error> {
     print_report(config, p, verb, outcomes);
     let failed = outcomes.failed();
-    if failed == 0 {
-        return Ok(EXIT_OK);
+    match (failed, outcomes.behind_text()) {
+        (0, None) => return Ok(EXIT_OK),
+        (0, Some(behind)) => return Err(Error::SinksBehind(behind)),
+        (_, Some(behind)) => crate::error::say(&behind),
+        (_, None) => {}
     }
     for o in &outcomes.models {
         if let Some(e) = &o.error {

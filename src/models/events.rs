@@ -166,7 +166,7 @@ pub async fn send_new(
     pipeline: &str,
     conn: &Connection,
     gate: &std::sync::RwLock<()>,
-    sinks: &[Sink],
+    sinks: &[&Sink],
     m: &Model,
     name: &str,
     r: KeyRange,

@@ -4,7 +4,10 @@
 //!
 //! Ordering is what makes it exact: a model's pending hours are written
 //! under its lease before any job of the run writes a sink, and cleared
-//! only after every sink holds the recomputed keys. A crash at any instant
+//! only after every sink holds the recomputed keys, or is owed them: a
+//! sink out of the run (down, or waiting out its backoff) gets the pending
+//! hours in the model's `owed` list, recomputed for it when it takes writes
+//! again. A crash at any instant
 //! therefore leaves the hours pending, and the next run (or `backfill
 //! --model`) recomputes them from the hourly rows the sinks hold; each
 //! range's replacement is idempotent.
@@ -17,6 +20,7 @@ use tracing::{info, warn};
 
 use super::stage;
 use crate::error::{EventsFailed, JobError};
+use crate::health::Health;
 use crate::sinks::models::{read_inputs, Inputs, Tables};
 use crate::sinks::Sink;
 use crate::spec::{Hour, Model, Pipeline};
@@ -29,7 +33,13 @@ use crate::time::Ranges;
 pub struct Ctx<'a> {
     pub pipeline: &'a Pipeline,
     pub state: &'a State,
+    /// The run's sinks; those out of it ([`Health`]) are skipped, and owed
+    /// the keys recomputed meanwhile.
     pub sinks: &'a [Sink],
+    pub health: &'a Health,
+    /// The sinks models read from: taking writes, and holding every hour
+    /// the jobs of this run loaded (a sink still catching up does not).
+    pub readers: Vec<&'a Sink>,
     pub conn: &'a Mutex<Connection>,
     /// Held shared by every statement, like the jobs' (see `runner`).
     pub gate: &'a RwLock<()>,
@@ -142,25 +152,59 @@ async fn recompute_pending(
     let pipeline = &ctx.pipeline.name;
     out.checkpoint = ctx.state.checkpoint(pipeline, &key).await?;
     let pending = ctx.state.pending(pipeline, &key).await?;
-    if pending.is_empty() {
+    let mut owed = ctx.state.owed(pipeline, &key).await?;
+    // Keys owed to a sink taking writes again are recomputed with the pending ones.
+    let mut hours = pending.clone();
+    for (sink, r) in &owed {
+        if ctx.health.is_up(sink) {
+            hours.extend(r);
+        }
+    }
+    if hours.is_empty() {
         return Ok(());
     }
-    out.ranges = super::plan::affected(m, &pending);
+    // Read from a sink that holds this model's keys as they stand.
+    let readers: Vec<&Sink> = {
+        let clean: Vec<&Sink> = (ctx.readers.iter().copied())
+            .filter(|s| owed.get(s.name()).is_none_or(Ranges::is_empty))
+            .collect();
+        if clean.is_empty() {
+            ctx.readers.clone()
+        } else {
+            clean
+        }
+    };
+    out.ranges = super::plan::affected(m, &hours);
     let mut loaded: Option<i64> = None;
     for r in out.ranges.clone() {
         let (from, to) = keys::inputs(m.zone, m.lookback_hours, r);
         out.input_hours += from.hours_until(to);
-        let (rows, newest) = recompute_range(ctx, m, lease, r).await?;
+        let (rows, newest) = recompute_range(ctx, &readers, m, lease, r).await?;
         out.rows += rows;
         loaded = loaded.max(newest);
     }
     lease.check()?;
-    ctx.state
-        .set_pending(pipeline, &key, &Ranges::new())
-        .await?;
+    // A sink out of the run is owed what was pending; one that took the
+    // keys owes nothing. Durable before the pending hours are cleared.
+    let before = owed.clone();
+    for sink in &ctx.pipeline.sinks {
+        if ctx.health.is_up(sink) {
+            owed.remove(sink);
+        } else if !pending.is_empty() {
+            owed.entry(sink.clone()).or_default().extend(&pending);
+        }
+    }
+    if owed != before {
+        ctx.state.set_owed(pipeline, &key, &owed).await?;
+    }
+    if !pending.is_empty() {
+        ctx.state
+            .set_pending(pipeline, &key, &Ranges::new())
+            .await?;
+    }
     // The newest pending hour that holds loaded rows: a model reading
     // another's days may have hours pending past the data.
-    let newest = pending
+    let newest = hours
         .span()
         .map(|(_, to)| to.plus(-1))
         .zip(loaded.map(keys::hour_of))
@@ -178,6 +222,7 @@ async fn recompute_pending(
 /// staged and read back is dropped whatever happened.
 async fn recompute_range(
     ctx: &Ctx<'_>,
+    readers: &[&Sink],
     m: &Model,
     lease: &Lease,
     r: KeyRange,
@@ -188,12 +233,12 @@ async fn recompute_range(
     };
     let (from, to) = keys::inputs(m.zone, m.lookback_hours, r);
     let (p, tables) = (ctx.pipeline, &ctx.tables);
-    let Some(got) = read_inputs(ctx.sinks, &conn, ctx.gate, tables, p, m, from, to).await? else {
+    let Some(got) = read_inputs(readers, &conn, ctx.gate, tables, p, m, from, to).await? else {
         return Ok((0, None));
     };
     let done = async {
         let computed = compute(ctx, &conn, m, r, &got)?;
-        send_events(ctx, &conn, m, r).await?;
+        send_events(ctx, readers, &conn, m, r).await?;
         write(ctx, &conn, m, lease, r, computed.0).await?;
         Ok(computed)
     }
@@ -240,6 +285,7 @@ fn compute(
 /// `events:` in a run that sends them.
 async fn send_events(
     ctx: &Ctx<'_>,
+    readers: &[&Sink],
     conn: &Connection,
     m: &Model,
     r: KeyRange,
@@ -255,17 +301,17 @@ async fn send_events(
         }),
     })?;
     let pipeline = &ctx.pipeline.name;
-    let n =
-        super::events::send_new(client, pipeline, conn, ctx.gate, ctx.sinks, m, name, r).await?;
+    let n = super::events::send_new(client, pipeline, conn, ctx.gate, readers, m, name, r).await?;
     if n > 0 {
         info!(model = %m.name, events = n, "sent {n} `{name}` events for {r}");
     }
     Ok(())
 }
 
-/// Replaces the keys `r` in every sink with the `rows` rows computed, under
-/// the lease: once it may have expired, another runner may be writing the
-/// same keys.
+/// Replaces the keys `r` in every sink taking writes with the `rows` rows
+/// computed, under the lease: once it may have expired, another runner may
+/// be writing the same keys. A sink that fails is left out of the run (it
+/// is owed the keys); the model fails only when no sink took them.
 async fn write(
     ctx: &Ctx<'_>,
     conn: &Connection,
@@ -275,12 +321,26 @@ async fn write(
     rows: u64,
 ) -> Result<(), JobError> {
     let result = stage::result_table(m);
-    for sink in ctx.sinks {
+    let mut failed = None;
+    let mut took = false;
+    for sink in ctx.sinks.iter().filter(|s| ctx.health.is_up(s.name())) {
         lease.check()?;
-        sink.replace_model_keys(conn, ctx.gate, &ctx.tables, &result, m, r, rows, ctx.run_id)
-            .await?;
+        let written = sink
+            .replace_model_keys(conn, ctx.gate, &ctx.tables, &result, m, r, rows, ctx.run_id)
+            .await;
+        match written {
+            Ok(_) => took = true,
+            Err(e) => {
+                let e = JobError::from(e);
+                ctx.health.failed(sink.name(), e.clone());
+                failed.get_or_insert(e);
+            }
+        }
     }
-    Ok(())
+    match failed {
+        Some(e) if !took => Err(e),
+        _ => Ok(()),
+    }
 }
 
 fn stage_err(e: stage::StageError) -> JobError {

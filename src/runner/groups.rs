@@ -10,8 +10,8 @@ use chrono::Utc;
 use tokio::sync::Semaphore;
 use tracing::{info, info_span, warn, Instrument};
 
-use super::load::{download, load_batch, staged, Member, Staging};
-use super::{mode_word, record, JobOutcome, Shared};
+use super::load::{download, load_batch, staged, Input, Member, Staging};
+use super::{mode_word, record, JobOutcome, Positions, Shared};
 use crate::error::JobError;
 use crate::plan::{self, Batch, Plan};
 use crate::sources::Fetch;
@@ -48,13 +48,19 @@ pub fn sharing(jobs: &[(&Job, &Plan)]) -> Vec<Vec<usize>> {
     out
 }
 
-/// A job ready to run: its lease, checkpoint and plan.
-pub(super) type Planned = (Job, Lease, Option<Hour>, Plan);
+/// A job ready to run: its lease, checkpoint, plan and sinks.
+pub(super) struct Planned {
+    pub(super) job: Job,
+    pub(super) lease: Lease,
+    pub(super) checkpoint: Option<Hour>,
+    pub(super) plan: Plan,
+    pub(super) sinks: Positions,
+}
 
 /// Forms the groups of [`sharing`].
 pub(super) fn groups(planned: Vec<Planned>) -> Vec<Group> {
     let shape: Vec<Vec<usize>> = {
-        let refs: Vec<(&Job, &Plan)> = planned.iter().map(|(j, _, _, p)| (j, p)).collect();
+        let refs: Vec<(&Job, &Plan)> = planned.iter().map(|p| (&p.job, &p.plan)).collect();
         sharing(&refs)
     };
     let mut slots: Vec<Option<Planned>> = planned.into_iter().map(Some).collect();
@@ -63,13 +69,20 @@ pub(super) fn groups(planned: Vec<Planned>) -> Vec<Group> {
         let mut plan = None;
         let mut members = Vec::new();
         for i in indices {
-            let (job, lease, checkpoint, p) = slots[i].take().expect("each job in one group");
+            let Planned {
+                job,
+                lease,
+                checkpoint,
+                plan: p,
+                sinks,
+            } = slots[i].take().expect("each job in one group");
             let o = JobOutcome::planned(&job.name, &p, checkpoint);
             members.push(Member {
                 span: info_span!("job", job = %job.name),
                 job,
                 lease,
                 checkpoint,
+                sinks,
                 out: o,
                 started: Utc::now(),
                 t0: Instant::now(),
@@ -103,8 +116,19 @@ pub(super) async fn run_group(sh: Arc<Shared>, mut g: Group) -> Vec<JobOutcome> 
     }
     group_batches(&sh, &mut g).await;
     let kind = mode_word(sh.opts.mode);
+    let out = sh.health.out();
     let mut outcomes = Vec::new();
-    for m in g.members {
+    for mut m in g.members {
+        // Which sinks failed in this run, or were cleared by it.
+        // On the run's clock (`--now`), like the hours.
+        crate::health::after_run(&mut m.sinks.progress, &sh.pipeline.sinks, &out, sh.opts.now);
+        if m.lease.check().is_ok() {
+            if let Err(e) = super::load::save(&sh, &m, m.checkpoint).await {
+                warn!(job = %m.job.name, error = %e, "could not record the sinks' progress");
+            }
+        }
+        m.out.positions = m.sinks.at.clone();
+        m.out.due = Some(g.plan.last_complete);
         let Member {
             job,
             lease,
@@ -159,23 +183,26 @@ pub(super) async fn run_group(sh: Arc<Shared>, mut g: Group) -> Vec<JobOutcome> 
 type Prefetch = tokio::task::JoinHandle<Result<(Staging, u64), JobError>>;
 
 /// Starts downloading `batch` for the group's jobs still going, in the
-/// background: one query for all their fields. `None` when none is left.
-fn prefetch(sh: &Arc<Shared>, g: &Group, batch: Batch) -> Option<(Batch, Fetch, Prefetch)> {
-    let active: Vec<&Job> = g
-        .members
-        .iter()
-        .filter(|m| m.active())
-        .map(|m| &m.job)
-        .collect();
+/// background: one query for all their fields. `None` when none is left;
+/// no task when every job's sinks taking the batch can have it read back
+/// from a sink that holds it (a sink catching up), so the source is not asked.
+fn prefetch(sh: &Arc<Shared>, g: &Group, batch: Batch) -> Option<(Batch, Fetch, Option<Prefetch>)> {
+    let active: Vec<&Member> = g.members.iter().filter(|m| m.active()).collect();
     if active.is_empty() {
         return None;
     }
-    let fetch = Fetch::of(active);
+    let fetch = Fetch::of(active.iter().map(|m| &m.job));
+    let refill = active
+        .iter()
+        .all(|m| m.sinks.holder(batch, |s| sh.health.is_up(s)).is_some());
+    if refill {
+        return Some((batch, fetch, None));
+    }
     let sh = sh.clone();
     let f = fetch.clone();
     let span = info_span!("batch", from = %batch.from, to = %batch.to);
     let task = tokio::spawn(async move { download(&sh, &f, batch).await }.instrument(span));
-    Some((batch, fetch, task))
+    Some((batch, fetch, Some(task)))
 }
 
 /// The batches of one group, in order. As soon as a batch's download ends,
@@ -194,7 +221,9 @@ async fn group_batches(sh: &Arc<Shared>, g: &mut Group) {
     while let Some((batch, fetch, extracting)) = next.take() {
         let batch = &batch;
         if sh.opts.stop.load(Ordering::Relaxed) {
-            extracting.abort();
+            if let Some(t) = extracting {
+                t.abort();
+            }
             g.members
                 .iter_mut()
                 .filter(|m| m.active())
@@ -202,6 +231,19 @@ async fn group_batches(sh: &Arc<Shared>, g: &mut Group) {
             break;
         }
         let t0 = Instant::now();
+        let Some(extracting) = extracting else {
+            next = take_batch(&mut queue, rate, g).and_then(|b| prefetch(sh, g, b));
+            let readers: Vec<usize> = (0..g.members.len())
+                .filter(|&k| g.members[k].active())
+                .collect();
+            load_readers(sh, g, &readers, None, &fetch, *batch, i, t0).await;
+            if !g.members.iter().any(Member::active) {
+                abort(&mut next);
+                break;
+            }
+            i += 1;
+            continue;
+        };
         let downloaded = match extracting.await {
             Ok(r) => r,
             Err(e) => Err(JobError::internal_in("extract task failed", e)),
@@ -235,18 +277,14 @@ async fn group_batches(sh: &Arc<Shared>, g: &mut Group) {
                 for k in readers(g) {
                     g.members[k].fail(e.clone());
                 }
-                if let Some((_, _, h)) = next.take() {
-                    h.abort();
-                }
+                abort(&mut next);
                 break;
             }
         };
         let readers = readers(g);
-        load_readers(sh, g, &readers, handle, &fetch, *batch, i, t0).await;
+        load_readers(sh, g, &readers, Some(handle), &fetch, *batch, i, t0).await;
         if !g.members.iter().any(Member::active) {
-            if let Some((_, _, h)) = next.take() {
-                h.abort();
-            }
+            abort(&mut next);
             break;
         }
         if next.is_none() && !queue.is_empty() {
@@ -258,6 +296,13 @@ async fn group_batches(sh: &Arc<Shared>, g: &mut Group) {
             break;
         }
         i += 1;
+    }
+}
+
+/// Stops the next batch's download, if one started.
+fn abort(next: &mut Option<(Batch, Fetch, Option<Prefetch>)>) {
+    if let Some((_, _, Some(h))) = next.take() {
+        h.abort();
     }
 }
 
@@ -273,22 +318,23 @@ async fn first_rate(sh: &Arc<Shared>, g: &Group, first: Option<&Batch>) -> Optio
     sh.source.estimate(&fetch, hour).await.map(|n| n as f64)
 }
 
-/// The members `readers` of `g` transform and load the staged batch side
-/// by side, as many at once as the pipeline's `concurrency`; the others
-/// wait. The batch's rows are freed once the last reader has transformed
-/// them.
+/// The members `readers` of `g` transform and load the staged batch (or,
+/// with none, the batch read back from a sink that has it) side by side,
+/// as many at once as the pipeline's `concurrency`; the others wait. The
+/// batch's rows are freed once the last reader has transformed them.
 #[allow(clippy::too_many_arguments)]
 async fn load_readers(
     sh: &Arc<Shared>,
     g: &mut Group,
     readers: &[usize],
-    handle: StagedHandle,
+    handle: Option<StagedHandle>,
     fetch: &Fetch,
     batch: Batch,
     i: usize,
     t0: Instant,
 ) {
-    let mut handle = Some(Arc::new(handle));
+    let mut handle = handle.map(Arc::new);
+    let refill = handle.is_none();
     let sem = Arc::new(Semaphore::new(sh.pipeline.concurrency.max(1) as usize));
     let mut slots = Vec::new();
     for (k, m) in std::mem::take(&mut g.members).into_iter().enumerate() {
@@ -296,12 +342,15 @@ async fn load_readers(
             slots.push(Slot::Idle(Box::new(m)));
             continue;
         }
-        let staged = handle.clone().expect("held until every reader has it");
-        let field = fetch.column(&m.job);
+        let input = match &handle {
+            Some(h) => Input::Staged(h.clone(), fetch.column(&m.job)),
+            None if refill => Input::Refill,
+            None => unreachable!("held until every reader has it"),
+        };
         let (sh, sem) = (sh.clone(), sem.clone());
         slots.push(Slot::Busy(tokio::spawn(async move {
             let _permit = sem.acquire().await.expect("semaphore open");
-            load_batch(&sh, m, batch, i, staged, field, t0).await
+            load_batch(&sh, m, batch, i, input, t0).await
         })));
     }
     // Each reader holds the batch's rows until its transform has read them.

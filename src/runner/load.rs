@@ -1,9 +1,12 @@
 //! The job path of one batch: transform the job's field of the staged
-//! rows, check the result contract, load every sink, write the ledger,
-//! then move the job's checkpoint. A failure stops this job only.
+//! rows (or read the batch back from a sink that has it, for a sink that
+//! lacks it), check the result contract, load every sink taking the batch,
+//! write the ledger, then move the sinks' positions and the job's
+//! checkpoint (the oldest position). A failure stops this job only; a sink
+//! that fails is left out, its hours pending for it alone.
 //!
 //! Ordering is what makes it safe: a batch's ledger rows are written after
-//! the sink committed, and the checkpoint only after every sink has the batch.
+//! the sink committed, a sink's position only after it has the batch.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,10 +15,10 @@ use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use tracing::{info, info_span, Instrument};
 
-use super::{JobOutcome, Shared};
+use super::{JobOutcome, Positions, Shared};
 use crate::duck;
 use crate::error::JobError;
-use crate::plan::{self, Batch, Scope};
+use crate::plan::{Batch, Scope};
 use crate::sources::{Fetch, PointSink};
 use crate::spec::{Hour, Job};
 use crate::staged::StagedHandle;
@@ -27,6 +30,8 @@ pub(super) struct Member {
     pub(super) job: Job,
     pub(super) lease: Lease,
     pub(super) checkpoint: Option<Hour>,
+    /// Where each sink stands and which batches each takes.
+    pub(super) sinks: Positions,
     pub(super) out: JobOutcome,
     pub(super) span: tracing::Span,
     pub(super) started: DateTime<Utc>,
@@ -54,28 +59,39 @@ pub(super) fn staging_key(job: &str, i: usize) -> String {
     }
 }
 
-/// One job's part of a batch: transform its field's rows, load every
-/// sink, then move its checkpoint. A failure stops this job only.
+/// Where a batch's rows come from.
+pub(super) enum Input {
+    /// The source's, staged: field `.1` of them.
+    Staged(Arc<StagedHandle>, usize),
+    /// The hourly rows the sinks that have the batch hold (those taking it
+    /// lack them): read back, the source not asked.
+    Refill,
+}
+
+/// One job's part of a batch: transform its field's rows (or read them
+/// back from a sink that has them), load every sink taking the batch, then
+/// move the sinks' positions and the checkpoint. A sink that fails is left
+/// out from then on; the job fails only when no sink took the batch.
 pub(super) async fn load_batch(
     sh: &Arc<Shared>,
     mut m: Member,
     batch: Batch,
     i: usize,
-    staged: Arc<StagedHandle>,
-    field: usize,
+    input: Input,
     t0: Instant,
 ) -> Member {
     let span = info_span!(parent: &m.span, "batch", from = %batch.from, to = %batch.to);
     let key = staging_key(&m.job.name, i);
-    let loaded = transform_load(sh, &m.job, &m.lease, batch, &key, staged, field)
+    let loaded = transform_load(sh, &m, batch, &key, input)
         .instrument(span.clone())
         .await;
-    match loaded {
+    let took = match loaded {
         Ok(Loaded {
             rows_in,
             rows_out,
             kept,
             low_coverage,
+            took,
         }) => {
             span.in_scope(|| {
                 info!(
@@ -102,33 +118,48 @@ pub(super) async fn load_batch(
             m.out.hours += batch.hours();
             m.out.batches += 1;
             sh.progress.batch_done(batch.hours(), rows_in);
+            took
         }
         Err(e) => {
             m.fail(e);
             return m;
         }
+    };
+    let before = m.sinks.at.clone();
+    for s in &took {
+        m.sinks.advance(s, sh.pipeline.start, batch);
     }
-    let advanced = plan::advance(m.checkpoint, sh.pipeline.start, batch);
-    if advanced != m.checkpoint {
-        if let Some(h) = advanced {
-            // Still ours? A lost lease means another runner may own the job now.
-            let moved = match m.lease.check() {
-                Ok(()) => {
-                    sh.state
-                        .set_checkpoint(&sh.pipeline.name, &m.job.name, h)
-                        .await
-                }
-                Err(e) => Err(e),
-            };
-            if let Err(e) = moved {
-                m.fail(e.into());
-                return m;
-            }
+    if m.sinks.at != before {
+        let advanced = m.sinks.checkpoint();
+        // Still ours? A lost lease means another runner may own the job now.
+        let moved = match m.lease.check() {
+            Ok(()) => save(sh, &m, advanced).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = moved {
+            m.fail(e.into());
+            return m;
         }
         m.checkpoint = advanced;
         m.out.checkpoint = advanced;
     }
     m
+}
+
+/// Writes the sinks' positions, then (when it moved) the checkpoint.
+pub(super) async fn save(
+    sh: &Shared,
+    m: &Member,
+    checkpoint: Option<Hour>,
+) -> Result<(), crate::state::StateError> {
+    let (p, job) = (&sh.pipeline.name, &m.job.name);
+    sh.state
+        .set_progress(p, job, &m.sinks.to_progress())
+        .await?;
+    match checkpoint {
+        Some(h) if checkpoint != m.checkpoint => sh.state.set_checkpoint(p, job, h).await,
+        _ => Ok(()),
+    }
 }
 
 /// The staging writer of a batch still taking the last chunk after the
@@ -186,25 +217,27 @@ struct Loaded {
     /// Stations with an hour under 75 % coverage (read only for a run
     /// summary: when the run reports to Prefect).
     low_coverage: Option<Vec<String>>,
+    /// The sinks that took the batch.
+    took: Vec<String>,
 }
 
-/// Transforms the staged batch (field `field` of it) and loads it into
-/// every sink. This job's hold on the batch's rows (`staged`) is dropped as
-/// soon as the transform has read them, so a job waiting for a sink holds
-/// only its result and the next batch. Before any sink is touched, the result must keep the
-/// contract (`pollutant` = the job, `hour_start` in the batch), and rows of
-/// hours the source returned nothing for are left out: those hours stay as
-/// the sinks hold them unless `replace_empty`.
+/// Transforms the staged batch (or reads it back from a sink that has it)
+/// and loads it into every sink taking it. This job's hold on the batch's
+/// rows (`staged`) is dropped as soon as the transform has read them, so a
+/// job waiting for a sink holds only its result and the next batch. Before
+/// any sink is touched, the result must keep the contract (`pollutant` =
+/// the job, `hour_start` in the batch), and rows of hours the source
+/// returned nothing for are left out: those hours stay as the sinks hold
+/// them unless `replace_empty`.
 async fn transform_load(
     sh: &Shared,
-    job: &Job,
-    lease: &Lease,
+    m: &Member,
     batch: Batch,
     key: &str,
-    staged: Arc<StagedHandle>,
-    field: usize,
+    input: Input,
 ) -> Result<Loaded, JobError> {
-    let conn = {
+    let (job, lease) = (&m.job, &m.lease);
+    let mut conn = {
         let c = sh.conn.lock().unwrap_or_else(|p| p.into_inner());
         c.try_clone().map_err(JobError::internal)?
     };
@@ -215,8 +248,13 @@ async fn transform_load(
         scope,
         per_hour,
         low_coverage,
-    } = transform(sh, &conn, job, batch, key, staged, field)?;
-    for sink in &sh.sinks {
+    } = match input {
+        Input::Staged(staged, field) => transform(sh, &conn, job, batch, key, staged, field)?,
+        Input::Refill => refill(sh, &mut conn, m, batch).await?,
+    };
+    let mut took = Vec::new();
+    let mut failed = None;
+    for sink in sh.up().filter(|s| m.sinks.takes(s.name(), batch)) {
         // Every write asks the lease first: once it may have expired,
         // another runner may be writing the same hours.
         lease.check()?;
@@ -241,22 +279,142 @@ async fn transform_load(
             }
             Err(e) => Err(e),
         };
-        loaded?;
         recorded?;
+        match loaded {
+            Ok(_) => took.push(sink.name().to_owned()),
+            Err(e) => {
+                // This sink's hours stay pending for it alone; the others go on.
+                let e = JobError::from(e);
+                sh.health.failed(sink.name(), e.clone());
+                failed.get_or_insert(e);
+                continue;
+            }
+        }
         tokio::task::block_in_place(|| {
             let _alone = sh.gate.write().unwrap_or_else(|p| p.into_inner());
             sink.reopen_if_due(&conn, &batch.to_string())
         })?;
     }
+    let unfilled = fill_kept(sh, &mut conn, m, &scope, &took).await?;
+    took.retain(|s| !unfilled.contains(s));
     let _ = tokio::task::block_in_place(|| {
         let _g = shared();
         duck::clear(&conn, key, &job.name)
     });
+    if let (true, Some(e)) = (took.is_empty(), failed) {
+        return Err(e);
+    }
     Ok(Loaded {
         rows_in,
         rows_out,
         kept: scope.kept_hours(),
         low_coverage,
+        took,
+    })
+}
+
+/// Hours of the batch the source had nothing for are kept as the sinks
+/// hold them; a sink that took the batch without holding them (it is
+/// catching up, and the source no longer has those minutes) gets them from
+/// a sink that does. A sink that fails here is left out like any other
+/// (returned: it does not have the batch).
+async fn fill_kept(
+    sh: &Shared,
+    conn: &mut ::duckdb::Connection,
+    m: &Member,
+    scope: &Scope,
+    took: &[String],
+) -> Result<Vec<String>, JobError> {
+    let mut unfilled = Vec::new();
+    for name in took {
+        let at = m.sinks.at.get(name).copied().flatten();
+        let mut lacking = crate::time::Ranges::new();
+        for h in scope.batch.each_hour() {
+            if !scope.contains(h) && at.is_none_or(|p| h > p) {
+                lacking.add(h, h.plus(1));
+            }
+        }
+        let Some((_, to)) = lacking.span() else {
+            continue;
+        };
+        let last = to.plus(-1);
+        let holder = (m.sinks.at.iter())
+            .filter(|(s, p)| *s != name && p.is_some_and(|p| p >= last))
+            .find_map(|(s, _)| sh.up().find(|x| x.name() == s));
+        let (Some(holder), Some(sink)) = (holder, sh.up().find(|x| x.name() == name)) else {
+            continue;
+        };
+        for (from, to) in lacking.iter() {
+            let part = Batch { from, to };
+            let rows = holder.read_hourly(conn, &sh.gate, &m.job, part).await?;
+            if rows == 0 {
+                continue;
+            }
+            let part = Scope {
+                batch: scope.batch,
+                ranges: crate::time::Ranges::one(from, to),
+            };
+            let loaded = match tokio::task::block_in_place(|| {
+                let _g = sh.gate.read().unwrap_or_else(|p| p.into_inner());
+                sink.unload(conn, &m.job.name, &m.job.table, &part)
+            }) {
+                // A staging table (and request ids) of its own, apart from the batch's load.
+                Ok(u) => {
+                    sink.finish(u, &m.job, &part, &format!("{}-kept", sh.run_id))
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            match loaded {
+                Ok(n) => info!(
+                    sink = name.as_str(),
+                    from_sink = holder.name(),
+                    rows = n,
+                    "hours empty at the source filled from the sink that has them"
+                ),
+                Err(e) => {
+                    sh.health.failed(name, JobError::from(e));
+                    unfilled.push(name.clone());
+                    break;
+                }
+            }
+        }
+    }
+    Ok(unfilled)
+}
+
+/// The batch's rows read back from a sink that has them (see
+/// [`Positions::holder`]): every hour of the batch is replaced with them.
+async fn refill(
+    sh: &Shared,
+    conn: &mut ::duckdb::Connection,
+    m: &Member,
+    batch: Batch,
+) -> Result<Transformed, JobError> {
+    let holder = m
+        .sinks
+        .holder(batch, |s| sh.health.is_up(s))
+        .and_then(|h| sh.up().find(|s| s.name() == h))
+        .ok_or_else(|| JobError::internal(format!("no sink holds {batch} any more")))?;
+    let rows_out = holder.read_hourly(conn, &sh.gate, &m.job, batch).await?;
+    info!(
+        from_sink = holder.name(),
+        rows = rows_out,
+        "read back from the sink that has these hours"
+    );
+    let per_hour = tokio::task::block_in_place(|| {
+        let _g = sh.gate.read().unwrap_or_else(|p| p.into_inner());
+        duck::rows_per_hour(&*conn, &m.job.name)
+    })?;
+    Ok(Transformed {
+        rows_in: 0,
+        rows_out,
+        scope: Scope {
+            batch,
+            ranges: crate::time::Ranges::one(batch.from, batch.to),
+        },
+        per_hour,
+        low_coverage: None,
     })
 }
 

@@ -24,13 +24,15 @@ mod load;
 mod models;
 mod outcome;
 mod pieces;
+mod positions;
 mod summary;
 
 pub use groups::sharing;
 use groups::{groups, run_group, Planned};
 use models::{holder, lease_models};
-pub use outcome::{checkpoint_text, JobOutcome, Outcomes, Status};
+pub use outcome::{checkpoint_text, Behind, JobOutcome, Outcomes, Status};
 use pieces::{setup, Shared};
+use positions::Positions;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -272,7 +274,14 @@ async fn run_jobs(
         return out;
     }
     let kind = mode_word(opts.mode);
-    let shared = match setup(config, pipeline, state, run_id.clone(), opts).await {
+    // Each job's sinks as they stood: which failed, and when each may be tried again.
+    let mut progress = Vec::new();
+    for (job, _) in &held {
+        if let Ok(p) = state.progress(&pipeline.name, &job.name).await {
+            progress.push(p);
+        }
+    }
+    let shared = match setup(config, pipeline, state, run_id.clone(), opts, &progress).await {
         Ok(s) => Arc::new(s),
         Err((state, err)) => {
             for (job, lease) in held {
@@ -304,12 +313,49 @@ async fn run_jobs(
             .unwrap_or(usize::MAX)
     });
     out.models
-        .extend(models::recompute(&shared, model_leases, kind).await);
+        .extend(models::recompute(&shared, model_leases, kind, &out.jobs).await);
     out.conflicts = (shared.sinks.iter())
         .map(|s| (s.name().to_owned(), s.conflicts()))
         .filter(|(_, n)| *n > 0)
         .collect();
+    out.behind = behind(&shared.health.out(), &out.jobs, pipeline.start);
     out
+}
+
+/// The sinks out of the run, each with its lag: from its oldest position
+/// over the jobs to the newest hour due.
+fn behind(
+    out: &std::collections::BTreeMap<String, crate::health::Out>,
+    jobs: &[JobOutcome],
+    start: Option<Hour>,
+) -> Vec<Behind> {
+    out.iter()
+        .map(|(sink, why)| {
+            let hours = jobs
+                .iter()
+                .filter_map(|o| {
+                    let due = o.due?;
+                    // A sink that never had a batch stands before `start`.
+                    let at = o.positions.get(sink).copied().flatten();
+                    let at = at.or(start.map(|s| s.plus(-1)))?;
+                    Some(at.hours_until(due).max(0))
+                })
+                .max()
+                .unwrap_or(0);
+            let (cause, next) = match why {
+                crate::health::Out::Failed(e) => {
+                    (crate::secret::redact(&e.to_string()).into_owned(), None)
+                }
+                crate::health::Out::Waiting(d) => (d.cause.clone(), Some(d.next)),
+            };
+            Behind {
+                sink: sink.clone(),
+                hours,
+                cause,
+                next,
+            }
+        })
+        .collect()
 }
 
 /// Takes the jobs' leases; a job whose lease is refused fails (busy: not
@@ -347,11 +393,22 @@ async fn plan_jobs(
     let kind = mode_word(shared.opts.mode);
     let mut planned = Vec::new();
     for (job, lease) in held {
-        match shared.state.checkpoint(&p.name, &job.name).await {
-            Ok(cp) => {
-                let plan = plan_for(p, shared.opts.mode, shared.opts.now, cp);
+        let read = async {
+            let cp = shared.state.checkpoint(&p.name, &job.name).await?;
+            let progress = shared.state.progress(&p.name, &job.name).await?;
+            Ok::<_, crate::state::StateError>((cp, progress))
+        };
+        match read.await {
+            Ok((cp, progress)) => {
+                let (plan, sinks) = plan_sinks(shared, cp, progress);
                 shared.progress.planned(plan.total_hours());
-                planned.push((job, lease, cp, plan));
+                planned.push(Planned {
+                    job,
+                    lease,
+                    checkpoint: cp,
+                    plan,
+                    sinks,
+                });
             }
             Err(e) => {
                 let o = JobOutcome::failed(&job.name, e.into());
@@ -363,11 +420,51 @@ async fn plan_jobs(
     }
     if planned
         .iter()
-        .any(|(_, _, _, plan)| plan.total_hours() > plan::UNSIZED_HOURS)
+        .any(|pl| pl.plan.total_hours() > plan::UNSIZED_HOURS)
     {
         crate::memory::long_run();
     }
     planned
+}
+
+/// A job's plan over its sinks: each sink taking writes plans from its own
+/// position (a sink that was down catches up, oldest hours first, beside
+/// the others' new hours), and the plans are merged into one.
+fn plan_sinks(
+    shared: &Shared,
+    checkpoint: Option<Hour>,
+    progress: crate::state::Progress,
+) -> (Plan, Positions) {
+    let p = &shared.pipeline;
+    let at = progress.positions(checkpoint, &p.sinks);
+    let mut takes = std::collections::BTreeMap::new();
+    let mut behind: Option<Plan> = None;
+    let mut oldest: Option<Option<Hour>> = None;
+    for s in shared.up() {
+        let pos = at.get(s.name()).copied().flatten();
+        let plan = plan_for(p, shared.opts.mode, shared.opts.now, pos);
+        takes.insert(s.name().to_owned(), plan.hours());
+        if oldest.is_none_or(|o| pos < o) {
+            oldest = Some(pos);
+            behind = Some(plan);
+        }
+    }
+    let behind =
+        behind.unwrap_or_else(|| plan_for(p, shared.opts.mode, shared.opts.now, checkpoint));
+    let per_sink: Vec<_> = takes.values().cloned().collect();
+    let plan = behind.merged(&per_sink, p.batch_hours);
+    // With `start`, a sink without a position plans from it anyway.
+    let origin = match p.start {
+        Some(_) => None,
+        None => plan.batches.first().map(|b| b.from.plus(-1)),
+    };
+    let sinks = Positions {
+        progress,
+        at,
+        takes,
+        origin,
+    };
+    (plan, sinks)
 }
 
 /// Runs the jobs, those with the same plan and measurement sharing their

@@ -29,8 +29,8 @@ pub(super) fn holder(run_id: &str) -> Holder {
 fn hours_of(job: &str, planned: &[Planned]) -> Option<(Hour, Hour)> {
     planned
         .iter()
-        .find(|(j, ..)| j.name == job)
-        .and_then(|(_, _, _, plan)| Some((plan.batches.first()?.from, plan.batches.last()?.to)))
+        .find(|pl| pl.job.name == job)
+        .and_then(|pl| Some((pl.plan.batches.first()?.from, pl.plan.batches.last()?.to)))
 }
 
 /// Leases the models this run touches ([`plan::touched`]: those reading a
@@ -173,13 +173,13 @@ async fn fail_model(
         .push(crate::models::ModelOutcome::not_run(&m.name, own));
     let (reading, rest): (Vec<Planned>, Vec<Planned>) = std::mem::take(planned)
         .into_iter()
-        .partition(|(j, ..)| m.jobs.contains(&j.name));
+        .partition(|pl| m.jobs.contains(&pl.job.name));
     *planned = rest;
-    for (job, lease, ..) in reading {
-        lease.release().await;
+    for pl in reading {
+        pl.lease.release().await;
         outcomes
             .jobs
-            .push(JobOutcome::failed(&job.name, why.clone()));
+            .push(JobOutcome::failed(&pl.job.name, why.clone()));
     }
 }
 
@@ -209,11 +209,14 @@ pub(super) async fn recompute(
     shared: &Arc<Shared>,
     leases: Vec<(crate::spec::Model, Lease)>,
     kind: &str,
+    jobs: &[JobOutcome],
 ) -> Vec<crate::models::ModelOutcome> {
     let ctx = crate::models::Ctx {
         pipeline: &shared.pipeline,
         state: &shared.state,
         sinks: &shared.sinks,
+        health: &shared.health,
+        readers: readers(shared, jobs),
         conn: &shared.conn,
         gate: &shared.gate,
         templates: &shared.templates,
@@ -240,6 +243,28 @@ pub(super) async fn recompute(
         })
     });
     queue.into_done()
+}
+
+/// The sinks models read from: of those taking writes, the ones least
+/// behind over this run's jobs (every one of them level, unless a sink
+/// that came back is still catching up).
+fn readers<'a>(shared: &'a Shared, jobs: &[JobOutcome]) -> Vec<&'a crate::sinks::Sink> {
+    let lag = |sink: &str| -> i64 {
+        jobs.iter()
+            .filter_map(|o| {
+                let due = o.due?;
+                let at = o.positions.get(sink).copied().flatten();
+                Some(at.map_or(i64::MAX, |p| p.hours_until(due).max(0)))
+            })
+            .max()
+            .unwrap_or(0)
+    };
+    let up: Vec<(&crate::sinks::Sink, i64)> = shared.up().map(|s| (s, lag(s.name()))).collect();
+    let least = up.iter().map(|(_, l)| *l).min().unwrap_or(0);
+    up.into_iter()
+        .filter(|(_, l)| *l == least)
+        .map(|(s, _)| s)
+        .collect()
 }
 
 /// Recomputes `m` on this thread (not one of the runtime's) and releases

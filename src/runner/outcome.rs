@@ -4,7 +4,7 @@
 //! printed report and the summary artifact read these; nothing here does
 //! I/O.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::JobError;
 use crate::models::ModelOutcome;
@@ -73,6 +73,10 @@ pub struct JobOutcome {
     /// known (read for a run reported to Prefect, from a result with a
     /// `coverage` column).
     pub low_coverage: Option<BTreeSet<String>>,
+    /// Where each sink stands after the run (see [`crate::state::progress`]).
+    pub positions: BTreeMap<String, Option<Hour>>,
+    /// The newest hour due in this run.
+    pub due: Option<Hour>,
 }
 
 impl JobOutcome {
@@ -103,6 +107,8 @@ impl JobOutcome {
             error: Some(error),
             stopped: false,
             low_coverage: None,
+            positions: BTreeMap::new(),
+            due: None,
         }
     }
 
@@ -206,9 +212,53 @@ pub struct Outcomes {
     /// Per sink that had any: writes that lost to a concurrent writer on
     /// the same table (another job, another worker) and were sent again.
     pub conflicts: Vec<(String, u64)>,
+    /// The sinks out of this run (they failed, or wait out their backoff),
+    /// with how far behind each is: the run fails on them, the other sinks
+    /// took every batch.
+    pub behind: Vec<Behind>,
+}
+
+/// A sink out of the run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Behind {
+    pub sink: String,
+    /// Hours from its oldest position over the jobs to the newest hour due.
+    pub hours: i64,
+    /// Why, redacted.
+    pub cause: String,
+    /// Not tried in this run: the next attempt (its backoff).
+    pub next: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl std::fmt::Display for Behind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let unit = if self.hours == 1 { "hour" } else { "hours" };
+        write!(f, "sink `{}` is {} {unit} behind", self.sink, self.hours)?;
+        match self.next {
+            Some(t) => write!(
+                f,
+                " (not tried in this run; next attempt after {}): {}",
+                t.format("%Y-%m-%dT%H:%M:%SZ"),
+                self.cause
+            ),
+            None => write!(f, ": {}", self.cause),
+        }
+    }
 }
 
 impl Outcomes {
+    /// The sinks behind, in one line.
+    pub fn behind_text(&self) -> Option<String> {
+        if self.behind.is_empty() {
+            return None;
+        }
+        let each: Vec<String> = self.behind.iter().map(ToString::to_string).collect();
+        Some(format!(
+            "{}; the other sinks took every hour",
+            each.join("; ")
+        ))
+    }
+
     /// Jobs and models that failed.
     pub fn failed(&self) -> usize {
         self.jobs.iter().filter(|o| o.error.is_some()).count()
@@ -234,13 +284,19 @@ impl Outcomes {
             }))
             .collect();
         if !failed.is_empty() {
-            let m = format!(
+            let mut m = format!(
                 "{} of {} jobs failed: {}",
                 failed.len(),
                 self.total(),
                 failed.join("; ")
             );
+            if let Some(b) = self.behind_text() {
+                m.push_str(&format!("; {b}"));
+            }
             return (StateType::Failed, m);
+        }
+        if let Some(b) = self.behind_text() {
+            return (StateType::Failed, b);
         }
         let hours: i64 = self.jobs.iter().map(|o| o.hours).sum::<i64>()
             + self.models.iter().map(|o| o.input_hours).sum::<i64>();
@@ -335,6 +391,7 @@ mod tests {
             jobs: jobs.clone(),
             models: vec![m.clone()],
             conflicts: vec![],
+            behind: vec![],
         };
         assert_eq!(m.keys(), "nothing recomputed");
         assert_eq!(
@@ -350,6 +407,7 @@ mod tests {
             jobs,
             models: vec![m],
             conflicts: vec![],
+            behind: vec![],
         };
         assert_eq!(
             run.state(),
@@ -359,6 +417,27 @@ mod tests {
         assert_eq!(
             run.state().1,
             "2 jobs, 3 hours, 6 rows; writes sent again after conflicts with concurrent writers: 2 to sink `bq`, 1 to sink `wh`"
+        );
+        run.behind = vec![
+            Behind {
+                sink: "bq".into(),
+                hours: 6,
+                cause: "sink `bq`: connection refused".into(),
+                next: None,
+            },
+            Behind {
+                sink: "md".into(),
+                hours: 1,
+                cause: "sink `md`: file busy".into(),
+                next: Some("2026-11-20T10:35:00Z".parse().unwrap()),
+            },
+        ];
+        assert_eq!(
+            run.state(),
+            (
+                StateType::Failed,
+                "sink `bq` is 6 hours behind: sink `bq`: connection refused; sink `md` is 1 hour behind (not tried in this run; next attempt after 2026-11-20T10:35:00Z): sink `md`: file busy; the other sinks took every hour".to_owned()
+            )
         );
     }
 }

@@ -2,7 +2,8 @@
 //! (prepared; with `--wait`, after waiting for a DuckDB file another
 //! process writes), the embedded connection (confined to the sink files'
 //! directories unless a sink is MotherDuck), its gate, the templates and the
-//! run's options. Built once by [`setup`], shared by every job and model.
+//! run's options, and which sinks are out of it ([`Health`]). Built once
+//! by [`setup`], shared by every job and model.
 
 use std::time::Instant;
 
@@ -11,6 +12,7 @@ use duckdb::Connection;
 use super::Options;
 use crate::duck;
 use crate::error::JobError;
+use crate::health::{Health, PROBE};
 use crate::retry::{Failure, Policy};
 use crate::secret::{EnvSecrets, SecretSource};
 use crate::sinks::{Sink, SinkError};
@@ -34,6 +36,15 @@ pub(super) struct Shared {
     pub(super) gate: std::sync::RwLock<()>,
     pub(super) run_id: String,
     pub(super) opts: Options,
+    /// The sinks out of this run (failed, or waiting out their backoff).
+    pub(super) health: Health,
+}
+
+impl Shared {
+    /// The sinks taking writes now.
+    pub(super) fn up(&self) -> impl Iterator<Item = &Sink> {
+        self.sinks.iter().filter(|s| self.health.is_up(s.name()))
+    }
 }
 
 /// How long a `--wait` run waits for a DuckDB sink file another process
@@ -51,6 +62,7 @@ pub(super) async fn setup(
     state: State,
     run_id: String,
     opts: Options,
+    progress: &[crate::state::Progress],
 ) -> Result<Shared, (State, JobError)> {
     let mut source = Source::new(&pipeline.source, &config.sources[&pipeline.source]);
     let conn =
@@ -80,14 +92,34 @@ pub(super) async fn setup(
         },
         _ => Box::new(EnvSecrets),
     };
-    // Sinks first: a sink that cannot work (e.g. MotherDuck without a token) fails before any extract.
+    // Sinks first: a sink that cannot work (e.g. MotherDuck without a
+    // token) is out before any extract; with no sink left, the run fails.
+    // A sink still in its backoff is not tried; one that failed before
+    // gets a short probe.
+    let mut health = Health::from_backoff(progress, opts.now);
+    if pipeline.sinks.iter().all(|s| !health.is_up(s)) {
+        // Every sink waits: a run that wrote nowhere would only wait too.
+        health = Health::default();
+    }
     let mut sinks = Vec::new();
+    let mut first_error = None;
     for name in &pipeline.sinks {
-        let sink = Sink::new(name, &config.sinks[name], &config.dir);
-        match prepare(sink, &conn, secrets.as_ref(), &home, opts.wait).await {
-            Ok(sink) => sinks.push(sink),
-            Err(e) => return Err((state, e.into())),
+        if !health.is_up(name) {
+            continue;
         }
+        let sink = Sink::new(name, &config.sinks[name], &config.dir);
+        let probe = Health::was_down(name, progress).then_some(PROBE);
+        match prepare(sink, &conn, secrets.as_ref(), &home, opts.wait, probe).await {
+            Ok(sink) => sinks.push(sink),
+            Err(e) => {
+                let e = JobError::from(e);
+                first_error.get_or_insert_with(|| e.clone());
+                health.failed(name, e);
+            }
+        }
+    }
+    if let (true, Some(e)) = (sinks.is_empty(), first_error) {
+        return Err((state, e));
     }
     // A models-only run reads the sinks, never the source (its raw data may have expired).
     if opts.models.is_empty() {
@@ -121,6 +153,7 @@ pub(super) async fn setup(
         gate: std::sync::RwLock::new(()),
         run_id,
         opts,
+        health,
     })
 }
 
@@ -133,11 +166,26 @@ async fn prepare(
     secrets: &(dyn SecretSource + Send + Sync),
     home: &std::path::Path,
     wait: bool,
+    probe: Option<std::time::Duration>,
 ) -> Result<Sink, SinkError> {
     let t0 = Instant::now();
     let mut attempt = 0;
     loop {
-        let e = match sink.prepare(conn, secrets, home).await {
+        let prepared = match probe {
+            None => sink.prepare(conn, secrets, home, false).await,
+            Some(limit) => tokio::time::timeout(limit, sink.prepare(conn, secrets, home, true))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(SinkError::Setup {
+                        sink: sink.name().to_owned(),
+                        message: format!(
+                            "no answer within {} s (it failed in an earlier run too)",
+                            limit.as_secs()
+                        ),
+                    })
+                }),
+        };
+        let e = match prepared {
             Ok(()) => return Ok(sink),
             Err(e) => e,
         };

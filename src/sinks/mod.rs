@@ -10,6 +10,7 @@
 pub mod bigquery;
 pub mod duckdb;
 pub mod models;
+mod refill;
 
 use ::duckdb::Connection;
 
@@ -132,16 +133,19 @@ impl Sink {
     }
 
     /// Resolves secrets and attaches (DuckDB) or creates the dataset
-    /// (BigQuery), before any job starts.
+    /// (BigQuery), before any job starts. `probe`: the sink failed in an
+    /// earlier run, so its set-up is one attempt, not retried (a BigQuery
+    /// call that gets no answer fails at once instead of within a minute).
     pub async fn prepare(
         &mut self,
         conn: &Connection,
         secrets: &dyn SecretSource,
         home: &std::path::Path,
+        probe: bool,
     ) -> Result<(), SinkError> {
         match self {
             Sink::Duck(s) => s.prepare(conn, secrets, home),
-            Sink::BigQuery(s) => s.prepare(secrets).await,
+            Sink::BigQuery(s) => s.prepare(secrets, probe).await,
         }
     }
 

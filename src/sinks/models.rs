@@ -79,7 +79,7 @@ impl Inputs {
 /// compute.
 #[allow(clippy::too_many_arguments)]
 pub async fn read_inputs(
-    sinks: &[Sink],
+    sinks: &[&Sink],
     conn: &Connection,
     gate: &RwLock<()>,
     tables: &Tables,
@@ -88,10 +88,10 @@ pub async fn read_inputs(
     from: Hour,
     to: Hour,
 ) -> Result<Option<Inputs>, SinkError> {
-    if let Some(src) = sinks.iter().find_map(Sink::duck) {
+    if let Some(src) = sinks.iter().find_map(|s| s.duck()) {
         return duck_inputs(src, conn, tables, p, m);
     }
-    match sinks.iter().find_map(Sink::bigquery) {
+    match sinks.iter().find_map(|s| s.bigquery()) {
         Some(bq) => bigquery_inputs(bq, conn, gate, p, m, from, to).await,
         None => Ok(None),
     }
@@ -223,7 +223,7 @@ impl ReadBack<'_> {
 /// The episodes (column `episode`) `m`'s table holds for the keys `r`: in
 /// the first DuckDB/MotherDuck sink, else the first BigQuery sink.
 pub async fn read_episodes(
-    sinks: &[Sink],
+    sinks: &[&Sink],
     conn: &Connection,
     gate: &RwLock<()>,
     m: &Model,
@@ -231,7 +231,7 @@ pub async fn read_episodes(
 ) -> Result<HashSet<String>, SinkError> {
     let mut out = HashSet::new();
     let col = m.grain.key_column();
-    if let Some(s) = sinks.iter().find_map(Sink::duck) {
+    if let Some(s) = sinks.iter().find_map(|s| s.duck()) {
         let shared = || gate.read().unwrap_or_else(|p| p.into_inner());
         if !tokio::task::block_in_place(|| {
             let _g = shared();
@@ -259,7 +259,7 @@ pub async fn read_episodes(
         out.extend(read.into_iter().flatten());
         return Ok(out);
     }
-    if let Some(bq) = sinks.iter().find_map(Sink::bigquery) {
+    if let Some(bq) = sinks.iter().find_map(|s| s.bigquery()) {
         if !bq.has_table(&m.table).await? {
             return Ok(out);
         }

@@ -2,6 +2,8 @@
 //!
 //! `<dir>/<pipeline>/<job>/` holds `checkpoint.json` (replaced atomically:
 //! write, fsync, rename, fsync the directory), `ledger.jsonl` and
+//! `progress.json` (per-sink positions and failures, see [`super::progress`]),
+//! a model's `pending.json` and `owed.json` (likewise), `ledger.jsonl` and
 //! `runs.jsonl` (appended and fsynced; a torn last line from a crash is
 //! ignored), and `lease` (an OS file lock, released by the kernel when the
 //! process dies, with the holder's identity inside). Files, not a database,
@@ -14,7 +16,9 @@ use std::path::{Path, PathBuf};
 use chrono::Utc;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-use super::{Holder, LedgerEntry, RunRecord, StateError};
+use std::collections::BTreeMap;
+
+use super::{Holder, LedgerEntry, Owed, Progress, RunRecord, StateError};
 use crate::spec::Hour;
 use crate::time::Ranges;
 
@@ -113,6 +117,52 @@ impl LocalState {
         })
         .expect("pending serializes");
         self.replace_file(pipeline, key, "pending.json", &body)
+    }
+
+    /// The job's per-sink progress (`progress.json`), written before its
+    /// checkpoint: a crash between the two leaves them disagreeing, and
+    /// the checkpoint wins (hours redone, nothing skipped).
+    pub fn progress(&self, pipeline: &str, job: &str) -> Result<Progress, StateError> {
+        self.read_json(pipeline, job, "progress.json", "progress")
+    }
+
+    pub fn set_progress(&self, pipeline: &str, job: &str, p: &Progress) -> Result<(), StateError> {
+        let body = serde_json::to_vec_pretty(p).expect("progress serializes");
+        self.replace_file(pipeline, job, "progress.json", &body)
+    }
+
+    /// A model's keys owed to sinks that were down when they were
+    /// recomputed (`owed.json`): per sink, the pending hours it lacks.
+    pub fn owed(&self, pipeline: &str, key: &str) -> Result<Owed, StateError> {
+        let file: BTreeMap<String, Vec<(Hour, Hour)>> =
+            self.read_json(pipeline, key, "owed.json", "owed hours")?;
+        Ok(file
+            .into_iter()
+            .map(|(s, r)| (s, r.into_iter().collect()))
+            .collect())
+    }
+
+    pub fn set_owed(&self, pipeline: &str, key: &str, owed: &Owed) -> Result<(), StateError> {
+        let file: BTreeMap<&String, Vec<(Hour, Hour)>> =
+            owed.iter().map(|(s, r)| (s, r.iter().collect())).collect();
+        let body = serde_json::to_vec_pretty(&file).expect("owed serializes");
+        self.replace_file(pipeline, key, "owed.json", &body)
+    }
+
+    fn read_json<T: DeserializeOwned + Default>(
+        &self,
+        pipeline: &str,
+        key: &str,
+        file: &str,
+        what: &str,
+    ) -> Result<T, StateError> {
+        let path = self.job_dir(pipeline, key).join(file);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text)
+                .map_err(|e| io_err(&path, format!("unreadable {what}: {e}"))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
+            Err(e) => Err(io_err(&path, e)),
+        }
     }
 
     /// Replaces `<job dir>/<file>` atomically: write, fsync, rename, fsync the directory.

@@ -7,6 +7,7 @@
 
 mod local;
 mod prefect;
+pub mod progress;
 
 use std::path::PathBuf;
 
@@ -15,6 +16,11 @@ use serde::{Deserialize, Serialize};
 
 pub use local::{LocalLease, LocalState};
 pub use prefect::{parse_datetime, PrefectLease, PrefectState, LEASE_TTL};
+pub use progress::Progress;
+
+/// A model's keys owed to sinks that were down when they were recomputed:
+/// per sink, the pending hours whose products it lacks.
+pub type Owed = std::collections::BTreeMap<String, Ranges<Hour>>;
 
 use crate::prefect::{Client, PrefectError};
 use crate::secret::{self, EnvSecrets};
@@ -242,6 +248,43 @@ impl State {
         match self {
             State::Local(s) => s.set_pending(pipeline, key, ranges),
             State::Prefect(s) => s.set_pending(pipeline, key, ranges).await,
+        }
+    }
+
+    /// A job's per-sink progress (see [`progress`]).
+    pub async fn progress(&self, pipeline: &str, job: &str) -> Result<Progress, StateError> {
+        match self {
+            State::Local(s) => s.progress(pipeline, job),
+            State::Prefect(s) => s.progress(pipeline, job).await,
+        }
+    }
+
+    /// Written before (local files) or with (Prefect) the checkpoint.
+    pub async fn set_progress(
+        &self,
+        pipeline: &str,
+        job: &str,
+        p: &Progress,
+    ) -> Result<(), StateError> {
+        match self {
+            State::Local(s) => s.set_progress(pipeline, job, p),
+            State::Prefect(s) => s.set_progress(pipeline, job, p).await,
+        }
+    }
+
+    /// A model's keys owed to sinks that were down ([`Owed`]).
+    pub async fn owed(&self, pipeline: &str, key: &str) -> Result<Owed, StateError> {
+        match self {
+            State::Local(s) => s.owed(pipeline, key),
+            State::Prefect(s) => s.owed(pipeline, key).await,
+        }
+    }
+
+    /// Written at once: durable before the model's pending hours are cleared.
+    pub async fn set_owed(&self, pipeline: &str, key: &str, owed: &Owed) -> Result<(), StateError> {
+        match self {
+            State::Local(s) => s.set_owed(pipeline, key, owed),
+            State::Prefect(s) => s.set_owed(pipeline, key, owed).await,
         }
     }
 

@@ -267,10 +267,16 @@ fn bigquery_failing_while_duckdb_succeeds_then_recovery() {
         "{}",
         out.stderr
     );
-    // DuckDB kept the first batch of each job; no checkpoint moved.
+    // BigQuery is left out after its first failure; DuckDB takes every
+    // hour; the checkpoint (the oldest sink's) did not move.
+    assert!(
+        out.stderr.contains("error: sink `bq` is 24 hours behind: sink `bq` hours [2026-11-20T00:00:00Z, 2026-11-20T12:00:00Z): table"),
+        "{}",
+        out.stderr
+    );
     assert_eq!(
         ws.query("wh.duckdb", "SELECT pollutant, count(DISTINCT hour_start) FROM pollutant_hourly GROUP BY 1 ORDER BY 1"),
-        vec![vec!["co", "12"], vec!["no2", "12"]]
+        vec![vec!["co", "24"], vec!["no2", "24"]]
     );
     let st = run(
         &ws,
@@ -284,7 +290,7 @@ fn bigquery_failing_while_duckdb_succeeds_then_recovery() {
     );
     assert!(
         st.stdout.contains(
-            "gaps: 12 hours missing in some sink: 2026-11-20T00:00:00Z..2026-11-20T11:00:00Z"
+            "gaps: 24 hours missing in some sink: 2026-11-20T00:00:00Z..2026-11-20T23:00:00Z"
         ),
         "{}",
         st.stdout
@@ -297,9 +303,21 @@ fn bigquery_failing_while_duckdb_succeeds_then_recovery() {
         )),
         204
     );
+    // Within its backoff (5 minutes after the failure, on the run's clock) BigQuery is not tried.
+    let out = run(
+        &ws,
+        &["run", "hourly", "--now", "2026-11-21T00:14:00Z"],
+        &[],
+    )
+    .exit(1);
+    assert!(
+        out.stderr.contains("error: sink `bq` is 24 hours behind (not tried in this run; next attempt after 2026-11-21T00:15:00Z): sink `bq` hours"),
+        "{}",
+        out.stderr
+    );
     run(
         &ws,
-        &["run", "hourly", "--now", "2026-11-21T00:10:00Z"],
+        &["run", "hourly", "--now", "2026-11-21T00:15:00Z"],
         &[],
     )
     .ok();
@@ -315,7 +333,7 @@ fn bigquery_failing_while_duckdb_succeeds_then_recovery() {
     assert_eq!(bq_rows, duck_summary(&ws));
     let st = run(
         &ws,
-        &["status", "hourly", "--now", "2026-11-21T00:10:00Z"],
+        &["status", "hourly", "--now", "2026-11-21T00:15:00Z"],
         &[],
     );
     assert!(
@@ -541,13 +559,19 @@ fn service_account_from_a_prefect_block_or_the_environment() {
         out.stderr
     );
     assert!(!out.stderr.contains("PRIVATE KEY") && !out.stdout.contains("PRIVATE KEY"));
-    // Nothing was extracted or loaded: the DuckDB sink was attached, no table made.
+    // BigQuery is out of the run from its set-up on; the DuckDB file took every hour.
+    assert!(
+        out.stderr
+            .contains("error: sink `bq` is 24 hours behind: sink `bq`: dataset"),
+        "{}",
+        out.stderr
+    );
     assert_eq!(
         ws.query(
             "wh.duckdb",
-            "SELECT count(*) FROM information_schema.tables"
+            "SELECT count(DISTINCT hour_start) FROM pollutant_hourly"
         ),
-        vec![vec!["0"]]
+        vec![vec!["24"]]
     );
 }
 

@@ -17,5 +17,6 @@ mod products_exact;
 mod products_ref;
 mod readme;
 mod shared;
+mod sink_down;
 mod spec_errors;
 mod util;

@@ -15,10 +15,10 @@ const TZ: chrono_tz::Tz = chrono_tz::Europe::Madrid;
 const H0: i64 = 1_774_483_200 / 3600;
 const H1: i64 = H0 + 120;
 const FROM: &str = "2026-03-26T00:00:00Z";
-const TO: &str = "2026-03-31T00:00:00Z";
+pub(crate) const TO: &str = "2026-03-31T00:00:00Z";
 const NOW: &str = "2026-04-02T00:00:00Z";
 
-fn hour(s: &str) -> i64 {
+pub(crate) fn hour(s: &str) -> i64 {
     chrono::DateTime::parse_from_rfc3339(s).unwrap().timestamp() / 3600
 }
 
@@ -138,7 +138,7 @@ fn plan(station: &str, p: &str, h: i64) -> Option<(i64, f64)> {
 }
 
 /// The boundary data set as minute points.
-fn points() -> Points {
+pub(crate) fn points() -> Points {
     let mut out = Points::new();
     for s in ["a", "b", "c"] {
         for p in r::POLLUTANTS {
@@ -155,7 +155,7 @@ fn points() -> Points {
 }
 
 /// Writes points to InfluxDB, one field per line.
-fn write(db: &str, points: &Points) {
+pub(crate) fn write(db: &str, points: &Points) {
     let lines: Vec<String> = points
         .iter()
         .map(|((s, p, m), v)| format!("air_quality,station={s} {p}={v} {}", m * 60_000_000_000))
@@ -236,7 +236,7 @@ fn tables(ws: &Ws, like: &BTreeMap<&str, Table>) -> BTreeMap<&'static str, Table
         .collect()
 }
 
-fn assert_products(ws: &Ws, points: &Points) {
+pub(crate) fn assert_products(ws: &Ws, points: &Points) {
     let want = r::expected(points, TZ);
     let got = tables(ws, &want);
     for (name, w) in &want {
@@ -572,7 +572,7 @@ const SUMMARIES: [(&str, &str); 7] = [
     ("exceedances", "COUNT(*), SUM(n_values), SUM(n_exceedances), SUM(CASE WHEN over_allowed THEN 1 ELSE 0 END)"),
 ];
 
-fn summaries_equal(ws: &Ws, dataset: &str) {
+pub(crate) fn summaries_equal(ws: &Ws, dataset: &str) {
     use crate::util::bigquery;
     for (t, cols) in SUMMARIES {
         let duck = ws.query(

@@ -94,6 +94,8 @@ pub struct Api {
     tokens: Tokens,
     /// Calls sent again after a write conflict ([`is_conflict`]), so far.
     conflicts: std::sync::atomic::AtomicU64,
+    /// Off while a sink that failed before is probed: one attempt per call.
+    retry: std::sync::atomic::AtomicBool,
 }
 
 impl Api {
@@ -112,7 +114,14 @@ impl Api {
             project: project.to_owned(),
             tokens,
             conflicts: Default::default(),
+            retry: std::sync::atomic::AtomicBool::new(true),
         }
+    }
+
+    /// Whether calls are retried under the policy ([`RETRY_BUDGET`]), or
+    /// sent once (a probe).
+    pub fn retrying(&self, on: bool) {
+        self.retry.store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Calls sent again after a write conflict, so far.
@@ -200,7 +209,11 @@ impl Api {
                     )
                 }
             };
-            let Some(wait) = POLICY.wait(failure, attempt, t0.elapsed()) else {
+            let retry = self.retry.load(std::sync::atomic::Ordering::Relaxed);
+            let Some(wait) = POLICY
+                .wait(failure, attempt, t0.elapsed())
+                .filter(|_| retry)
+            else {
                 let mut last = last;
                 last.message = format!(
                     "{} (gave up after {}s of retries)",

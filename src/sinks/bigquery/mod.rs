@@ -89,7 +89,7 @@ pub struct BigQuerySink {
     conflicts: std::sync::atomic::AtomicU64,
 }
 
-fn hour_literal(h: Hour) -> String {
+pub(super) fn hour_literal(h: Hour) -> String {
     format!("TIMESTAMP '{}'", h.0.format("%Y-%m-%dT%H:%M:%SZ"))
 }
 
@@ -153,8 +153,13 @@ impl BigQuerySink {
         }
     }
 
-    /// Resolves the project, endpoint and credentials, and creates the dataset when missing.
-    pub async fn prepare(&mut self, secrets: &dyn SecretSource) -> Result<(), SinkError> {
+    /// Resolves the project, endpoint and credentials, and creates the
+    /// dataset when missing; with `probe`, those calls are not retried.
+    pub async fn prepare(
+        &mut self,
+        secrets: &dyn SecretSource,
+        probe: bool,
+    ) -> Result<(), SinkError> {
         // Errors are wrapped in "sink `<name>`: " by `setup_err`: name only the key here.
         let resolved = |value: &str, key: &str| {
             resolve(value, &format!("`{key}`"), secrets).map_err(|e| self.setup_err(e.to_string()))
@@ -210,16 +215,19 @@ impl BigQuerySink {
             project.expose(),
             Tokens::new(creds, http),
         );
-        api.ensure_dataset(&self.dataset, self.location.as_deref())
-            .await
-            .map_err(|e| {
-                self.setup_err(format!(
-                    "dataset `{}.{}` ({}): {e}",
-                    api.project,
-                    self.dataset,
-                    api.describe_auth()
-                ))
-            })?;
+        api.retrying(!probe);
+        let ready = api
+            .ensure_dataset(&self.dataset, self.location.as_deref())
+            .await;
+        api.retrying(true);
+        ready.map_err(|e| {
+            self.setup_err(format!(
+                "dataset `{}.{}` ({}): {e}",
+                api.project,
+                self.dataset,
+                api.describe_auth()
+            ))
+        })?;
         self.api = Some(api);
         Ok(())
     }
@@ -347,7 +355,7 @@ impl BigQuerySink {
             job.replace('\\', "\\\\").replace('\'', "\\'"),
             scope.predicate("T.`hour_start`", hour_literal)
         );
-        let target = self.table.as_deref().unwrap_or(table);
+        let target = self.target(table);
         let staging = staging_name(target, job, scope.batch.from, run_id);
         self.replace(rows, tags, target, &staging, &what)
             .await
@@ -397,6 +405,11 @@ impl BigQuerySink {
         }
         result?;
         Ok(rows.rows.len() as u64)
+    }
+
+    /// The table a job's rows go to: the sink's `table`, else the job's.
+    pub fn target<'a>(&'a self, table: &'a str) -> &'a str {
+        self.table.as_deref().unwrap_or(table)
     }
 
     /// Whether the dataset has `table` yet.

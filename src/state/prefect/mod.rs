@@ -15,8 +15,12 @@
 //!   (the sinks kept what they held), as merged ranges;
 //! - `runs` (the last [`KEEP_RUNS`]) and `last_run`;
 //! - `lease`: who holds (or last held) the job's lease (see [`lease`]);
+//! - `progress`: each sink's position (the newest hour up to which it holds
+//!   every hour) and, while it fails, its backoff; written with the
+//!   checkpoint they go with (see [`super::progress`]);
 //! - `pending` (a model's block): hours loaded whose products are not yet
-//!   recomputed, as merged ranges.
+//!   recomputed, as merged ranges; `owed`: per sink that was down, the
+//!   pending hours whose products it still lacks.
 //!
 //! Prefect has no compare-and-swap on documents: the lease makes this
 //! process the job's only writer, so a run reads the documents of the jobs
@@ -34,7 +38,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 
-use super::{LedgerEntry, RunRecord, StateError};
+use super::{LedgerEntry, Owed, Progress, RunRecord, StateError};
 
 mod lease;
 mod ranges;
@@ -235,6 +239,63 @@ impl PrefectState {
         };
         self.modify(pipeline, key, when, |d| {
             object(d, "metadata").insert("pending".into(), v);
+        })
+        .await
+    }
+
+    /// The job's per-sink progress (`metadata.progress`).
+    pub async fn progress(&self, pipeline: &str, job: &str) -> Result<Progress, StateError> {
+        let name = self.name(pipeline, job);
+        let data = self.data(&name).await?;
+        match data.as_ref().and_then(|d| d.pointer("/metadata/progress")) {
+            None | Some(Value::Null) => Ok(Progress::default()),
+            Some(v) => serde_json::from_value(v.clone()).map_err(|e| StateError::Corrupt {
+                place: format!("prefect block `{name}`"),
+                message: format!("`metadata.progress`: {e}"),
+            }),
+        }
+    }
+
+    /// With the next write, like the checkpoint it goes with.
+    pub async fn set_progress(
+        &self,
+        pipeline: &str,
+        job: &str,
+        p: &Progress,
+    ) -> Result<(), StateError> {
+        let v = serde_json::to_value(p).expect("progress serializes");
+        self.modify(pipeline, job, Write::Soon, |d| {
+            object(d, "metadata").insert("progress".into(), v);
+        })
+        .await
+    }
+
+    /// A model's keys owed to sinks that were down (`metadata.owed`).
+    pub async fn owed(&self, pipeline: &str, key: &str) -> Result<Owed, StateError> {
+        let data = self.data(&self.name(pipeline, key)).await?;
+        let Some(Value::Object(m)) = data.as_ref().and_then(|d| d.pointer("/metadata/owed")) else {
+            return Ok(Owed::new());
+        };
+        Ok(m.iter()
+            .map(|(s, v)| (s.clone(), read_ranges(Some(v))))
+            .filter(|(_, r)| !r.is_empty())
+            .collect())
+    }
+
+    /// Written at once: durable before the model's pending hours are cleared.
+    pub async fn set_owed(&self, pipeline: &str, key: &str, owed: &Owed) -> Result<(), StateError> {
+        let v: Map<String, Value> = owed
+            .iter()
+            .filter(|(_, r)| !r.is_empty())
+            .map(|(s, r)| (s.clone(), write_ranges(r)))
+            .collect();
+        self.modify(pipeline, key, Write::Now, |d| {
+            let meta = object(d, "metadata");
+            if v.is_empty() {
+                meta.remove("owed");
+            } else {
+                meta.insert("owed".into(), Value::Object(v));
+            }
         })
         .await
     }

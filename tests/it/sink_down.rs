@@ -1,0 +1,222 @@
+//! A sink that is down holds back nothing else (#35), against a real
+//! InfluxDB, the BigQuery emulator and a DuckDB file: while BigQuery does
+//! not answer, the DuckDB file gets every hour and every product (checked
+//! against the independent computation of `products_ref`); the state keeps
+//! each sink's position and the checkpoint at the lagging one's; once
+//! BigQuery answers again, with the source's minutes of the missed hours
+//! deleted meanwhile, it is brought level from the DuckDB file, row for
+//! row. "Down" is the sink's endpoint at an address where nothing listens
+//! (the emulator is shared by the suite's other tests and stays up): the
+//! same connection refusal a stopped server gives.
+
+use std::collections::BTreeMap;
+
+use crate::products::{assert_products, hour, points, spec, summaries_equal, write};
+use crate::products_ref::Points;
+use crate::util::{bigquery, influx, Ws};
+
+/// `http://127.0.0.1:<port>` where nothing listens.
+fn dead_url() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    drop(l);
+    url
+}
+
+fn bq_sink(dataset: &str) -> String {
+    format!(
+        "  bq:
+    type: bigquery
+    project: {}
+    dataset: {dataset}
+    location: EU
+    endpoint: ${{env:TEST_BQ_URL}}
+",
+        crate::bigquery_sink::PROJECT
+    )
+}
+
+/// BigQuery's answer to an expired or revoked key (its documented 401,
+/// `UNAUTHENTICATED`, reason `authError`), to every request: a cause that
+/// is not retried, so the first failing run is as quick as the next ones.
+fn expired_key() -> String {
+    let message = "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential.";
+    let body = serde_json::json!({"error": {"code": 401, "message": message, "errors": [{"message": message, "domain": "global", "reason": "authError", "location": "Authorization", "locationType": "header"}], "status": "UNAUTHENTICATED"}}).to_string();
+    crate::util::replay_server(Some(
+        format!(
+            "HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json; charset=UTF-8\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes(),
+    ))
+}
+
+/// The points before hour `h` (hours since the epoch): what the sinks hold
+/// once every hour before it is loaded.
+fn before(points: &Points, h: i64) -> Points {
+    points
+        .iter()
+        .filter(|((_, _, m), _)| *m < h * 60)
+        .map(|(k, v)| (k.clone(), *v))
+        .collect()
+}
+
+/// Every hourly row, one line each (values to a thousandth), in order.
+const HOURLY: &str =
+    "SELECT pollutant, station, CAST(hour_start AS STRING), CAST(ROUND(avg * 1000) AS INT64), \
+     CAST(ROUND(min * 1000) AS INT64), CAST(ROUND(max * 1000) AS INT64), n_minutes \
+     FROM {t} ORDER BY 1, 2, 3";
+
+fn duck_hourly(ws: &Ws) -> Vec<Vec<String>> {
+    ws.query(
+        "wh.duckdb",
+        &HOURLY
+            .replace("{t}", "pollutant_hourly")
+            .replace("INT64", "BIGINT")
+            .replace("UNIX_MICROS(hour_start)", "epoch_us(hour_start)"),
+    )
+}
+
+fn bq_hourly(dataset: &str) -> Vec<Vec<String>> {
+    let t = format!(
+        "`{}.{dataset}.pollutant_hourly`",
+        crate::bigquery_sink::PROJECT
+    );
+    bigquery().query(crate::bigquery_sink::PROJECT, &HOURLY.replace("{t}", &t))
+}
+
+/// Ledger lines of one run: hours per sink.
+fn ledger_hours(ws: &Ws, job: &str, run: usize) -> BTreeMap<String, usize> {
+    let text = std::fs::read_to_string(ws.path(&format!("state/aq/{job}/ledger.jsonl"))).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut runs: Vec<String> = Vec::new();
+    for l in &lines {
+        let id = l["run_id"].as_str().unwrap().to_owned();
+        if !runs.contains(&id) {
+            runs.push(id);
+        }
+    }
+    let mut out = BTreeMap::new();
+    for l in lines.iter().filter(|l| l["run_id"] == runs[run].as_str()) {
+        if l["ok"] == true {
+            *out.entry(l["sink"].as_str().unwrap().to_owned())
+                .or_default() += 1;
+        }
+    }
+    out
+}
+
+fn checkpoint(ws: &Ws, job: &str) -> String {
+    let text =
+        std::fs::read_to_string(ws.path(&format!("state/aq/{job}/checkpoint.json"))).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["last_processed_hour"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn bigquery_down_for_six_hours_then_brought_level_from_duckdb() {
+    let db = "sink_down";
+    influx().create_db(db);
+    let pts = points();
+    write(db, &pts);
+    let ds = "sink_down";
+    let yaml = spec(db, "wh, bq", &bq_sink(ds), true).replace(
+        "    batch_hours: 48\n",
+        "    batch_hours: 48\n    lookback: 2h\n",
+    );
+    assert!(yaml.contains("lookback: 2h"));
+    let ws = Ws::new(&yaml);
+    // Down: first an expired key, then nothing listening at all.
+    let (expired, dead) = (expired_key(), dead_url());
+    let run = |now: &str, bq: &str| {
+        ws.run_env(
+            &["run", "aq", "--now", now],
+            &[("TEST_INFLUX_URL", &influx().url), ("TEST_BQ_URL", bq)],
+        )
+    };
+    let at = |h: i64| {
+        chrono::DateTime::from_timestamp(h * 3600, 0)
+            .unwrap()
+            .format("%Y-%m-%dT%H:%M:%SZ")
+            .to_string()
+    };
+    // Both sinks up: every hour before 12:00 on the 29th.
+    let noon = hour("2026-03-29T12:00:00Z");
+    run(&at(noon).replace(":00:00Z", ":05:00Z"), &bigquery().url).ok();
+    assert_products(&ws, &before(&pts, noon));
+    summaries_equal(&ws, ds);
+
+    // BigQuery down for six hourly runs.
+    for k in 1..=6 {
+        let due = noon + k;
+        let now = at(due).replace(":00:00Z", ":05:00Z");
+        let out = run(&now, if k == 1 { &expired } else { &dead }).exit(1);
+        let unit = if k == 1 { "hour" } else { "hours" };
+        assert!(
+            out.stderr
+                .contains(&format!("error: sink `bq` is {k} {unit} behind: sink `bq`")),
+            "run {k}: {}",
+            out.stderr
+        );
+        assert!(
+            out.stderr.contains("the other sinks took every hour"),
+            "{}",
+            out.stderr
+        );
+        // Every hour and every product in the DuckDB file.
+        assert_products(&ws, &before(&pts, due));
+        for job in ["co", "o3"] {
+            assert_eq!(
+                checkpoint(&ws, job),
+                "2026-03-29T11:00:00Z",
+                "{job} after run {k}"
+            );
+        }
+        // BigQuery's hours are untouched.
+        assert_eq!(
+            bq_hourly(ds)
+                .iter()
+                .filter(|r| r[2] >= at(noon).replace('T', " ").replace('Z', "+00"))
+                .count(),
+            0
+        );
+    }
+    let progress: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(ws.path("state/aq/co/progress.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(progress["sinks"]["wh"]["position"], "2026-03-29T17:00:00Z");
+    assert_eq!(progress["sinks"]["bq"]["position"], "2026-03-29T11:00:00Z");
+    assert_eq!(progress["sinks"]["bq"]["down"]["failures"], 6);
+
+    // The source's minutes of the missed hours are gone; BigQuery answers again.
+    influx().q_db(
+        db,
+        &format!(
+            "DELETE FROM air_quality WHERE time >= '{}' AND time < '{}'",
+            at(noon),
+            at(noon + 6)
+        ),
+    );
+    let out = run(&at(noon + 7).replace(":00:00Z", ":05:00Z"), &bigquery().url).ok();
+    assert!(!out.stderr.contains("behind"), "{}", out.stderr);
+    // Level, row for row, hourly and products; the DuckDB file unchanged.
+    let duck = duck_hourly(&ws);
+    assert_eq!(duck.len(), bq_hourly(ds).len());
+    assert_eq!(bq_hourly(ds), duck);
+    summaries_equal(&ws, ds);
+    assert_products(&ws, &before(&pts, noon + 7));
+    for job in ["co", "o3"] {
+        assert_eq!(checkpoint(&ws, job), "2026-03-29T18:00:00Z");
+    }
+    // In that run the DuckDB file took its own three hours (the new one
+    // and two of lookback), BigQuery the nine it lacked or looks back on.
+    let runs = 8;
+    assert_eq!(
+        ledger_hours(&ws, "co", runs - 1),
+        BTreeMap::from([("wh".to_owned(), 3), ("bq".to_owned(), 9)])
+    );
+}
