@@ -73,7 +73,10 @@ fn duck_hourly(ws: &Ws) -> Vec<Vec<String>> {
         &HOURLY
             .replace("{t}", "pollutant_hourly")
             .replace("INT64", "BIGINT")
-            .replace("UNIX_MICROS(hour_start)", "epoch_us(hour_start)"),
+            .replace(
+                "CAST(hour_start AS STRING)",
+                "CAST(hour_start::TIMESTAMP AS VARCHAR) || '+00'",
+            ),
     )
 }
 
@@ -83,6 +86,14 @@ fn bq_hourly(dataset: &str) -> Vec<Vec<String>> {
         crate::bigquery_sink::PROJECT
     );
     bigquery().query(crate::bigquery_sink::PROJECT, &HOURLY.replace("{t}", &t))
+}
+
+/// Hour `h` (since the epoch) as `CAST(hour_start AS STRING)` writes it.
+fn text(h: i64) -> String {
+    chrono::DateTime::from_timestamp(h * 3600, 0)
+        .unwrap()
+        .format("%Y-%m-%d %H:%M:%S+00")
+        .to_string()
 }
 
 /// Ledger lines of one run: hours per sink.
@@ -219,4 +230,70 @@ fn bigquery_down_for_six_hours_then_brought_level_from_duckdb() {
         ledger_hours(&ws, "co", runs - 1),
         BTreeMap::from([("wh".to_owned(), 3), ("bq".to_owned(), 9)])
     );
+}
+
+/// The mirror case: the DuckDB file is held by another process (a DuckDB
+/// file has one writer) for two days while BigQuery takes every hour and
+/// the products, read from BigQuery. Freed, with the source's minutes of
+/// those days deleted, the file is brought level from BigQuery; a catch-up
+/// killed with SIGKILL in the middle and run again leaves both exact.
+#[test]
+fn a_duckdb_file_held_by_another_process_catches_up_from_bigquery() {
+    let db = "sink_down_duck";
+    influx().create_db(db);
+    let pts = points();
+    write(db, &pts);
+    let ds = "sink_down_duck";
+    let ws = Ws::new(&spec(db, "wh, bq", &bq_sink(ds), true));
+    let env = [
+        ("TEST_INFLUX_URL", influx().url.as_str()),
+        ("TEST_BQ_URL", bigquery().url.as_str()),
+    ];
+    let run = |now: &str| ws.run_env(&["run", "aq", "--now", now], &env);
+    let day2 = hour("2026-03-27T00:00:00Z");
+    run("2026-03-27T00:05:00Z").ok();
+    assert_products(&ws, &before(&pts, day2));
+
+    let held = duckdb::Connection::open(ws.path("wh.duckdb")).unwrap();
+    let out = run("2026-03-29T00:05:00Z").exit(1);
+    assert!(
+        out.stderr
+            .contains("error: sink `wh` is 48 hours behind: sink `wh`:"),
+        "{}",
+        out.stderr
+    );
+    drop(held);
+    // BigQuery has the two days and their products, as computed from the definitions.
+    let day4 = hour("2026-03-29T00:00:00Z");
+    let hourly = bq_hourly(ds);
+    let want: std::collections::BTreeSet<(&str, &str, i64)> = pts
+        .keys()
+        .map(|(s, p, m)| (s.as_str(), p.as_str(), m / 60))
+        .filter(|(_, _, h)| (day2..day4).contains(h))
+        .collect();
+    assert_eq!(
+        hourly.iter().filter(|r| r[2] >= text(day2)).count(),
+        want.len()
+    );
+    influx().q_db(
+        db,
+        "DELETE FROM air_quality WHERE time >= '2026-03-27T00:00:00Z' AND time < '2026-03-29T00:00:00Z'",
+    );
+    // Killed in the middle of its catch-up, then run again (after the backoff).
+    let mut child = ws
+        .cmd(&["run", "aq", "--now", "2026-03-29T00:10:00Z"])
+        .envs(env)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(child.try_wait().unwrap().is_none(), "the catch-up ended before the kill");
+    let _ = child.kill();
+    child.wait().unwrap();
+    let out = run("2026-03-29T00:10:00Z").ok();
+    assert!(!out.stderr.contains("behind"), "{}", out.stderr);
+    assert_eq!(duck_hourly(&ws), bq_hourly(ds));
+    assert_products(&ws, &before(&pts, day4));
+    summaries_equal(&ws, ds);
 }
