@@ -26,7 +26,7 @@ pub fn artifact_key(pipeline: &str) -> String {
 
 /// The run's summary as a Prefect table artifact's rows: per job (and
 /// model), what it loaded or recomputed, the stations with an hour under
-/// 75 % coverage, its checkpoint, and what failed.
+/// 75 % coverage, its checkpoint, the sinks behind, and what failed.
 pub fn table(outcomes: &Outcomes) -> Value {
     let jobs = outcomes.jobs.iter().map(|o| Row {
         name: o.job.clone(),
@@ -36,6 +36,7 @@ pub fn table(outcomes: &Outcomes) -> Value {
         empty_hours: o.empty_hours,
         low_coverage: o.low_coverage.as_ref(),
         checkpoint: o.checkpoint,
+        behind: behind(o),
         error: o.error.as_ref(),
     });
     let models = outcomes.models.iter().map(|o| Row {
@@ -46,6 +47,7 @@ pub fn table(outcomes: &Outcomes) -> Value {
         empty_hours: 0,
         low_coverage: None,
         checkpoint: o.checkpoint,
+        behind: String::new(),
         error: o.error.as_ref(),
     });
     Value::from(jobs.chain(models).map(|r| r.json()).collect::<Vec<_>>())
@@ -60,6 +62,8 @@ struct Row<'a> {
     empty_hours: i64,
     low_coverage: Option<&'a BTreeSet<String>>,
     checkpoint: Option<Hour>,
+    /// The sinks short of the newest hour due, with their lag.
+    behind: String,
     error: Option<&'a JobError>,
 }
 
@@ -76,8 +80,28 @@ impl Row<'_> {
             "empty hours": self.empty_hours,
             "stations under 75 % coverage": stations(self.low_coverage),
             "checkpoint": self.checkpoint.map(|_| checkpoint_text(self.checkpoint)).unwrap_or_default(),
+            "sinks behind": self.behind,
             "error": error.unwrap_or_default(),
         })
+    }
+}
+
+/// A job's sinks short of the newest hour due (`bq: 6 hours`), `none`, or
+/// empty when the job did not run.
+fn behind(o: &super::JobOutcome) -> String {
+    let Some(due) = o.due else {
+        return String::new();
+    };
+    let lags: Vec<String> = (o.positions.iter())
+        .filter_map(|(s, p)| {
+            let lag = p.map_or(0, |p| p.hours_until(due));
+            (lag > 0).then(|| format!("{s}: {lag} {}", if lag == 1 { "hour" } else { "hours" }))
+        })
+        .collect();
+    if lags.is_empty() {
+        "none".into()
+    } else {
+        lags.join(", ")
     }
 }
 

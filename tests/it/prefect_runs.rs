@@ -147,7 +147,7 @@ fn a_run_is_a_flow_run_with_a_task_run_per_job_and_its_logs() {
     let row = |job: &str| {
         serde_json::json!({"job": job, "state": "completed", "hours": 24, "rows": 71,
             "empty hours": 0, "stations under 75 % coverage": low,
-            "checkpoint": "2026-11-20T23:00:00Z", "error": ""})
+            "checkpoint": "2026-11-20T23:00:00Z", "sinks behind": "none", "error": ""})
     };
     assert_eq!(rows, vec![row("co"), row("no2")]);
     // And its flow run had a heartbeat, naming its flow.
@@ -921,5 +921,97 @@ pipelines:
         std::fs::read_to_string(ws.path("state/stopped/co/checkpoint.json"))
             .unwrap()
             .contains("2026-11-20T23:00:00Z")
+    );
+}
+
+/// A sink out of the run (a second DuckDB file held by another process)
+/// with Prefect state: the flow run is Failed naming the sink, its lag and
+/// the cause; the summary artifact gives each job's sinks behind; the
+/// seed's Python class reads `last_processed_hour` at the hour the lagging
+/// sink holds. A rewind written by the Python class is honoured for every
+/// sink once the file is free again.
+#[test]
+fn a_sink_out_of_the_run_fails_the_flow_run_and_holds_the_python_checkpoint() {
+    let p = prefect();
+    let yaml = spec("lagging", PREFECT_STATE, "", "wh.duckdb")
+        .replace(
+            "sinks:\n  wh: {type: duckdb, path: 'wh.duckdb'}\n",
+            "sinks:\n  wh: {type: duckdb, path: 'wh.duckdb'}\n  wh2: {type: duckdb, path: 'wh2.duckdb'}\n",
+        )
+        .replace("    sinks: [wh]\n", "    sinks: [wh, wh2]\n");
+    assert!(yaml.contains("sinks: [wh, wh2]"));
+    let ws = Ws::new(&yaml);
+    let run = |now: &str| {
+        ws.run_env(
+            &["run", "lagging", "--now", now],
+            &[("PREFECT_API_URL", &p.url)],
+        )
+    };
+    run("2026-11-20T12:10:00Z").ok();
+    let held = duckdb::Connection::open(ws.path("wh2.duckdb")).unwrap();
+    let out = run(NOW).exit(1);
+    drop(held);
+    assert!(
+        out.stderr
+            .contains("error: sink `wh2` is 12 hours behind: sink `wh2`: "),
+        "{}",
+        out.stderr
+    );
+    let mut runs = flow_runs(p, "lagging");
+    runs.sort_by_key(|r| r["created"].as_str().unwrap().to_owned());
+    let failed = &runs[1];
+    assert_eq!(failed["state"]["type"], "FAILED", "{failed}");
+    let message = failed["state"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("sink `wh2` is 12 hours behind: sink `wh2`: ")
+            && message.ends_with("; the other sinks took every hour"),
+        "{message}"
+    );
+    let rows = summary(p, failed["id"].as_str().unwrap(), "duckhour-lagging");
+    assert_eq!(
+        rows.iter()
+            .map(|r| (
+                r["job"].clone(),
+                r["state"].clone(),
+                r["sinks behind"].clone()
+            ))
+            .collect::<Vec<_>>(),
+        [
+            ("co", "completed", "wh2: 12 hours"),
+            ("no2", "completed", "wh2: 12 hours")
+        ]
+        .map(|(j, s, b)| (j.into(), s.into(), b.into()))
+    );
+    // The Python flows read the hour every sink has.
+    let got = p.python(&["load-state", "lagging-co"]);
+    assert_eq!(got[0]["last_processed_hour"], "2026-11-20T11:00:00+00:00");
+    let progress = &got[0]["metadata"]["progress"];
+    assert_eq!(progress["sinks"]["wh"]["position"], "2026-11-20T23:00:00Z");
+    assert_eq!(progress["sinks"]["wh2"]["position"], "2026-11-20T11:00:00Z");
+    assert_eq!(progress["sinks"]["wh2"]["down"]["failures"], 1);
+
+    // Rewound by Python to 08:00: after the backoff both files redo from 09:00.
+    p.python(&["save-state", "lagging-co", "2026-11-20T08:00:00"]);
+    let out = run("2026-11-21T00:15:00Z").ok();
+    assert!(
+        out.stdout
+            .contains("co   ok      15 hours (15 new, 0 redone)"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("no2  ok      12 hours (12 new, 0 redone)"),
+        "{}",
+        out.stdout
+    );
+    let count = "SELECT pollutant, count(DISTINCT hour_start), count(*) FROM pollutant_hourly GROUP BY 1 ORDER BY 1";
+    assert_eq!(ws.query("wh.duckdb", count), ws.query("wh2.duckdb", count));
+    assert_eq!(ws.query("wh2.duckdb", count)[0][1], "24");
+    let got = p.python(&["load-state", "lagging-co"]);
+    assert_eq!(got[0]["last_processed_hour"], "2026-11-20T23:00:00+00:00");
+    assert_eq!(
+        got[0]["metadata"]["progress"]["sinks"]["wh2"].get("down"),
+        None
     );
 }

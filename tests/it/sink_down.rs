@@ -288,7 +288,10 @@ fn a_duckdb_file_held_by_another_process_catches_up_from_bigquery() {
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(1500));
-    assert!(child.try_wait().unwrap().is_none(), "the catch-up ended before the kill");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the catch-up ended before the kill"
+    );
     let _ = child.kill();
     child.wait().unwrap();
     let out = run("2026-03-29T00:10:00Z").ok();
