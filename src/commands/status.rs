@@ -1,5 +1,7 @@
-//! `status`: per job the checkpoint, lag, gaps (hours some sink lacks) and
-//! the last runs. Reads state only.
+//! `status`: per job the checkpoint, each sink's position and lag (and,
+//! for a failing sink, its next attempt), gaps (hours some sink lacks) and
+//! the last runs; per model its pending hours and the keys owed to a sink
+//! that was out. Reads state only.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -110,6 +112,8 @@ async fn report(
             let lag = lag(cp, due, p.end);
             let cp_text = cp.map(|c| c.to_string()).unwrap_or_else(|| "none".into());
             println!("  {}: checkpoint {cp_text}, {lag}", job.name);
+            let progress = state.progress(&p.name, &job.name).await?;
+            print_sinks(p, &progress, cp, due);
             if g.is_empty() {
                 println!("    gaps: none");
             } else {
@@ -138,6 +142,9 @@ async fn report(
                 "  model {}: checkpoint {cp_text} (newest hour whose products are recomputed)",
                 m.name
             );
+            for (sink, hours) in state.owed(&p.name, &key).await? {
+                println!("    owed to sink {sink} (out when they were recomputed): hours {hours}");
+            }
             if pending.is_empty() {
                 println!("    pending: none");
             } else {
@@ -154,6 +161,31 @@ async fn report(
         }
     }
     Ok(EXIT_OK)
+}
+
+/// Each sink's position and lag, and, for one that is failing, since when,
+/// how many runs in a row, its next attempt and why.
+fn print_sinks(p: &Pipeline, progress: &crate::state::Progress, cp: Option<Hour>, due: Hour) {
+    for (sink, at) in progress.positions(cp, &p.sinks) {
+        let mut line = match at {
+            Some(h) => format!(
+                "    sink {sink}: at {h}, {}h behind",
+                h.hours_until(due).max(0)
+            ),
+            None => format!("    sink {sink}: never loaded"),
+        };
+        if let Some(d) = progress.down(&sink) {
+            let runs = if d.failures == 1 { "run" } else { "runs" };
+            line.push_str(&format!(
+                "; failing since {} ({} {runs} in a row), next attempt after {}: {}",
+                d.since.format("%Y-%m-%dT%H:%M:%SZ"),
+                d.failures,
+                d.next.format("%Y-%m-%dT%H:%M:%SZ"),
+                crate::secret::redact(&d.cause)
+            ));
+        }
+        println!("{line}");
+    }
 }
 
 /// The last runs of a job or model, newest last.

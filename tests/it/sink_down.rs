@@ -202,6 +202,28 @@ fn bigquery_down_for_six_hours_then_brought_level_from_duckdb() {
     assert_eq!(progress["sinks"]["wh"]["position"], "2026-03-29T17:00:00Z");
     assert_eq!(progress["sinks"]["bq"]["position"], "2026-03-29T11:00:00Z");
     assert_eq!(progress["sinks"]["bq"]["down"]["failures"], 6);
+    let st = ws
+        .run_env(
+            &["status", "aq", "--now", "2026-03-29T18:05:00Z"],
+            &[("TEST_INFLUX_URL", &influx().url), ("TEST_BQ_URL", &dead)],
+        )
+        .ok();
+    assert!(
+        st.stdout.contains("  co: checkpoint 2026-03-29T11:00:00Z, 6h behind\n    sink bq: at 2026-03-29T11:00:00Z, 6h behind; failing since 2026-03-29T13:05:00Z (6 runs in a row), next attempt after 2026-03-29T19:05:00Z: sink `bq`: dataset"),
+        "{}",
+        st.stdout
+    );
+    assert!(
+        st.stdout
+            .contains("    sink wh: at 2026-03-29T17:00:00Z, 0h behind\n"),
+        "{}",
+        st.stdout
+    );
+    assert!(
+        st.stdout.contains("  model daily_mean: checkpoint 2026-03-29T17:00:00Z (newest hour whose products are recomputed)\n    owed to sink bq (out when they were recomputed): hours [2026-03-29T10:00:00Z, 2026-03-29T18:00:00Z)"),
+        "{}",
+        st.stdout
+    );
 
     // The source's minutes of the missed hours are gone; BigQuery answers again.
     influx().q_db(
