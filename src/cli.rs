@@ -56,7 +56,7 @@ pub enum Command {
     Run(RunArgs),
     /// Re-process an explicit hour range, idempotently; never moves a checkpoint backwards.
     Backfill(BackfillArgs),
-    /// Per job: checkpoint, lag, gaps and the last runs.
+    /// Per job: checkpoint, each sink's position and lag, gaps and the last runs.
     Status(StatusArgs),
     /// Run pipelines on their `schedule:` until SIGINT/SIGTERM. Each starts
     /// with a run right away (catching up after downtime), then on schedule.
