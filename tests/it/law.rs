@@ -1044,6 +1044,117 @@ fn daily_pm_episodes_are_sent_to_prefect_once_each() {
     assert_eq!(means, [["96.0417"]]);
 }
 
+/// With one sink out (a second DuckDB file held by another process), the
+/// episodes are sent once from the sink that takes the rows; when the file
+/// is free again and brought level (its hourly rows read back from the
+/// first, its episode keys recomputed for it), nothing is sent again, and
+/// both files hold the same episodes. (wh2 is listed first: the models'
+/// reads would go to it if they did not skip a sink owed keys.)
+#[test]
+fn episodes_are_sent_once_while_a_sink_is_out_and_not_again_when_it_catches_up() {
+    let _turn = crate::util::alert_events();
+    let p = crate::util::prefect();
+    let spec = "prefect: {url: '${env:PREFECT_API_URL}'}
+"
+    .to_owned()
+        + &LP.replace(
+            "  wh: {type: duckdb, path: wh.duckdb}\n",
+            "  wh: {type: duckdb, path: wh.duckdb}\n  wh2: {type: duckdb, path: wh2.duckdb}\n",
+        )
+        + "  lag:
+    source: points
+    sinks: [wh2, wh]
+    measurement: air_quality
+    start: 2026-12-12T23:00:00Z
+    jobs: [{name: pm10}, {name: pm25}]
+    models:
+      - {name: daily_mean, grain: day, timezone: Europe/Berlin}
+      - name: daily_threshold_episodes
+        grain: day
+        timezone: Europe/Berlin
+        lookback: 72h
+        depends_on: [daily_mean]
+        events: air-quality.threshold.exceeded
+";
+    assert!(spec.contains("wh2: {type: duckdb"));
+    let ws = Ws::new(&spec);
+    // PM10 95 on Berlin's 13th-15th December at pmlag1: an information and
+    // an alert episode on the 13th (alerts count days in a row).
+    let d0 = hour("2026-12-12T23:00:00Z");
+    let mut plan = Plan::new();
+    for h in d0..d0 + 4 * 24 {
+        let pm10 = if h < d0 + 72 { 95.0 } else { 20.0 };
+        plan.insert(("pm10".into(), "pmlag1".into(), h), (60, pm10));
+        plan.insert(("pm25".into(), "pmlag2".into(), h), (60, 10.0));
+    }
+    ws.write("points.lp", &lines(&plan));
+    // Through a recording proxy: Prefect keeps one event per id (duckhour's
+    // are derived from the episode), so what was sent is counted here.
+    let rec = crate::util::Recorder::start(
+        p.url.trim_end_matches("/api"),
+        Box::new(|_: &crate::util::Seen| crate::util::Act::Forward),
+    );
+    let api = format!("{}/api", rec.url);
+    let env = [("PREFECT_API_URL", api.as_str())];
+    let posted = || -> Vec<String> {
+        let mut ids: Vec<String> = (rec.seen().iter())
+            .filter(|s| s.method == "POST" && s.path.ends_with("/api/events"))
+            .flat_map(|s| s.json().as_array().cloned().unwrap_or_default())
+            .filter(|e| e["event"] == "air-quality.threshold.exceeded")
+            .map(|e| e["payload"]["episode"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let sent = |least: usize| -> Vec<String> {
+        let evs = p.events(
+            serde_json::json!({"event": {"name": ["air-quality.threshold.exceeded"]},
+                "resource": {"id_prefix": ["air-quality.station.pmlag"]}}),
+            least,
+        );
+        let mut ids: Vec<String> = evs
+            .iter()
+            .map(|e| e["payload"]["episode"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    // Both up for the first hours, then wh2 held for the rest.
+    ws.run_env(&["run", "lag", "--now", "2026-12-13T06:00:00Z"], &env)
+        .ok();
+    let held = duckdb::Connection::open(ws.path("wh2.duckdb")).unwrap();
+    let out = ws
+        .run_env(&["run", "lag", "--now", "2026-12-16T23:00:00Z"], &env)
+        .exit(1);
+    drop(held);
+    assert!(
+        out.stderr.contains("error: sink `wh2` is "),
+        "{}",
+        out.stderr
+    );
+    let both = vec![
+        "pm10|pmlag1|alert|2026-12-13".to_owned(),
+        "pm10|pmlag1|information|2026-12-13".to_owned(),
+    ];
+    assert_eq!(sent(2), both);
+    assert_eq!(posted(), both);
+    // Free again: wh2 is brought level; nothing is sent again.
+    let out = ws
+        .run_env(&["run", "lag", "--now", "2026-12-16T23:10:00Z"], &env)
+        .ok();
+    assert!(!out.stderr.contains("behind"), "{}", out.stderr);
+    assert_eq!(posted(), both);
+    assert_eq!(sent(2), both);
+    let episodes = "SELECT episode::VARCHAR FROM daily_threshold_episodes ORDER BY 1";
+    assert_eq!(
+        ws.query("wh2.duckdb", episodes),
+        ws.query("wh.duckdb", episodes)
+    );
+    assert_eq!(ws.query("wh.duckdb", episodes).len(), 2);
+    let means = "SELECT pollutant, station, day::VARCHAR, round(mean::DOUBLE, 4)::VARCHAR FROM daily_mean ORDER BY 1, 2, 3";
+    assert_eq!(ws.query("wh2.duckdb", means), ws.query("wh.duckdb", means));
+}
+
 /// The README's national rules, as printed, replace the shipped ones: a
 /// PM10 day of 2027 above 50 is an information episode of the national
 /// decree, and no EU information threshold (90) is judged any more.
