@@ -343,12 +343,14 @@ pub fn rows_per_hour(
 
 /// The stations (values of `tags`, joined by `/`) with an hour under 75 %
 /// coverage in the job's result, an hour of the batch they have no row in
-/// (sent nothing) counting as 0 %; `None` when the result has no `coverage`
-/// column or lacks a tag (a template of one's own).
+/// (sent nothing) counting as 0 %, and the stations of `known` (those the
+/// sinks held before the batch) with no row at all; `None` when the result
+/// has no `coverage` column or lacks a tag (a template of one's own).
 pub fn low_coverage(
     conn: &Connection,
     job: &str,
     tags: &[String],
+    known: &[String],
 ) -> Result<Option<Vec<String>>, DuckError> {
     let cols = columns(conn, &format!("result_{job}"))?;
     if tags.is_empty()
@@ -372,9 +374,22 @@ pub fn low_coverage(
         station.join(", "),
         result_table(job)
     ))?;
-    let names = stmt
+    let mut names = stmt
         .query_map([], |r| r.get::<_, String>(0))?
         .collect::<Result<Vec<_>, _>>()?;
+    if !known.is_empty() {
+        let mut stmt = conn.prepare(&format!(
+            "SELECT DISTINCT concat_ws('/', {}) FROM {}",
+            station.join(", "),
+            result_table(job)
+        ))?;
+        let present = stmt
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<Result<std::collections::HashSet<_>, _>>()?;
+        names.extend(known.iter().filter(|s| !present.contains(*s)).cloned());
+        names.sort();
+        names.dedup();
+    }
     Ok(Some(names))
 }
 

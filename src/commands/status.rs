@@ -131,7 +131,11 @@ async fn report(
                     ranges(&empty)
                 );
             }
-            print_runs(&state.runs(&p.name, &job.name, 3).await?);
+            let runs = state.runs(&p.name, &job.name, 3).await?;
+            if let Some(low) = runs.last().and_then(|r| r.low_coverage.as_ref()) {
+                println!("    stations under 75 % coverage in the last run: {low}");
+            }
+            print_runs(&runs);
         }
         for m in &p.models {
             let key = m.state_key();
@@ -164,8 +168,13 @@ async fn report(
 }
 
 /// Each sink's position and lag, and, for one that is failing, since when,
-/// how many runs in a row, its next attempt and why.
+/// how many runs in a row, its next attempt and why (for a pipeline of
+/// one sink, only while it fails).
 fn print_sinks(p: &Pipeline, progress: &crate::state::Progress, cp: Option<Hour>, due: Hour) {
+    // One sink that is not failing stands at the checkpoint: nothing to add.
+    if p.sinks.len() == 1 && progress.down(&p.sinks[0]).is_none() {
+        return;
+    }
     for (sink, at) in progress.positions(cp, &p.sinks) {
         let mut line = match at {
             Some(h) => format!(

@@ -129,6 +129,7 @@ pub async fn recompute(ctx: &Ctx<'_>, m: &Model, lease: &Lease) -> ModelOutcome 
             .as_ref()
             .map(|e| crate::secret::redact(&e.to_string()).into_owned()),
         error_kind: out.error.as_ref().map(|e| e.kind().to_owned()),
+        low_coverage: None,
     };
     if lease.check().is_ok() {
         if let Err(e) = ctx
@@ -175,11 +176,20 @@ async fn recompute_pending(
         }
     };
     out.ranges = super::plan::affected(m, &hours);
+    // The pending keys go to every sink taking writes; a sink's owed keys
+    // beyond them to that sink alone.
+    let all = super::plan::affected(m, &pending);
+    let mut work: Vec<(KeyRange, Option<&str>)> = all.iter().map(|r| (*r, None)).collect();
+    for (sink, r) in owed.iter().filter(|(s, _)| ctx.health.is_up(s)) {
+        for k in keys::without(&super::plan::affected(m, r), &all) {
+            work.push((k, Some(sink.as_str())));
+        }
+    }
     let mut loaded: Option<i64> = None;
-    for r in out.ranges.clone() {
+    for (r, only) in work {
         let (from, to) = keys::inputs(m.zone, m.lookback_hours, r);
         out.input_hours += from.hours_until(to);
-        let (rows, newest) = recompute_range(ctx, &readers, m, lease, r).await?;
+        let (rows, newest) = recompute_range(ctx, &readers, m, lease, r, only).await?;
         out.rows += rows;
         loaded = loaded.max(newest);
     }
@@ -226,6 +236,7 @@ async fn recompute_range(
     m: &Model,
     lease: &Lease,
     r: KeyRange,
+    only: Option<&str>,
 ) -> Result<(u64, Option<i64>), JobError> {
     let conn = {
         let c = ctx.conn.lock().unwrap_or_else(|p| p.into_inner());
@@ -239,7 +250,7 @@ async fn recompute_range(
     let done = async {
         let computed = compute(ctx, &conn, m, r, &got)?;
         send_events(ctx, readers, &conn, m, r).await?;
-        write(ctx, &conn, m, lease, r, computed.0).await?;
+        write(ctx, &conn, m, lease, r, computed.0, only).await?;
         Ok(computed)
     }
     .await;
@@ -308,10 +319,11 @@ async fn send_events(
     Ok(())
 }
 
-/// Replaces the keys `r` in every sink taking writes with the `rows` rows
-/// computed, under the lease: once it may have expired, another runner may
-/// be writing the same keys. A sink that fails is left out of the run (it
-/// is owed the keys); the model fails only when no sink took them.
+/// Replaces the keys `r` in every sink taking writes (or only in `only`)
+/// with the `rows` rows computed, under the lease: once it may have
+/// expired, another runner may be writing the same keys. A sink that fails
+/// is left out of the run (it is owed the keys); the model fails only when
+/// no sink took them.
 async fn write(
     ctx: &Ctx<'_>,
     conn: &Connection,
@@ -319,11 +331,15 @@ async fn write(
     lease: &Lease,
     r: KeyRange,
     rows: u64,
+    only: Option<&str>,
 ) -> Result<(), JobError> {
     let result = stage::result_table(m);
     let mut failed = None;
     let mut took = false;
-    for sink in ctx.sinks.iter().filter(|s| ctx.health.is_up(s.name())) {
+    let targets = (ctx.sinks.iter())
+        .filter(|s| ctx.health.is_up(s.name()))
+        .filter(|s| only.is_none_or(|o| o == s.name()));
+    for sink in targets {
         lease.check()?;
         let written = sink
             .replace_model_keys(conn, ctx.gate, &ctx.tables, &result, m, r, rows, ctx.run_id)

@@ -214,8 +214,7 @@ struct Loaded {
     rows_out: u64,
     /// Hours the source returned nothing for, left as the sinks hold them.
     kept: i64,
-    /// Stations with an hour under 75 % coverage (read only for a run
-    /// summary: when the run reports to Prefect).
+    /// Stations with an hour under 75 % coverage.
     low_coverage: Option<Vec<String>>,
     /// The sinks that took the batch.
     took: Vec<String>,
@@ -418,6 +417,9 @@ async fn refill(
     })
 }
 
+/// How far back the stations a batch should have are looked up.
+const KNOWN_HOURS: i64 = 24;
+
 /// What a batch's transform left in the embedded database for its sinks.
 struct Transformed {
     rows_in: u64,
@@ -470,10 +472,12 @@ fn transform(
 
     let (per_hour, low_coverage) = tokio::task::block_in_place(|| {
         let _g = shared();
-        let low = match sh.pipeline.report {
-            Some(_) => duck::low_coverage(conn, &job.name, &job.tags)?,
-            None => None,
-        };
+        // The stations a DuckDB sink held the day before: one that sent
+        // nothing in the whole batch is under 75 % too.
+        let known = (sh.up().find(|s| s.duck().is_some()))
+            .map(|s| s.stations_before(conn, job, batch.from, KNOWN_HOURS))
+            .unwrap_or_default();
+        let low = duck::low_coverage(conn, &job.name, &job.tags, &known)?;
         Ok::<_, crate::duck::DuckError>((duck::rows_per_hour(conn, &job.name)?, low))
     })?;
     Ok(Transformed {

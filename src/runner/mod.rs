@@ -521,6 +521,7 @@ async fn record(
             .as_ref()
             .map(|e| crate::secret::redact(&e.to_string()).into_owned()),
         error_kind: o.error.as_ref().map(|e| e.kind().to_owned()),
+        low_coverage: (o.low_coverage.as_ref()).map(|l| summary::stations(Some(l))),
     };
     if let Err(e) = state.record_run(pipeline, &o.job, &rec).await {
         warn!(job = %o.job, error = %e, "could not record the run");

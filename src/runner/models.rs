@@ -82,13 +82,18 @@ async fn touched<'a>(sh: &'a Shared, planned: &[Planned]) -> Vec<plan::Touched<'
     let mut has_pending = std::collections::HashSet::new();
     if sh.opts.models.is_empty() {
         for m in &p.models {
-            if !plan::changes(m, &loads_job, &[])
-                && sh
+            let key = m.state_key();
+            let waiting = sh
+                .state
+                .pending(&p.name, &key)
+                .await
+                .is_ok_and(|r| !r.is_empty())
+                || sh
                     .state
-                    .pending(&p.name, &m.state_key())
+                    .owed(&p.name, &key)
                     .await
-                    .is_ok_and(|r| !r.is_empty())
-            {
+                    .is_ok_and(|o| !o.is_empty());
+            if !plan::changes(m, &loads_job, &[]) && waiting {
                 has_pending.insert(m.name.clone());
             }
         }
@@ -100,7 +105,10 @@ async fn touched<'a>(sh: &'a Shared, planned: &[Planned]) -> Vec<plan::Touched<'
 
 /// Marks, under each model's lease, its pending hours once this run is
 /// planned ([`plan::marked`]), in the spec's order (a model after those it
-/// reads); the models marked, with their leases.
+/// reads); the models marked, with their leases. Hours every sink taking
+/// writes loads are pending for all of them; hours only some load (a sink
+/// catching up) are owed to those alone, so the others' products are not
+/// written again.
 async fn mark(
     sh: &Shared,
     mut leased: Vec<(&crate::spec::Model, Lease)>,
@@ -111,41 +119,117 @@ async fn mark(
     leased.sort_by_key(|(m, _)| p.models.iter().position(|x| x.name == m.name));
     let mut read = Vec::new();
     for (m, lease) in leased {
-        match sh.state.pending(&p.name, &m.state_key()).await {
-            Ok(pending) => read.push((m, lease, pending)),
+        let key = m.state_key();
+        let state = async {
+            let pending = sh.state.pending(&p.name, &key).await?;
+            let owed = sh.state.owed(&p.name, &key).await?;
+            Ok::<_, StateError>((pending, owed))
+        };
+        match state.await {
+            Ok((pending, owed)) => read.push((m, lease, pending, owed)),
             Err(e) => {
                 lease.release().await;
                 fail_model(m, e, planned, outcomes).await;
             }
         }
     }
-    // The hours its jobs are about to load, or the backfill's range.
-    let loads = |m: &crate::spec::Model| -> Ranges<Hour> {
-        match sh.opts.mode {
-            Mode::Backfill { from, to } if sh.opts.models.contains(&m.name) => {
-                Ranges::one(from, to)
-            }
-            _ => m.jobs.iter().filter_map(|j| hours_of(j, planned)).collect(),
-        }
+    let up: Vec<String> = sh.up().map(|s| s.name().to_owned()).collect();
+    let loads = Loads {
+        sh,
+        planned,
+        up: &up,
     };
     let refs: Vec<&crate::spec::Model> = read.iter().map(|(m, ..)| *m).collect();
-    let held = |m: &crate::spec::Model| {
-        let r = read.iter().find(|(x, ..)| x.name == m.name);
-        r.map(|r| r.2.clone()).unwrap_or_default()
-    };
-    let hours = plan::marked(&refs, &loads, &held);
-    let mut marked = Vec::new();
-    for ((m, lease, before), after) in read.into_iter().zip(hours) {
-        if after != before {
-            if let Err(e) = sh.state.set_pending(&p.name, &m.state_key(), &after).await {
-                lease.release().await;
-                fail_model(m, e, planned, outcomes).await;
-                continue;
+    let find = |m: &crate::spec::Model| read.iter().find(|(x, ..)| x.name == m.name);
+    let held = |m: &crate::spec::Model| find(m).map(|r| r.2.clone()).unwrap_or_default();
+    let hours = plan::marked(&refs, &|m| loads.common(m), &held);
+    let mut owed: Vec<crate::state::Owed> = read.iter().map(|r| r.3.clone()).collect();
+    for s in &up {
+        let was = |m: &crate::spec::Model| {
+            let r = find(m).and_then(|r| r.3.get(s).cloned());
+            r.unwrap_or_default()
+        };
+        let theirs = plan::marked(&refs, &|m| loads.only(m, s), &was);
+        for (o, r) in owed.iter_mut().zip(theirs) {
+            if !r.is_empty() {
+                o.insert(s.clone(), r);
             }
+        }
+    }
+    let mut marked = Vec::new();
+    for ((m, lease, before, owed_before), (after, owed)) in
+        read.into_iter().zip(hours.into_iter().zip(owed))
+    {
+        let key = m.state_key();
+        let written = async {
+            // Both durable before any sink is written.
+            if owed != owed_before {
+                sh.state.set_owed(&p.name, &key, &owed).await?;
+            }
+            if after != before {
+                sh.state.set_pending(&p.name, &key, &after).await?;
+            }
+            Ok::<_, StateError>(())
+        };
+        if let Err(e) = written.await {
+            lease.release().await;
+            fail_model(m, e, planned, outcomes).await;
+            continue;
         }
         marked.push((m.clone(), lease));
     }
     marked
+}
+
+/// The hours this run loads for a model's jobs, per sink taking writes.
+struct Loads<'a> {
+    sh: &'a Shared,
+    planned: &'a [Planned],
+    up: &'a [String],
+}
+
+impl Loads<'_> {
+    /// The hours `sink` loads for `m`'s jobs.
+    fn of(&self, m: &crate::spec::Model, sink: &str) -> Ranges<Hour> {
+        let mut r = Ranges::new();
+        for pl in self
+            .planned
+            .iter()
+            .filter(|pl| m.jobs.contains(&pl.job.name))
+        {
+            if let Some(t) = pl.sinks.takes.get(sink) {
+                r.extend(t);
+            }
+        }
+        r
+    }
+
+    /// The hours every sink loads for `m` (or the backfill's range, for a
+    /// model asked for by `backfill --model`).
+    fn common(&self, m: &crate::spec::Model) -> Ranges<Hour> {
+        match self.sh.opts.mode {
+            Mode::Backfill { from, to } if self.sh.opts.models.contains(&m.name) => {
+                return Ranges::one(from, to)
+            }
+            _ => {}
+        }
+        let mut each = self.up.iter().map(|s| self.of(m, s));
+        let Some(first) = each.next() else {
+            return Ranges::new();
+        };
+        each.fold(first, |acc, r| {
+            Ranges::of_points(acc.points().filter(|h| r.contains(*h)))
+        })
+    }
+
+    /// The hours only some sinks load for `m`, of which `sink` is one.
+    fn only(&self, m: &crate::spec::Model, sink: &str) -> Ranges<Hour> {
+        let mut r = self.of(m, sink);
+        for (a, b) in self.common(m).iter() {
+            r.remove(a, b);
+        }
+        r
+    }
 }
 
 /// A model that could not be leased or marked fails, with the jobs reading it.

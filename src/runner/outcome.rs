@@ -69,9 +69,9 @@ pub struct JobOutcome {
     pub error: Option<JobError>,
     /// Stopped early on request; what was done is committed.
     pub stopped: bool,
-    /// Stations with an hour under 75 % coverage among those loaded, when
-    /// known (read for a run reported to Prefect, from a result with a
-    /// `coverage` column).
+    /// Stations with an hour under 75 % coverage among those loaded (or
+    /// with no row at all though a DuckDB sink held them the day before),
+    /// when known (from a result with a `coverage` column).
     pub low_coverage: Option<BTreeSet<String>>,
     /// Where each sink stands after the run (see [`crate::state::progress`]).
     pub positions: BTreeMap<String, Option<Hour>>,

@@ -107,7 +107,7 @@ fn behind(o: &super::JobOutcome) -> String {
 
 /// The stations in one cell: empty when unknown, at most [`SHOWN`] named,
 /// the rest counted.
-fn stations(low: Option<&BTreeSet<String>>) -> String {
+pub(super) fn stations(low: Option<&BTreeSet<String>>) -> String {
     /// Stations named in one cell, at most; the rest are counted.
     const SHOWN: usize = 20;
     match low {

@@ -2,7 +2,8 @@
 //! the batch's result table (`result_<job>`), so that a sink that lacks
 //! those hours (it was down) gets exactly what the other holds, even once
 //! the source no longer has the minutes: one query per batch, none to the
-//! source.
+//! source. And the stations a sink held before a batch, which a batch's
+//! coverage is judged against.
 
 use std::sync::RwLock;
 
@@ -94,6 +95,45 @@ impl Sink {
                 Ok(n)
             }
         }
+    }
+
+    /// The stations (values of the job's tags, joined by `/`) this sink
+    /// holds rows of for `job` in the `hours` hours before `from`: the
+    /// stations a batch starting at `from` should have. A DuckDB sink only
+    /// (read in place; BigQuery would cost a query a batch), and none when
+    /// it has no such table yet.
+    pub fn stations_before(
+        &self,
+        conn: &Connection,
+        job: &Job,
+        from: crate::spec::Hour,
+        hours: i64,
+    ) -> Vec<String> {
+        let Sink::Duck(s) = self else {
+            return Vec::new();
+        };
+        if job.tags.is_empty() {
+            return Vec::new();
+        }
+        let ts = |h: crate::spec::Hour| format!("{}::TIMESTAMPTZ", quote_literal(&h.to_string()));
+        let station: Vec<String> = (job.tags.iter())
+            .map(|t| format!("coalesce({}::VARCHAR, '')", crate::template::quote_ident(t)))
+            .collect();
+        let sql = format!(
+            "SELECT DISTINCT concat_ws('/', {}) FROM {} WHERE pollutant = {} AND hour_start >= {} AND hour_start < {}",
+            station.join(", "),
+            s.table_ref(&job.table),
+            quote_literal(&job.name),
+            ts(from.plus(-hours)),
+            ts(from)
+        );
+        let read = || -> ::duckdb::Result<Vec<String>> {
+            let mut stmt = conn.prepare(&sql)?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            rows.collect()
+        };
+        // A sink without the table (nothing loaded yet) knows no station.
+        read().unwrap_or_default()
     }
 
     fn read_err(&self, job: &Job, batch: Batch, e: impl std::fmt::Display) -> SinkError {

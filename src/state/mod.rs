@@ -84,6 +84,10 @@ pub struct RunRecord {
     /// `lease_lost`, `source`, `sink`, `template`, `state`, `internal`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_kind: Option<String>,
+    /// A job's stations with an hour under 75 % coverage in the run
+    /// (`none`, or at most 20 named and the rest counted), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub low_coverage: Option<String>,
 }
 
 /// Who holds a lease, written beside it for the next runner to read.

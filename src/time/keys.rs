@@ -118,6 +118,25 @@ pub struct KeyRange {
     pub to: i64,
 }
 
+/// The keys of `ranges` that are in none of `done` (all of one grain), as
+/// ranges.
+pub fn without(ranges: &[KeyRange], done: &[KeyRange]) -> Vec<KeyRange> {
+    let mut left: super::Ranges<i64> = super::Ranges::new();
+    for r in ranges {
+        left.add(r.from, r.to);
+    }
+    for r in done {
+        left.remove(r.from, r.to);
+    }
+    let grain = match ranges.first() {
+        Some(r) => r.grain,
+        None => return Vec::new(),
+    };
+    left.iter()
+        .map(|(from, to)| KeyRange { grain, from, to })
+        .collect()
+}
+
 /// Hours since the epoch.
 pub fn hour_number(h: Hour) -> i64 {
     h.0.timestamp().div_euclid(3600)
@@ -326,6 +345,21 @@ impl std::fmt::Display for KeyRange {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn keys_left_once_others_are_done() {
+        let r = |from, to| KeyRange {
+            grain: Grain::Day,
+            from,
+            to,
+        };
+        assert_eq!(
+            without(&[r(1, 10), r(20, 22)], &[r(3, 5), r(9, 21)]),
+            vec![r(1, 3), r(5, 9), r(21, 22)]
+        );
+        assert_eq!(without(&[r(1, 3)], &[r(0, 4)]), vec![]);
+        assert_eq!(without(&[], &[r(0, 4)]), vec![]);
+    }
+
     use super::*;
 
     fn h(s: &str) -> Hour {

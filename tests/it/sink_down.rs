@@ -301,7 +301,18 @@ fn a_duckdb_file_held_by_another_process_catches_up_from_bigquery() {
         db,
         "DELETE FROM air_quality WHERE time >= '2026-03-27T00:00:00Z' AND time < '2026-03-29T00:00:00Z'",
     );
-    // Killed in the middle of its catch-up, then run again (after the backoff).
+    // Killed in the middle of its catch-up, then run again (after the
+    // backoff); BigQuery behind a recording proxy, to count its writes.
+    let rec = crate::util::Recorder::start(
+        &crate::guarantees::emulator_root(),
+        Box::new(|_: &crate::util::Seen| crate::util::Act::Forward),
+    );
+    let proxied = format!("{}/bigquery/v2", rec.url);
+    let env = [
+        ("TEST_INFLUX_URL", influx().url.as_str()),
+        ("TEST_BQ_URL", proxied.as_str()),
+    ];
+    let run = |now: &str| ws.run_env(&["run", "aq", "--now", now], &env);
     let mut child = ws
         .cmd(&["run", "aq", "--now", "2026-03-29T00:10:00Z"])
         .envs(env)
@@ -321,4 +332,52 @@ fn a_duckdb_file_held_by_another_process_catches_up_from_bigquery() {
     assert_eq!(duck_hourly(&ws), bq_hourly(ds));
     assert_products(&ws, &before(&pts, day4));
     summaries_equal(&ws, ds);
+    // BigQuery, level all along, was read from, never written: no hourly
+    // load and no product key again.
+    let writes: Vec<String> = (rec.seen().iter())
+        .map(|s| String::from_utf8_lossy(&s.body).into_owned())
+        .filter(|b| {
+            b.contains("MERGE") || b.contains("\"rows\"") || b.contains("\"tableReference\"")
+        })
+        .collect();
+    assert!(writes.is_empty(), "{writes:#?}");
+    assert!(rec
+        .seen()
+        .iter()
+        .any(|s| String::from_utf8_lossy(&s.body).contains("SELECT * FROM")));
+
+    // Station b sends nothing from Madrid's 30 March on (22:00 UTC): an
+    // hourly run whose one hour it is absent from counts it under 75 %
+    // coverage, in the run's record and in `status`.
+    run("2026-03-29T22:05:00Z").ok();
+    run("2026-03-29T23:05:00Z").ok();
+    let st = ws
+        .run_env(&["status", "aq", "--now", "2026-03-29T23:05:00Z"], &env)
+        .ok();
+    let co = st
+        .stdout
+        .split("  co: ")
+        .nth(1)
+        .unwrap()
+        .split("  no2: ")
+        .next()
+        .unwrap();
+    assert!(
+        co.contains("    stations under 75 % coverage in the last run: b\n"),
+        "{}",
+        st.stdout
+    );
+    let pm25 = st
+        .stdout
+        .split("  pm25: ")
+        .nth(1)
+        .unwrap()
+        .split("  so2: ")
+        .next()
+        .unwrap();
+    assert!(
+        pm25.contains("    stations under 75 % coverage in the last run: b\n"),
+        "c never sent pm25, so it is not expected there: {}",
+        st.stdout
+    );
 }
