@@ -138,33 +138,40 @@ async fn report(
             print_runs(&runs);
         }
         for m in &p.models {
-            let key = m.state_key();
-            let cp = state.checkpoint(&p.name, &key).await?;
-            let pending = state.pending(&p.name, &key).await?;
-            let cp_text = cp.map(|c| c.to_string()).unwrap_or_else(|| "none".into());
-            println!(
-                "  model {}: checkpoint {cp_text} (newest hour whose products are recomputed)",
-                m.name
-            );
-            for (sink, hours) in state.owed(&p.name, &key).await? {
-                println!("    owed to sink {sink} (out when they were recomputed): hours {hours}");
-            }
-            if pending.is_empty() {
-                println!("    pending: none");
-            } else {
-                let keys: Vec<String> = crate::models::plan::affected(m, &pending)
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect();
-                println!(
-                    "    pending: hours {pending} (recomputes {} on the next run)",
-                    keys.join(", ")
-                );
-            }
-            print_runs(&state.runs(&p.name, &key, 3).await?);
+            print_model(&state, p, m).await?;
         }
     }
     Ok(EXIT_OK)
+}
+
+/// A model's checkpoint, the keys owed to a sink that was out, its pending
+/// hours and last runs.
+async fn print_model(state: &State, p: &Pipeline, m: &crate::spec::Model) -> Result<(), Error> {
+    let key = m.state_key();
+    let cp = state.checkpoint(&p.name, &key).await?;
+    let pending = state.pending(&p.name, &key).await?;
+    let cp_text = cp.map(|c| c.to_string()).unwrap_or_else(|| "none".into());
+    println!(
+        "  model {}: checkpoint {cp_text} (newest hour whose products are recomputed)",
+        m.name
+    );
+    for (sink, hours) in state.owed(&p.name, &key).await? {
+        println!("    owed to sink {sink} (out when they were recomputed): hours {hours}");
+    }
+    if pending.is_empty() {
+        println!("    pending: none");
+    } else {
+        let keys: Vec<String> = crate::models::plan::affected(m, &pending)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        println!(
+            "    pending: hours {pending} (recomputes {} on the next run)",
+            keys.join(", ")
+        );
+    }
+    print_runs(&state.runs(&p.name, &key, 3).await?);
+    Ok(())
 }
 
 /// Each sink's position and lag, and, for one that is failing, since when,

@@ -153,7 +153,7 @@ async fn recompute_pending(
     let pipeline = &ctx.pipeline.name;
     out.checkpoint = ctx.state.checkpoint(pipeline, &key).await?;
     let pending = ctx.state.pending(pipeline, &key).await?;
-    let mut owed = ctx.state.owed(pipeline, &key).await?;
+    let owed = ctx.state.owed(pipeline, &key).await?;
     // Keys owed to a sink taking writes again are recomputed with the pending ones.
     let mut hours = pending.clone();
     for (sink, r) in &owed {
@@ -194,19 +194,7 @@ async fn recompute_pending(
         loaded = loaded.max(newest);
     }
     lease.check()?;
-    // A sink out of the run is owed what was pending; one that took the
-    // keys owes nothing. Durable before the pending hours are cleared.
-    let before = owed.clone();
-    for sink in &ctx.pipeline.sinks {
-        if ctx.health.is_up(sink) {
-            owed.remove(sink);
-        } else if !pending.is_empty() {
-            owed.entry(sink.clone()).or_default().extend(&pending);
-        }
-    }
-    if owed != before {
-        ctx.state.set_owed(pipeline, &key, &owed).await?;
-    }
+    settle_owed(ctx, &key, owed, &pending).await?;
     if !pending.is_empty() {
         ctx.state
             .set_pending(pipeline, &key, &Ranges::new())
@@ -222,6 +210,29 @@ async fn recompute_pending(
     if let Some(h) = newest.filter(|h| out.checkpoint.is_none_or(|c| c < *h)) {
         ctx.state.set_checkpoint(pipeline, &key, h).await?;
         out.checkpoint = Some(h);
+    }
+    Ok(())
+}
+
+/// After the keys are written: a sink out of the run is owed what was
+/// pending; one that took them owes nothing. Durable before the pending
+/// hours are cleared.
+async fn settle_owed(
+    ctx: &Ctx<'_>,
+    key: &str,
+    mut owed: crate::state::Owed,
+    pending: &Ranges<Hour>,
+) -> Result<(), JobError> {
+    let before = owed.clone();
+    for sink in &ctx.pipeline.sinks {
+        if ctx.health.is_up(sink) {
+            owed.remove(sink);
+        } else if !pending.is_empty() {
+            owed.entry(sink.clone()).or_default().extend(pending);
+        }
+    }
+    if owed != before {
+        ctx.state.set_owed(&ctx.pipeline.name, key, &owed).await?;
     }
     Ok(())
 }

@@ -119,16 +119,7 @@ pub(super) async fn run_group(sh: Arc<Shared>, mut g: Group) -> Vec<JobOutcome> 
     let out = sh.health.out();
     let mut outcomes = Vec::new();
     for mut m in g.members {
-        // Which sinks failed in this run, or were cleared by it.
-        // On the run's clock (`--now`), like the hours.
-        crate::health::after_run(&mut m.sinks.progress, &sh.pipeline.sinks, &out, sh.opts.now);
-        if m.lease.check().is_ok() {
-            if let Err(e) = super::load::save(&sh, &m, m.checkpoint).await {
-                warn!(job = %m.job.name, error = %e, "could not record the sinks' progress");
-            }
-        }
-        m.out.positions = m.sinks.at.clone();
-        m.out.due = Some(g.plan.last_complete);
+        settle_sinks(&sh, &mut m, &out, g.plan.last_complete).await;
         let Member {
             job,
             lease,
@@ -180,6 +171,25 @@ pub(super) async fn run_group(sh: Arc<Shared>, mut g: Group) -> Vec<JobOutcome> 
     outcomes
 }
 
+/// Records which sinks failed in this run, or were cleared by it, in the
+/// job's progress (on the run's clock, `--now`, like the hours), and where
+/// each sink stands in its outcome.
+async fn settle_sinks(
+    sh: &Shared,
+    m: &mut Member,
+    out: &std::collections::BTreeMap<String, crate::health::Out>,
+    due: Hour,
+) {
+    crate::health::after_run(&mut m.sinks.progress, &sh.pipeline.sinks, out, sh.opts.now);
+    if m.lease.check().is_ok() {
+        if let Err(e) = super::load::save(sh, m, m.checkpoint).await {
+            warn!(job = %m.job.name, error = %e, "could not record the sinks' progress");
+        }
+    }
+    m.out.positions = m.sinks.at.clone();
+    m.out.due = Some(due);
+}
+
 type Prefetch = tokio::task::JoinHandle<Result<(Staging, u64), JobError>>;
 
 /// Starts downloading `batch` for the group's jobs still going, in the
@@ -224,19 +234,16 @@ async fn group_batches(sh: &Arc<Shared>, g: &mut Group) {
             if let Some(t) = extracting {
                 t.abort();
             }
-            g.members
-                .iter_mut()
-                .filter(|m| m.active())
-                .for_each(|m| m.out.stopped = true);
+            stopped(g);
             break;
         }
         let t0 = Instant::now();
         let Some(extracting) = extracting else {
             next = take_batch(&mut queue, rate, g).and_then(|b| prefetch(sh, g, b));
-            let readers: Vec<usize> = (0..g.members.len())
+            let going: Vec<usize> = (0..g.members.len())
                 .filter(|&k| g.members[k].active())
                 .collect();
-            load_readers(sh, g, &readers, None, &fetch, *batch, i, t0).await;
+            load_readers(sh, g, &going, None, &fetch, *batch, i, t0).await;
             if !g.members.iter().any(Member::active) {
                 abort(&mut next);
                 break;
@@ -289,14 +296,18 @@ async fn group_batches(sh: &Arc<Shared>, g: &mut Group) {
         }
         if next.is_none() && !queue.is_empty() {
             // Stopped on request before the next extract began.
-            g.members
-                .iter_mut()
-                .filter(|m| m.active())
-                .for_each(|m| m.out.stopped = true);
+            stopped(g);
             break;
         }
         i += 1;
     }
+}
+
+/// The group's jobs still going stop here, on request.
+fn stopped(g: &mut Group) {
+    (g.members.iter_mut())
+        .filter(|m| m.active())
+        .for_each(|m| m.out.stopped = true);
 }
 
 /// Stops the next batch's download, if one started.

@@ -258,27 +258,15 @@ async fn transform_load(
         // another runner may be writing the same hours.
         lease.check()?;
         // Nothing to replace: every hour was empty at the source.
-        let loaded = if scope.ranges.is_empty() {
-            Ok(0)
-        } else {
-            match tokio::task::block_in_place(|| {
-                let _g = shared();
-                sink.unload(&conn, &job.name, &job.table, &scope)
-            }) {
-                Ok(u) => sink.finish(u, job, &scope, &sh.run_id).await,
-                Err(e) => Err(e),
-            }
+        let loaded = match scope.ranges.is_empty() {
+            true => Ok(0),
+            false => put(sh, &mut conn, sink, job, &scope, &sh.run_id).await,
         };
         let entries = ledger(sh, sink.name(), &scope, &per_hour, loaded.is_ok());
-        let recorded = match lease.check() {
-            Ok(()) => {
-                sh.state
-                    .append_ledger(&sh.pipeline.name, &job.name, &entries)
-                    .await
-            }
-            Err(e) => Err(e),
-        };
-        recorded?;
+        lease.check()?;
+        (sh.state)
+            .append_ledger(&sh.pipeline.name, &job.name, &entries)
+            .await?;
         match loaded {
             Ok(_) => took.push(sink.name().to_owned()),
             Err(e) => {
@@ -353,17 +341,16 @@ async fn fill_kept(
                 batch: scope.batch,
                 ranges: crate::time::Ranges::one(from, to),
             };
-            let loaded = match tokio::task::block_in_place(|| {
-                let _g = sh.gate.read().unwrap_or_else(|p| p.into_inner());
-                sink.unload(conn, &m.job.name, &m.job.table, &part)
-            }) {
-                // A staging table (and request ids) of its own, apart from the batch's load.
-                Ok(u) => {
-                    sink.finish(u, &m.job, &part, &format!("{}-kept", sh.run_id))
-                        .await
-                }
-                Err(e) => Err(e),
-            };
+            // A staging table (and request ids) of its own, apart from the batch's load.
+            let loaded = put(
+                sh,
+                conn,
+                sink,
+                &m.job,
+                &part,
+                &format!("{}-kept", sh.run_id),
+            )
+            .await;
             match loaded {
                 Ok(n) => info!(
                     sink = name.as_str(),
@@ -380,6 +367,23 @@ async fn fill_kept(
         }
     }
     Ok(unfilled)
+}
+
+/// Replaces the scope's hours of the job in `sink` with `result_<job>`;
+/// rows written. `run_id` names BigQuery's staging table.
+async fn put(
+    sh: &Shared,
+    conn: &mut ::duckdb::Connection,
+    sink: &crate::sinks::Sink,
+    job: &Job,
+    scope: &Scope,
+    run_id: &str,
+) -> Result<u64, crate::sinks::SinkError> {
+    let unloaded = tokio::task::block_in_place(|| {
+        let _g = sh.gate.read().unwrap_or_else(|p| p.into_inner());
+        sink.unload(&*conn, &job.name, &job.table, scope)
+    })?;
+    sink.finish(unloaded, job, scope, run_id).await
 }
 
 /// The batch's rows read back from a sink that has them (see

@@ -274,13 +274,7 @@ async fn run_jobs(
         return out;
     }
     let kind = mode_word(opts.mode);
-    // Each job's sinks as they stood: which failed, and when each may be tried again.
-    let mut progress = Vec::new();
-    for (job, _) in &held {
-        if let Ok(p) = state.progress(&pipeline.name, &job.name).await {
-            progress.push(p);
-        }
-    }
+    let progress = read_progress(&state, pipeline, &held).await;
     let shared = match setup(config, pipeline, state, run_id.clone(), opts, &progress).await {
         Ok(s) => Arc::new(s),
         Err((state, err)) => {
@@ -297,11 +291,23 @@ async fn run_jobs(
             return out;
         }
     };
+    run_with(shared, held, out, kind).await
+}
+
+/// Plans and runs the held jobs, then the models, with what the run holds.
+async fn run_with(
+    shared: Arc<Shared>,
+    held: Vec<(Job, crate::state::Lease)>,
+    mut out: Outcomes,
+    kind: &str,
+) -> Outcomes {
+    let pipeline = &shared.pipeline;
     let mut planned = plan_jobs(&shared, held, &mut out.jobs).await;
     // Models reading these jobs: leased after every job (a fixed order,
     // so two runs cannot wait for each other), and told which hours are
     // about to change before any sink is written.
-    let model_leases = lease_models(&shared, &mut planned, &mut out, &holder(&run_id)).await;
+    let holder = holder(&shared.run_id);
+    let model_leases = lease_models(&shared, &mut planned, &mut out, &holder).await;
     out.jobs.extend(run_groups(&shared, planned).await);
     shared.progress.finish();
     // Report in the pipeline's job order, then the models.
@@ -356,6 +362,23 @@ fn behind(
             }
         })
         .collect()
+}
+
+/// Each held job's sinks as they stood: which failed, and when each may
+/// be tried again (an unreadable state is met again, and reported, when
+/// the job is planned).
+async fn read_progress(
+    state: &State,
+    pipeline: &Pipeline,
+    held: &[(Job, crate::state::Lease)],
+) -> Vec<crate::state::Progress> {
+    let mut out = Vec::new();
+    for (job, _) in held {
+        if let Ok(p) = state.progress(&pipeline.name, &job.name).await {
+            out.push(p);
+        }
+    }
+    out
 }
 
 /// Takes the jobs' leases; a job whose lease is refused fails (busy: not

@@ -74,53 +74,24 @@ pub(super) async fn setup(
         StateConfig::Local { dir } => dir.join("duckdb-home"),
         _ => std::env::temp_dir().join("duckhour-duckdb-home"),
     };
-    // `${secret:}` values: from Prefect blocks when the state is there, else the environment.
-    let values = config.sources[&pipeline.source]
-        .reference_values()
-        .into_iter()
-        .chain(
-            pipeline
-                .sinks
-                .iter()
-                .flat_map(|s| config.sinks[s].reference_values()),
-        );
-    let names = crate::secret::secret_names(values);
-    let secrets: Box<dyn SecretSource + Send + Sync> = match state.prefect() {
-        Some(p) if !names.is_empty() => match p.secrets(&names).await {
-            Ok(s) => Box::new(s),
-            Err(e) => return Err((state, e.into())),
-        },
-        _ => Box::new(EnvSecrets),
+    let secrets = match secrets(config, pipeline, &state).await {
+        Ok(s) => s,
+        Err(e) => return Err((state, e.into())),
     };
     // Sinks first: a sink that cannot work (e.g. MotherDuck without a
     // token) is out before any extract; with no sink left, the run fails.
-    // A sink still in its backoff is not tried; one that failed before
-    // gets a short probe.
-    let mut health = Health::from_backoff(progress, opts.now);
-    if pipeline.sinks.iter().all(|s| !health.is_up(s)) {
-        // Every sink waits: a run that wrote nowhere would only wait too.
-        health = Health::default();
-    }
-    let mut sinks = Vec::new();
-    let mut first_error = None;
-    for name in &pipeline.sinks {
-        if !health.is_up(name) {
-            continue;
-        }
-        let sink = Sink::new(name, &config.sinks[name], &config.dir);
-        let probe = Health::was_down(name, progress).then_some(PROBE);
-        match prepare(sink, &conn, secrets.as_ref(), &home, opts.wait, probe).await {
-            Ok(sink) => sinks.push(sink),
-            Err(e) => {
-                let e = JobError::from(e);
-                first_error.get_or_insert_with(|| e.clone());
-                health.failed(name, e);
-            }
-        }
-    }
-    if let (true, Some(e)) = (sinks.is_empty(), first_error) {
-        return Err((state, e));
-    }
+    let ready = Ready {
+        config,
+        pipeline,
+        conn: &conn,
+        secrets: secrets.as_ref(),
+        home: &home,
+        opts: &opts,
+    };
+    let (sinks, health) = match ready.sinks(progress).await {
+        Ok(s) => s,
+        Err(e) => return Err((state, e)),
+    };
     // A models-only run reads the sinks, never the source (its raw data may have expired).
     if opts.models.is_empty() {
         if let Err(e) = source.connect(secrets.as_ref()).await {
@@ -155,6 +126,76 @@ pub(super) async fn setup(
         opts,
         health,
     })
+}
+
+/// Where `${secret:}` values come from: Prefect blocks when the state is
+/// there, else the environment.
+async fn secrets(
+    config: &Config,
+    pipeline: &Pipeline,
+    state: &State,
+) -> Result<Box<dyn SecretSource + Send + Sync>, crate::state::StateError> {
+    let values = (config.sources[&pipeline.source]
+        .reference_values()
+        .into_iter())
+    .chain(
+        pipeline
+            .sinks
+            .iter()
+            .flat_map(|s| config.sinks[s].reference_values()),
+    );
+    let names = crate::secret::secret_names(values);
+    Ok(match state.prefect() {
+        Some(p) if !names.is_empty() => Box::new(p.secrets(&names).await?),
+        _ => Box::new(EnvSecrets),
+    })
+}
+
+/// What preparing the sinks needs of the run.
+struct Ready<'a> {
+    config: &'a Config,
+    pipeline: &'a Pipeline,
+    conn: &'a Connection,
+    secrets: &'a (dyn SecretSource + Send + Sync),
+    home: &'a std::path::Path,
+    opts: &'a Options,
+}
+
+impl Ready<'_> {
+    /// The pipeline's sinks, prepared, and those out of the run: a sink
+    /// still in its backoff (`progress`: the jobs' state) is not tried, one
+    /// that failed before gets a short probe, one that fails now is out.
+    /// Fails only when no sink is left.
+    async fn sinks(
+        &self,
+        progress: &[crate::state::Progress],
+    ) -> Result<(Vec<Sink>, Health), JobError> {
+        let p = self.pipeline;
+        let mut health = Health::from_backoff(progress, self.opts.now);
+        if p.sinks.iter().all(|s| !health.is_up(s)) {
+            // Every sink waits: a run that wrote nowhere would only wait too.
+            health = Health::default();
+        }
+        let mut sinks = Vec::new();
+        let mut first_error = None;
+        for name in p.sinks.iter().filter(|s| health.is_up(s)) {
+            let sink = Sink::new(name, &self.config.sinks[name], &self.config.dir);
+            let probe = Health::was_down(name, progress).then_some(PROBE);
+            let (conn, secrets, home) = (self.conn, self.secrets, self.home);
+            match prepare(sink, conn, secrets, home, self.opts.wait, probe).await {
+                Ok(sink) => sinks.push(sink),
+                Err(e) => {
+                    let e = JobError::from(e);
+                    first_error.get_or_insert_with(|| e.clone());
+                    health.failed(name, e);
+                }
+            }
+        }
+        match (sinks.is_empty(), first_error) {
+            (true, Some(e)) => Err(e),
+            _ => Ok((sinks, health)),
+        }
+    }
 }
 
 /// Prepares `sink`. A DuckDB file has one writer process: with `wait`

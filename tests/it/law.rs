@@ -922,6 +922,20 @@ sinks:
 pipelines:
 ";
 
+/// PM jobs from 12 December 2026 (23:00 UTC, Berlin's 13th) and their daily
+/// threshold episodes, sent as Prefect events.
+const PM_EPISODES: &str = "    start: 2026-12-12T23:00:00Z
+    jobs: [{name: pm10}, {name: pm25}]
+    models:
+      - {name: daily_mean, grain: day, timezone: Europe/Berlin}
+      - name: daily_threshold_episodes
+        grain: day
+        timezone: Europe/Berlin
+        lookback: 72h
+        depends_on: [daily_mean]
+        events: air-quality.threshold.exceeded
+";
+
 /// Minute lines for `plan`, in line protocol.
 fn lines(plan: &Plan) -> String {
     let mut out = String::new();
@@ -952,17 +966,7 @@ fn daily_pm_episodes_are_sent_to_prefect_once_each() {
     source: points
     sinks: [wh]
     measurement: air_quality
-    start: 2026-12-12T23:00:00Z
-    jobs: [{name: pm10}, {name: pm25}]
-    models:
-      - {name: daily_mean, grain: day, timezone: Europe/Berlin}
-      - name: daily_threshold_episodes
-        grain: day
-        timezone: Europe/Berlin
-        lookback: 72h
-        depends_on: [daily_mean]
-        events: air-quality.threshold.exceeded
-";
+" + PM_EPISODES;
     let ws = Ws::new(&spec);
     // Berlin days 13-16 December: PM10 95 on the 13th-15th at pmev1, 20
     // elsewhere; PM2.5 at 10.
@@ -1065,17 +1069,7 @@ fn episodes_are_sent_once_while_a_sink_is_out_and_not_again_when_it_catches_up()
     source: points
     sinks: [wh2, wh]
     measurement: air_quality
-    start: 2026-12-12T23:00:00Z
-    jobs: [{name: pm10}, {name: pm25}]
-    models:
-      - {name: daily_mean, grain: day, timezone: Europe/Berlin}
-      - name: daily_threshold_episodes
-        grain: day
-        timezone: Europe/Berlin
-        lookback: 72h
-        depends_on: [daily_mean]
-        events: air-quality.threshold.exceeded
-";
+" + PM_EPISODES;
     assert!(spec.contains("wh2: {type: duckdb"));
     let ws = Ws::new(&spec);
     // PM10 95 on Berlin's 13th-15th December at pmlag1: an information and

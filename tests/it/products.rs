@@ -572,6 +572,20 @@ const SUMMARIES: [(&str, &str); 7] = [
     ("exceedances", "COUNT(*), SUM(n_values), SUM(n_exceedances), SUM(CASE WHEN over_allowed THEN 1 ELSE 0 END)"),
 ];
 
+/// A BigQuery sink `bq` on the emulator (`TEST_BQ_URL`), into `dataset`.
+pub(crate) fn bq_sink(dataset: &str) -> String {
+    format!(
+        "  bq:
+    type: bigquery
+    project: {}
+    dataset: {dataset}
+    location: EU
+    endpoint: ${{env:TEST_BQ_URL}}
+",
+        crate::bigquery_sink::PROJECT
+    )
+}
+
 pub(crate) fn summaries_equal(ws: &Ws, dataset: &str) {
     use crate::util::bigquery;
     for (t, cols) in SUMMARIES {
@@ -601,16 +615,7 @@ fn products_in_bigquery_equal_those_in_duckdb() {
     let mut pts = points();
     write(db, &pts);
     let dataset = "prod_models";
-    let bq = format!(
-        "  bq:
-    type: bigquery
-    project: {}
-    dataset: {dataset}
-    location: EU
-    endpoint: ${{env:TEST_BQ_URL}}
-",
-        crate::bigquery_sink::PROJECT
-    );
+    let bq = bq_sink(dataset);
     let env = |ws: &Ws, args: &[&str]| {
         ws.run_env(
             args,

@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::products::{assert_products, hour, points, spec, summaries_equal, write};
+use crate::products::{assert_products, bq_sink, hour, points, spec, summaries_equal, write};
 use crate::products_ref::Points;
 use crate::util::{bigquery, influx, Ws};
 
@@ -21,19 +21,6 @@ fn dead_url() -> String {
     let url = format!("http://{}", l.local_addr().unwrap());
     drop(l);
     url
-}
-
-fn bq_sink(dataset: &str) -> String {
-    format!(
-        "  bq:
-    type: bigquery
-    project: {}
-    dataset: {dataset}
-    location: EU
-    endpoint: ${{env:TEST_BQ_URL}}
-",
-        crate::bigquery_sink::PROJECT
-    )
 }
 
 /// BigQuery's answer to an expired or revoked key (its documented 401,
@@ -86,6 +73,38 @@ fn bq_hourly(dataset: &str) -> Vec<Vec<String>> {
         crate::bigquery_sink::PROJECT
     );
     bigquery().query(crate::bigquery_sink::PROJECT, &HOURLY.replace("{t}", &t))
+}
+
+/// Product tables read row by row in both sinks (values to a thousandth).
+const PRODUCT_ROWS: [(&str, &str); 3] = [
+    ("daily_mean", "pollutant, station, CAST(day AS STRING), n_valid_hours, COALESCE(CAST(ROUND(mean * 1000) AS INT64), -1)"),
+    ("rolling_8h", "pollutant, station, CAST(hour_start AS STRING), n_valid, COALESCE(CAST(ROUND(mean * 1000) AS INT64), -1)"),
+    ("eaqi", "station, CAST(hour_start AS STRING), COALESCE(eaqi, -1), n_pollutants"),
+];
+
+/// The product tables of [`PRODUCT_ROWS`] are equal row for row in the
+/// DuckDB file and BigQuery's dataset `ds`.
+fn products_equal_row_for_row(ws: &Ws, ds: &str) {
+    for (t, cols) in PRODUCT_ROWS {
+        let duck = ws.query(
+            "wh.duckdb",
+            &format!("SELECT {cols} FROM {t} ORDER BY 1, 2, 3")
+                .replace("INT64", "BIGINT")
+                .replace(
+                    "CAST(hour_start AS STRING)",
+                    "CAST(hour_start::TIMESTAMP AS VARCHAR) || '+00'",
+                ),
+        );
+        let bq = bigquery().query(
+            crate::bigquery_sink::PROJECT,
+            &format!(
+                "SELECT {cols} FROM `{}.{ds}.{t}` ORDER BY 1, 2, 3",
+                crate::bigquery_sink::PROJECT
+            ),
+        );
+        assert!(!duck.is_empty(), "{t} is empty");
+        assert_eq!(duck, bq, "{t}: DuckDB against BigQuery, row for row");
+    }
 }
 
 /// Hour `h` (since the epoch) as `CAST(hour_start AS STRING)` writes it.
@@ -241,6 +260,7 @@ fn bigquery_down_for_six_hours_then_brought_level_from_duckdb() {
     assert_eq!(duck.len(), bq_hourly(ds).len());
     assert_eq!(bq_hourly(ds), duck);
     summaries_equal(&ws, ds);
+    products_equal_row_for_row(&ws, ds);
     assert_products(&ws, &before(&pts, noon + 7));
     for job in ["co", "o3"] {
         assert_eq!(checkpoint(&ws, job), "2026-03-29T18:00:00Z");
@@ -332,6 +352,7 @@ fn a_duckdb_file_held_by_another_process_catches_up_from_bigquery() {
     assert_eq!(duck_hourly(&ws), bq_hourly(ds));
     assert_products(&ws, &before(&pts, day4));
     summaries_equal(&ws, ds);
+    products_equal_row_for_row(&ws, ds);
     // BigQuery, level all along, was read from, never written: no hourly
     // load and no product key again.
     let writes: Vec<String> = (rec.seen().iter())

@@ -87,6 +87,21 @@ fn error_of(status: u16, body: &Value) -> ApiError {
     }
 }
 
+/// An answer's status, `Retry-After` and body (JSON; a body that is not
+/// JSON as an error message, cut to 300 characters).
+async fn answer(resp: reqwest::Response) -> (u16, Option<Duration>, Value) {
+    let status = resp.status().as_u16();
+    let hint = retry_after(resp.headers());
+    let v: Value = match resp.bytes().await {
+        Ok(b) if b.is_empty() => Value::Null,
+        Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|_| {
+            json!({"error": {"message": String::from_utf8_lossy(&b).chars().take(300).collect::<String>()}})
+        }),
+        Err(e) => json!({"error": {"message": e.to_string()}}),
+    };
+    (status, hint, v)
+}
+
 pub struct Api {
     http: reqwest::Client,
     base: String,
@@ -133,6 +148,21 @@ impl Api {
         self.tokens.describe()
     }
 
+    /// The error of a call that got no answer.
+    fn unreachable(&self, e: &reqwest::Error) -> ApiError {
+        let cause = std::error::Error::source(e)
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| e.to_string());
+        ApiError {
+            status: 0,
+            reason: String::new(),
+            message: format!(
+                "{} unreachable: {cause}",
+                crate::http::shown_url(&self.base)
+            ),
+        }
+    }
+
     /// One call; answers other than the retried ones come back as they are.
     async fn call(
         &self,
@@ -159,15 +189,7 @@ impl Api {
             }
             let (failure, last) = match rb.send().await {
                 Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    let hint = retry_after(resp.headers());
-                    let v: Value = match resp.bytes().await {
-                        Ok(b) if b.is_empty() => Value::Null,
-                        Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|_| {
-                            json!({"error": {"message": String::from_utf8_lossy(&b).chars().take(300).collect::<String>()}})
-                        }),
-                        Err(e) => json!({"error": {"message": e.to_string()}}),
-                    };
+                    let (status, hint, v) = answer(resp).await;
                     if (200..300).contains(&status) {
                         return Ok((status, v));
                     }
@@ -192,22 +214,10 @@ impl Api {
                         f => (f, err),
                     }
                 }
-                Err(e) => {
-                    let cause = std::error::Error::source(&e)
-                        .map(|s| s.to_string())
-                        .unwrap_or_else(|| e.to_string());
-                    (
-                        Failure::Transient { retry_after: None },
-                        ApiError {
-                            status: 0,
-                            reason: String::new(),
-                            message: format!(
-                                "{} unreachable: {cause}",
-                                crate::http::shown_url(&self.base)
-                            ),
-                        },
-                    )
-                }
+                Err(e) => (
+                    Failure::Transient { retry_after: None },
+                    self.unreachable(&e),
+                ),
             };
             let retry = self.retry.load(std::sync::atomic::Ordering::Relaxed);
             let Some(wait) = POLICY
