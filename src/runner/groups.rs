@@ -240,10 +240,7 @@ async fn group_batches(sh: &Arc<Shared>, g: &mut Group) {
         let t0 = Instant::now();
         let Some(extracting) = extracting else {
             next = take_batch(&mut queue, rate, g).and_then(|b| prefetch(sh, g, b));
-            let going: Vec<usize> = (0..g.members.len())
-                .filter(|&k| g.members[k].active())
-                .collect();
-            load_readers(sh, g, &going, None, &fetch, *batch, i, t0).await;
+            load_readers(sh, g, &going(g), None, &fetch, *batch, i, t0).await;
             if !g.members.iter().any(Member::active) {
                 abort(&mut next);
                 break;
@@ -301,6 +298,13 @@ async fn group_batches(sh: &Arc<Shared>, g: &mut Group) {
         }
         i += 1;
     }
+}
+
+/// The indices of the group's jobs still going.
+fn going(g: &Group) -> Vec<usize> {
+    (0..g.members.len())
+        .filter(|&k| g.members[k].active())
+        .collect()
 }
 
 /// The group's jobs still going stop here, on request.

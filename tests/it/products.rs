@@ -827,16 +827,7 @@ fn product_loads_keep_bigquerys_documented_limits() {
         }),
     );
     let dataset = "prod_limits";
-    let bq = format!(
-        "  bq:
-    type: bigquery
-    project: {}
-    dataset: {dataset}
-    location: EU
-    endpoint: ${{env:TEST_BQ_URL}}
-",
-        crate::bigquery_sink::PROJECT
-    );
+    let bq = bq_sink(dataset);
     let ws = Ws::new(&spec(db, "wh, bq", &bq, true));
     let bq_url = format!("{}/bigquery/v2", rec.url);
     ws.run_env(
