@@ -4,7 +4,7 @@
 use crate::cli::DryRunArgs;
 use crate::error::{Error, EXIT_OK};
 use crate::plan::Plan;
-use crate::runner::{plan_for, sharing, Mode};
+use crate::runner::{plan_over, sharing, Mode};
 use crate::sources::{Fetch, Source};
 use crate::spec::{Config, Hour, Job, Model, Pipeline, StateConfig};
 use crate::state::{State, StateError};
@@ -95,19 +95,62 @@ fn job_plans<'a>(
         .filter(|j| a.filter.jobs.is_empty() || a.filter.jobs.contains(&j.name))
     {
         let read = match &state {
-            Ok(s) => rt.block_on(s.checkpoint(&p.name, &job.name)),
+            Ok(s) => rt.block_on(async {
+                let cp = s.checkpoint(&p.name, &job.name).await?;
+                Ok((cp, s.progress(&p.name, &job.name).await?))
+            }),
             Err(e) => Err(StateError::Config(e.to_string())),
         };
-        let (checkpoint, cp) = match read {
-            Ok(Some(c)) => (Some(c), c.to_string()),
-            Ok(None) => (None, "none".to_owned()),
+        let (checkpoint, progress, cp) = match read {
+            Ok((Some(c), progress)) => (Some(c), progress, c.to_string()),
+            Ok((None, progress)) => (None, progress, "none".to_owned()),
             Err(e) if matches!(p.state, StateConfig::Local { .. }) => return Err(e.into()),
-            Err(StateError::Config(m)) => (None, format!("not read ({m})")),
-            Err(e) => (None, format!("not read ({e})")),
+            Err(StateError::Config(m)) => (None, Default::default(), format!("not read ({m})")),
+            Err(e) => (None, Default::default(), format!("not read ({e})")),
         };
-        jobs.push((job, cp, plan_for(p, mode, now, checkpoint)));
+        // As a run would: each sink from its position, those waiting out
+        // their backoff left out.
+        let at = progress.positions(checkpoint, &p.sinks);
+        let waiting = crate::health::Health::from_backoff([&progress], now);
+        let mut up: Vec<&str> = (p.sinks.iter().map(String::as_str))
+            .filter(|s| waiting.is_up(s))
+            .collect();
+        if up.is_empty() {
+            up = p.sinks.iter().map(String::as_str).collect();
+        }
+        let (plan, _) = plan_over(p, mode, now, checkpoint, &at, &up);
+        let cp = cp + &sinks_note(&progress, &at, &up);
+        jobs.push((job, cp, plan));
     }
     Ok(jobs)
+}
+
+/// The sinks' positions, when they differ, and those a run would leave
+/// out (waiting out their backoff): ` (sinks: wh at …, bq at …, not tried
+/// until …)`; empty when every sink stands at the checkpoint.
+fn sinks_note(
+    progress: &crate::state::Progress,
+    at: &std::collections::BTreeMap<String, Option<crate::spec::Hour>>,
+    up: &[&str],
+) -> String {
+    let same = at.values().collect::<std::collections::BTreeSet<_>>().len() <= 1;
+    if same && up.len() == at.len() {
+        return String::new();
+    }
+    let each: Vec<String> = at
+        .iter()
+        .map(|(s, p)| {
+            let mut t = format!("{s} at {}", crate::runner::checkpoint_text(*p));
+            if let (false, Some(d)) = (up.contains(&s.as_str()), progress.down(s)) {
+                t.push_str(&format!(
+                    ", not tried until {}",
+                    d.next.format("%Y-%m-%dT%H:%M:%SZ")
+                ));
+            }
+            t
+        })
+        .collect();
+    format!(" (sinks: {})", each.join(", "))
 }
 
 /// What runs where: the mode, the source, the sinks, the state.

@@ -102,6 +102,36 @@ pub fn plan_for(p: &Pipeline, mode: Mode, now: DateTime<Utc>, checkpoint: Option
     }
 }
 
+/// A job's plan over the sinks `up` (standing at `at`): each plans from
+/// its own position, and the plans are merged into one (see
+/// [`Plan::merged`]); with the hours each sink takes. `checkpoint` plans
+/// when no sink is up.
+pub fn plan_over(
+    p: &Pipeline,
+    mode: Mode,
+    now: DateTime<Utc>,
+    checkpoint: Option<Hour>,
+    at: &std::collections::BTreeMap<String, Option<Hour>>,
+    up: &[&str],
+) -> (
+    Plan,
+    std::collections::BTreeMap<String, crate::time::Ranges<Hour>>,
+) {
+    let mut takes = std::collections::BTreeMap::new();
+    let mut behind: Option<(Option<Hour>, Plan)> = None;
+    for s in up {
+        let pos = at.get(*s).copied().flatten();
+        let plan = plan_for(p, mode, now, pos);
+        takes.insert(s.to_string(), plan.hours());
+        if behind.as_ref().is_none_or(|(o, _)| pos < *o) {
+            behind = Some((pos, plan));
+        }
+    }
+    let behind = behind.map_or_else(|| plan_for(p, mode, now, checkpoint), |(_, plan)| plan);
+    let per_sink: Vec<_> = takes.values().cloned().collect();
+    (behind.merged(&per_sink, p.batch_hours), takes)
+}
+
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_owned())
@@ -460,22 +490,8 @@ fn plan_sinks(
 ) -> (Plan, Positions) {
     let p = &shared.pipeline;
     let at = progress.positions(checkpoint, &p.sinks);
-    let mut takes = std::collections::BTreeMap::new();
-    let mut behind: Option<Plan> = None;
-    let mut oldest: Option<Option<Hour>> = None;
-    for s in shared.up() {
-        let pos = at.get(s.name()).copied().flatten();
-        let plan = plan_for(p, shared.opts.mode, shared.opts.now, pos);
-        takes.insert(s.name().to_owned(), plan.hours());
-        if oldest.is_none_or(|o| pos < o) {
-            oldest = Some(pos);
-            behind = Some(plan);
-        }
-    }
-    let behind =
-        behind.unwrap_or_else(|| plan_for(p, shared.opts.mode, shared.opts.now, checkpoint));
-    let per_sink: Vec<_> = takes.values().cloned().collect();
-    let plan = behind.merged(&per_sink, p.batch_hours);
+    let up: Vec<&str> = shared.up().map(|s| s.name()).collect();
+    let (plan, takes) = plan_over(p, shared.opts.mode, shared.opts.now, checkpoint, &at, &up);
     // With `start`, a sink without a position plans from it anyway.
     let origin = match p.start {
         Some(_) => None,
