@@ -182,7 +182,8 @@ async fn settle_sinks(
 ) {
     crate::health::after_run(&mut m.sinks.progress, &sh.pipeline.sinks, out, sh.opts.now);
     if m.lease.check().is_ok() {
-        if let Err(e) = super::load::save(sh, m, m.checkpoint).await {
+        let checkpoint = m.checkpoint;
+        if let Err(e) = super::load::save(sh, m, checkpoint).await {
             warn!(job = %m.job.name, error = %e, "could not record the sinks' progress");
         }
     }

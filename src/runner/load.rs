@@ -133,7 +133,7 @@ pub(super) async fn load_batch(
         let advanced = m.sinks.checkpoint();
         // Still ours? A lost lease means another runner may own the job now.
         let moved = match m.lease.check() {
-            Ok(()) => save(sh, &m, advanced).await,
+            Ok(()) => save(sh, &mut m, advanced).await,
             Err(e) => Err(e),
         };
         if let Err(e) = moved {
@@ -147,15 +147,20 @@ pub(super) async fn load_batch(
 }
 
 /// Writes the sinks' positions, then (when it moved) the checkpoint.
+/// Positions that say no more than the checkpoint (every sink at it, none
+/// failing) are not written while the store holds none: a run whose sinks
+/// are all well writes its checkpoint only, as before.
 pub(super) async fn save(
     sh: &Shared,
-    m: &Member,
+    m: &mut Member,
     checkpoint: Option<Hour>,
 ) -> Result<(), crate::state::StateError> {
     let (p, job) = (&sh.pipeline.name, &m.job.name);
-    sh.state
-        .set_progress(p, job, &m.sinks.to_progress())
-        .await?;
+    let progress = m.sinks.to_progress();
+    if m.sinks.stored || !progress.says_nothing_more() {
+        sh.state.set_progress(p, job, &progress).await?;
+        m.sinks.stored = true;
+    }
     match checkpoint {
         Some(h) if checkpoint != m.checkpoint => sh.state.set_checkpoint(p, job, h).await,
         _ => Ok(()),

@@ -498,6 +498,7 @@ fn plan_sinks(
         None => plan.batches.first().map(|b| b.from.plus(-1)),
     };
     let sinks = Positions {
+        stored: progress != crate::state::Progress::default(),
         progress,
         at,
         takes,

@@ -22,6 +22,8 @@ pub(super) struct Positions {
     /// pipeline without `start`, where a sink without a position would
     /// begin at the newest hour).
     pub(super) origin: Option<Hour>,
+    /// Whether the store holds positions for the job (see `load::save`).
+    pub(super) stored: bool,
 }
 
 impl Positions {

@@ -80,6 +80,14 @@ impl Progress {
             .collect()
     }
 
+    /// Whether it says no more than its checkpoint: every sink at it, none
+    /// failing.
+    pub fn says_nothing_more(&self) -> bool {
+        self.sinks
+            .values()
+            .all(|s| s.down.is_none() && s.position == self.checkpoint)
+    }
+
     /// The failure record of `sink`, if it is failing.
     pub fn down(&self, sink: &str) -> Option<&Down> {
         self.sinks.get(sink).and_then(|s| s.down.as_ref())
@@ -149,6 +157,29 @@ mod tests {
         let at = p.positions(None, &sinks);
         assert!(at.values().all(Option::is_none));
         assert_eq!(floor(&at), None);
+        // Level and well: nothing beyond the checkpoint to keep.
+        assert!(!p.says_nothing_more());
+        let level = Progress {
+            checkpoint: Some(h("2026-11-20T09:00:00Z")),
+            sinks: [
+                ("wh", "2026-11-20T09:00:00Z"),
+                ("bq", "2026-11-20T09:00:00Z"),
+            ]
+            .map(|(s, at)| {
+                (
+                    s.to_owned(),
+                    SinkProgress {
+                        position: Some(h(at)),
+                        down: None,
+                    },
+                )
+            })
+            .into(),
+        };
+        assert!(level.says_nothing_more());
+        let mut failing = level.clone();
+        failing.failed("bq", "refused", "2026-11-20T10:05:00Z".parse().unwrap());
+        assert!(!failing.says_nothing_more());
     }
 
     #[test]

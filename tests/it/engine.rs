@@ -188,6 +188,8 @@ fn one_day_matches_influx_then_a_second_run_changes_nothing() {
         .find(|e| e["hour"] == "2026-11-20T14:00:00Z")
         .unwrap();
     assert_eq!(h14["rows"], 2, "muenchen has no readings at 14:00");
+    // Every sink well and level: no positions beside the checkpoint.
+    assert!(!ws.path("state/hourly/co/progress.json").exists());
     let before = ws.query("wh.duckdb", "SELECT * FROM pollutant_hourly ORDER BY ALL");
     let out = run(&ws, &["run", "hourly", "--now", NOW]).ok();
     assert!(out.stdout.contains("  co    ok      0 hours (0 new, 0 redone) in 0 batches, 0 rows in, 0 rows out, checkpoint 2026-11-20T23:00:00Z\n"), "{out:?}");
