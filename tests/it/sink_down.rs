@@ -246,37 +246,21 @@ fn bigquery_down_for_six_hours_then_brought_level_from_duckdb() {
 
     // dry-run says what the next run does: BigQuery from its position (due
     // again), the DuckDB file from its own, in batches cut where it begins.
-    let dry = ws
-        .run_env(
-            &[
-                "dry-run",
-                "aq",
-                "--job",
-                "co",
-                "--now",
-                "2026-03-29T19:05:00Z",
-            ],
-            &[("TEST_INFLUX_URL", &influx().url), ("TEST_BQ_URL", &dead)],
-        )
-        .ok();
+    let dry_run = |now: &str| {
+        let args = ["dry-run", "aq", "--job", "co", "--now", now];
+        let env = [
+            ("TEST_INFLUX_URL", influx().url.as_str()),
+            ("TEST_BQ_URL", dead.as_str()),
+        ];
+        ws.run_env(&args, &env).ok()
+    };
+    let dry = dry_run("2026-03-29T19:05:00Z");
     assert!(
         dry.stdout.contains("job `co`: checkpoint 2026-03-29T11:00:00Z (sinks: bq at 2026-03-29T11:00:00Z, wh at 2026-03-29T17:00:00Z); last complete hour 2026-03-29T18:00:00Z\n  hours: 9 (7 new, 2 redone)\n  batch 1/2: [2026-03-29T10:00:00Z, 2026-03-29T16:00:00Z) 6 hours\n  batch 2/2: [2026-03-29T16:00:00Z, 2026-03-29T19:00:00Z) 3 hours\n"),
         "{}",
         dry.stdout
     );
-    let dry = ws
-        .run_env(
-            &[
-                "dry-run",
-                "aq",
-                "--job",
-                "co",
-                "--now",
-                "2026-03-29T18:30:00Z",
-            ],
-            &[("TEST_INFLUX_URL", &influx().url), ("TEST_BQ_URL", &dead)],
-        )
-        .ok();
+    let dry = dry_run("2026-03-29T18:30:00Z");
     assert!(
         dry.stdout.contains("(sinks: bq at 2026-03-29T11:00:00Z, not tried until 2026-03-29T19:05:00Z, wh at 2026-03-29T17:00:00Z)"),
         "{}",
