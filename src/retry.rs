@@ -85,6 +85,45 @@ impl Policy {
     }
 }
 
+/// The time one call has spent, told apart by what it waited for: waits
+/// out of throttling do not use up the budget for transient failures, so
+/// that a 503 met after a minute's `Retry-After` is the first transient
+/// failure of the call, not the end of its budget.
+#[derive(Debug, Clone, Copy)]
+pub struct Spent {
+    t0: std::time::Instant,
+    throttled: Duration,
+}
+
+impl Spent {
+    pub fn start() -> Spent {
+        Spent {
+            t0: std::time::Instant::now(),
+            throttled: Duration::ZERO,
+        }
+    }
+
+    /// Since the call began.
+    pub fn elapsed(&self) -> Duration {
+        self.t0.elapsed()
+    }
+
+    /// [`Policy::wait`] for this call's `attempt`-th retry after `failure`.
+    pub fn wait(&mut self, policy: &Policy, failure: Failure, attempt: u32) -> Option<Duration> {
+        let throttled = matches!(failure, Failure::Throttled { .. });
+        let elapsed = if throttled {
+            self.t0.elapsed()
+        } else {
+            self.t0.elapsed().saturating_sub(self.throttled)
+        };
+        let wait = policy.wait(failure, attempt, elapsed)?;
+        if throttled {
+            self.throttled += wait;
+        }
+        Some(wait)
+    }
+}
+
 /// How a write that lost to a concurrent writer on the same table is sent
 /// again: at most 8 retries, after waits from 0.5 s doubling up to 8 s,
 /// each jittered (about 40 s in all, never 60).
@@ -115,6 +154,25 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn waits_out_of_throttling_leave_the_transient_budget_whole() {
+        let p = Policy {
+            throttle_budget: Duration::from_secs(120),
+            ..Policy::timed(Duration::from_secs(5), Duration::from_secs(4))
+        };
+        let mut spent = Spent::start();
+        // As if the call had waited out a minute's Retry-After already.
+        spent.t0 -= Duration::from_secs(60);
+        spent.throttled = Duration::from_secs(60);
+        let busy = Failure::Transient { retry_after: None };
+        assert_eq!(spent.wait(&p, busy, 1), Some(Duration::from_millis(500)));
+        let throttled = Failure::Throttled {
+            retry_after: Some(Duration::from_secs(60)),
+        };
+        assert_eq!(spent.wait(&p, throttled, 2), None);
+        assert_eq!(p.wait(busy, 1, Duration::from_secs(60)), None);
+    }
 
     const S: fn(u64) -> Duration = Duration::from_secs;
 

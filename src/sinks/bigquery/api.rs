@@ -12,7 +12,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use super::auth::Tokens;
-use crate::retry::{retry_after, Failure, Policy};
+use crate::retry::{retry_after, Failure, Policy, Spent};
 
 pub const RETRY_BUDGET: Duration = Duration::from_secs(60);
 pub const GOOGLE_ENDPOINT: &str = "https://bigquery.googleapis.com/bigquery/v2";
@@ -171,7 +171,7 @@ impl Api {
         body: Option<&Value>,
     ) -> Result<(u16, Value), ApiError> {
         let url = format!("{}/projects/{}{path}", self.base, self.project);
-        let t0 = Instant::now();
+        let mut spent = Spent::start();
         let mut attempt = 0;
         let mut reauthed = false;
         loop {
@@ -220,15 +220,12 @@ impl Api {
                 ),
             };
             let retry = self.retry.load(std::sync::atomic::Ordering::Relaxed);
-            let Some(wait) = POLICY
-                .wait(failure, attempt, t0.elapsed())
-                .filter(|_| retry)
-            else {
+            let Some(wait) = spent.wait(&POLICY, failure, attempt).filter(|_| retry) else {
                 let mut last = last;
                 last.message = format!(
                     "{} (gave up after {}s of retries)",
                     last.message,
-                    t0.elapsed().as_secs()
+                    spent.elapsed().as_secs()
                 );
                 return Err(last);
             };
