@@ -232,6 +232,7 @@ fn options_of(
         progress: false,
         replace_empty: false,
         flow_run: Some(flow_run),
+        beats: None,
         models: Vec::new(),
     })
 }

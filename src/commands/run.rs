@@ -26,6 +26,7 @@ pub fn run(config: &Config, a: &RunArgs, quiet: bool) -> Result<i32, Error> {
         replace_empty: a.replace_empty,
         alerts: true,
         flow_run: None,
+        beats: None,
         models: Vec::new(),
     };
     execute(config, p, opts)
@@ -46,6 +47,7 @@ pub fn backfill(config: &Config, a: &BackfillArgs, quiet: bool) -> Result<i32, E
         replace_empty: a.replace_empty,
         alerts: a.alerts,
         flow_run: None,
+        beats: None,
         models: with_upstream(p, &a.models),
     };
     execute(config, p, opts)

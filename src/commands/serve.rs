@@ -143,6 +143,7 @@ fn scheduled_run(now: chrono::DateTime<Utc>, stop: Arc<AtomicBool>, quiet: bool)
         replace_empty: false,
         alerts: true,
         flow_run: None,
+        beats: None,
         models: Vec::new(),
     }
 }

@@ -135,6 +135,9 @@ async fn report(
             if let Some(low) = runs.last().and_then(|r| r.low_coverage.as_ref()) {
                 println!("    stations under 75 % coverage in the last run: {low}");
             }
+            if let Some(h) = runs.last().and_then(|r| r.heartbeats) {
+                println!("    {}", heartbeat_health(h));
+            }
             print_runs(&runs);
         }
         for m in &p.models {
@@ -205,6 +208,19 @@ fn print_sinks(p: &Pipeline, progress: &crate::state::Progress, cp: Option<Hour>
 }
 
 /// The last runs of a job or model, newest last.
+/// What the last run's heartbeats say about Prefect's zombie detection
+/// (which marks a flow run it stops hearing from Crashed).
+fn heartbeat_health(h: crate::state::Heartbeats) -> String {
+    match (h.taken, h.refused) {
+        (0, 0) => "zombie detection: no heartbeat was answered before the job ended".into(),
+        (t, 0) => format!("zombie detection: Prefect took the last run's heartbeats ({t})"),
+        (t, r) => format!(
+            "zombie detection blind: Prefect did not take {r} of the last run's {} heartbeats, so it could not tell that run from a dead one and may mark such a run Crashed (the run's log says why)",
+            t + r
+        ),
+    }
+}
+
 fn print_runs(runs: &[crate::state::RunRecord]) {
     {
         {

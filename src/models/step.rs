@@ -130,6 +130,7 @@ pub async fn recompute(ctx: &Ctx<'_>, m: &Model, lease: &Lease) -> ModelOutcome 
             .map(|e| crate::secret::redact(&e.to_string()).into_owned()),
         error_kind: out.error.as_ref().map(|e| e.kind().to_owned()),
         low_coverage: None,
+        heartbeats: None,
     };
     if lease.check().is_ok() {
         if let Err(e) = ctx

@@ -98,15 +98,33 @@ pub(super) struct Beat {
 }
 
 /// Heartbeats Prefect took and refused (or never answered) so far.
-#[derive(Default)]
-pub(super) struct Counts {
+#[derive(Debug, Default)]
+pub struct Counts {
     taken: AtomicU64,
     refused: AtomicU64,
+}
+
+impl Counts {
+    /// (taken, refused) so far.
+    pub fn get(&self) -> (u64, u64) {
+        (
+            self.taken.load(Ordering::Relaxed),
+            self.refused.load(Ordering::Relaxed),
+        )
+    }
 }
 
 pub(super) type SharedBeat = Arc<tokio::sync::Mutex<Beat>>;
 
 impl Beat {
+    /// Not beating yet; counting into `counts`.
+    pub(super) fn counting(counts: Arc<Counts>) -> Beat {
+        Beat {
+            running: None,
+            counts,
+        }
+    }
+
     /// Starts beating for `run` every `every` (the first beat at once).
     pub(super) fn start(&mut self, client: Client, run: FlowRun, every: Duration) {
         if self.running.is_some() {
@@ -139,10 +157,7 @@ impl Beat {
 
     /// Heartbeats taken and refused so far.
     pub(super) fn counts(&self) -> (u64, u64) {
-        (
-            self.counts.taken.load(Ordering::Relaxed),
-            self.counts.refused.load(Ordering::Relaxed),
-        )
+        self.counts.get()
     }
 
     /// Stops beating, once the request under way (if any) is answered.

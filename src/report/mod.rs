@@ -27,6 +27,7 @@ mod forward;
 mod heartbeat;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -37,8 +38,8 @@ use crate::prefect::runs::{short, state, StateType};
 use crate::prefect::{Client, PrefectError};
 
 pub use forward::{forward_logs, log};
-pub use heartbeat::FlowRun;
 use heartbeat::SharedBeat;
+pub use heartbeat::{Counts as BeatCounts, FlowRun};
 
 /// One thing that happened in a run.
 #[derive(Debug, Clone)]
@@ -97,6 +98,8 @@ pub struct Report {
     pump: Option<tokio::task::JoinHandle<Option<String>>>,
     dropped: std::sync::atomic::AtomicU64,
     beat: SharedBeat,
+    /// The heartbeat's counts, when it reports to Prefect.
+    beats: Option<Arc<BeatCounts>>,
 }
 
 impl Report {
@@ -106,6 +109,7 @@ impl Report {
             pump: None,
             dropped: Default::default(),
             beat: Default::default(),
+            beats: None,
         }
     }
 
@@ -118,7 +122,10 @@ impl Report {
             .with_retry_budget(CALL_BUDGET)
             .with_throttle_budget(THROTTLE_BUDGET)
             .with_request_timeout(CALL_BUDGET);
-        let beat = SharedBeat::default();
+        let counts = Arc::new(BeatCounts::default());
+        let beat = Arc::new(tokio::sync::Mutex::new(heartbeat::Beat::counting(
+            counts.clone(),
+        )));
         Report {
             tx: Some(tx),
             pump: Some(tokio::spawn(pump(
@@ -130,7 +137,13 @@ impl Report {
             ))),
             dropped: Default::default(),
             beat,
+            beats: Some(counts),
         }
+    }
+
+    /// The heartbeat's counts as they grow, when this reports to Prefect.
+    pub fn beats(&self) -> Option<Arc<BeatCounts>> {
+        self.beats.clone()
     }
 
     pub fn is_on(&self) -> bool {

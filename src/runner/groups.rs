@@ -140,6 +140,7 @@ pub(super) async fn run_group(sh: Arc<Shared>, mut g: Group) -> Vec<JobOutcome> 
                         kind,
                         &outcome,
                         started,
+                        sh.opts.beats.as_deref(),
                     )
                     .await
                 }

@@ -75,6 +75,9 @@ pub struct Options {
     /// Report into this Prefect flow run (one a worker claimed) instead of
     /// a new one.
     pub flow_run: Option<crate::report::FlowRun>,
+    /// The run's heartbeat counts (set by [`run`] when it reports to
+    /// Prefect), kept in each job's run record.
+    pub beats: Option<Arc<crate::report::BeatCounts>>,
     /// Recompute only these models over the backfill's hours, from the
     /// hourly rows the sinks hold (`backfill --model`): no job runs and the
     /// source is not asked anything.
@@ -139,7 +142,7 @@ fn hostname() -> String {
 }
 
 /// Runs the pipeline's selected jobs, then the models reading them.
-pub async fn run(config: &Config, pipeline: &Pipeline, opts: Options) -> Outcomes {
+pub async fn run(config: &Config, pipeline: &Pipeline, mut opts: Options) -> Outcomes {
     let run_id = format!(
         "{}-{}",
         Utc::now().format("%Y%m%dT%H%M%S%.3fZ"),
@@ -157,6 +160,7 @@ pub async fn run(config: &Config, pipeline: &Pipeline, opts: Options) -> Outcome
         let t0 = Instant::now();
         let names: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
         let report = open_report(pipeline, opts.flow_run.clone());
+        opts.beats = report.beats();
         let started = Event::RunStarted {
             pipeline: pipeline.name.clone(),
             run_id: run_id.clone(),
@@ -310,7 +314,7 @@ async fn run_jobs(
         Err((state, err)) => {
             for (job, lease) in held {
                 let o = JobOutcome::failed(&job.name, err.clone());
-                record(&state, &pipeline.name, &run_id, kind, &o, Utc::now()).await;
+                record(&state, &pipeline.name, &run_id, kind, &o, Utc::now(), None).await;
                 lease.release().await;
                 out.jobs.push(o);
             }
@@ -465,7 +469,17 @@ async fn plan_jobs(
             }
             Err(e) => {
                 let o = JobOutcome::failed(&job.name, e.into());
-                record(&shared.state, &p.name, &shared.run_id, kind, &o, Utc::now()).await;
+                let beats = shared.opts.beats.as_deref();
+                record(
+                    &shared.state,
+                    &p.name,
+                    &shared.run_id,
+                    kind,
+                    &o,
+                    Utc::now(),
+                    beats,
+                )
+                .await;
                 lease.release().await;
                 failed.push(o);
             }
@@ -547,6 +561,7 @@ async fn record(
     kind: &str,
     o: &JobOutcome,
     started: DateTime<Utc>,
+    beats: Option<&crate::report::BeatCounts>,
 ) {
     let rec = RunRecord {
         run_id: run_id.to_owned(),
@@ -562,6 +577,10 @@ async fn record(
             .map(|e| crate::secret::redact(&e.to_string()).into_owned()),
         error_kind: o.error.as_ref().map(|e| e.kind().to_owned()),
         low_coverage: (o.low_coverage.as_ref()).map(|l| summary::stations(Some(l))),
+        heartbeats: beats.map(|b| {
+            let (taken, refused) = b.get();
+            crate::state::Heartbeats { taken, refused }
+        }),
     };
     if let Err(e) = state.record_run(pipeline, &o.job, &rec).await {
         warn!(job = %o.job, error = %e, "could not record the run");

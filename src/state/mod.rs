@@ -88,6 +88,17 @@ pub struct RunRecord {
     /// (`none`, or at most 20 named and the rest counted), when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub low_coverage: Option<String>,
+    /// The run's heartbeats to Prefect until this job ended, when it
+    /// reported to Prefect: whether Prefect's zombie detection could hear it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeats: Option<Heartbeats>,
+}
+
+/// Heartbeats Prefect took, and refused or never answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeats {
+    pub taken: u64,
+    pub refused: u64,
 }
 
 /// Who holds a lease, written beside it for the next runner to read.
