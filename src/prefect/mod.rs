@@ -6,13 +6,14 @@
 //! leases), `runs` (flow runs, task runs, logs, events, artifacts) and
 //! `deploy` (work pools and deployments).
 //!
-//! Every call is retried on 429, 502, 503 and connection errors, honouring
-//! `Retry-After`, for up to [`RETRY_BUDGET`]; 401, 403, 404 and 422 become
-//! errors that name the block or limit. Errors never carry a secret: the key
+//! Every call is retried on 429, 408, 502, 503, 504 and connection errors,
+//! honouring `Retry-After`, for up to [`RETRY_BUDGET`] (429s for their own
+//! budget); 401, 403, 404 and 422 become errors that name the block or
+//! limit, with what Prefect said, a plan's refusal told from a role's. Errors never carry a secret: the key
 //! is only ever put in a header, and secret values only leave this module
 //! inside [`Secret`].
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod blocks;
 pub mod deploy;
@@ -26,7 +27,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 use crate::http::shown_url;
-use crate::retry::{retry_after, Failure, Policy};
+use crate::retry::{retry_after, Failure, Policy, Spent};
 use crate::secret::Secret;
 
 /// How long one call of a run keeps retrying a server that is restarting or busy.
@@ -41,8 +42,17 @@ pub const STATE_SLUG: &str = "pipelinestateblock";
 /// What went wrong, without the object it happened to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ErrorKind {
-    Unauthorized,
-    Forbidden,
+    /// 401, with the server's message: no key, an unknown or expired one.
+    Unauthorized(String),
+    /// 403 for the key's role (or a custom role's missing permission),
+    /// with the server's message.
+    Forbidden(String),
+    /// 403 for a plan's object limit (Cloud's "maximum number of
+    /// deployments", ...): not the role's doing.
+    PlanLimit(String),
+    /// 403 for something the workspace's plan does not include (Cloud's
+    /// "plan does not support" a work pool type, ...).
+    NotInPlan(String),
     NotFound,
     Conflict(String),
     Invalid(String),
@@ -65,11 +75,25 @@ pub const MASKED: &str = "********";
 impl std::fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ErrorKind::Unauthorized => {
-                f.write_str("unauthorized (401): check the state store's `api_key`")
-            }
-            ErrorKind::Forbidden => f.write_str(
-                "forbidden (403): the API key's role may not do this; give it the Developer role, or a custom role that may (README, \"Prefect Cloud\")",
+            ErrorKind::Unauthorized(d) => write!(
+                f,
+                "unauthorized (401): no API key, or one Prefect does not know (mistyped, deleted or expired); check `api_key`{}",
+                said(d)
+            ),
+            ErrorKind::Forbidden(d) => write!(
+                f,
+                "forbidden (403): the API key's role may not do this; give it the Developer role, or a custom role that may (README, \"Prefect Cloud\"){}",
+                said(d)
+            ),
+            ErrorKind::PlanLimit(d) => write!(
+                f,
+                "refused by the workspace's plan (403), not by the key's role: a limit of the plan is reached; delete what is no longer used (old deployments, work pools) or move to a plan with a higher limit{}",
+                said(d)
+            ),
+            ErrorKind::NotInPlan(d) => write!(
+                f,
+                "refused by the workspace's plan (403), not by the key's role: the plan does not include this; upgrade the plan, or do without it (without a work pool and deployments, `duckhour serve` or cron run the pipelines and still report every run to Prefect){}",
+                said(d)
             ),
             ErrorKind::NoWorkspace => f.write_str(
                 "not found (404) on a path every Prefect server and workspace has: the URL is not an API URL (`http://host:4200/api`, or `https://api.prefect.cloud/api/accounts/<account>/workspaces/<workspace>`), or the API key is not a member of that workspace",
@@ -107,6 +131,18 @@ pub struct Client {
     /// each with its `Retry-After`); at least `budget`.
     throttle_budget: Duration,
     timeout: Duration,
+    /// A Prefect Cloud workspace: its API is rate limited per minute.
+    cloud: bool,
+}
+
+/// Prefect Cloud's API URLs name a workspace,
+/// `…/api/accounts/<account id>/workspaces/<workspace id>`; a Prefect
+/// server's is `…/api`. Told by the path, so that a proxy in front of
+/// Cloud counts as Cloud.
+fn is_cloud(base: &str) -> bool {
+    let path = base.split("://").nth(1).unwrap_or(base);
+    let parts: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    matches!(parts.as_slice(), [.., "api", "accounts", a, "workspaces", w] if !a.is_empty() && !w.is_empty())
 }
 
 struct Reply {
@@ -125,6 +161,8 @@ impl Reply {
         serde_json::from_slice(&self.body).map_err(|e| ErrorKind::Protocol(e.to_string()))
     }
 }
+
+const NO_DETAIL: &str = "(no detail)";
 
 /// What a Prefect error body says, shortened: it is shown to the user.
 /// Prefect answers `{"detail": ...}` or, for validation errors,
@@ -157,7 +195,7 @@ fn detail(body: &[u8]) -> String {
                 match o.get("detail").or_else(|| o.get("exception_message")) {
                     Some(Value::String(s)) => s.clone(),
                     Some(v) => v.to_string(),
-                    None => "(no detail)".into(),
+                    None => NO_DETAIL.into(),
                 }
             }
         }
@@ -170,11 +208,36 @@ fn detail(body: &[u8]) -> String {
     t
 }
 
+/// `; Prefect said: "…"`, or nothing when it said nothing.
+fn said(detail: &str) -> String {
+    if detail.is_empty() || detail == NO_DETAIL {
+        String::new()
+    } else {
+        format!("; Prefect said: \"{detail}\"")
+    }
+}
+
+/// What a 403 is about, told by its message as Prefect's own client tells
+/// it: "maximum number" is a plan's object limit (`ObjectLimitReached`,
+/// prefect/client/orchestration/_deployments/client.py), "plan does not
+/// support" a feature outside the plan (`ObjectUnsupported`,
+/// _work_pools/client.py); anything else is the role.
+fn forbidden(detail: String) -> ErrorKind {
+    let lower = detail.to_lowercase();
+    if lower.contains("maximum number") {
+        ErrorKind::PlanLimit(detail)
+    } else if lower.contains("plan does not support") {
+        ErrorKind::NotInPlan(detail)
+    } else {
+        ErrorKind::Forbidden(detail)
+    }
+}
+
 /// The error for a status the caller did not expect.
 fn status_kind(status: StatusCode, body: &[u8]) -> ErrorKind {
     match status.as_u16() {
-        401 => ErrorKind::Unauthorized,
-        403 => ErrorKind::Forbidden,
+        401 => ErrorKind::Unauthorized(detail(body)),
+        403 => forbidden(detail(body)),
         404 => ErrorKind::NotFound,
         409 => ErrorKind::Conflict(detail(body)),
         422 => ErrorKind::Invalid(detail(body)),
@@ -189,6 +252,13 @@ impl Client {
         // ~10 ms a process).
         let http = reqwest::Client::builder()
             .tls_built_in_root_certs(base.starts_with("https://"))
+            // HTTP/1.1, as Prefect's own client speaks to Cloud (it turned
+            // HTTP/2 off after requests stalled on a shared connection,
+            // PrefectHQ/prefect#15311): a request that times out takes its
+            // connection with it, and the retry opens a fresh one, while
+            // HTTP/2 would queue every call, the lease renewals included,
+            // behind one dead connection.
+            .http1_only()
             // Prefect Cloud's load balancer closes connections idle for 30 s
             // (reqwest keeps them 90 s): reusing one it closed costs a failed
             // request. The Python client keeps them 25 s.
@@ -205,7 +275,13 @@ impl Client {
             budget: RETRY_BUDGET,
             throttle_budget: RETRY_BUDGET,
             timeout: REQUEST_TIMEOUT,
+            cloud: is_cloud(base),
         }
+    }
+
+    /// Whether this is a Prefect Cloud workspace (its URL has Cloud's shape).
+    pub fn is_cloud(&self) -> bool {
+        self.cloud
     }
 
     /// How long each call keeps retrying (default [`RETRY_BUDGET`]).
@@ -252,7 +328,7 @@ impl Client {
             throttle_budget: self.throttle_budget,
             ..Policy::timed(self.budget, Duration::from_secs(4))
         };
-        let t0 = Instant::now();
+        let mut spent = Spent::start();
         let mut attempt = 0;
         let mut maybe_applied = false;
         loop {
@@ -305,7 +381,7 @@ impl Client {
                     (transient, unreachable(msg))
                 }
             };
-            let Some(wait) = policy.wait(failure, attempt, t0.elapsed()) else {
+            let Some(wait) = spent.wait(&policy, failure, attempt) else {
                 return Err(self.err(what, kind));
             };
             tracing::debug!(?failure, ?wait, "prefect busy or unreachable, retrying");
@@ -373,5 +449,48 @@ mod tests {
             .to_string(),
             r#"rejected (422): [{"msg":"bad"}]"#
         );
+    }
+
+    #[test]
+    fn refusals_say_whose_they_are_and_what_prefect_said() {
+        let k = |status: u16, body: &str| {
+            status_kind(StatusCode::from_u16(status).unwrap(), body.as_bytes()).to_string()
+        };
+        // The substrings Prefect's own client reads (ObjectLimitReached,
+        // ObjectUnsupported); the texts around them are ours.
+        let limit = k(
+            403,
+            r#"{"detail":"Workspace has reached the maximum number of deployments allowed by its plan"}"#,
+        );
+        assert!(limit.starts_with("refused by the workspace's plan (403), not by the key's role: a limit of the plan is reached"), "{limit}");
+        assert!(limit.ends_with(r#"; Prefect said: "Workspace has reached the maximum number of deployments allowed by its plan""#), "{limit}");
+        let pool = k(
+            403,
+            r#"{"detail":"Your plan does not support work pools of type 'kubernetes'"}"#,
+        );
+        assert!(pool.contains("the plan does not include this"), "{pool}");
+        let role = k(403, r#"{"detail":"Forbidden"}"#);
+        assert!(
+            role.starts_with(
+                "forbidden (403): the API key's role may not do this; give it the Developer role"
+            ),
+            "{role}"
+        );
+        assert!(role.ends_with(r#"Prefect said: "Forbidden""#), "{role}");
+        assert_eq!(
+            k(401, ""),
+            "unauthorized (401): no API key, or one Prefect does not know (mistyped, deleted or expired); check `api_key`"
+        );
+    }
+
+    #[test]
+    fn cloud_is_told_by_its_workspace_url() {
+        let a = "https://api.prefect.cloud/api/accounts/0b1e/workspaces/9f2c";
+        assert!(is_cloud(a) && is_cloud(&format!("{a}/")));
+        assert!(is_cloud(
+            "http://127.0.0.1:8080/api/accounts/a/workspaces/w"
+        ));
+        assert!(!is_cloud("http://127.0.0.1:4200/api"));
+        assert!(!is_cloud("https://api.prefect.cloud/api/accounts/0b1e"));
     }
 }

@@ -172,8 +172,8 @@ mod tests {
             assert!(!passing(&err(k)));
         }
         for k in [
-            ErrorKind::Unauthorized,
-            ErrorKind::Forbidden,
+            ErrorKind::Unauthorized(String::new()),
+            ErrorKind::Forbidden(String::new()),
             ErrorKind::NotFound,
         ] {
             assert!(!passing(&err(k.clone())) && !refused(&err(k)));

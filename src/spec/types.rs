@@ -94,7 +94,8 @@ pub struct StateSpec {
     pub block_name: Option<String>,
     /// prefect: how long a job's lease lasts unless renewed (renewed every
     /// quarter of it; a runner that could not renew for three quarters
-    /// stops before its next write). 60 s to 1 day. Default `2m`.
+    /// stops before its next write; on Prefect Cloud a minute more, for
+    /// its rate limits). 60 s to 1 day. Default `2m`.
     #[serde(default)]
     pub lease: Option<Spanned<super::values::Duration>>,
 }

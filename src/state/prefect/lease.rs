@@ -12,13 +12,71 @@ use super::PrefectState;
 use crate::prefect::{Client, Take};
 use crate::state::{Holder, StateError};
 
-/// How a lease of `ttl` is kept: renewed every quarter of it, each renewal
-/// given at most a quarter to answer; and trusted for three quarters after
-/// the start of the last renewal that succeeded. The server expires it a
-/// quarter later, so a runner that could not renew stops writing before
-/// anyone else can take the job.
-fn quarter(ttl: Duration) -> Duration {
-    ttl / 4
+/// How a lease of `ttl` (the spec's `lease`) is kept: renewed every
+/// quarter of `ttl`, each renewal given an eighth to answer in all for
+/// failures other than throttling, and each attempt half of that, so that
+/// an attempt lost on a dead pooled connection leaves time for one on a
+/// fresh connection; and trusted until a
+/// quarter of `ttl` before the server would expire it, counted from the
+/// start of the last renewal that succeeded: a runner that could not renew
+/// stops writing before anyone else can take the job.
+///
+/// Prefect Cloud rate-limits its API per minute, so a 429 may say "come
+/// back in up to 60 s", to a renewal too, and under load Cloud calls
+/// normal. There the server is asked for `ttl` plus [`CLOUD_WINDOW`]: a
+/// renewal throttled right after one that succeeded waits out the whole
+/// window and still finds the slot held, for every `lease` the spec allows
+/// (60 s and up), while the other jobs of the team see the slot free
+/// `ttl` plus a minute after a crash. A renewal waits out 429s for as long
+/// as the lease stays trusted. A server that does not throttle (a
+/// self-hosted Prefect server) is asked for `ttl`, as before.
+#[derive(Debug, Clone, Copy)]
+struct Keep {
+    ttl: Duration,
+    /// What the server is asked for.
+    asked: Duration,
+}
+
+/// Prefect Cloud's rate-limit window: the longest `Retry-After` it gives.
+pub const CLOUD_WINDOW: Duration = Duration::from_secs(60);
+
+/// The longest lease Prefect grants (a day), as the spec's `lease` is checked.
+const LONGEST: Duration = Duration::from_secs(86_400);
+
+impl Keep {
+    fn new(ttl: Duration, cloud: bool) -> Keep {
+        let asked = if cloud {
+            (ttl + CLOUD_WINDOW).min(LONGEST).max(ttl)
+        } else {
+            ttl
+        };
+        Keep { ttl, asked }
+    }
+
+    fn every(&self) -> Duration {
+        self.ttl / 4
+    }
+
+    /// How long after a renewal's start the lease is trusted.
+    fn trust(&self) -> Duration {
+        self.asked - self.ttl / 4
+    }
+
+    /// How long a renewal, sent a quarter after the last success, may wait
+    /// out throttling: until the trust ends.
+    fn throttled_for(&self) -> Duration {
+        self.trust() - self.every()
+    }
+
+    /// For failures other than throttling, in all.
+    fn answer_within(&self) -> Duration {
+        self.ttl / 8
+    }
+
+    /// For one attempt.
+    fn attempt(&self) -> Duration {
+        self.ttl / 16
+    }
 }
 
 /// A lease as the server knows it: one id for one or more limits (the
@@ -29,7 +87,7 @@ struct LeaseCore {
     /// For the release, with the store's usual retries.
     release_client: Client,
     id: String,
-    ttl: Duration,
+    keep: Keep,
     /// Until when the lease may be trusted without another renewal.
     trusted_until: Arc<std::sync::Mutex<Instant>>,
     lost: Arc<AtomicBool>,
@@ -69,10 +127,10 @@ impl PrefectState {
         if keys.len() > 1 {
             let limits: Vec<String> = keys.iter().map(|(k, _)| self.limit(pipeline, k)).collect();
             let names: Vec<&str> = limits.iter().map(String::as_str).collect();
-            let ttl = self.lease_ttl;
+            let asked = self.keep().asked;
             for _ in 0..2 {
                 let started = Instant::now();
-                match self.client.take_lease(&names, ttl).await {
+                match self.client.take_lease(&names, asked).await {
                     Ok(Take::Leased(id)) => {
                         let core = self.core(id, started);
                         return keys
@@ -92,7 +150,7 @@ impl PrefectState {
                         }
                     }
                     Ok(Take::BusyAfterRetry(_)) => {
-                        orphan_until = Some(started + ttl + Duration::from_secs(60));
+                        orphan_until = Some(started + asked + Duration::from_secs(60));
                         break;
                     }
                     // One is held: each is taken alone, to know which.
@@ -122,19 +180,19 @@ impl PrefectState {
         orphan_until: Option<Instant>,
     ) -> Result<PrefectLease, StateError> {
         let limit = self.limit(pipeline, job);
-        let ttl = self.lease_ttl;
+        let asked = self.keep().asked;
         // Set when an attempt may have taken a slot whose answer we lost:
         // until that orphan expires, "busy" may mean ourselves.
         let mut own_orphan_until: Option<Instant> = orphan_until;
         let (id, taken_at) = loop {
             let started = Instant::now();
-            let busy = match self.client.take_lease(&[&limit], ttl).await {
+            let busy = match self.client.take_lease(&[&limit], asked).await {
                 Ok(Take::Leased(id)) => break (id, started),
                 Ok(Take::BusyAfterRetry(hint)) => {
                     // The server frees an expired slot on its repossessor's
                     // next round (every 15 s by default, later on a busy
                     // server: seen in the suite), not at the instant.
-                    own_orphan_until.get_or_insert(started + ttl + Duration::from_secs(60));
+                    own_orphan_until.get_or_insert(started + asked + Duration::from_secs(60));
                     hint
                 }
                 Ok(Take::Busy(hint)) => hint,
@@ -179,27 +237,33 @@ impl PrefectState {
         Ok(self.lease_of(pipeline, job, core, holder))
     }
 
+    /// How this store keeps its leases.
+    fn keep(&self) -> Keep {
+        Keep::new(self.lease_ttl, self.client.is_cloud())
+    }
+
     /// A lease taken at `taken_at`, renewed from now on.
     fn core(&self, id: String, taken_at: Instant) -> Arc<LeaseCore> {
-        let ttl = self.lease_ttl;
+        let keep = self.keep();
         let lost = Arc::new(AtomicBool::new(false));
-        let trusted_until = Arc::new(std::sync::Mutex::new(taken_at + ttl - quarter(ttl)));
+        let trusted_until = Arc::new(std::sync::Mutex::new(taken_at + keep.trust()));
         let renewals = self
             .client
             .clone()
-            .with_retry_budget(quarter(ttl) / 2)
-            .with_request_timeout(quarter(ttl) / 2);
+            .with_retry_budget(keep.answer_within())
+            .with_throttle_budget(keep.throttled_for())
+            .with_request_timeout(keep.attempt());
         let renewer = tokio::spawn(renew_loop(
             renewals,
             id.clone(),
-            ttl,
+            keep,
             trusted_until.clone(),
             lost.clone(),
         ));
         Arc::new(LeaseCore {
             release_client: self.client.clone(),
             id,
-            ttl,
+            keep,
             trusted_until,
             lost,
             renewer,
@@ -236,17 +300,16 @@ impl PrefectState {
 async fn renew_loop(
     client: Client,
     id: String,
-    ttl: Duration,
+    keep: Keep,
     trusted_until: Arc<std::sync::Mutex<Instant>>,
     lost: Arc<AtomicBool>,
 ) {
     loop {
-        tokio::time::sleep(quarter(ttl)).await;
+        tokio::time::sleep(keep.every()).await;
         let started = Instant::now();
-        match client.renew_lease(&id, ttl).await {
+        match client.renew_lease(&id, keep.asked).await {
             Ok(true) => {
-                *trusted_until.lock().unwrap_or_else(|p| p.into_inner()) =
-                    started + ttl - quarter(ttl);
+                *trusted_until.lock().unwrap_or_else(|p| p.into_inner()) = started + keep.trust();
             }
             Ok(false) => {
                 tracing::warn!(lease = %id, "lease lost (expired or revoked)");
@@ -269,7 +332,7 @@ impl PrefectLease {
     }
 
     /// `LeaseLost` once the server said the lease is gone, or once the last
-    /// successful renewal is three quarters of the lease old: the caller
+    /// successful renewal is older than the trust ([`Keep`]): the caller
     /// must not write to any sink, ledger or block after that.
     pub fn check(&self) -> Result<(), StateError> {
         let c = &self.core;
@@ -279,7 +342,7 @@ impl PrefectLease {
         let until = *c.trusted_until.lock().unwrap_or_else(|p| p.into_inner());
         if Instant::now() >= until {
             c.lost.store(true, Ordering::SeqCst);
-            let secs = (c.ttl - quarter(c.ttl)).as_secs();
+            let secs = c.keep.trust().as_secs();
             return Err(self.lost_error(&format!("not renewed for {secs}s, it may have expired")));
         }
         Ok(())
@@ -310,5 +373,38 @@ impl Drop for PrefectLease {
         if !self.released && self.core.users.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.core.renewer.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// For every lease the spec allows, on Cloud: a renewal sent on time
+    /// and told to come back after a whole window, then answered within
+    /// its eighth, lands while the lease is still trusted, and the trust
+    /// ends before the server would expire the slot. Off Cloud, the server
+    /// is asked for `lease` alone and the trust is three quarters of it.
+    #[test]
+    fn a_renewal_throttled_for_a_whole_window_keeps_the_lease() {
+        for secs in [60, 61, 90, 120, 300, 3600, 86_399, 86_400] {
+            let k = Keep::new(Duration::from_secs(secs), true);
+            let renewed = k.every() + CLOUD_WINDOW + k.answer_within();
+            assert!(renewed < k.trust(), "{secs}: {renewed:?} {k:?}");
+            assert!(CLOUD_WINDOW <= k.throttled_for(), "{secs}: {k:?}");
+            assert!(k.trust() < k.asked && k.asked <= LONGEST, "{secs}: {k:?}");
+            let local = Keep::new(Duration::from_secs(secs), false);
+            assert_eq!(local.asked, local.ttl);
+            assert_eq!(local.trust(), local.ttl * 3 / 4);
+        }
+        let k = Keep::new(Duration::from_secs(60), true);
+        assert_eq!(
+            (k.asked, k.trust(), k.throttled_for()),
+            (
+                Duration::from_secs(120),
+                Duration::from_secs(105),
+                Duration::from_secs(90)
+            )
+        );
     }
 }

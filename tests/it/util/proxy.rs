@@ -50,6 +50,9 @@ pub struct Seen {
     pub upstream: u16,
     /// When the request arrived.
     pub at: std::time::Instant,
+    /// Its place on its connection: 1 for a connection's first request,
+    /// more for one sent on a pooled connection.
+    pub on_connection: usize,
 }
 
 impl Seen {
@@ -77,6 +80,10 @@ pub enum Act {
     /// Forward, then give the client `map(status, body)` instead of the
     /// server's answer: a service that answers otherwise than the server.
     ForwardMapped(MapAnswer),
+    /// Never answer, and keep the connection open (for two minutes): a
+    /// connection that died on the way (a NAT or load balancer dropped it
+    /// without a word), as the client sees it.
+    Stall,
 }
 
 /// Turns the server's (status, body) into what the client gets.
@@ -102,15 +109,19 @@ pub struct Recorder {
 impl Recorder {
     /// Forwards to `upstream` (its root, e.g. `http://127.0.0.1:9050`).
     pub fn start(upstream: &str, inject: Inject) -> Recorder {
-        Recorder::start_closing_idle(upstream, inject, None)
+        Recorder::start_closing_idle(upstream, inject, None, "")
     }
 
     /// The same, closing a connection that stays `idle` between requests
-    /// (as Prefect Cloud's load balancer does after 30 s).
+    /// (as Prefect Cloud's load balancer does after 30 s), and forwarding
+    /// paths under `prefix` (e.g. a Cloud workspace's
+    /// `/api/accounts/<a>/workspaces/<w>`) as under `/api`; `Seen` keeps
+    /// the path as sent.
     pub fn start_closing_idle(
         upstream: &str,
         inject: Inject,
         idle: Option<std::time::Duration>,
+        prefix: &str,
     ) -> Recorder {
         use std::io::{BufRead, BufReader, Read, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -119,12 +130,14 @@ impl Recorder {
         let idle_closed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let inject = std::sync::Arc::new(inject);
         let (upstream, log, closed) = (upstream.to_owned(), seen.clone(), idle_closed.clone());
+        let prefix = prefix.to_owned();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { return };
                 let (upstream, log, inject) = (upstream.clone(), log.clone(), inject.clone());
-                let closed = closed.clone();
+                let (closed, prefix) = (closed.clone(), prefix.clone());
                 std::thread::spawn(move || {
+                    let mut on_connection = 0;
                     let http = reqwest::blocking::Client::new();
                     let _ = stream.set_read_timeout(idle);
                     let mut out = stream.try_clone().unwrap();
@@ -169,6 +182,7 @@ impl Recorder {
                         }
                         let mut body = vec![0; len];
                         r.read_exact(&mut body).unwrap();
+                        on_connection += 1;
                         let mut s = Seen {
                             method: method.clone(),
                             path: path.clone(),
@@ -186,9 +200,19 @@ impl Recorder {
                             status: 0,
                             upstream: 0,
                             at: std::time::Instant::now(),
+                            on_connection,
                         };
                         let act = inject(&s);
+                        let path = match path.strip_prefix(prefix.as_str()) {
+                            Some(rest) if !prefix.is_empty() => format!("/api{rest}"),
+                            _ => path,
+                        };
                         let (status, answer, kept) = match act {
+                            Act::Stall => {
+                                log.lock().unwrap().push(s);
+                                std::thread::sleep(std::time::Duration::from_secs(120));
+                                return;
+                            }
                             Act::Answer(status, body) => (status, body.into_bytes(), Vec::new()),
                             Act::AnswerWith(status, headers, body) => {
                                 (status, body.into_bytes(), headers)
