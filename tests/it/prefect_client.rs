@@ -114,7 +114,7 @@ async fn errors_name_the_limit_or_block_and_never_the_key() {
         .to_string();
     assert_eq!(
         e,
-        format!("prefect {base}: concurrency limit `duckhour-p-co`: unauthorized (401): check the state store's `api_key`")
+        format!("prefect {base}: concurrency limit `duckhour-p-co`: unauthorized (401): no API key, or one Prefect does not know (mistyped, deleted or expired); check `api_key`; Prefect said: \"Unauthorized\"")
     );
 
     let (c, base) = client(vec![Some(R422.to_vec())]);

@@ -110,7 +110,13 @@ fn sample_day_reported(p: &Prefect, cloud: &Cloud, ws: &Ws, out: &crate::util::O
     assert_eq!(out.code, 0, "{out:?}");
     assert!(!out.stderr.contains("could not report"), "{}", out.stderr);
     sample_day_loaded(p, ws, name);
-    let runs = flow_runs(p, name);
+    let id = completed_run(p, name);
+    every_log_line_stored(p, cloud, &id);
+}
+
+/// The one flow run of `flow`, COMPLETED, and both its task runs: its id.
+fn completed_run(p: &Prefect, flow: &str) -> String {
+    let runs = flow_runs(p, flow);
     assert_eq!(runs.len(), 1, "{runs:?}");
     assert_eq!(runs[0]["state"]["type"], "COMPLETED", "{}", runs[0]);
     let id = runs[0]["id"].as_str().unwrap();
@@ -121,7 +127,7 @@ fn sample_day_reported(p: &Prefect, cloud: &Cloud, ws: &Ws, out: &crate::util::O
             ("no2".into(), "COMPLETED".into())
         ]
     );
-    every_log_line_stored(p, cloud, id);
+    id.to_owned()
 }
 
 /// Every log line the stand-in took reached the server, for flow run `id`.
@@ -551,17 +557,7 @@ fn a_month_backfill_throttled_by_the_minute_loses_no_lease() {
             Some("2026-10-30T23:00:00Z")
         );
     }
-    let runs = flow_runs(p, "cloudmonth");
-    assert_eq!(runs.len(), 1);
-    assert_eq!(runs[0]["state"]["type"], "COMPLETED", "{}", runs[0]);
-    let id = runs[0]["id"].as_str().unwrap();
-    assert_eq!(
-        task_states(p, id),
-        vec![
-            ("co".into(), "COMPLETED".into()),
-            ("no2".into(), "COMPLETED".into())
-        ]
-    );
+    completed_run(p, "cloudmonth");
     // Renewals were throttled, and between two that the server took (the
     // take counts as the first) more than 45 s passed at least once: the
     // time a 60 s lease was trusted for before.
@@ -657,8 +653,7 @@ fn a_dead_pooled_connection_does_not_stall_a_renewal() {
             vec!["no2", "24", "71", "true"]
         ]
     );
-    let runs = flow_runs(p, "clouddead");
-    assert_eq!(runs[0]["state"]["type"], "COMPLETED", "{}", runs[0]);
+    completed_run(p, "clouddead");
     let status = ws.run_env(&["status"], &env).ok().stdout;
     assert_eq!(
         status
