@@ -48,34 +48,11 @@ const NOW: &str = "2026-11-21T00:10:00Z";
 
 /// The flow runs of the flow named `pipeline`.
 fn flow_runs(p: &Prefect, pipeline: &str) -> Vec<serde_json::Value> {
-    p.post_json(
-        "/flow_runs/filter",
-        serde_json::json!({"flows": {"name": {"any_": [pipeline]}}}),
-    )
-    .as_array()
-    .unwrap()
-    .clone()
+    p.flow_runs(pipeline)
 }
 
 fn task_runs(p: &Prefect, flow_run: &str) -> Vec<(String, String, String)> {
-    let mut out: Vec<(String, String, String)> = p
-        .post_json(
-            "/task_runs/filter",
-            serde_json::json!({"flow_runs": {"id": {"any_": [flow_run]}}}),
-        )
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| {
-            (
-                t["name"].as_str().unwrap().to_owned(),
-                t["state"]["type"].as_str().unwrap().to_owned(),
-                t["state"]["message"].as_str().unwrap_or("").to_owned(),
-            )
-        })
-        .collect();
-    out.sort();
-    out
+    p.task_runs(flow_run)
 }
 
 #[test]

@@ -31,34 +31,13 @@ pipelines:
 }
 
 fn flow_runs(p: &Prefect, flow: &str) -> Vec<serde_json::Value> {
-    p.post_json(
-        "/flow_runs/filter",
-        serde_json::json!({"flows": {"name": {"any_": [flow]}}}),
-    )
-    .as_array()
-    .unwrap()
-    .clone()
+    p.flow_runs(flow)
 }
 
 /// The states of a flow run's task runs, by name.
 fn task_states(p: &Prefect, flow_run: &str) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = p
-        .post_json(
-            "/task_runs/filter",
-            serde_json::json!({"flow_runs": {"id": {"any_": [flow_run]}}}),
-        )
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| {
-            (
-                t["name"].as_str().unwrap().to_owned(),
-                t["state"]["type"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    out.sort();
-    out
+    let runs = p.task_runs(flow_run).into_iter();
+    runs.map(|(name, state, _)| (name, state)).collect()
 }
 
 fn rows_by_job(ws: &Ws) -> Vec<Vec<String>> {

@@ -97,6 +97,39 @@ impl Prefect {
         r.json().unwrap()
     }
 
+    /// The flow runs of the flow named `flow` (a pipeline's).
+    pub fn flow_runs(&self, flow: &str) -> Vec<serde_json::Value> {
+        self.post_json(
+            "/flow_runs/filter",
+            serde_json::json!({"flows": {"name": {"any_": [flow]}}}),
+        )
+        .as_array()
+        .unwrap()
+        .clone()
+    }
+
+    /// The task runs of `flow_run`: (name, state type, state message), sorted.
+    pub fn task_runs(&self, flow_run: &str) -> Vec<(String, String, String)> {
+        let mut out: Vec<(String, String, String)> = self
+            .post_json(
+                "/task_runs/filter",
+                serde_json::json!({"flow_runs": {"id": {"any_": [flow_run]}}}),
+            )
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                (
+                    t["name"].as_str().unwrap().to_owned(),
+                    t["state"]["type"].as_str().unwrap().to_owned(),
+                    t["state"]["message"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
     /// The events matching `filter` (an `EventFilter`), waiting up to 30 s
     /// for at least `least` of them: the server stores events a moment
     /// after it accepts them.
